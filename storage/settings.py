@@ -1,0 +1,77 @@
+"""One settings object for the whole product (env prefix ``RECSERVE_``).
+
+Defaults are the *embedded* setup: everything under ``data_dir`` and no server needed.
+Each real backend is one setting away (see README, "Configuration").
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A per-process secret: tokens survive only as long as the process in development, which is the
+# point: nobody can mistake it for a real secret.
+_DEV_JWT_SECRET = secrets.token_urlsafe(32)
+
+
+class UnsafeSettingsError(ValueError):
+    """Raised when a production deployment would run with a development-only default."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECSERVE_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("./data")
+
+    database_url: str | None = None
+    database_echo: bool = False
+    redis_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    artifact_uri: str | None = None
+
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_minutes: int = Field(default=30, gt=0)
+    refresh_token_days: int = Field(default=14, gt=0)
+
+    cache_default_ttl_seconds: int = Field(default=300, gt=0)
+    cache_compress_min_bytes: int = Field(default=4096, ge=0)
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        if self.database_url is None:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir.resolve()}/recserve.db"
+        if self.artifact_uri is None:
+            self.artifact_uri = str(self.data_dir.resolve() / "artifacts")
+        if self.jwt_secret is None:
+            if self.env == "production":
+                raise UnsafeSettingsError(
+                    "RECSERVE_JWT_SECRET must be set when RECSERVE_ENV=production"
+                )
+            self.jwt_secret = SecretStr(_DEV_JWT_SECRET)
+        elif self.env == "production" and len(self.jwt_secret.get_secret_value()) < 32:
+            raise UnsafeSettingsError("RECSERVE_JWT_SECRET must be at least 32 characters")
+        return self
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Where the embedded Qdrant engine keeps its shards."""
+        return self.data_dir.resolve() / "qdrant"
+
+    @property
+    def uses_dev_jwt_secret(self) -> bool:
+        assert self.jwt_secret is not None
+        return self.jwt_secret.get_secret_value() == _DEV_JWT_SECRET
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
