@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _DEV_JWT_SECRET = secrets.token_urlsafe(32)
 
 
-class UnsafeSettingsError(ValueError):
+class UnsafeSettingsError(Exception):
     """Raised when a production deployment would run with a development-only default."""
 
 
