@@ -1,0 +1,123 @@
+"""JWT access/refresh tokens and argon2 password hashing.
+
+The tenant, user and role of a request come only from a token verified here: the algorithm is
+pinned from settings (``algorithms=[pinned]``), so ``alg: none`` or a token signed with any other
+key or algorithm is refused, as is one missing ``exp``/``iat``/``type`` or of the wrong type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from graph_api.errors import Unauthenticated
+from storage.settings import Settings
+
+TokenType = Literal["access", "refresh"]
+ISSUER = "recserve"
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "tid", "role", "type", "iss"]
+
+_hasher = PasswordHasher()
+# Verifying against a real hash when the email is unknown keeps login time the same for known
+# and unknown accounts, so response timing does not reveal which emails exist.
+_DUMMY_HASH = _hasher.hash("recserve-timing-equaliser")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: always taken from a verified token, never from client input."""
+
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+async def hash_password(password: str) -> str:
+    # argon2 is deliberately slow (tens of ms): keep it off the event loop.
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)
+
+
+class TokenService:
+    """Issues and verifies tokens with the one secret and algorithm from settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.jwt_secret is not None  # Settings fills a dev secret when unset
+        self._secret = settings.jwt_secret.get_secret_value()
+        self._algorithm = settings.jwt_algorithm
+        self._lifetimes: dict[TokenType, timedelta] = {
+            "access": timedelta(minutes=settings.access_token_minutes),
+            "refresh": timedelta(days=settings.refresh_token_days),
+        }
+
+    @property
+    def access_lifetime(self) -> timedelta:
+        return self._lifetimes["access"]
+
+    def issue(self, principal: Principal, token_type: TokenType) -> str:
+        now = datetime.now(UTC)
+        claims = {
+            "sub": str(principal.user_id),
+            "tid": str(principal.tenant_id),
+            "role": principal.role,
+            "type": token_type,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + self._lifetimes[token_type],
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._secret, algorithm=self._algorithm)
+
+    def verify(self, token: str, expected_type: TokenType = "access") -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[self._algorithm],
+                issuer=ISSUER,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise Unauthenticated("Token has expired.") from error
+        except jwt.PyJWTError as error:
+            raise Unauthenticated("Invalid token.") from error
+        if claims["type"] != expected_type:
+            raise Unauthenticated(f"An {expected_type} token is required.")
+        try:
+            return Principal(
+                tenant_id=uuid.UUID(claims["tid"]),
+                user_id=uuid.UUID(claims["sub"]),
+                role=str(claims["role"]),
+            )
+        except (ValueError, TypeError, AttributeError) as error:
+            raise Unauthenticated("Invalid token.") from error
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None when absent."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization header must be 'Bearer <token>'.")
+    return token.strip()

@@ -1,0 +1,116 @@
+"""GraphQL errors with a stable ``extensions.code``, and the edge that maps everything else.
+
+Resolvers raise ``ApiError`` subclasses (or let storage errors through); the ``ErrorMapping``
+schema extension turns storage errors into their codes and masks anything unexpected as
+``INTERNAL`` so no exception text or stack trace reaches a client::
+
+    NotFound              -> NOT_FOUND
+    Conflict, InvalidData -> BAD_USER_INPUT
+    Unavailable           -> INTERNAL ("service temporarily unavailable")
+    anything else         -> INTERNAL ("Internal server error.")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from storage.errors import Conflict, InvalidData, NotFound, StorageError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+NOT_FOUND = "NOT_FOUND"
+RATE_LIMITED = "RATE_LIMITED"
+INTERNAL = "INTERNAL"
+# Parse/validation failures (including the depth limit) come from graphql-core with no
+# original error; they are the client's fault and keep their message.
+GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+
+
+class ApiError(Exception):
+    """An error whose message is safe to show to the client."""
+
+    code: ClassVar[str] = INTERNAL
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extensions = extensions
+
+
+class Unauthenticated(ApiError):
+    code = UNAUTHENTICATED
+
+
+class Forbidden(ApiError):
+    code = FORBIDDEN
+
+
+class BadUserInput(ApiError):
+    code = BAD_USER_INPUT
+
+
+class ObjectNotFound(ApiError):
+    code = NOT_FOUND
+
+
+class RateLimited(ApiError):
+    code = RATE_LIMITED
+
+
+_STORAGE_CODES: list[tuple[type[StorageError], str]] = [
+    (NotFound, NOT_FOUND),
+    (Conflict, BAD_USER_INPUT),
+    (InvalidData, BAD_USER_INPUT),
+]
+
+
+def classify(error: GraphQLError) -> tuple[str, str, dict[str, Any]]:
+    """The (code, client-safe message, extra extensions) for one execution error."""
+    original = error.original_error
+    if original is None:
+        code = (error.extensions or {}).get("code", GRAPHQL_VALIDATION_FAILED)
+        return code, error.message, {}
+    if isinstance(original, ApiError):
+        return original.code, original.message, original.extensions
+    for storage_type, code in _STORAGE_CODES:
+        if isinstance(original, storage_type):
+            # Storage messages name the rule that was broken, never connection details.
+            return code, str(original) or code.lower(), {}
+    if isinstance(original, Unavailable):
+        logger.warning("backend unavailable: %s", original)
+        return INTERNAL, "Service temporarily unavailable, retry later.", {}
+    logger.error("unexpected error in resolver", exc_info=original)
+    return INTERNAL, "Internal server error.", {}
+
+
+def _rebuild(error: GraphQLError) -> GraphQLError:
+    code, message, extra = classify(error)
+    return GraphQLError(
+        message=message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions={**extra, "code": code},
+    )
+
+
+class ErrorMapping(SchemaExtension):
+    """Give every error a code and drop the original exception before serialisation."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            # Parse and validation errors land here too: Strawberry sets the result before
+            # the operation hook resumes.
+            result.errors = [_rebuild(error) for error in result.errors]

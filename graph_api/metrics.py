@@ -1,0 +1,117 @@
+"""Live request metrics, collected by a schema extension rather than inside resolvers.
+
+One ``MetricsRecorder`` lives per app (per Serve replica); ``performanceMetrics`` reads it.
+Latency percentiles cover a recent window so they follow the current load, while the totals
+count everything since start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from strawberry.extensions import SchemaExtension
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    total_requests: int
+    total_errors: int
+    window_seconds: float
+    window_requests: int
+    requests_per_second: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    error_rate: float
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float
+    operations: dict[str, int]
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; 0.0 for an empty window."""
+    if not sorted_values:
+        return 0.0
+    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]
+
+
+class MetricsRecorder:
+    def __init__(
+        self, window_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._samples: deque[tuple[float, float, bool]] = deque()
+        self.total_requests = 0
+        self.total_errors = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.operations: dict[str, int] = {}
+
+    def record_request(self, operation: str, latency_ms: float, failed: bool) -> None:
+        now = self._clock()
+        self._samples.append((now, latency_ms, failed))
+        self.total_requests += 1
+        self.total_errors += int(failed)
+        self.operations[operation] = self.operations.get(operation, 0) + 1
+        self._expire(now)
+
+    def record_cache(self, hit: bool) -> None:
+        if hit:
+            self.cache_hits += 1
+        else:
+            self.cache_misses += 1
+
+    def _expire(self, now: float) -> None:
+        while self._samples and now - self._samples[0][0] > self.window_seconds:
+            self._samples.popleft()
+
+    def snapshot(self) -> MetricsSnapshot:
+        now = self._clock()
+        self._expire(now)
+        latencies = sorted(sample[1] for sample in self._samples)
+        errors = sum(1 for sample in self._samples if sample[2])
+        count = len(latencies)
+        span = min(self.window_seconds, max(now - self._samples[0][0], 1.0)) if count else 1.0
+        lookups = self.cache_hits + self.cache_misses
+        return MetricsSnapshot(
+            total_requests=self.total_requests,
+            total_errors=self.total_errors,
+            window_seconds=self.window_seconds,
+            window_requests=count,
+            requests_per_second=count / span,
+            p50_latency_ms=_percentile(latencies, 0.50),
+            p95_latency_ms=_percentile(latencies, 0.95),
+            error_rate=errors / count if count else 0.0,
+            cache_hits=self.cache_hits,
+            cache_misses=self.cache_misses,
+            cache_hit_rate=self.cache_hits / lookups if lookups else 0.0,
+            operations=dict(self.operations),
+        )
+
+
+class MetricsExtension(SchemaExtension):
+    """Times each operation and counts it as failed when the result carries errors."""
+
+    def __init__(self, recorder: MetricsRecorder) -> None:
+        self.recorder = recorder
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        result = self.execution_context.result
+        failed = bool(result is not None and result.errors)
+        name = self._operation_label()
+        self.recorder.record_request(name, elapsed_ms, failed)
+
+    def _operation_label(self) -> str:
+        try:
+            kind = self.execution_context.operation_type.value
+        except RuntimeError:  # unparseable document: no operation type to report
+            return "invalid"
+        return f"{kind}:{self.execution_context.operation_name or 'anonymous'}"
