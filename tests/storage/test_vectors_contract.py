@@ -1,0 +1,208 @@
+"""One contract suite for every vector store backend, checked against numpy brute force."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from storage.errors import InvalidData, NotFound
+from storage.settings import Settings
+from storage.vectors import (
+    EdgeVectorStore,
+    QdrantServerStore,
+    VectorStore,
+    create_vector_store,
+)
+
+# Local-mode Qdrant warns that payload indexes are a no-op there; the server path still runs.
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
+
+DIM = 16
+CATEGORIES = ("books", "music", "film")
+_names = itertools.count()
+
+
+@pytest.fixture(params=["edge", "server"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
+    backend: VectorStore
+    if request.param == "edge":
+        backend = EdgeVectorStore(tmp_path / "qdrant")
+    else:
+        backend = QdrantServerStore(AsyncQdrantClient(":memory:"))
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def collection(store: VectorStore) -> str:
+    name = f"items_{next(_names)}"
+    await store.ensure_collection(name, DIM)
+    return name
+
+
+def _catalogue(rng: np.random.Generator, tenant: str, n: int) -> tuple[list[str], np.ndarray, list]:
+    ids = [f"{tenant}-item-{i}" for i in range(n)]
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    points = [
+        (
+            item_id,
+            vectors[i].tolist(),
+            {"tenant_id": tenant, "category": CATEGORIES[i % 3], "lang": "en" if i % 2 else "fr"},
+        )
+        for i, item_id in enumerate(ids)
+    ]
+    return ids, vectors, points
+
+
+def _brute_force(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
+    normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = normed @ (query / np.linalg.norm(query))
+    order = np.argsort(-scores, kind="stable")[:k]
+    return order.tolist(), scores[order]
+
+
+@pytest.fixture
+def loaded_b() -> list:
+    """Tenant B's points, filled by ``loaded``."""
+    return []
+
+
+@pytest.fixture
+async def loaded(
+    store: VectorStore, collection: str, rng: np.random.Generator, loaded_b: list
+) -> tuple[list[str], np.ndarray]:
+    ids, vectors, points = _catalogue(rng, "tenant-a", 200)
+    await store.upsert(collection, points)
+    _, _, other = _catalogue(rng, "tenant-b", 60)
+    await store.upsert(collection, other)
+    loaded_b.extend(other)
+    return ids, vectors
+
+
+async def test_search_is_exact_cosine_top_k(store, collection, loaded, rng) -> None:
+    ids, vectors = loaded
+    for query in rng.normal(size=(5, DIM)):
+        hits = await store.search(collection, query.tolist(), 10, tenant_id="tenant-a")
+        expected, scores = _brute_force(vectors, query, 10)
+        assert [h.id for h in hits] == [ids[i] for i in expected]
+        np.testing.assert_allclose([h.score for h in hits], scores, atol=1e-4)
+        assert all(h.payload["tenant_id"] == "tenant-a" for h in hits)
+
+
+async def test_payload_round_trips_without_internal_keys(store, collection, loaded) -> None:
+    ids, vectors = loaded
+    [hit] = await store.search(collection, vectors[7].tolist(), 1, tenant_id="tenant-a")
+    assert hit.id == ids[7]
+    assert hit.payload == {"tenant_id": "tenant-a", "category": CATEGORIES[7 % 3], "lang": "en"}
+
+
+async def test_tenant_never_sees_another_tenants_points(
+    store, collection, loaded, loaded_b
+) -> None:
+    # Probe with one of tenant B's own vectors: B's point is its perfect match.
+    b_vector = loaded_b[0][1]
+    hits = await store.search(collection, b_vector, 300, tenant_id="tenant-a")
+    assert len(hits) == 200
+    assert all(h.id.startswith("tenant-a-") for h in hits)
+    hits_b = await store.search(collection, b_vector, 300, tenant_id="tenant-b")
+    assert hits_b[0].id == loaded_b[0][0]
+    assert len(hits_b) == 60 and all(h.id.startswith("tenant-b-") for h in hits_b)
+    assert await store.search(collection, b_vector, 5, tenant_id="tenant-c") == []
+
+
+async def test_filter_by_category_list_and_exact_field(store, collection, loaded, rng) -> None:
+    ids, vectors = loaded
+    query = rng.normal(size=DIM)
+    allowed = [i for i in range(200) if CATEGORIES[i % 3] in ("books", "film") and i % 2]
+    hits = await store.search(
+        collection,
+        query.tolist(),
+        8,
+        tenant_id="tenant-a",
+        filter={"category": ["books", "film"], "lang": "en"},
+    )
+    expected, _ = _brute_force(vectors[allowed], query, 8)
+    assert [h.id for h in hits] == [ids[allowed[i]] for i in expected]
+    assert {h.payload["category"] for h in hits} <= {"books", "film"}
+
+
+async def test_exclude_ids_skips_exactly_those(store, collection, loaded, rng) -> None:
+    ids, vectors = loaded
+    query = rng.normal(size=DIM)
+    expected, _ = _brute_force(vectors, query, 8)
+    excluded = [ids[i] for i in expected[:3]]
+    hits = await store.search(collection, query.tolist(), 5, "tenant-a", exclude_ids=excluded)
+    assert [h.id for h in hits] == [ids[i] for i in expected[3:8]]
+
+
+async def test_count_delete_and_delete_by_filter(store, collection, loaded) -> None:
+    ids, vectors = loaded
+    assert await store.count(collection, "tenant-a") == 200
+    assert await store.count(collection, "tenant-b") == 60
+    await store.delete(collection, [*ids[:10], "never-existed"])
+    assert await store.count(collection, "tenant-a") == 190
+    hits = await store.search(collection, vectors[0].tolist(), 3, tenant_id="tenant-a")
+    assert ids[0] not in {h.id for h in hits}
+    await store.delete_by_filter(collection, "tenant-a")
+    assert await store.count(collection, "tenant-a") == 0
+    assert await store.count(collection, "tenant-b") == 60
+
+
+async def test_reupsert_overwrites_vector_and_payload(store, collection, loaded, rng) -> None:
+    ids, _ = loaded
+    fresh = rng.normal(size=DIM).tolist()
+    await store.upsert(collection, [(ids[5], fresh, {"tenant_id": "tenant-a", "category": "new"})])
+    assert await store.count(collection, "tenant-a") == 200
+    [hit] = await store.search(collection, fresh, 1, tenant_id="tenant-a")
+    assert hit.id == ids[5]
+    assert hit.payload == {"tenant_id": "tenant-a", "category": "new"}
+    assert hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_errors_map_to_storage_errors(store, collection) -> None:
+    with pytest.raises(NotFound):
+        await store.search("no_such_collection", [0.0] * DIM, 3, tenant_id="t")
+    with pytest.raises(NotFound):
+        await store.upsert("no_such_collection", [("x", [1.0] * DIM, {"tenant_id": "t"})])
+    with pytest.raises(InvalidData):
+        await store.upsert(collection, [("x", [1.0] * (DIM + 1), {"tenant_id": "t"})])
+    with pytest.raises(InvalidData):
+        await store.search(collection, [1.0] * (DIM - 1), 3, tenant_id="t")
+    with pytest.raises(InvalidData):
+        await store.upsert(collection, [("x", [1.0] * DIM, {"category": "no tenant"})])
+    with pytest.raises(InvalidData):
+        await store.ensure_collection(collection, DIM * 2)
+    with pytest.raises(InvalidData):
+        await store.search(collection, [1.0] * DIM, 3, "t", filter={"tenant_id": "other"})
+    with pytest.raises(InvalidData):
+        await store.ensure_collection("../escape", DIM)
+
+
+async def test_ensure_collection_is_idempotent(store, collection, loaded) -> None:
+    await store.ensure_collection(collection, DIM)
+    assert await store.count(collection, "tenant-a") == 200
+
+
+async def test_edge_store_persists_across_reopen(tmp_path: Path, rng) -> None:
+    _, _, points = _catalogue(rng, "tenant-a", 20)
+    first = EdgeVectorStore(tmp_path)
+    await first.ensure_collection("persisted", DIM)
+    await first.upsert("persisted", points)
+    await first.close()
+    second = EdgeVectorStore(tmp_path)
+    assert await second.count("persisted", "tenant-a") == 20
+    with pytest.raises(InvalidData):
+        await second.upsert("persisted", [("x", [1.0] * 3, {"tenant_id": "tenant-a"})])
+    await second.close()
+
+
+def test_factory_picks_backend_from_settings(tmp_path: Path) -> None:
+    embedded = create_vector_store(Settings(data_dir=tmp_path))
+    assert isinstance(embedded, EdgeVectorStore)
+    server = create_vector_store(Settings(data_dir=tmp_path, qdrant_url="http://127.0.0.1:1"))
+    assert isinstance(server, QdrantServerStore)
