@@ -1,0 +1,219 @@
+"""Async engine, sessions and migrations for the relational store.
+
+One URL picks the backend: ``sqlite+aiosqlite:///path`` (embedded default) or
+``postgresql+asyncpg://...``. Driver exceptions never leave this package: :func:`translate_error`
+maps them onto :mod:`storage.errors`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from storage.errors import Conflict, InvalidData, NotFound, StorageError, Unavailable
+from storage.settings import Settings, get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# SQLSTATE codes (PostgreSQL) and extended result names (SQLite) of the integrity failures that
+# are not plain uniqueness conflicts.
+_PG_INTEGRITY = {"23503": NotFound, "23514": InvalidData, "23502": InvalidData}
+_SQLITE_INTEGRITY = {
+    "SQLITE_CONSTRAINT_FOREIGNKEY": NotFound,
+    "SQLITE_CONSTRAINT_CHECK": InvalidData,
+    "SQLITE_CONSTRAINT_NOTNULL": InvalidData,
+}
+
+
+def translate_error(exc: BaseException) -> StorageError:
+    """The :mod:`storage.errors` equivalent of a driver / SQLAlchemy exception."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, IntegrityError):
+        orig = exc.orig
+        kind = _PG_INTEGRITY.get(getattr(orig, "sqlstate", None) or "")
+        if kind is None and isinstance(orig, sqlite3.IntegrityError):
+            kind = _SQLITE_INTEGRITY.get(getattr(orig, "sqlite_errorname", ""))
+        return (kind or Conflict)(str(orig))
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+        return Unavailable(str(exc))
+    if isinstance(exc, DBAPIError) and type(exc).__name__ == "DataError":
+        return InvalidData(str(exc.orig))
+    return StorageError(str(exc))
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise driver errors raised inside the block as storage errors."""
+    try:
+        yield
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        raise translate_error(exc) from exc
+
+
+def _prepare_sqlite_file(url: URL) -> None:
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    """Foreign keys and WAL on every connection; SQLAlchemy, not sqlite3, emits BEGIN.
+
+    Python 3.11's sqlite3 module skips BEGIN before SELECT and SAVEPOINT, which breaks
+    savepoints (used for recoverable conflicts); taking over BEGIN is SQLAlchemy's documented fix.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine for ``url`` with the per-backend settings Recserve relies on."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite_file(parsed)
+        engine = create_async_engine(parsed, echo=echo, connect_args={"timeout": 30})
+        _install_sqlite_hooks(engine)
+        return engine
+    return create_async_engine(parsed, echo=echo, pool_pre_ping=True)
+
+
+class Database:
+    """An engine plus its session factory; one per process (or per test backend)."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = create_engine(url, echo=echo)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Database:
+        settings = settings or get_settings()
+        assert settings.database_url is not None  # filled by Settings' validator
+        return cls(settings.database_url, echo=settings.database_echo)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on normal exit, rolled back on error.
+
+        Driver errors (also those raised by the final commit) come out as storage errors.
+        """
+        async with self._sessions() as session:
+            try:
+                yield session
+                with translated_errors():
+                    await session.commit()
+            except BaseException as exc:
+                await session.rollback()
+                if isinstance(exc, DBAPIError | OSError):
+                    raise translate_error(exc) from exc
+                raise
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(url: str | None = None) -> Any:
+    """Alembic's configuration, built in code so an installed package needs no alembic.ini."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # ConfigParser interpolation would choke on a '%' in a password.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def _run_alembic(connection: Connection, action: str, revision: str) -> None:
+    from alembic import command
+
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    getattr(command, action)(config, revision)
+
+
+async def _alembic(url: str, action: str, revision: str) -> None:
+    engine = create_engine(url)
+    try:
+        with translated_errors():
+            async with engine.begin() as connection:
+                await connection.run_sync(_run_alembic, action, revision)
+    finally:
+        await engine.dispose()
+
+
+async def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to ``revision`` (latest by default)."""
+    await _alembic(url, "upgrade", revision)
+
+
+async def downgrade(url: str, revision: str = "base") -> None:
+    """Downgrade the database at ``url`` to ``revision`` (empty by default)."""
+    await _alembic(url, "downgrade", revision)
+
+
+async def _run_on_maintenance_db(url: str, statement: str) -> None:
+    # CREATE/DROP DATABASE cannot run inside a transaction, nor on the database concerned.
+    admin = create_async_engine(
+        make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    try:
+        with translated_errors():
+            async with admin.connect() as connection:
+                await connection.execute(text(statement))
+    finally:
+        await admin.dispose()
+
+
+def _remove_sqlite_files(url: URL) -> None:
+    if url.database and url.database != ":memory:":
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+
+
+async def create_database(url: str) -> None:
+    """Create the (empty) database named in ``url``; for SQLite, its parent directory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite_file(parsed)
+        return
+    await _run_on_maintenance_db(url, f'CREATE DATABASE "{parsed.database}"')
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database named in ``url`` (closing its other sessions); missing is fine."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _remove_sqlite_files(parsed)
+        return
+    await _run_on_maintenance_db(url, f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')

@@ -1,0 +1,200 @@
+"""The relational data model: tenants, users, items, interactions, ratings.
+
+Portable across SQLite and PostgreSQL: ``Uuid`` keys (native UUID on PostgreSQL, CHAR(32) on
+SQLite), JSON (JSONB on PostgreSQL), enums stored as checked VARCHARs, timestamps always UTC.
+Interactions and ratings point at users and items through *composite* foreign keys
+``(tenant_id, user_id)`` / ``(tenant_id, item_id)``, so the database itself refuses a row that
+mixes tenants. The schema is created by Alembic (``storage/migrations``), never ``create_all``.
+
+JSON columns are not mutation-tracked: assign a new dict/list instead of editing in place.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+RATING_MIN = 0.5
+RATING_MAX = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        # SQLite stores text and compares it as text: one fixed, naive UTC form keeps order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class TenantTier(StrEnum):
+    BASIC = "basic"
+    PREMIUM = "premium"
+    ENTERPRISE = "enterprise"
+
+
+class UserRole(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+def _str_enum(enum: type[StrEnum], name: str) -> Enum:
+    return Enum(
+        enum,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(),
+        dict[str, Any]: JsonType,
+    }
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    domain: Mapped[str] = mapped_column(String(255), unique=True)
+    tier: Mapped[TenantTier] = mapped_column(
+        _str_enum(TenantTier, "tenant_tier"), default=TenantTier.BASIC
+    )
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
+        UniqueConstraint("tenant_id", "id", name="uq_users_tenant_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    username: Mapped[str] = mapped_column(String(150))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[UserRole] = mapped_column(_str_enum(UserRole, "user_role"), default=UserRole.USER)
+    preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "external_id", name="uq_items_tenant_external_id"),
+        UniqueConstraint("tenant_id", "id", name="uq_items_tenant_id"),
+        Index("ix_items_tenant_category", "tenant_id", "category"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(100))
+    tags: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    item_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "item_id"], ["items.tenant_id", "items.id"], ondelete="CASCADE"
+        ),
+        # NULL keys never collide, on both backends, so only keyed rows are deduplicated.
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_interactions_tenant_idem"),
+        Index("ix_interactions_tenant_user_created", "tenant_id", "user_id", "created_at"),
+        Index("ix_interactions_tenant_item", "tenant_id", "item_id"),
+        Index("ix_interactions_tenant_created", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    interaction_type: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float] = mapped_column(default=1.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+
+
+class Rating(Base):
+    __tablename__ = "ratings"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "item_id"], ["items.tenant_id", "items.id"], ondelete="CASCADE"
+        ),
+        UniqueConstraint("tenant_id", "user_id", "item_id", name="uq_ratings_tenant_user_item"),
+        CheckConstraint(
+            f"rating >= {RATING_MIN} AND rating <= {RATING_MAX}", name="ck_ratings_range"
+        ),
+        Index("ix_ratings_tenant_item", "tenant_id", "item_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    rating: Mapped[float]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
