@@ -1,0 +1,156 @@
+"""A synthetic shop catalogue with planted taste clusters, for the demo, tests and ingest.
+
+Every cluster is a themed department with its own vocabulary, so titles and descriptions read
+like real products and content models can find the clusters from text alone. Each user mostly
+shops in one home cluster (a planted signal any decent recommender should recover) and moves
+through a view -> click -> add_to_cart -> purchase funnel with timestamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.data import ItemInfo
+
+Event = tuple[str, str, str, float | None, float]
+
+# (category, brands, adjectives, nouns, tags) per department
+THEMES: tuple[
+    tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...
+] = (
+    (
+        "Outdoor",
+        ("Northwind", "Summit", "Ridgeline"),
+        ("Waterproof", "Ultralight", "Insulated", "Trail"),
+        ("Tent", "Backpack", "Sleeping Bag", "Headlamp", "Rain Jacket"),
+        ("camping", "hiking", "outdoor", "travel"),
+    ),
+    (
+        "Kitchen",
+        ("Copperpot", "Hearth", "Saltbox"),
+        ("Cast-Iron", "Non-Stick", "Stainless", "Artisan"),
+        ("Skillet", "Chef Knife", "Dutch Oven", "Espresso Maker", "Cutting Board"),
+        ("cooking", "baking", "kitchen", "coffee"),
+    ),
+    (
+        "Electronics",
+        ("Voltix", "Lumen", "Quanta"),
+        ("Wireless", "Noise-Cancelling", "4K", "Smart"),
+        ("Headphones", "Speaker", "Monitor", "Keyboard", "Webcam"),
+        ("audio", "gadgets", "computing", "home-office"),
+    ),
+    (
+        "Fitness",
+        ("Ironclad", "Pulse", "Stride"),
+        ("Adjustable", "Foldable", "Heavy-Duty", "Compact"),
+        ("Dumbbell Set", "Yoga Mat", "Rowing Machine", "Kettlebell", "Running Shoes"),
+        ("training", "yoga", "strength", "running"),
+    ),
+    (
+        "Books",
+        ("Penrose Press", "Inkwell", "Lantern House"),
+        ("Illustrated", "Collected", "Annotated", "Bestselling"),
+        ("Mystery Novel", "Cookbook", "Field Guide", "Biography", "Sci-Fi Anthology"),
+        ("reading", "fiction", "non-fiction", "gifts"),
+    ),
+    (
+        "Garden",
+        ("Greenleaf", "Bramble", "Meadowlark"),
+        ("Raised", "Self-Watering", "Organic", "Ergonomic"),
+        ("Planter", "Pruning Shears", "Seed Kit", "Hose Reel", "Compost Bin"),
+        ("gardening", "plants", "outdoor", "organic"),
+    ),
+    (
+        "Toys",
+        ("Kiddo", "Brightblock", "Tumble"),
+        ("Wooden", "Interactive", "Educational", "Plush"),
+        ("Puzzle", "Building Set", "Robot Kit", "Board Game", "Teddy Bear"),
+        ("kids", "games", "learning", "gifts"),
+    ),
+    (
+        "Beauty",
+        ("Lumiere", "Petal & Co", "Aurum"),
+        ("Hydrating", "Fragrance-Free", "Vegan", "Overnight"),
+        ("Face Serum", "Lip Balm", "Hair Oil", "Sunscreen", "Night Cream"),
+        ("skincare", "haircare", "wellness", "gifts"),
+    ),
+)
+_FUNNEL = (("click", 0.45), ("add_to_cart", 0.35), ("purchase", 0.5))
+_START = 1_767_225_600.0  # 2026-01-01 UTC: a fixed origin keeps generated data reproducible
+_SPAN_SECONDS = 90 * 86_400.0
+
+
+@dataclass
+class SyntheticCatalogue:
+    items: list[ItemInfo]
+    interactions: list[Event]  # (user, item, type, value, unix time), time-ordered per user
+    user_cluster: dict[str, int]
+    item_cluster: dict[str, int]
+
+
+def _theme(cluster: int) -> tuple:
+    category, brands, adjectives, nouns, tags = THEMES[cluster % len(THEMES)]
+    edition = cluster // len(THEMES)
+    # More clusters than themes: reuse a theme as a distinct sub-department
+    return (f"{category} {edition + 1}" if edition else category), brands, adjectives, nouns, tags
+
+
+def _make_item(index: int, cluster: int, rng: np.random.Generator) -> ItemInfo:
+    category, brands, adjectives, nouns, tags = _theme(cluster)
+    brand, adjective, noun = rng.choice(brands), rng.choice(adjectives), rng.choice(nouns)
+    chosen = tuple(sorted(str(t) for t in rng.choice(tags, size=2, replace=False)))
+    description = (
+        f"The {brand} {adjective.lower()} {noun.lower()} is made for {chosen[0]} and {chosen[1]}. "
+        f"One of our {category.lower()} favourites, model {index:05d}."
+    )
+    return ItemInfo(
+        f"item-{index:05d}", f"{brand} {adjective} {noun}", description, category, chosen
+    )
+
+
+def _funnel(user: str, item: str, ts: float, rng: np.random.Generator) -> list[Event]:
+    events: list[Event] = [(user, item, "view", None, ts)]
+    for kind, probability in _FUNNEL:
+        if rng.random() >= probability:
+            break
+        ts += float(rng.uniform(5, 600))
+        events.append((user, item, kind, None, ts))
+    return events
+
+
+def generate_catalogue(
+    n_users: int = 200,
+    n_items: int = 300,
+    n_clusters: int = 6,
+    interactions_per_user: int = 20,
+    seed: int = 42,
+    *,
+    in_cluster_share: float = 0.85,
+) -> SyntheticCatalogue:
+    """Deterministic for a seed. ``interactions_per_user`` counts items engaged with, each
+    producing a view and possibly a click, cart add and purchase."""
+    if min(n_users, n_items, n_clusters, interactions_per_user) < 1:
+        raise ValueError("all sizes must be positive")
+    rng = np.random.default_rng(seed)
+    clusters = np.arange(n_items) % n_clusters
+    items = [_make_item(i, int(clusters[i]), rng) for i in range(n_items)]
+    members = [np.flatnonzero(clusters == c) for c in range(n_clusters)]
+    # Zipf-like popularity inside each cluster: a few hits, a long tail
+    popularity = [1.0 / np.arange(1, len(m) + 1) ** 0.8 for m in members]
+    interactions: list[Event] = []
+    user_cluster: dict[str, int] = {}
+    for u in range(n_users):
+        user, home = f"user-{u:05d}", int(rng.integers(n_clusters))
+        user_cluster[user] = home
+        times = np.sort(rng.uniform(_START, _START + _SPAN_SECONDS, interactions_per_user))
+        for ts in times:
+            if rng.random() < in_cluster_share:
+                weights = popularity[home] / popularity[home].sum()
+                index = int(rng.choice(members[home], p=weights))
+            else:
+                index = int(rng.integers(n_items))
+            interactions.extend(_funnel(user, items[index].id, float(ts), rng))
+    item_cluster = {items[i].id: int(clusters[i]) for i in range(n_items)}
+    return SyntheticCatalogue(items, interactions, user_cluster, item_cluster)
