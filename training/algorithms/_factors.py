@@ -1,0 +1,38 @@
+"""Shared pieces of the latent-factor models: dot-product scoring and factor persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.algorithms._persist import State
+from training.algorithms.base import Recommender
+
+
+class FactorModel(Recommender):
+    """Scores are ``user_factors · item_factorsᵀ``; similar items by cosine of item factors."""
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+
+    def score_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.user_factors[rows] @ self.item_factors.T
+
+    def item_scores(self, item: int) -> np.ndarray:
+        factors = self.item_factors.astype(np.float64)
+        norms = np.linalg.norm(factors, axis=1)
+        norms[norms == 0] = 1.0
+        return (factors @ factors[item]) / (norms * norms[item])
+
+    def _state(self) -> State:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _restore(self, state: State) -> None:
+        self.user_factors = np.asarray(state["user_factors"], dtype=np.float32)
+        self.item_factors = np.asarray(state["item_factors"], dtype=np.float32)
+
+
+def ridge_fold_in(item_factors: np.ndarray, items: np.ndarray, regularization: float) -> np.ndarray:
+    """The user vector whose scores best reach 1 on ``items``: (YᵀY + λI)⁻¹ Yᵀ1 over them."""
+    chosen = item_factors[items].astype(np.float64)
+    gram = chosen.T @ chosen + regularization * np.eye(item_factors.shape[1])
+    return np.linalg.solve(gram, chosen.sum(axis=0))

@@ -1,0 +1,61 @@
+"""Implicit-feedback ALS (Hu, Koren & Volinsky 2008) through the ``implicit`` library.
+
+Confidence is ``1 + alpha·weight``; a fresh history folds in with the library's exact
+least-squares user solve against the fixed item factors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from pydantic import BaseModel, Field
+
+from training.algorithms._factors import FactorModel
+from training.data import InteractionMatrix, ItemInfo
+
+
+class ALSConfig(BaseModel):
+    # tuned on a validation split of ML-100K training data (see benchmarks/tune_algorithms.py)
+    factors: int = Field(default=64, ge=1)
+    regularization: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=2.0, gt=0)
+    iterations: int = Field(default=15, ge=1)
+    binary: bool = False
+    num_threads: int = Field(default=0, ge=0)
+
+
+class ALS(FactorModel):
+    name = "als"
+    Config = ALSConfig
+
+    def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
+        model = self._solver()
+        model.fit(self._inputs(self.user_items), show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+
+    def _solver(self) -> AlternatingLeastSquares:
+        cfg = self.config
+        return AlternatingLeastSquares(
+            factors=cfg.factors,
+            regularization=cfg.regularization,
+            alpha=cfg.alpha,
+            iterations=cfg.iterations,
+            num_threads=cfg.num_threads,
+            random_state=self.seed,
+        )
+
+    def _inputs(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        if not self.config.binary:
+            return rows
+        binary = rows.copy()
+        binary.data = np.sign(binary.data).astype(np.float32)
+        return binary
+
+    def score_history(self, history: sp.csr_matrix) -> np.ndarray:
+        solver = self._solver()
+        solver.item_factors = self.item_factors
+        solver.user_factors = self.user_factors
+        user = solver.recalculate_user(0, self._inputs(history))
+        return self.item_factors @ np.asarray(user, dtype=np.float32)

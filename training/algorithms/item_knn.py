@@ -1,0 +1,87 @@
+"""Item-based k-NN: shrunk cosine between item columns, the top neighbours of each item kept.
+
+Scores are X·S, which makes explanations exact: the contribution of a history item i to the
+score of item j is x_i · S[i, j], so :meth:`ItemKNN.because` names the largest one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, Field
+
+from training.algorithms._neighbours import item_similarity
+from training.algorithms._persist import State
+from training.algorithms.base import Recommender
+from training.data import InteractionMatrix, ItemInfo
+
+
+class ItemKNNConfig(BaseModel):
+    # tuned on a validation split of ML-100K training data (see benchmarks/tune_algorithms.py)
+    neighbours: int = Field(default=100, ge=1)
+    shrinkage: float = Field(default=10.0, ge=0)
+    alpha: float = Field(default=1.0, gt=0)
+    binary: bool = True
+    # scale each item's incoming similarities to max 1 so niche items can still surface
+    normalize: bool = False
+
+
+class ItemKNN(Recommender):
+    name = "item_knn"
+    Config = ItemKNNConfig
+
+    similarity: sp.csr_matrix
+
+    def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
+        x = self._inputs(self.user_items)
+        cfg = self.config
+        similarity = item_similarity(x, cfg.neighbours, cfg.shrinkage, cfg.alpha)
+        if cfg.normalize and similarity.nnz:
+            peak = np.asarray(abs(similarity).max(axis=0).toarray()).ravel()
+            similarity = similarity @ sp.diags(np.divide(1.0, peak, where=peak > 0, out=peak * 0))
+        self.similarity = sp.csr_matrix(similarity, dtype=np.float32)
+
+    def _inputs(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        if not self.config.binary:
+            return rows
+        binary = rows.copy()
+        binary.data = np.sign(binary.data).astype(np.float32)
+        return binary
+
+    def score_rows(self, rows: np.ndarray) -> np.ndarray:
+        return (self._inputs(self.user_items[rows]) @ self.similarity).toarray()
+
+    def score_history(self, history: sp.csr_matrix) -> np.ndarray:
+        return (self._inputs(history) @ self.similarity).toarray()[0]
+
+    def item_scores(self, item: int) -> np.ndarray:
+        return self.similarity[item].toarray()[0].astype(np.float64)
+
+    def because(self, user_or_history: str | Sequence[str], item: str) -> str | None:
+        """The interacted item that contributed most to ``item``'s score, or None."""
+        target = self.item_index(item)
+        if target is None:
+            return None
+        if isinstance(user_or_history, str):
+            row = self.user_index(user_or_history)
+            if row is None:
+                return None
+            history = self.user_items[row]
+        else:
+            history = self.history_row(user_or_history)
+            if history is None:
+                return None
+        history = self._inputs(history)
+        column = self.similarity[:, target].toarray().ravel()
+        contributions = history.data * column[history.indices]
+        if not len(contributions) or contributions.max() <= 0:
+            return None
+        return str(self.item_ids[history.indices[int(np.argmax(contributions))]])
+
+    def _state(self) -> State:
+        return {"similarity": self.similarity}
+
+    def _restore(self, state: State) -> None:
+        self.similarity = sp.csr_matrix(state["similarity"], dtype=np.float32)
