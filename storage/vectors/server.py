@@ -94,7 +94,11 @@ class QdrantServerStore(VectorStore):
         if client is None:
             if url is None:
                 raise ValueError("QdrantServerStore needs a client or a url")
-            client = AsyncQdrantClient(url=url, api_key=api_key, timeout=timeout)
+            # The compatibility probe is a blocking HTTP call in the constructor: keep it out of
+            # the event loop (a version mismatch still surfaces on the first request).
+            client = AsyncQdrantClient(
+                url=url, api_key=api_key, timeout=timeout, check_compatibility=False
+            )
         self._client = client
         self._dims: dict[str, int] = {}
 
