@@ -1,0 +1,114 @@
+"""The typed application builder named in ``serve_config.yaml``.
+
+``serve run serve_config.yaml`` (or ``serve.run(build_app(AppArgs(...)))``) wires one ``Engine``
+per algorithm, the ``HybridCombiner`` over their handles and, in front, the ``GraphQLIngress``.
+Every replica gets the builder's ``RECSERVE_*`` environment (plus ``settings`` overrides) in its
+runtime_env, so ``Settings()`` on a replica reads what the operator configured.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray.serve import Application
+
+from deployments.combiner import HybridCombiner
+from deployments.engine import Engine
+from deployments.ingress import GraphQLIngress
+from deployments.models import ModelSource
+
+ALGORITHMS = (
+    "popularity",
+    "trending",
+    "item_knn",
+    "user_knn",
+    "als",
+    "bpr",
+    "ease",
+    "svd",
+    "content",
+)
+ENV_PREFIX = "RECSERVE_"
+
+
+class DeploymentSize(BaseModel):
+    num_cpus: float = Field(default=0.1, gt=0, le=8)
+    num_replicas: int | str | None = None  # an int, "auto", or None for the decorator default
+    max_ongoing_requests: int | None = Field(default=None, gt=0)
+
+
+class AppArgs(BaseModel):
+    engines: list[str] = Field(default_factory=lambda: list(ALGORITHMS))
+    engine_timeout_s: float = Field(default=2.0, gt=0)
+    max_models_per_replica: int = Field(default=4, gt=0)
+    max_batch_size: int = Field(default=32, gt=0)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    version_ttl_s: float = Field(default=2.0, ge=0)
+    default_weights: dict[str, float] = Field(default_factory=dict)
+    # Without the ingress the combiner is the app's entry (tests, batch jobs, other front ends).
+    graphql: bool = True
+    # RECSERVE_* values for every replica, on top of the builder's own environment.
+    settings: dict[str, str] = Field(default_factory=dict)
+    passthrough_env: bool = True
+    sizes: dict[str, DeploymentSize] = Field(default_factory=dict)
+    train_entrypoint: str = "training.pipeline:train_tenant"
+
+
+def replica_env(args: AppArgs) -> dict[str, str]:
+    env = {}
+    if args.passthrough_env:
+        env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    for key, value in args.settings.items():
+        name = key.upper()
+        env[name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name] = str(value)
+    return env
+
+
+def _options(args: AppArgs, name: str, env: dict[str, str]) -> dict[str, Any]:
+    size = args.sizes.get(name, DeploymentSize())
+    actor_options: dict[str, Any] = {"num_cpus": size.num_cpus}
+    if env:
+        actor_options["runtime_env"] = {"env_vars": env}
+    options: dict[str, Any] = {"name": name, "ray_actor_options": actor_options}
+    if size.num_replicas is not None:
+        options["num_replicas"] = size.num_replicas
+    if size.max_ongoing_requests is not None:
+        options["max_ongoing_requests"] = size.max_ongoing_requests
+    return options
+
+
+def engine_name(algorithm: str) -> str:
+    return f"engine_{algorithm}"
+
+
+def build_app(args: AppArgs | dict[str, Any], *, source: ModelSource | None = None) -> Application:
+    """The whole application; ``source`` replaces the artifact store (tests only)."""
+    if not isinstance(args, AppArgs):
+        args = AppArgs.model_validate(args)
+    env = replica_env(args)
+    engine_config = {
+        "max_models_per_replica": args.max_models_per_replica,
+        "max_batch_size": args.max_batch_size,
+        "batch_wait_timeout_s": args.batch_wait_timeout_s,
+    }
+    engines = {
+        algorithm: Engine.options(**_options(args, engine_name(algorithm), env)).bind(
+            algorithm, source=source, config=engine_config
+        )
+        for algorithm in dict.fromkeys(args.engines)
+    }
+    combiner = HybridCombiner.options(**_options(args, "combiner", env)).bind(
+        engines,
+        source=source,
+        config={
+            "engine_timeout_s": args.engine_timeout_s,
+            "version_ttl_s": args.version_ttl_s,
+            "default_weights": args.default_weights,
+        },
+        train_entrypoint=args.train_entrypoint,
+    )
+    if not args.graphql:
+        return combiner
+    return GraphQLIngress.options(**_options(args, "ingress", env)).bind(combiner)

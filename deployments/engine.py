@@ -1,0 +1,116 @@
+"""One engine deployment class serving any algorithm for every tenant.
+
+Each algorithm is the same class bound with a different ``algorithm`` argument, so each gets its
+own replicas and resources. Tenants' models are multiplexed: the model id is
+``"{tenant}:{version}"``, so promoting a new version simply routes the next request to a new id
+(no restart), and least-recently-used models are evicted past ``max_models_per_replica``.
+
+Nothing here imports torch: models are numpy at inference time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray import serve
+
+from deployments.models import ModelSource, resolve_source, split_model_id
+from deployments.scoring import (
+    EngineQuery,
+    as_pairs,
+    non_personal_top,
+    run_queries,
+    similarity_matrix,
+)
+from storage.settings import Settings
+
+logger = logging.getLogger("ray.serve")
+
+Pairs = list[tuple[str, float]]
+
+
+class EngineConfig(BaseModel):
+    """Runtime settings, changed through ``user_config`` without restarting replicas."""
+
+    max_models_per_replica: int = Field(default=4, gt=0)
+    max_batch_size: int = Field(default=32, gt=0)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class Engine:
+    def __init__(
+        self,
+        algorithm: str,
+        *,
+        source: ModelSource | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self._settings = Settings()
+        self._source = resolve_source(source, self._settings)
+        self._config = EngineConfig()
+        self._build_model_cache(self._config.max_models_per_replica)
+        if config is not None:
+            self.reconfigure(config)
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        new = EngineConfig.model_validate({**self._config.model_dump(), **config})
+        if new.max_models_per_replica != self._config.max_models_per_replica:
+            # The multiplex cap is fixed per wrapper; a new cap starts a fresh model cache.
+            self._build_model_cache(new.max_models_per_replica)
+        self.recommend.set_max_batch_size(new.max_batch_size)
+        self.recommend.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
+        self._config = new
+
+    def _build_model_cache(self, max_models: int) -> None:
+        async def load(model_id: str) -> Any:
+            tenant_id, version = split_model_id(model_id)
+            logger.info("engine %s loading %s", self.algorithm, model_id)
+            return await asyncio.to_thread(self._source.load, tenant_id, self.algorithm, version)
+
+        self._model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+
+    async def _current_model(self) -> Any:
+        return await self._model(serve.get_multiplexed_model_id())
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def recommend(self, payloads: list[dict[str, Any]]) -> list[Pairs]:
+        """Batched per model id (Serve splits batches by multiplexed model id)."""
+        model = await self._current_model()
+        queries = [EngineQuery.from_payload(p) for p in payloads]
+        return await asyncio.to_thread(run_queries, model, queries)
+
+    async def similar_items(self, payload: dict[str, Any]) -> Pairs:
+        model = await self._current_model()
+        recs = await asyncio.to_thread(
+            model.similar_items, str(payload["item_id"]), int(payload.get("k", 10))
+        )
+        return as_pairs(recs)
+
+    async def similarity(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Item-item similarity of ``rows`` to ``cols`` (for MMR and "because" explanations)."""
+        model = await self._current_model()
+        rows, cols = list(payload["rows"]), list(payload["cols"])
+        matrix = await asyncio.to_thread(similarity_matrix, model, rows, cols)
+        return {"rows": rows, "cols": cols, "matrix": matrix.tolist()}
+
+    async def top_items(self, payload: dict[str, Any]) -> Pairs:
+        """The model's ranking for nobody in particular: trending and cold-start lists."""
+        model = await self._current_model()
+        query = EngineQuery.from_payload({**payload, "exclude_seen": False})
+        return await asyncio.to_thread(non_personal_top, model, query)
+
+    def info(self) -> dict[str, Any]:
+        """What this replica runs with: used by health checks and to verify env passthrough."""
+        return {
+            "algorithm": self.algorithm,
+            "data_dir": str(self._settings.data_dir),
+            "artifact_uri": self._settings.artifact_uri,
+            "config": self._config.model_dump(),
+            "recserve_env": {k: v for k, v in os.environ.items() if k.startswith("RECSERVE_")},
+        }

@@ -1,0 +1,76 @@
+"""Concurrent calls to engine deployments, each with its own deadline.
+
+An engine that raises or misses its deadline is dropped from this request and named in
+``failed``: one slow or broken engine never costs the caller more than the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger("ray.serve")
+
+Pairs = list[tuple[str, float]]
+
+
+@dataclass
+class FanOutResult:
+    results: dict[str, Pairs] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+
+async def _await_response(response: Any) -> Any:
+    return await response
+
+
+async def call_with_timeout(name: str, make_call: Callable[[], Any], timeout_s: float) -> Pairs:
+    response = make_call()
+    try:
+        return await asyncio.wait_for(_await_response(response), timeout=timeout_s)
+    except BaseException:
+        # Cancelling the DeploymentResponse frees the engine replica from a request nobody awaits.
+        cancel = getattr(response, "cancel", None)
+        if callable(cancel):
+            cancel()
+        raise
+
+
+async def fan_out(calls: Mapping[str, Callable[[], Any]], timeout_s: float) -> FanOutResult:
+    """Run every call concurrently; keep the answers that arrive in time, in ``calls`` order."""
+    names = list(calls)
+    outcomes = await asyncio.gather(
+        *(call_with_timeout(name, calls[name], timeout_s) for name in names),
+        return_exceptions=True,
+    )
+    merged = FanOutResult()
+    for name, outcome in zip(names, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            reason = "timed out" if isinstance(outcome, TimeoutError) else repr(outcome)
+            logger.warning("engine %s dropped: %s", name, reason[:500])
+            merged.failed.append(name)
+        else:
+            merged.results[name] = [(str(i), float(s)) for i, s in outcome]
+    return merged
+
+
+async def first_answer(
+    calls: Mapping[str, Callable[[], Any]],
+    timeout_s: float,
+    usable: Callable[[Any], bool] = bool,
+) -> tuple[str | None, Any, list[str]]:
+    """Try engines in order until one gives a usable answer: (engine, answer, failed)."""
+    failed: list[str] = []
+    for name, make_call in calls.items():
+        try:
+            answer = await call_with_timeout(name, make_call, timeout_s)
+        except Exception as error:
+            logger.warning("engine %s dropped: %r", name, error)
+            failed.append(name)
+            continue
+        if usable(answer):
+            return name, answer, failed
+    return None, None, failed

@@ -1,0 +1,96 @@
+"""Where serving replicas get models and versions from.
+
+Engines and the combiner talk to a ``ModelSource``; the default one reads the artifact store
+(``{tenant}/{algorithm}/{version}``) and loads through ``training.algorithms.load``. Tests pass an
+in-memory source instead of monkeypatching Ray replicas.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from storage.errors import NotFound
+from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from training.algorithms.base import Recommender
+
+
+class ModelSource(Protocol):
+    def current_version(self, tenant_id: str, algorithm: str) -> str | None:
+        """The promoted version, or None when the tenant never trained this algorithm."""
+        ...
+
+    def load(self, tenant_id: str, algorithm: str, version: str) -> Recommender: ...
+
+
+def model_id(tenant_id: str, version: str) -> str:
+    return f"{tenant_id}:{version}"
+
+
+def split_model_id(value: str) -> tuple[str, str]:
+    # Tenant ids never contain ":" (they are UUIDs or slugs) but versions may, so split once.
+    tenant_id, sep, version = value.partition(":")
+    if not sep or not tenant_id or not version:
+        raise ValueError(f"model id must be 'tenant:version', got {value!r}")
+    return tenant_id, version
+
+
+class ArtifactModelSource:
+    """The production source: the artifact store named by ``Settings.artifact_uri``."""
+
+    def __init__(self, settings: Settings) -> None:
+        from storage.artifacts import create_artifact_store
+
+        self._store = create_artifact_store(settings)
+
+    def current_version(self, tenant_id: str, algorithm: str) -> str | None:
+        try:
+            return self._store.current(tenant_id, algorithm)
+        except NotFound:
+            return None
+
+    def load(self, tenant_id: str, algorithm: str, version: str) -> Recommender:
+        from training.algorithms import load as load_recommender
+
+        # The arrays are read fully into memory by load(), so the copy can go right after.
+        with tempfile.TemporaryDirectory(prefix="recserve-model-") as tmp:
+            local_dir = Path(tmp) / algorithm
+            self._store.load(tenant_id, algorithm, version, local_dir)
+            return load_recommender(local_dir)
+
+
+def resolve_source(source: ModelSource | None, settings: Settings) -> ModelSource:
+    return source if source is not None else ArtifactModelSource(settings)
+
+
+class VersionCache:
+    """Current versions per (tenant, algorithm), kept for a few seconds.
+
+    A promotion becomes visible within ``ttl_seconds`` without asking the store on every request.
+    """
+
+    def __init__(self, source: ModelSource, ttl_seconds: float = 2.0) -> None:
+        self._source = source
+        self.ttl_seconds = ttl_seconds
+        self._entries: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    def get(self, tenant_id: str, algorithm: str) -> str | None:
+        key = (tenant_id, algorithm)
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached is not None and now - cached[0] < self.ttl_seconds:
+            return cached[1]
+        version = self._source.current_version(tenant_id, algorithm)
+        self._entries[key] = (now, version)
+        return version
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        if tenant_id is None:
+            self._entries.clear()
+            return
+        for key in [k for k in self._entries if k[0] == tenant_id]:
+            del self._entries[key]

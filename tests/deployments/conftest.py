@@ -1,0 +1,3 @@
+from tests.ray_fixtures import serve_instance
+
+__all__ = ["serve_instance"]

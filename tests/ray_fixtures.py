@@ -1,0 +1,38 @@
+"""The one local Ray + Serve instance of a test session, as a pytest plugin.
+
+List it in ``pytest_plugins`` (or import ``serve_instance`` in a conftest): starting Ray takes
+seconds and a Serve app more, so every Ray test of the session shares one instance.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def serve_instance() -> Iterator[int]:
+    """Starts Ray (2 CPUs) and Serve on a free HTTP port; yields that port."""
+    # Ray 2.60 turns token auth on by default; the Makefile, CLI and tests all disable it.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield port
+    finally:
+        serve.shutdown()
+        ray.shutdown()
