@@ -37,6 +37,7 @@ class Principal:
     tenant_id: uuid.UUID
     user_id: uuid.UUID
     role: str
+    tier: str = "basic"
 
     @property
     def is_admin(self) -> bool:
@@ -80,6 +81,7 @@ class TokenService:
             "sub": str(principal.user_id),
             "tid": str(principal.tenant_id),
             "role": principal.role,
+            "tier": principal.tier,
             "type": token_type,
             "iss": ISSUER,
             "iat": now,
@@ -108,6 +110,7 @@ class TokenService:
                 tenant_id=uuid.UUID(claims["tid"]),
                 user_id=uuid.UUID(claims["sub"]),
                 role=str(claims["role"]),
+                tier=str(claims.get("tier", "basic")),
             )
         except (ValueError, TypeError, AttributeError) as error:
             raise Unauthenticated("Invalid token.") from error

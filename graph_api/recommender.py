@@ -13,6 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+# The engine names a request may name (besides "hybrid"); one engine deployment serves each.
+ENGINE_NAMES: tuple[str, ...] = (
+    "als",
+    "bpr",
+    "item_knn",
+    "user_knn",
+    "ease",
+    "svd",
+    "content",
+    "popularity",
+    "trending",
+)
+
 
 @dataclass(frozen=True)
 class RecommendationRequest:

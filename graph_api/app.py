@@ -1,0 +1,140 @@
+"""The FastAPI app: GraphQL at ``/graphql`` (HTTP + both websocket protocols) and ``/health``.
+
+``create_app`` is what ``deployments`` calls on each Serve replica and what tests call
+in-process. Resources passed in belong to the caller; the ones created here are disposed of
+when the app shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import inspect, text
+from starlette.requests import HTTPConnection
+from strawberry.fastapi import GraphQLRouter
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+
+from graph_api.auth import TokenService
+from graph_api.context import RequestContext, Services
+from graph_api.metrics import MetricsRecorder
+from graph_api.ratelimit import RateLimiter
+from graph_api.recommender import Recommender
+from graph_api.schema import build_schema
+from storage.cache import Cache, create_cache
+from storage.db import Database, migrate
+from storage.errors import StorageError
+from storage.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+async def database_is_empty(database: Database) -> bool:
+    """True when Alembic never ran here, i.e. the schema must be created."""
+    async with database.engine.connect() as connection:
+        names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    return "alembic_version" not in names
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    try:
+        await probe()
+    except (StorageError, OSError, TimeoutError) as error:
+        logger.warning("health check %s failed: %s", name, error)
+        return name, "unavailable"
+    return name, "ok"
+
+
+async def health_report(services: Services) -> dict[str, Any]:
+    async def ping_database() -> None:
+        async with services.database.session() as session:
+            await session.execute(text("SELECT 1"))
+
+    checks = dict(
+        [
+            await _check("database", ping_database),
+            await _check("cache", services.cache.ping),
+        ]
+    )
+    healthy = all(state == "ok" for state in checks.values())
+    return {"status": "ok" if healthy else "degraded", "checks": checks}
+
+
+def _lifespan(services: Services, owned: list[Any]) -> Any:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if await database_is_empty(services.database):
+            logger.info("empty database: running migrations")
+            await migrate(services.database.url)
+        try:
+            yield
+        finally:
+            for resource in owned:
+                if isinstance(resource, Database):
+                    await resource.dispose()
+                else:
+                    await resource.close()
+
+    return lifespan
+
+
+def create_app(
+    *,
+    recommender: Recommender,
+    settings: Settings,
+    database: Database | None = None,
+    cache: Cache | None = None,
+) -> FastAPI:
+    owned: list[Any] = []
+    if database is None:
+        database = Database.from_settings(settings)
+        owned.append(database)
+    if cache is None:
+        cache = create_cache(settings)
+        owned.append(cache)
+    metrics = MetricsRecorder()
+    services = Services(
+        settings=settings,
+        database=database,
+        cache=cache,
+        recommender=recommender,
+        tokens=TokenService(settings),
+        metrics=metrics,
+        rate_limiter=RateLimiter(cache),
+    )
+
+    async def get_context(connection: HTTPConnection) -> RequestContext:
+        return RequestContext(services, connection.headers.get("authorization"))
+
+    router: GraphQLRouter[RequestContext, None] = GraphQLRouter(
+        build_schema(metrics),
+        context_getter=get_context,
+        graphql_ide="graphiql",
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+    )
+    app = FastAPI(title="Recserve", lifespan=_lifespan(services, owned))
+    app.state.services = services
+    app.include_router(router, prefix="/graphql")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness: answers while the process runs; says which backends are reachable."""
+        return await health_report(services)
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: 503 until the database and cache both answer."""
+        report = await health_report(services)
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        # Last line of defence: the client gets no exception text and no traceback.
+        logger.error("unhandled error", exc_info=error)
+        return JSONResponse({"errors": [{"message": "Internal server error."}]}, 500)
+
+    return app

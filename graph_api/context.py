@@ -1,0 +1,114 @@
+"""The per-request context: services shared by the app, plus what belongs to one request.
+
+The token is verified once, on first use; a bad token is remembered rather than raised so that
+public mutations (``register``, ``login``) still work, while every field that needs a caller
+raises it through ``authorize()``. DataLoaders are created per request and
+scoped to the principal's tenant, so nothing cached can cross requests or tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.fastapi import BaseContext
+
+from graph_api.auth import Principal, TokenService, bearer_token
+from graph_api.errors import ApiError, Unauthenticated
+from graph_api.loaders import Loaders
+from graph_api.metrics import MetricsRecorder
+from graph_api.ratelimit import Admission, RateLimiter
+from graph_api.recommender import Recommender
+from storage.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything one app instance shares between requests."""
+
+    settings: Settings
+    database: Any  # storage.db.Database
+    cache: Any  # storage.cache.Cache
+    recommender: Recommender
+    tokens: TokenService
+    metrics: MetricsRecorder
+    rate_limiter: RateLimiter
+
+
+class RequestContext(BaseContext):
+    def __init__(self, services: Services, authorization: str | None = None) -> None:
+        super().__init__()
+        self.services = services
+        self._authorization = authorization
+        self._principal: Principal | None = None
+        self._auth_error: ApiError | None = None
+        self._verified = False
+        self.admission: Admission | None = None
+        # Top-level query fields resolve concurrently; the lock makes a request count once.
+        self._admission_lock = asyncio.Lock()
+        self._loaders: Loaders | None = None
+
+    def _header(self) -> str | None:
+        if self._authorization is not None:
+            return self._authorization
+        # Websocket clients send the token in connection_init, after this context was built.
+        params = self.connection_params
+        if isinstance(params, dict):
+            value = params.get("authorization") or params.get("Authorization")
+            return value if isinstance(value, str) else None
+        return None
+
+    @property
+    def principal(self) -> Principal | None:
+        """The verified caller, or None (no token, or a token that failed verification)."""
+        if not self._verified:
+            self._verified = True
+            try:
+                token = bearer_token(self._header())
+                if token is not None:
+                    self._principal = self.services.tokens.verify(token, "access")
+            except ApiError as error:
+                self._auth_error = error
+        return self._principal
+
+    async def authorize(self) -> Principal:
+        """The verified caller; raises UNAUTHENTICATED or RATE_LIMITED. Counts once per request."""
+        principal = self.principal
+        if self._auth_error is not None:
+            raise self._auth_error
+        if principal is None:
+            raise Unauthenticated("Authentication required.")
+        async with self._admission_lock:
+            if self.admission is None:
+                self.admission = await self.services.rate_limiter.admit(principal)
+        return principal
+
+    @property
+    def loaders(self) -> Loaders:
+        """Tenant-scoped loaders; only reachable from fields whose parent was authorized."""
+        principal = self.principal
+        if principal is None:
+            raise Unauthenticated("Authentication required.")
+        if self._loaders is None:
+            self._loaders = Loaders(self.services.database, principal.tenant_id)
+        return self._loaders
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session of its own: resolvers run concurrently and a session is not shareable."""
+        async with self.services.database.session() as session:
+            yield session
+
+    async def similar_items(self, item_id: Any, top_k: int) -> list[Any]:
+        # Imported here because the recommendations module needs the types, which need us.
+        from graph_api.recommendations import similar_items
+
+        return await similar_items(self, item_id, top_k)
+
+
+Info: TypeAlias = strawberry.Info[RequestContext, None]

@@ -1,0 +1,144 @@
+"""GraphQL input types and their conversion into validated domain values."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from graph_api.errors import BadUserInput
+from graph_api.recommendations import RecommendationParams
+
+RATING_STEP = 0.5
+MAX_PAGE = 100
+
+
+@strawberry.input
+class RegisterInput:
+    email: str
+    username: str
+    password: str
+    tenant_domain: str
+
+
+@strawberry.input
+class LoginInput:
+    email: str
+    password: str
+    tenant_domain: str
+
+
+@strawberry.input
+class InteractionInput:
+    item_id: uuid.UUID
+    interaction_type: str
+    interaction_value: float | None = None
+    idempotency_key: str | None = None
+
+
+@strawberry.input
+class ItemInput:
+    external_id: str | None = None
+    title: str
+    description: str | None = None
+    category: str | None = None
+    tags: list[str] | None = None
+    metadata: JSON | None = None
+
+
+@strawberry.input
+class ItemUpdateInput:
+    title: str | None = None
+    description: str | None = None
+    category: str | None = None
+    tags: list[str] | None = None
+    metadata: JSON | None = None
+
+
+@strawberry.input
+class RecommendationFilters:
+    categories: list[str] | None = None
+    exclude_item_ids: list[uuid.UUID] | None = None
+    min_rating: float | None = None
+
+
+@strawberry.input
+class RecommendationOptions:
+    algorithm: str = "hybrid"
+    num_recommendations: int = 10
+    diversify: bool = False
+    explain: bool = False
+    filters: RecommendationFilters | None = None
+    weights: JSON | None = strawberry.field(
+        default=None,
+        description='Engine weights: {"als": 2.0} or [{"engine": "als", "weight": 2.0}].',
+    )
+
+
+def parse_weights(raw: Any) -> dict[str, float] | None:
+    """Accept ``{engine: weight}`` or ``[{engine, weight}]``; anything else is BAD_USER_INPUT."""
+    if raw is None:
+        return None
+    pairs: list[tuple[Any, Any]]
+    if isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list) and all(isinstance(e, dict) for e in raw):
+        pairs = [(entry.get("engine"), entry.get("weight")) for entry in raw]
+    else:
+        raise BadUserInput("weights must be an object or a list of {engine, weight}.")
+    weights: dict[str, float] = {}
+    for engine, weight in pairs:
+        if not isinstance(engine, str) or isinstance(weight, bool):
+            raise BadUserInput("Each weight needs an engine name and a number.")
+        if not isinstance(weight, int | float):
+            raise BadUserInput(f"Weight of {engine!r} must be a number.")
+        weights[engine] = float(weight)
+    return weights
+
+
+def to_params(options: RecommendationOptions | None) -> RecommendationParams:
+    options = options or RecommendationOptions()
+    filters = options.filters or RecommendationFilters()
+    params = RecommendationParams(
+        algorithm=options.algorithm,
+        k=options.num_recommendations,
+        diversify=options.diversify,
+        explain=options.explain,
+        categories=tuple(filters.categories) if filters.categories else None,
+        exclude_item_ids=tuple(str(i) for i in filters.exclude_item_ids or ()),
+        min_rating=filters.min_rating,
+        weights=parse_weights(options.weights),
+    )
+    params.validate()
+    return params
+
+
+def check_rating(rating: float) -> float:
+    if not 0.5 <= rating <= 5.0 or (rating / RATING_STEP) != int(rating / RATING_STEP):
+        raise BadUserInput("rating must be between 0.5 and 5 in steps of 0.5.")
+    return float(rating)
+
+
+def check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadUserInput(f"limit must be between 1 and {MAX_PAGE}.")
+    if offset < 0:
+        raise BadUserInput("offset must not be negative.")
+
+
+def item_fields(data: ItemInput | ItemUpdateInput) -> dict[str, Any]:
+    """The set fields of an item input as model keyword arguments, validated."""
+    fields: dict[str, Any] = {}
+    for name in ("title", "description", "category", "tags"):
+        value = getattr(data, name)
+        if value is not None:
+            fields[name] = list(value) if name == "tags" else value
+    if data.metadata is not None:
+        if not isinstance(data.metadata, dict):
+            raise BadUserInput("metadata must be a JSON object.")
+        fields["item_metadata"] = data.metadata
+    if "title" in fields and not str(fields["title"]).strip():
+        raise BadUserInput("title must not be empty.")
+    return fields

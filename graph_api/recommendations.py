@@ -1,0 +1,216 @@
+"""Recommendation resolvers' logic: validate, cache, ask the Recommender, filter, hydrate.
+
+Results are cached per (tenant, user, options) under ``rec:{tenant}:{user}:...`` so a new
+interaction can drop exactly that user's entries; hydration goes through the items loader, one
+query per request however many items come back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from graph_api.auth import Principal
+from graph_api.context import RequestContext
+from graph_api.errors import BadUserInput, ObjectNotFound
+from graph_api.recommender import (
+    ENGINE_NAMES,
+    RecommendationRequest,
+    RecommendationResponse,
+    ScoredItem,
+)
+from graph_api.types import Item, RecommendationItem, RecommendationResult, SimilarItem
+from storage.cache.base import tenant_key
+
+MAX_K = 100
+HISTORY_LENGTH = 50
+# minRating filters after scoring, so ask for more than needed; ratings are sparse.
+MIN_RATING_OVERFETCH = 4
+
+
+@dataclass(frozen=True)
+class RecommendationParams:
+    algorithm: str = "hybrid"
+    k: int = 10
+    diversify: bool = False
+    explain: bool = False
+    categories: tuple[str, ...] | None = None
+    exclude_item_ids: tuple[str, ...] = ()
+    min_rating: float | None = None
+    weights: dict[str, float] | None = None
+
+    def validate(self) -> None:
+        if self.algorithm != "hybrid" and self.algorithm not in ENGINE_NAMES:
+            known = ", ".join(("hybrid", *ENGINE_NAMES))
+            raise BadUserInput(f"Unknown algorithm {self.algorithm!r}; known: {known}.")
+        if not 1 <= self.k <= MAX_K:
+            raise BadUserInput(f"numRecommendations must be between 1 and {MAX_K}.")
+        if self.min_rating is not None and not 0.0 <= self.min_rating <= 5.0:
+            raise BadUserInput("minRating must be between 0 and 5.")
+        for engine, weight in (self.weights or {}).items():
+            if engine not in ENGINE_NAMES:
+                raise BadUserInput(f"Unknown engine {engine!r} in weights.")
+            if not 0.0 <= weight <= 100.0:
+                raise BadUserInput("Engine weights must be between 0 and 100.")
+
+    def fingerprint(self) -> str:
+        payload = orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def user_cache_prefix(tenant_id: uuid.UUID, user_id: uuid.UUID) -> str:
+    return tenant_key(tenant_id, "recs", user_id) + ":"
+
+
+def tenant_cache_prefix(tenant_id: uuid.UUID) -> str:
+    return tenant_key(tenant_id, "recs") + ":"
+
+
+def parse_uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as error:
+        raise BadUserInput(f"{field} is not a valid id.") from error
+
+
+async def recommend(
+    ctx: RequestContext, principal: Principal, params: RecommendationParams
+) -> RecommendationResult:
+    params.validate()
+    started = time.perf_counter()
+    key = f"{user_cache_prefix(principal.tenant_id, principal.user_id)}{params.fingerprint()}"
+    cached = await ctx.services.cache.get(key)
+    ctx.services.metrics.record_cache(hit=cached is not None)
+    if cached is not None:
+        response = _response_from_json(cached)
+    else:
+        response = await _ask_recommender(ctx, principal, params)
+        ttl = ctx.services.settings.cache_default_ttl_seconds
+        await ctx.services.cache.set(key, _response_to_json(response), ttl=ttl)
+    items = await _hydrate(ctx, response, params)
+    elapsed_ms = max((time.perf_counter() - started) * 1000.0, 1e-3)
+    explanation = {
+        "enginesUsed": response.engines_used,
+        "enginesFailed": response.engines_failed,
+        "modelVersion": response.model_version,
+        "cached": cached is not None,
+    }
+    return RecommendationResult(
+        items=items,
+        algorithm=response.algorithm,
+        generated_at=datetime.now(UTC),
+        response_time_ms=elapsed_ms,
+        total_count=len(items),
+        explanation=explanation,
+    )
+
+
+async def _ask_recommender(
+    ctx: RequestContext, principal: Principal, params: RecommendationParams
+) -> RecommendationResponse:
+    recent = await ctx.loaders.interactions.load((principal.user_id, None))
+    history = tuple(str(row.item_id) for row in recent[:HISTORY_LENGTH])
+    fetch = params.k * MIN_RATING_OVERFETCH if params.min_rating is not None else params.k
+    request = RecommendationRequest(
+        tenant_id=str(principal.tenant_id),
+        user_id=str(principal.user_id),
+        algorithm=params.algorithm,
+        k=min(fetch, MAX_K * MIN_RATING_OVERFETCH),
+        diversify=params.diversify,
+        explain=params.explain,
+        categories=params.categories,
+        exclude_item_ids=params.exclude_item_ids,
+        weights=params.weights,
+        history=history,
+    )
+    return await ctx.services.recommender.recommend(request)
+
+
+async def _hydrate(
+    ctx: RequestContext, response: RecommendationResponse, params: RecommendationParams
+) -> list[RecommendationItem]:
+    ids = [_safe_uuid(scored.item_id) for scored in response.items]
+    rows = await ctx.loaders.items.load_many([i for i in ids if i is not None])
+    by_id = {row.id: row for row in rows if row is not None}
+    averages: dict[uuid.UUID, float | None] = {}
+    if params.min_rating is not None:
+        found = list(by_id)
+        averages = dict(zip(found, await ctx.loaders.average_rating.load_many(found), strict=True))
+    result: list[RecommendationItem] = []
+    for scored, item_id in zip(response.items, ids, strict=True):
+        row = by_id.get(item_id) if item_id is not None else None
+        if row is None:  # deleted since training, or not this tenant's: never shown
+            continue
+        if params.min_rating is not None and (averages.get(row.id) or 0.0) < params.min_rating:
+            continue
+        result.append(
+            RecommendationItem(
+                item=Item.from_row(row),
+                score=float(scored.score),
+                reason=scored.reason if params.explain else None,
+                engine_scores=dict(scored.engine_scores),
+            )
+        )
+    return result[: params.k]
+
+
+async def similar_items(ctx: RequestContext, item_id: Any, top_k: int) -> list[SimilarItem]:
+    principal = await ctx.authorize()
+    if not 1 <= top_k <= MAX_K:
+        raise BadUserInput(f"topK must be between 1 and {MAX_K}.")
+    item_uuid = parse_uuid(item_id, "itemId")
+    if await ctx.loaders.items.load(item_uuid) is None:
+        raise ObjectNotFound("Item not found.")
+    pairs = await ctx.services.recommender.similar_items(
+        tenant_id=str(principal.tenant_id), item_id=str(item_uuid), k=top_k
+    )
+    return await hydrate_pairs(ctx, pairs, exclude=item_uuid)
+
+
+async def hydrate_pairs(
+    ctx: RequestContext, pairs: list[tuple[str, float]], exclude: uuid.UUID | None = None
+) -> list[SimilarItem]:
+    ids = [_safe_uuid(item_id) for item_id, _ in pairs]
+    rows = await ctx.loaders.items.load_many([i for i in ids if i is not None])
+    by_id = {row.id: row for row in rows if row is not None}
+    return [
+        SimilarItem(item=Item.from_row(by_id[item_id]), score=float(score))
+        for item_id, (_, score) in zip(ids, pairs, strict=True)
+        if item_id in by_id and item_id != exclude
+    ]
+
+
+def _safe_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _response_to_json(response: RecommendationResponse) -> dict[str, Any]:
+    return {
+        "algorithm": response.algorithm,
+        "engines_used": response.engines_used,
+        "engines_failed": response.engines_failed,
+        "model_version": response.model_version,
+        "items": [
+            [s.item_id, s.score, s.engine_scores, s.reason, s.because_item_id]
+            for s in response.items
+        ],
+    }
+
+
+def _response_from_json(data: dict[str, Any]) -> RecommendationResponse:
+    return RecommendationResponse(
+        items=[ScoredItem(i, s, dict(e), r, b) for i, s, e, r, b in data["items"]],
+        algorithm=data["algorithm"],
+        engines_used=list(data["engines_used"]),
+        engines_failed=list(data["engines_failed"]),
+        model_version=data["model_version"],
+    )

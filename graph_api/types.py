@@ -1,0 +1,220 @@
+"""GraphQL object types. Nested fields resolve through the per-request DataLoaders.
+
+Each type is built from a storage row by ``from_row``; the tenant never travels as a field
+argument, nested resolvers take it from the verified principal in the context.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from graph_api.context import Info
+
+
+@strawberry.type
+class Tenant:
+    id: uuid.UUID
+    name: str
+    domain: str
+    tier: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Tenant:
+        return cls(
+            id=row.id,
+            name=row.name,
+            domain=row.domain,
+            tier=str(row.tier),
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type
+class Item:
+    id: uuid.UUID
+    external_id: str
+    title: str
+    description: str | None
+    category: str | None
+    tags: list[str]
+    metadata: JSON
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Item:
+        return cls(
+            id=row.id,
+            external_id=row.external_id,
+            title=row.title,
+            description=row.description,
+            category=row.category,
+            tags=list(row.tags or []),
+            metadata=dict(row.item_metadata or {}),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    @strawberry.field
+    async def average_rating(self, info: Info) -> float | None:
+        return await info.context.loaders.average_rating.load(self.id)
+
+    @strawberry.field
+    async def similar_items(self, info: Info, top_k: int = 10) -> list[SimilarItem]:
+        return await info.context.similar_items(self.id, top_k)
+
+
+@strawberry.type
+class SimilarItem:
+    item: Item
+    score: float
+
+
+@strawberry.type
+class Interaction:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    item_id: uuid.UUID
+    interaction_type: str
+    interaction_value: float
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Interaction:
+        return cls(
+            id=row.id,
+            user_id=row.user_id,
+            item_id=row.item_id,
+            interaction_type=str(row.interaction_type),
+            interaction_value=float(row.value),
+            created_at=row.created_at,
+        )
+
+    @strawberry.field
+    async def item(self, info: Info) -> Item | None:
+        row = await info.context.loaders.items.load(self.item_id)
+        return Item.from_row(row) if row is not None else None
+
+
+@strawberry.type
+class Rating:
+    user_id: uuid.UUID
+    item_id: uuid.UUID
+    rating: float
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Rating:
+        return cls(
+            user_id=row.user_id,
+            item_id=row.item_id,
+            rating=float(row.rating),
+            created_at=row.created_at,
+        )
+
+    @strawberry.field
+    async def item(self, info: Info) -> Item | None:
+        row = await info.context.loaders.items.load(self.item_id)
+        return Item.from_row(row) if row is not None else None
+
+
+@strawberry.type
+class User:
+    id: uuid.UUID
+    email: str
+    username: str
+    role: str
+    created_at: datetime
+    tenant_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_row(cls, row: Any) -> User:
+        return cls(
+            id=row.id,
+            email=row.email,
+            username=row.username,
+            role=str(row.role),
+            created_at=row.created_at,
+            tenant_id=row.tenant_id,
+        )
+
+    @strawberry.field
+    async def tenant(self, info: Info) -> Tenant | None:
+        row = await info.context.loaders.tenants.load(self.tenant_id)
+        return Tenant.from_row(row) if row is not None else None
+
+    @strawberry.field
+    async def interactions(self, info: Info, type: str | None = None) -> list[Interaction]:
+        rows = await info.context.loaders.interactions.load((self.id, type))
+        return [Interaction.from_row(row) for row in rows]
+
+    @strawberry.field
+    async def ratings(self, info: Info) -> list[Rating]:
+        rows = await info.context.loaders.ratings.load(self.id)
+        return [Rating.from_row(row) for row in rows]
+
+
+@strawberry.type
+class AuthPayload:
+    access_token: str
+    refresh_token: str
+    user: User
+
+
+@strawberry.type
+class RecommendationItem:
+    item: Item
+    score: float
+    reason: str | None
+    engine_scores: JSON
+
+
+@strawberry.type
+class RecommendationResult:
+    items: list[RecommendationItem]
+    algorithm: str
+    generated_at: datetime
+    response_time_ms: float
+    total_count: int
+    explanation: JSON | None
+
+
+@strawberry.type
+class TrainingJob:
+    job_id: str
+    algorithms: list[str]
+    status: str
+    model_version: str | None
+    metrics: JSON
+
+
+@strawberry.type
+class RateLimitStatus:
+    limit: int
+    remaining: int
+    used: int
+    window_seconds: int
+    tenant_limit: int
+    tenant_remaining: int
+
+
+@strawberry.type
+class PerformanceMetrics:
+    total_requests: int
+    total_errors: int
+    window_seconds: float
+    window_requests: int
+    requests_per_second: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    error_rate: float
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float
+    operations: JSON
