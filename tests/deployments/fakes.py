@@ -1,42 +1,33 @@
-"""Test doubles importable on Ray replicas (the test package is on the workers' path)."""
+"""Shared test data and doubles; importable on Ray workers (tests/ is on their path)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from storage.errors import NotFound
-from training.algorithms.base import Recommender
+import numpy as np
 
-CURRENT = "CURRENT"
+from training.data import InteractionMatrix, ItemInfo
+
+N_USERS, N_ITEMS = 60, 40
 
 
-class DirectoryModelSource:
-    """A ``ModelSource`` over ``root/{tenant}/{algorithm}/{version}`` and a CURRENT file."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    def current_version(self, tenant_id: str, algorithm: str) -> str | None:
-        marker = self.root / tenant_id / algorithm / CURRENT
-        return marker.read_text().strip() if marker.exists() else None
-
-    def load(self, tenant_id: str, algorithm: str, version: str) -> Recommender:
-        directory = self.root / tenant_id / algorithm / version
-        if not directory.exists():
-            raise NotFound(f"{tenant_id}/{algorithm}/{version}")
-        return Recommender.load(directory)
-
-    def publish(self, tenant_id: str, model: Recommender, version: str, *, promote: bool = True):
-        directory = self.root / tenant_id / model.name / version
-        model.save(directory)
-        if promote:
-            self.promote(tenant_id, model.name, version)
-
-    def promote(self, tenant_id: str, algorithm: str, version: str) -> None:
-        marker = self.root / tenant_id / algorithm / CURRENT
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(version)
+def synthetic_matrix(seed: int = 7, *, hot: int | None = None) -> InteractionMatrix:
+    """Two taste clusters (items 0-19 "a", 20-39 "b"); ``hot`` gets everyone's purchase."""
+    rng = np.random.default_rng(seed)
+    items = [
+        ItemInfo(id=f"i{j}", title=f"Item {j}", category="a" if j < 20 else "b")
+        for j in range(N_ITEMS)
+    ]
+    rows: list[tuple[str, str, str, float | None, float]] = []
+    for u in range(N_USERS):
+        cluster = 0 if u < N_USERS // 2 else 20
+        for j in rng.choice(20, size=8, replace=False):
+            rows.append((f"u{u}", f"i{cluster + j}", "click", None, 0.0))
+        if hot is not None:
+            rows.append((f"u{u}", f"i{hot}", "purchase", None, 0.0))
+    return InteractionMatrix.from_interactions(rows, items=items)
 
 
 @dataclass
@@ -46,11 +37,55 @@ class FakeTrainingResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def fake_train(settings, tenant_id: str, algorithms: list[str] | None) -> FakeTrainingResult:
-    """Stands in for ``training.pipeline.train_tenant``; proves the task sees the settings."""
+def fake_train(settings: Any, tenant_id: str, algorithms: list[str] | None) -> FakeTrainingResult:
+    """Stands in for ``training.pipeline.train_tenant``; proves the task got the settings."""
     names = algorithms or ["popularity"]
     return FakeTrainingResult(
         tenant_id=tenant_id,
         version=f"trained-{Path(settings.data_dir).name}",
         metrics={name: {"ndcg@10": 0.5} for name in names},
     )
+
+
+class FakeResponse:
+    """Quacks like a ``DeploymentResponse``: awaitable, cancellable."""
+
+    def __init__(self, value: Any = None, *, delay: float = 0.0, error: Exception | None = None):
+        self.value, self.delay, self.error = value, delay, error
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __await__(self):
+        return self._result().__await__()
+
+    async def _result(self) -> Any:
+        import asyncio
+
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class FakeMethod:
+    def __init__(self, handle: FakeHandle, name: str) -> None:
+        self._handle, self._name = handle, name
+
+    def remote(self, payload: Any) -> FakeResponse:
+        self._handle.calls.append((self._name, payload))
+        return FakeResponse(self._handle.answers[self._name])
+
+
+class FakeHandle:
+    """Records calls and answers each method with a canned value."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> FakeMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return FakeMethod(self, name)

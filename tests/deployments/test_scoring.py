@@ -1,0 +1,96 @@
+"""Engine-side logic without Ray: batching into recommend_many, cold-start lists, similarity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from deployments.scoring import EngineQuery, non_personal_top, run_queries, similarity_matrix
+from tests.deployments.fakes import synthetic_matrix
+from training.algorithms import Recommender, create
+
+
+class Counting:
+    """Wraps a model and counts the calls the engine makes on it."""
+
+    def __init__(self, model: Recommender) -> None:
+        self.model = model
+        self.many_calls: list[int] = []
+        self.single_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def recommend_many(self, users, k=10, **kwargs):
+        self.many_calls.append(len(users))
+        return self.model.recommend_many(users, k, **kwargs)
+
+    def recommend(self, user, k=10, **kwargs):
+        self.single_calls += 1
+        return self.model.recommend(user, k, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ease() -> Recommender:
+    return create("ease").fit(synthetic_matrix())
+
+
+@pytest.fixture(scope="module")
+def popularity() -> Recommender:
+    return create("popularity").fit(synthetic_matrix(hot=5))
+
+
+def test_compatible_queries_share_one_vectorised_call(ease: Recommender) -> None:
+    counting = Counting(ease)
+    queries = [EngineQuery("u1", 5), EngineQuery("u40", 3), EngineQuery("nobody", 4)]
+    answers = run_queries(counting, queries)  # type: ignore[arg-type]
+    assert counting.many_calls == [3] and counting.single_calls == 0
+    assert answers[0] == ease.recommend("u1", 5)
+    assert answers[1] == ease.recommend("u40", 3)
+    assert answers[2] == []
+
+
+def test_history_and_filters_are_kept_apart(ease: Recommender) -> None:
+    counting = Counting(ease)
+    only_b = EngineQuery.from_payload({"user_id": "u1", "k": 5, "categories": ["b"]})
+    fresh = EngineQuery.from_payload({"user_id": "new", "k": 5, "history": ["i21", "i22"]})
+    plain = EngineQuery("u1", 5)
+    answers = run_queries(counting, [only_b, fresh, plain])  # type: ignore[arg-type]
+    assert counting.single_calls == 1 and sorted(counting.many_calls) == [1, 1]
+    assert answers[0] and all(int(item[1:]) >= 20 for item, _ in answers[0])
+    assert answers[1] and {"i21", "i22"}.isdisjoint(item for item, _ in answers[1])
+    assert answers[2] == ease.recommend("u1", 5)
+
+
+def test_cold_users_get_the_popular_items(popularity: Recommender) -> None:
+    query = EngineQuery.from_payload({"user_id": "stranger", "k": 3})
+    [answer] = run_queries(popularity, [query])
+    assert answer[0][0] == "i5" and len(answer) == 3
+    scores = [s for _, s in answer]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_non_personal_top_applies_the_filter(popularity: Recommender) -> None:
+    query = EngineQuery.from_payload(
+        {"k": 50, "categories": ["a"], "exclude_item_ids": ["i5", "i6"]}
+    )
+    answer = non_personal_top(popularity, query)
+    ids = {item for item, _ in answer}
+    assert ids and "i5" not in ids and "i6" not in ids
+    assert all(int(item[1:]) < 20 for item in ids)
+
+
+def test_non_personal_top_refuses_personal_models(ease: Recommender) -> None:
+    assert non_personal_top(ease, EngineQuery("", 5)) == []
+
+
+def test_similarity_matrix_is_scaled_and_tolerates_unknown_items() -> None:
+    knn = create("item_knn").fit(synthetic_matrix())
+    matrix = similarity_matrix(knn, ["i1", "i30", "ghost"], ["i2", "i31", "ghost"])
+    assert matrix.shape == (3, 3)
+    assert matrix.min() >= 0.0 and matrix.max() == pytest.approx(1.0)
+    assert np.all(matrix[2] == 0) and np.all(matrix[:, 2] == 0)
+    # Same cluster is more alike than across clusters.
+    assert matrix[0, 0] > matrix[0, 1] and matrix[1, 1] > matrix[1, 0]
