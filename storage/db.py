@@ -49,6 +49,9 @@ def translate_error(exc: BaseException) -> StorageError:
         if kind is None and isinstance(orig, sqlite3.IntegrityError):
             kind = _SQLITE_INTEGRITY.get(getattr(orig, "sqlite_errorname", ""))
         return (kind or Conflict)(str(orig))
+    sqlstate = getattr(exc, "sqlstate", None)  # raw asyncpg errors, e.g. from COPY
+    if isinstance(sqlstate, str) and sqlstate.startswith("23"):
+        return _PG_INTEGRITY.get(sqlstate, Conflict)(str(exc))
     if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
         return Unavailable(str(exc))
     if isinstance(exc, DBAPIError) and type(exc).__name__ == "DataError":

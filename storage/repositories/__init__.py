@@ -1,0 +1,83 @@
+"""Tenant-scoped data access: keyword-only async functions over an ``AsyncSession``.
+
+Every function takes ``session`` and (except tenant administration) ``tenant_id``, and only
+ever reads or writes that tenant's rows. Functions flush but never commit: the caller owns the
+transaction (``Database.session()`` commits on exit). Errors are :mod:`storage.errors` types:
+NotFound for unknown or other tenants' ids, Conflict for duplicates, InvalidData for bad values.
+Batch readers (``*_by_ids``, ``*_for_users``, ``average_ratings``) return one entry per input id,
+in input order, as DataLoaders need.
+"""
+
+from storage.repositories.interactions import (
+    InteractionColumns,
+    InteractionRow,
+    bulk_insert_interactions,
+    interactions_for_users,
+    iter_interactions,
+    load_interactions,
+    record_interaction,
+)
+from storage.repositories.items import (
+    bulk_upsert_items,
+    create_item,
+    delete_item,
+    get_item,
+    get_item_by_external_id,
+    items_by_ids,
+    list_items,
+    update_item,
+)
+from storage.repositories.ratings import (
+    RatingStats,
+    average_ratings,
+    bulk_upsert_ratings,
+    rate_item,
+    ratings_for_users,
+)
+from storage.repositories.tenants import (
+    create_tenant,
+    get_tenant,
+    get_tenant_by_domain,
+    list_tenants,
+    set_tenant_active,
+)
+from storage.repositories.users import (
+    create_user,
+    get_user,
+    get_user_by_email,
+    list_users,
+    users_by_ids,
+)
+
+__all__ = [
+    "InteractionColumns",
+    "InteractionRow",
+    "RatingStats",
+    "average_ratings",
+    "bulk_insert_interactions",
+    "bulk_upsert_items",
+    "bulk_upsert_ratings",
+    "create_item",
+    "create_tenant",
+    "create_user",
+    "delete_item",
+    "get_item",
+    "get_item_by_external_id",
+    "get_tenant",
+    "get_tenant_by_domain",
+    "get_user",
+    "get_user_by_email",
+    "interactions_for_users",
+    "items_by_ids",
+    "iter_interactions",
+    "list_items",
+    "list_tenants",
+    "list_users",
+    "load_interactions",
+    "rate_item",
+    "ratings_for_users",
+    "record_interaction",
+    "set_tenant_active",
+    "update_item",
+    "users_by_ids",
+]

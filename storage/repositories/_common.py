@@ -1,0 +1,80 @@
+"""Helpers shared by the repository modules."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import translate_error
+from storage.errors import InvalidData, NotFound
+
+T = TypeVar("T")
+
+MAX_PAGE = 1000
+
+
+def dialect_name(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def upsert_insert(session: AsyncSession, table: Any) -> Any:
+    """The dialect's INSERT construct, the one that offers ``on_conflict_do_update``."""
+    if dialect_name(session) == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """Run a write in a SAVEPOINT and flush it there.
+
+    A failed write then raises a storage error and leaves the caller's transaction usable
+    (PostgreSQL would otherwise abort the whole transaction).
+    """
+    try:
+        async with session.begin_nested():
+            yield
+            await session.flush()
+    except DBAPIError as exc:
+        raise translate_error(exc) from exc
+
+
+def found(row: T | None, what: str, key: object) -> T:
+    if row is None:
+        raise NotFound(f"{what} {key} not found")
+    return row
+
+
+def check_page(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidData(f"limit must be within 1..{MAX_PAGE}, got {limit}")
+    if offset < 0:
+        raise InvalidData(f"offset must be >= 0, got {offset}")
+
+
+def chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def align(ids: Sequence[uuid.UUID], rows: Iterable[Any]) -> list[Any]:
+    """``rows`` (objects with ``.id``) in the order of ``ids``, ``None`` where missing."""
+    by_id = {row.id: row for row in rows}
+    return [by_id.get(key) for key in ids]
+
+
+def table_of(model: Any) -> Table:
+    return model.__table__

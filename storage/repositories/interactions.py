@@ -1,0 +1,234 @@
+"""Interactions (views, clicks, purchases, ...): the implicit feedback that training reads.
+
+Writes are single (``record_interaction``, idempotent by key) or bulk
+(``bulk_insert_interactions``: COPY on PostgreSQL, executemany on SQLite). Training reads
+columns with ``load_interactions`` or streams chunks with ``iter_interactions``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Select, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import translate_error
+from storage.errors import Conflict, InvalidData
+from storage.models import Interaction, utcnow
+from storage.repositories._common import chunks, savepoint, table_of
+
+MAX_TYPE_LENGTH = 32
+_BATCH = 1000
+# Column order of the bulk path, shared by COPY and executemany.
+_COLUMNS = (
+    "id",
+    "tenant_id",
+    "user_id",
+    "item_id",
+    "interaction_type",
+    "value",
+    "created_at",
+    "idempotency_key",
+)
+
+
+class InteractionRow(NamedTuple):
+    user_id: uuid.UUID
+    item_id: uuid.UUID
+    interaction_type: str
+    value: float
+    created_at: datetime
+
+
+@dataclass
+class InteractionColumns:
+    """A tenant's interactions as parallel lists (ready for ``np.asarray``), oldest first."""
+
+    user_ids: list[uuid.UUID] = field(default_factory=list)
+    item_ids: list[uuid.UUID] = field(default_factory=list)
+    interaction_types: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    created_at: list[datetime] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+def _check_type(interaction_type: str) -> str:
+    if not interaction_type or len(interaction_type) > MAX_TYPE_LENGTH:
+        raise InvalidData(f"interaction type must be 1..{MAX_TYPE_LENGTH} characters")
+    return interaction_type
+
+
+async def _by_idempotency_key(
+    session: AsyncSession, tenant_id: uuid.UUID, key: str
+) -> Interaction | None:
+    query = select(Interaction).where(
+        Interaction.tenant_id == tenant_id, Interaction.idempotency_key == key
+    )
+    return await session.scalar(query)
+
+
+async def record_interaction(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    item_id: uuid.UUID,
+    interaction_type: str,
+    value: float = 1.0,
+    idempotency_key: str | None = None,
+    created_at: datetime | None = None,
+) -> Interaction:
+    """Record one interaction of a user of this tenant with an item of this tenant.
+
+    With an ``idempotency_key`` already used in this tenant, the existing row is returned and
+    nothing is written. NotFound if the user or item is unknown here (or another tenant's).
+    """
+    if idempotency_key is not None:
+        existing = await _by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is not None:
+            return existing
+    interaction = Interaction(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        item_id=item_id,
+        interaction_type=_check_type(interaction_type),
+        value=float(value),
+        idempotency_key=idempotency_key,
+        created_at=created_at or utcnow(),
+    )
+    try:
+        async with savepoint(session):
+            session.add(interaction)
+    except Conflict:
+        # A concurrent request with the same key won the race: its row is the answer.
+        if idempotency_key is None:
+            raise
+        winner = await _by_idempotency_key(session, tenant_id, idempotency_key)
+        if winner is None:
+            raise
+        return winner
+    return interaction
+
+
+async def interactions_for_users(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    interaction_type: str | None = None,
+) -> list[list[Interaction]]:
+    """Batch lookup for DataLoaders: each user's interactions (newest first), in input order.
+
+    Unknown ids and other tenants' users get an empty list.
+    """
+    by_user: dict[uuid.UUID, list[Interaction]] = {key: [] for key in user_ids}
+    for batch in chunks(by_user, _BATCH):
+        query = select(Interaction).where(
+            Interaction.tenant_id == tenant_id, Interaction.user_id.in_(batch)
+        )
+        if interaction_type is not None:
+            query = query.where(Interaction.interaction_type == interaction_type)
+        query = query.order_by(Interaction.created_at.desc(), Interaction.id)
+        for interaction in (await session.scalars(query)).all():
+            by_user[interaction.user_id].append(interaction)
+    return [by_user[key] for key in user_ids]
+
+
+def _bulk_record(tenant_id: uuid.UUID, row: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
+    return (
+        uuid.uuid4(),
+        tenant_id,
+        row["user_id"],
+        row["item_id"],
+        _check_type(row["interaction_type"]),
+        float(row.get("value", 1.0)),
+        row.get("created_at") or now,
+        row.get("idempotency_key"),
+    )
+
+
+async def _copy_chunk(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
+    import asyncpg
+
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    try:
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            table_of(Interaction).name, records=records, columns=_COLUMNS
+        )
+    except asyncpg.PostgresError as exc:
+        raise translate_error(exc) from exc
+
+
+async def bulk_insert_interactions(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    rows: Iterable[Mapping[str, Any]],
+    chunk_size: int = 20_000,
+) -> int:
+    """Insert many interactions fast; returns how many were written.
+
+    Each row: ``user_id``, ``item_id``, ``interaction_type`` and optionally ``value`` (1.0),
+    ``created_at`` (now), ``idempotency_key``. All-or-nothing per call: a user or item unknown
+    to this tenant raises NotFound, a reused idempotency key raises Conflict (no dedup here).
+    """
+    now = utcnow()
+    copy = session.get_bind().dialect.name == "postgresql"
+    table = table_of(Interaction)
+    written = 0
+    # One savepoint around all chunks: a failure leaves nothing of this call behind.
+    async with savepoint(session):
+        for chunk in chunks((_bulk_record(tenant_id, row, now) for row in rows), chunk_size):
+            if copy:
+                await _copy_chunk(session, chunk)
+            else:
+                params = [dict(zip(_COLUMNS, record, strict=True)) for record in chunk]
+                await session.execute(insert(table), params)
+            written += len(chunk)
+    return written
+
+
+def _columns_query(tenant_id: uuid.UUID, since: datetime | None) -> Select[Any]:
+    query = select(
+        Interaction.user_id,
+        Interaction.item_id,
+        Interaction.interaction_type,
+        Interaction.value,
+        Interaction.created_at,
+    ).where(Interaction.tenant_id == tenant_id)
+    if since is not None:
+        query = query.where(Interaction.created_at >= since)
+    return query.order_by(Interaction.created_at, Interaction.id)
+
+
+async def load_interactions(
+    *, session: AsyncSession, tenant_id: uuid.UUID, since: datetime | None = None
+) -> InteractionColumns:
+    """All of the tenant's interactions (from ``since`` on, inclusive) as parallel columns."""
+    rows = (await session.execute(_columns_query(tenant_id, since))).tuples().all()
+    if not rows:
+        return InteractionColumns()
+    users, items, types, values, times = (list(column) for column in zip(*rows, strict=True))
+    return InteractionColumns(users, items, types, values, times)
+
+
+async def iter_interactions(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    since: datetime | None = None,
+    chunk_size: int = 10_000,
+) -> AsyncIterator[list[InteractionRow]]:
+    """The tenant's interactions, oldest first, in chunks of up to ``chunk_size`` rows,
+    streamed from a server-side cursor so memory stays flat."""
+    query = _columns_query(tenant_id, since).execution_options(yield_per=chunk_size)
+    result = await session.stream(query)
+    async for partition in result.partitions():
+        yield [InteractionRow(*row) for row in partition]

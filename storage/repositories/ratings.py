@@ -1,0 +1,128 @@
+"""Explicit ratings (0.5 to 5 stars): one per user and item, re-rating updates it."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.errors import InvalidData
+from storage.models import RATING_MAX, RATING_MIN, Rating, utcnow
+from storage.repositories._common import chunks, savepoint, table_of, upsert_insert
+
+_BATCH = 1000
+
+
+class RatingStats(NamedTuple):
+    """Average and count of an item's ratings; ``average`` is None when ``count`` is 0."""
+
+    average: float | None
+    count: int
+
+
+def check_rating(rating: float) -> float:
+    value = float(rating)
+    if math.isnan(value) or not RATING_MIN <= value <= RATING_MAX:
+        raise InvalidData(f"rating must be within {RATING_MIN}..{RATING_MAX}, got {rating}")
+    return value
+
+
+def _upsert(session: AsyncSession, target: Any, rows: list[dict[str, Any]]) -> Any:
+    insert = upsert_insert(session, target).values(rows)
+    return insert.on_conflict_do_update(
+        index_elements=["tenant_id", "user_id", "item_id"],
+        set_={"rating": insert.excluded.rating, "updated_at": insert.excluded.updated_at},
+    )
+
+
+def _row(tenant_id: uuid.UUID, user_id: uuid.UUID, item_id: uuid.UUID, rating: float) -> dict:
+    now = utcnow()
+    return {
+        "id": uuid.uuid4(),
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "item_id": item_id,
+        "rating": check_rating(rating),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def rate_item(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    item_id: uuid.UUID,
+    rating: float,
+) -> Rating:
+    """Set the user's rating of an item (insert, or update value and updated_at).
+
+    InvalidData outside 0.5..5; NotFound if the user or item is not this tenant's.
+    """
+    statement = _upsert(session, Rating, [_row(tenant_id, user_id, item_id, rating)])
+    async with savepoint(session):
+        result = await session.scalars(
+            statement.returning(Rating), execution_options={"populate_existing": True}
+        )
+        stored = result.one()
+    return stored
+
+
+async def ratings_for_users(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> list[list[Rating]]:
+    """Batch lookup for DataLoaders: each user's ratings (latest change first), in input order."""
+    by_user: dict[uuid.UUID, list[Rating]] = {key: [] for key in user_ids}
+    for batch in chunks(by_user, _BATCH):
+        query = (
+            select(Rating)
+            .where(Rating.tenant_id == tenant_id, Rating.user_id.in_(batch))
+            .order_by(Rating.updated_at.desc(), Rating.id)
+        )
+        for rating in (await session.scalars(query)).all():
+            by_user[rating.user_id].append(rating)
+    return [by_user[key] for key in user_ids]
+
+
+async def average_ratings(
+    *, session: AsyncSession, tenant_id: uuid.UUID, item_ids: Sequence[uuid.UUID]
+) -> list[RatingStats]:
+    """Batch lookup for DataLoaders: average and count of each item's ratings, in input order."""
+    stats: dict[uuid.UUID, RatingStats] = {}
+    for batch in chunks(dict.fromkeys(item_ids), _BATCH):
+        query = (
+            select(Rating.item_id, func.avg(Rating.rating), func.count())
+            .where(Rating.tenant_id == tenant_id, Rating.item_id.in_(batch))
+            .group_by(Rating.item_id)
+        )
+        for item_id, average, count in (await session.execute(query)).tuples():
+            stats[item_id] = RatingStats(float(average), int(count))
+    return [stats.get(key, RatingStats(None, 0)) for key in item_ids]
+
+
+async def bulk_upsert_ratings(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    rows: Iterable[Mapping[str, Any]],
+    chunk_size: int = 1000,
+) -> int:
+    """Insert or update many ratings (rows: ``user_id``, ``item_id``, ``rating``).
+
+    The last row per (user, item) wins; returns how many distinct pairs were written.
+    All-or-nothing: any invalid rating or foreign id fails the whole call.
+    """
+    latest: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
+    for row in rows:
+        prepared = _row(tenant_id, row["user_id"], row["item_id"], row["rating"])
+        latest[(row["user_id"], row["item_id"])] = prepared
+    table = table_of(Rating)
+    async with savepoint(session):
+        for chunk in chunks(latest.values(), chunk_size):
+            await session.execute(_upsert(session, table, chunk))
+    return len(latest)

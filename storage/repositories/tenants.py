@@ -1,0 +1,66 @@
+"""Tenants: the unit of isolation. Every other repository filters by a tenant id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Tenant, TenantTier
+from storage.repositories._common import check_page, found, savepoint
+
+
+async def create_tenant(
+    *,
+    session: AsyncSession,
+    name: str,
+    domain: str,
+    tier: TenantTier | str = TenantTier.BASIC,
+    settings: Mapping[str, Any] | None = None,
+) -> Tenant:
+    """Create a tenant. ``domain`` is unique (case-insensitive); a duplicate raises Conflict."""
+    tenant = Tenant(
+        name=name,
+        domain=domain.strip().lower(),
+        tier=TenantTier(tier),
+        settings=dict(settings or {}),
+    )
+    async with savepoint(session):
+        session.add(tenant)
+    return tenant
+
+
+async def get_tenant(*, session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
+    """The tenant with this id; NotFound otherwise."""
+    return found(await session.get(Tenant, tenant_id), "tenant", tenant_id)
+
+
+async def get_tenant_by_domain(*, session: AsyncSession, domain: str) -> Tenant:
+    """The tenant owning ``domain`` (case-insensitive); NotFound otherwise."""
+    normalized = domain.strip().lower()
+    tenant = await session.scalar(select(Tenant).where(Tenant.domain == normalized))
+    return found(tenant, "tenant with domain", normalized)
+
+
+async def list_tenants(
+    *, session: AsyncSession, limit: int = 100, offset: int = 0, active_only: bool = False
+) -> Sequence[Tenant]:
+    """Tenants ordered by creation time (oldest first)."""
+    check_page(limit, offset)
+    query = select(Tenant).order_by(Tenant.created_at, Tenant.id).limit(limit).offset(offset)
+    if active_only:
+        query = query.where(Tenant.is_active.is_(True))
+    return (await session.scalars(query)).all()
+
+
+async def set_tenant_active(
+    *, session: AsyncSession, tenant_id: uuid.UUID, is_active: bool
+) -> Tenant:
+    """Enable or disable a tenant (its data stays in place)."""
+    tenant = await get_tenant(session=session, tenant_id=tenant_id)
+    tenant.is_active = is_active
+    await session.flush()
+    return tenant

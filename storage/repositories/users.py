@@ -1,0 +1,88 @@
+"""Users of one tenant. Emails are unique per tenant and compared case-insensitively."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import User, UserRole
+from storage.repositories._common import align, check_page, chunks, found, savepoint
+
+_BATCH = 1000
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def create_user(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    email: str,
+    username: str,
+    password_hash: str,
+    role: UserRole | str = UserRole.USER,
+    preferences: Mapping[str, Any] | None = None,
+) -> User:
+    """Create a user. Conflict if the email exists in this tenant; NotFound if the tenant does not.
+
+    ``password_hash`` is stored as given: hashing belongs to the auth layer.
+    """
+    user = User(
+        tenant_id=tenant_id,
+        email=normalize_email(email),
+        username=username,
+        password_hash=password_hash,
+        role=UserRole(role),
+        preferences=dict(preferences or {}),
+    )
+    async with savepoint(session):
+        session.add(user)
+    return user
+
+
+async def get_user(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID) -> User:
+    """The user ``user_id`` of this tenant; NotFound if absent or another tenant's."""
+    user = await session.scalar(select(User).where(User.tenant_id == tenant_id, User.id == user_id))
+    return found(user, "user", user_id)
+
+
+async def get_user_by_email(*, session: AsyncSession, tenant_id: uuid.UUID, email: str) -> User:
+    """The user with ``email`` (case-insensitive) in this tenant; NotFound otherwise."""
+    normalized = normalize_email(email)
+    user = await session.scalar(
+        select(User).where(User.tenant_id == tenant_id, User.email == normalized)
+    )
+    return found(user, "user with email", normalized)
+
+
+async def list_users(
+    *, session: AsyncSession, tenant_id: uuid.UUID, limit: int = 100, offset: int = 0
+) -> Sequence[User]:
+    """One page of the tenant's users, oldest first."""
+    check_page(limit, offset)
+    query = (
+        select(User)
+        .where(User.tenant_id == tenant_id)
+        .order_by(User.created_at, User.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def users_by_ids(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> list[User | None]:
+    """Batch lookup for DataLoaders: one entry per id, in order; ``None`` for unknown ids
+    and for ids of other tenants."""
+    rows: list[User] = []
+    for batch in chunks(dict.fromkeys(user_ids), _BATCH):
+        query = select(User).where(User.tenant_id == tenant_id, User.id.in_(batch))
+        rows.extend((await session.scalars(query)).all())
+    return align(user_ids, rows)

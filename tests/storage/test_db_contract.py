@@ -1,0 +1,321 @@
+"""One contract for the relational store, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import repositories as repo
+from storage.db import Database
+from storage.errors import Conflict, InvalidData, NotFound
+from storage.models import TenantTier, UserRole
+from tests.storage.sql_support import (
+    BACKENDS,
+    make_item,
+    make_tenant,
+    make_user,
+    migrated_database,
+    unique,
+)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def database(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    async with migrated_database(request.param, request) as database:
+        yield database
+
+
+@pytest.fixture
+async def session(database: Database) -> AsyncIterator[AsyncSession]:
+    async with database.session() as session:
+        yield session
+
+
+async def test_tenant_round_trip(session: AsyncSession) -> None:
+    domain = unique("Acme") + ".TEST"
+    tenant = await repo.create_tenant(
+        session=session, name="Acme", domain=domain, tier="premium", settings={"k": 20}
+    )
+    assert (await repo.get_tenant(session=session, tenant_id=tenant.id)).name == "Acme"
+    by_domain = await repo.get_tenant_by_domain(session=session, domain=domain.upper())
+    assert by_domain.id == tenant.id
+    assert by_domain.tier is TenantTier.PREMIUM and by_domain.settings == {"k": 20}
+    assert by_domain.created_at.tzinfo is not None
+    with pytest.raises(Conflict):
+        await repo.create_tenant(session=session, name="Copy", domain=domain)
+    with pytest.raises(NotFound):
+        await repo.get_tenant(session=session, tenant_id=uuid.uuid4())
+    listed = await repo.list_tenants(session=session, limit=1000)
+    assert tenant.id in {row.id for row in listed}
+
+
+async def test_users_unique_email_per_tenant(session: AsyncSession) -> None:
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    user = await make_user(session, tenant, email="Ann@Example.com")
+    assert user.role is UserRole.USER and user.email == "ann@example.com"
+    with pytest.raises(Conflict):
+        await make_user(session, tenant, email="ann@example.COM")
+    # The failed insert was rolled back to its savepoint: the session is still usable.
+    found = await repo.get_user_by_email(
+        session=session, tenant_id=tenant.id, email="ANN@example.com"
+    )
+    assert found.id == user.id
+    same_email_elsewhere = await make_user(session, other, email="ann@example.com")
+    assert same_email_elsewhere.id != user.id
+    with pytest.raises(NotFound):
+        await make_user(session, type(tenant)(id=uuid.uuid4()))
+
+
+async def test_list_users_pages_and_batch_lookup(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    users = [await make_user(session, tenant) for _ in range(5)]
+    first = await repo.list_users(session=session, tenant_id=tenant.id, limit=3)
+    rest = await repo.list_users(session=session, tenant_id=tenant.id, limit=3, offset=3)
+    assert [u.id for u in first + list(rest)] == [u.id for u in users]
+    with pytest.raises(InvalidData):
+        await repo.list_users(session=session, tenant_id=tenant.id, limit=0)
+    missing = uuid.uuid4()
+    wanted = [users[3].id, missing, users[0].id, users[3].id]
+    found = await repo.users_by_ids(session=session, tenant_id=tenant.id, user_ids=wanted)
+    assert [u.id if u else None for u in found] == [users[3].id, None, users[0].id, users[3].id]
+
+
+async def test_items_crud_search_and_soft_delete(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    boots = await make_item(session, tenant, title="Hiking BOOTS", category="shoes", tags=["x"])
+    await make_item(session, tenant, title="Sandal", description="light boots for summer")
+    await make_item(session, tenant, title="100% wool hat", category="hats")
+    with pytest.raises(Conflict):
+        await make_item(session, tenant, external_id=boots.external_id)
+
+    async def titles(**filters: object) -> list[str]:
+        rows = await repo.list_items(session=session, tenant_id=tenant.id, **filters)  # type: ignore[arg-type]
+        return [row.title for row in rows]
+
+    assert await titles(search="boots") == ["Hiking BOOTS", "Sandal"]
+    assert await titles(category="shoes") == ["Hiking BOOTS"]
+    assert await titles(search="%") == ["100% wool hat"]  # LIKE wildcards are literal
+    assert await titles(limit=1, offset=1) == ["Sandal"]
+
+    before = boots.updated_at
+    await asyncio.sleep(0.01)
+    updated = await repo.update_item(
+        session=session, tenant_id=tenant.id, item_id=boots.id, title="Boots", tags=["a", "b"]
+    )
+    assert updated.title == "Boots" and updated.tags == ["a", "b"] and updated.updated_at > before
+    with pytest.raises(InvalidData):
+        await repo.update_item(
+            session=session, tenant_id=tenant.id, item_id=boots.id, tenant_id_x=1
+        )
+
+    await repo.delete_item(session=session, tenant_id=tenant.id, item_id=boots.id)
+    with pytest.raises(NotFound):
+        await repo.get_item(session=session, tenant_id=tenant.id, item_id=boots.id)
+    kept = await repo.get_item(
+        session=session, tenant_id=tenant.id, item_id=boots.id, include_inactive=True
+    )
+    assert kept.is_active is False
+    assert "Boots" not in await titles()
+    found = await repo.items_by_ids(session=session, tenant_id=tenant.id, item_ids=[boots.id])
+    assert found == [None]
+
+
+async def test_bulk_upsert_items_keeps_ids(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    rows = [{"external_id": f"e{i}", "title": f"T{i}", "category": "c"} for i in range(1500)]
+    first = await repo.bulk_upsert_items(session=session, tenant_id=tenant.id, rows=rows)
+    assert len(first) == 1500
+    second = await repo.bulk_upsert_items(
+        session=session,
+        tenant_id=tenant.id,
+        rows=[{"external_id": "e7", "title": "New", "item_metadata": {"year": 1999}}],
+    )
+    assert second == {"e7": first["e7"]}
+    item = await repo.get_item_by_external_id(
+        session=session, tenant_id=tenant.id, external_id="e7"
+    )
+    assert item.title == "New" and item.item_metadata == {"year": 1999} and item.category is None
+    with pytest.raises(InvalidData):
+        await repo.bulk_upsert_items(session=session, tenant_id=tenant.id, rows=[{"title": "x"}])
+
+
+async def test_record_interaction_is_idempotent(session: AsyncSession) -> None:
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+
+    async def record(key: str | None, kind: str = "click") -> uuid.UUID:
+        row = await repo.record_interaction(
+            session=session,
+            tenant_id=tenant.id,
+            user_id=user.id,
+            item_id=item.id,
+            interaction_type=kind,
+            idempotency_key=key,
+        )
+        return row.id
+
+    first = await record("req-1")
+    assert await record("req-1", kind="purchase") == first
+    assert await record(None) != await record(None)  # no key: every call is a new row
+    history = await repo.interactions_for_users(
+        session=session, tenant_id=tenant.id, user_ids=[user.id]
+    )
+    assert len(history[0]) == 3
+    # The same key in another tenant is a different request.
+    other_user, other_item = await make_user(session, other), await make_item(session, other)
+    elsewhere = await repo.record_interaction(
+        session=session,
+        tenant_id=other.id,
+        user_id=other_user.id,
+        item_id=other_item.id,
+        interaction_type="click",
+        idempotency_key="req-1",
+    )
+    assert elsewhere.id != first
+    with pytest.raises(InvalidData):
+        await record(None, kind="")
+
+
+async def test_interactions_for_users_batches_in_order(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    ann, bob, cid = [await make_user(session, tenant) for _ in range(3)]
+    item = await make_item(session, tenant)
+    for user, kind in [(ann, "view"), (ann, "purchase"), (bob, "view")]:
+        await repo.record_interaction(
+            session=session,
+            tenant_id=tenant.id,
+            user_id=user.id,
+            item_id=item.id,
+            interaction_type=kind,
+        )
+    ids = [bob.id, cid.id, ann.id]
+    every = await repo.interactions_for_users(session=session, tenant_id=tenant.id, user_ids=ids)
+    assert [len(rows) for rows in every] == [1, 0, 2]
+    assert every[2][0].interaction_type == "purchase"  # newest first
+    views = await repo.interactions_for_users(
+        session=session, tenant_id=tenant.id, user_ids=ids, interaction_type="view"
+    )
+    assert [[row.interaction_type for row in rows] for rows in views] == [["view"], [], ["view"]]
+
+
+async def test_bulk_insert_ten_thousand_rows(
+    session: AsyncSession, rng: np.random.Generator
+) -> None:
+    tenant = await make_tenant(session)
+    users = [await make_user(session, tenant) for _ in range(20)]
+    items = await repo.bulk_upsert_items(
+        session=session,
+        tenant_id=tenant.id,
+        rows=[{"external_id": f"i{i}", "title": f"Item {i}"} for i in range(50)],
+    )
+    item_ids = list(items.values())
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        {
+            "user_id": users[int(rng.integers(20))].id,
+            "item_id": item_ids[int(rng.integers(50))],
+            "interaction_type": ("view", "click", "purchase")[i % 3],
+            "value": float(i % 7),
+            "created_at": start + timedelta(seconds=i),
+        }
+        for i in range(10_000)
+    ]
+    written = await repo.bulk_insert_interactions(
+        session=session, tenant_id=tenant.id, rows=rows, chunk_size=3000
+    )
+    assert written == 10_000
+    columns = await repo.load_interactions(session=session, tenant_id=tenant.id)
+    assert len(columns) == 10_000
+    expected = [(r["user_id"], r["item_id"], r["interaction_type"], r["value"]) for r in rows]
+    loaded = zip(
+        columns.user_ids, columns.item_ids, columns.interaction_types, columns.values, strict=True
+    )
+    assert list(loaded) == expected  # oldest first, so the order is the insertion order
+    assert columns.created_at[0] == start and columns.created_at[-1].tzinfo is not None
+
+    since = start + timedelta(seconds=9_000)
+    recent = await repo.load_interactions(session=session, tenant_id=tenant.id, since=since)
+    assert len(recent) == 1_000 and min(recent.created_at) == since
+    chunks = [
+        c
+        async for c in repo.iter_interactions(
+            session=session, tenant_id=tenant.id, chunk_size=4_000
+        )
+    ]
+    assert [len(chunk) for chunk in chunks] == [4_000, 4_000, 2_000]
+    assert chunks[2][-1].value == rows[-1]["value"]
+
+
+async def test_bulk_insert_is_all_or_nothing(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+    good = {"user_id": user.id, "item_id": item.id, "interaction_type": "view"}
+    unknown_item = {**good, "item_id": uuid.uuid4()}
+    with pytest.raises(NotFound):
+        await repo.bulk_insert_interactions(
+            session=session, tenant_id=tenant.id, rows=[good] * 5 + [unknown_item]
+        )
+    keyed = {**good, "idempotency_key": "k"}
+    with pytest.raises(Conflict):
+        await repo.bulk_insert_interactions(
+            session=session, tenant_id=tenant.id, rows=[keyed, keyed]
+        )
+    assert len(await repo.load_interactions(session=session, tenant_id=tenant.id)) == 0
+
+
+async def test_rating_rules(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+
+    async def rate(value: float) -> object:
+        return await repo.rate_item(
+            session=session, tenant_id=tenant.id, user_id=user.id, item_id=item.id, rating=value
+        )
+
+    first = await rate(4.0)
+    await asyncio.sleep(0.01)
+    again = await rate(2.5)
+    assert again.id == first.id and again.rating == 2.5  # type: ignore[attr-defined]
+    assert again.updated_at > again.created_at  # type: ignore[attr-defined]
+    for bad in (0.4, 5.01, -1.0, math.nan):
+        with pytest.raises(InvalidData):
+            await rate(bad)
+    await rate(0.5)
+    await rate(5)
+    ratings = await repo.ratings_for_users(
+        session=session, tenant_id=tenant.id, user_ids=[user.id, uuid.uuid4()]
+    )
+    assert [[r.rating for r in rows] for rows in ratings] == [[5.0], []]
+    with pytest.raises(NotFound):
+        await repo.rate_item(
+            session=session, tenant_id=tenant.id, user_id=user.id, item_id=uuid.uuid4(), rating=3
+        )
+
+
+async def test_average_and_bulk_ratings(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    users = [await make_user(session, tenant) for _ in range(3)]
+    rated, unrated = await make_item(session, tenant), await make_item(session, tenant)
+    rows = [
+        {"user_id": u.id, "item_id": rated.id, "rating": r}
+        for u, r in zip(users, (1, 2, 3), strict=True)
+    ]
+    rows.append({"user_id": users[0].id, "item_id": rated.id, "rating": 5})  # last one wins
+    assert await repo.bulk_upsert_ratings(session=session, tenant_id=tenant.id, rows=rows) == 3
+    stats = await repo.average_ratings(
+        session=session, tenant_id=tenant.id, item_ids=[unrated.id, rated.id]
+    )
+    assert stats == [repo.RatingStats(None, 0), repo.RatingStats(pytest.approx(10 / 3), 3)]
+    with pytest.raises(InvalidData):
+        await repo.bulk_upsert_ratings(
+            session=session,
+            tenant_id=tenant.id,
+            rows=[{"user_id": users[0].id, "item_id": rated.id, "rating": 9}],
+        )
