@@ -8,16 +8,14 @@ so a key of another tenant simply loads as missing.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
 from strawberry.dataloader import DataLoader
 
+from storage import repositories as repo
+from storage.errors import NotFound
 from storage.models import Interaction, Item, Rating, Tenant, User
-from storage.repositories import items as items_repo
-from storage.repositories import users as users_repo
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -37,66 +35,55 @@ class Loaders:
         self.ratings: DataLoader[uuid.UUID, list[Rating]] = DataLoader(self._ratings)
         self.average_rating: DataLoader[uuid.UUID, float | None] = DataLoader(self._average_ratings)
 
-    async def _rows(self, statement: Any) -> list[Any]:
-        async with self._database.session() as session:
-            return list((await session.execute(statement)).scalars().all())
-
     async def _users(self, ids: list[uuid.UUID]) -> list[User | None]:
         async with self._database.session() as session:
-            return await users_repo.users_by_ids(
-                session=session, tenant_id=self.tenant_id, user_ids=ids
-            )
+            return await repo.users_by_ids(session=session, tenant_id=self.tenant_id, user_ids=ids)
 
     async def _items(self, ids: list[uuid.UUID]) -> list[Item | None]:
         # Soft-deleted items load as None, like missing ones.
         async with self._database.session() as session:
-            return await items_repo.items_by_ids(
-                session=session, tenant_id=self.tenant_id, item_ids=ids
-            )
+            return await repo.items_by_ids(session=session, tenant_id=self.tenant_id, item_ids=ids)
 
     async def _tenants(self, ids: list[uuid.UUID]) -> list[Tenant | None]:
-        # Only the caller's own tenant is ever visible.
-        rows = await self._rows(select(Tenant).where(Tenant.id == self.tenant_id))
-        return [rows[0] if rows and key == self.tenant_id else None for key in ids]
+        # Only the caller's own tenant is ever visible, whatever id is asked for.
+        async with self._database.session() as session:
+            try:
+                own = await repo.get_tenant(session=session, tenant_id=self.tenant_id)
+            except NotFound:
+                own = None
+        return [own if key == self.tenant_id else None for key in ids]
 
     async def _interactions(self, keys: list[InteractionKey]) -> list[list[Interaction]]:
-        user_ids = list({user_id for user_id, _ in keys})
+        user_ids = list(dict.fromkeys(user_id for user_id, _ in keys))
         types = {kind for _, kind in keys}
-        statement = select(Interaction).where(
-            Interaction.tenant_id == self.tenant_id, Interaction.user_id.in_(user_ids)
-        )
-        if len(types) == 1 and None not in types:
-            # The common case (one type asked for): filter in SQL, still one statement.
-            statement = statement.where(Interaction.interaction_type == next(iter(types)))
-        statement = statement.order_by(Interaction.created_at.desc(), Interaction.id)
-        grouped: dict[uuid.UUID, list[Interaction]] = defaultdict(list)
-        for row in await self._rows(statement):
-            grouped[row.user_id].append(row)
+        # One type asked for (the common case) is filtered in SQL; a mix is one unfiltered
+        # statement filtered here, so a batch is always one statement.
+        sql_type = next(iter(types)) if len(types) == 1 else None
+        async with self._database.session() as session:
+            lists = await repo.interactions_for_users(
+                session=session,
+                tenant_id=self.tenant_id,
+                user_ids=user_ids,
+                interaction_type=sql_type,
+            )
+        by_user = dict(zip(user_ids, lists, strict=True))
         return [
-            [row for row in grouped[user_id] if kind is None or row.interaction_type == kind]
+            [row for row in by_user[user_id] if kind is None or row.interaction_type == kind]
             for user_id, kind in keys
         ]
 
     async def _ratings(self, user_ids: list[uuid.UUID]) -> list[list[Rating]]:
-        statement = (
-            select(Rating)
-            .where(Rating.tenant_id == self.tenant_id, Rating.user_id.in_(user_ids))
-            .order_by(Rating.updated_at.desc(), Rating.id)
-        )
-        grouped: dict[uuid.UUID, list[Rating]] = defaultdict(list)
-        for row in await self._rows(statement):
-            grouped[row.user_id].append(row)
-        return [grouped[user_id] for user_id in user_ids]
+        async with self._database.session() as session:
+            return await repo.ratings_for_users(
+                session=session, tenant_id=self.tenant_id, user_ids=user_ids
+            )
 
     async def _average_ratings(self, item_ids: list[uuid.UUID]) -> list[float | None]:
-        statement = (
-            select(Rating.item_id, func.avg(Rating.rating))
-            .where(Rating.tenant_id == self.tenant_id, Rating.item_id.in_(item_ids))
-            .group_by(Rating.item_id)
-        )
         async with self._database.session() as session:
-            averages = {row[0]: float(row[1]) for row in await session.execute(statement)}
-        return [averages.get(item_id) for item_id in item_ids]
+            stats = await repo.average_ratings(
+                session=session, tenant_id=self.tenant_id, item_ids=item_ids
+            )
+        return [entry.average for entry in stats]
 
 
 def prime(loader: DataLoader[K, V], rows: Sequence[Any], key: Callable[[Any], K]) -> None:

@@ -15,7 +15,7 @@ import strawberry
 from graph_api.auth import Principal
 from graph_api.auth_mutations import AuthMutation
 from graph_api.context import Info, RequestContext
-from graph_api.errors import BadUserInput
+from graph_api.errors import BadUserInput, ObjectNotFound
 from graph_api.inputs import (
     InteractionInput,
     ItemInput,
@@ -30,6 +30,7 @@ from graph_api.types import Interaction, Item, Rating, TrainingJob
 from storage.cache.base import tenant_key
 from storage.repositories import interactions as interactions_repo
 from storage.repositories import items as items_repo
+from storage.repositories import ratings as ratings_repo
 
 INTERACTION_TYPES = frozenset(
     {"view", "click", "like", "dislike", "purchase", "add_to_cart", "share", "bookmark"}
@@ -68,6 +69,8 @@ class Mutation(AuthMutation):
             raise BadUserInput("interactionValue must be a finite number.")
         if input.idempotency_key is not None and not 1 <= len(input.idempotency_key) <= 128:
             raise BadUserInput("idempotencyKey must be 1 to 128 characters.")
+        if await info.context.loaders.items.load(input.item_id) is None:
+            raise ObjectNotFound("Item not found.")
         async with info.context.session() as session:
             row = await interactions_repo.record_interaction(
                 session=session,
@@ -87,7 +90,7 @@ class Mutation(AuthMutation):
         principal = await info.context.authorize()
         value = check_rating(rating)
         async with info.context.session() as session:
-            row = await interactions_repo.rate_item(
+            row = await ratings_repo.rate_item(
                 session=session,
                 tenant_id=principal.tenant_id,
                 user_id=principal.user_id,

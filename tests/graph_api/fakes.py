@@ -1,0 +1,81 @@
+"""An in-process Recommender over the tenant's catalogue: the protocol, with no Ray.
+
+Scores are deterministic (catalogue order), the user's history and excluded ids are never
+returned, and every call is recorded so tests can check what the API asked for.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from graph_api.recommender import (
+    RecommendationRequest,
+    RecommendationResponse,
+    ScoredItem,
+    TrainingJob,
+)
+from storage import repositories as repo
+from storage.db import Database
+from storage.models import Item
+
+
+@dataclass
+class CatalogueRecommender:
+    database: Database
+    requests: list[RecommendationRequest] = field(default_factory=list)
+    trained: list[tuple[str, list[str] | None]] = field(default_factory=list)
+    fail_with: Exception | None = None
+
+    async def _catalogue(self, tenant_id: str, category: str | None = None) -> list[Item]:
+        async with self.database.session() as session:
+            rows = await repo.list_items(
+                session=session, tenant_id=uuid.UUID(tenant_id), category=category, limit=1000
+            )
+        return list(rows)
+
+    async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
+        self.requests.append(request)
+        if self.fail_with is not None:
+            raise self.fail_with
+        skip = set(request.history or ()) | set(request.exclude_item_ids)
+        items = [
+            row
+            for row in await self._catalogue(request.tenant_id)
+            if str(row.id) not in skip
+            and (not request.categories or row.category in request.categories)
+        ]
+        engine = "popularity" if request.algorithm == "hybrid" else request.algorithm
+        scored = [
+            ScoredItem(
+                item_id=str(row.id),
+                score=1.0 / (rank + 1),
+                engine_scores={engine: 1.0 / (rank + 1)},
+                reason=f"popular in {row.category}" if request.explain else None,
+            )
+            for rank, row in enumerate(items[: request.k])
+        ]
+        return RecommendationResponse(
+            items=scored, algorithm=request.algorithm, engines_used=[engine], model_version="v1"
+        )
+
+    async def similar_items(
+        self, *, tenant_id: str, item_id: str, k: int
+    ) -> list[tuple[str, float]]:
+        rows = [row for row in await self._catalogue(tenant_id) if str(row.id) != item_id]
+        return [(str(row.id), 0.9 / (rank + 1)) for rank, row in enumerate(rows[:k])]
+
+    async def trending(
+        self, *, tenant_id: str, category: str | None, limit: int
+    ) -> list[tuple[str, float]]:
+        rows = await self._catalogue(tenant_id, category)
+        return [(str(row.id), float(len(rows) - rank)) for rank, row in enumerate(rows[:limit])]
+
+    async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
+        self.trained.append((tenant_id, algorithms))
+        return TrainingJob(
+            job_id=f"job-{len(self.trained)}",
+            tenant_id=tenant_id,
+            algorithms=algorithms or ["popularity"],
+            status="submitted",
+        )
