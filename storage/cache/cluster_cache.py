@@ -85,14 +85,27 @@ class RedisClusterCache(RedisFamilyCache):
             **options,
         )
         super().__init__(client, default_ttl=default_ttl, compress_min_bytes=compress_min_bytes)
+        self._topology_known = False
+        self._topology_lock = asyncio.Lock()
+
+    async def _ready(self) -> None:
+        # Commands racing into redis-py's lazy discovery can have their fresh connections closed
+        # under them by a concurrent re-initialization, so discovery happens once, up front.
+        if self._topology_known:
+            return
+        async with self._topology_lock:
+            if not self._topology_known:
+                await self._client.initialize()
+                self._topology_known = True
 
     async def _get_many_raw(self, keys: list[str]) -> list[bytes | None]:
         with translate_errors("get"):
+            await self._ready()
             return list(await self._client.mget_nonatomic(keys))
 
     async def _execute_pipeline(self, ops: list[PipelineOp]) -> list[Any]:
         with translate_errors("pipeline"):
-            await self._client.initialize()
+            await self._ready()
         by_slot: dict[int, list[int]] = defaultdict(list)
         for index, op in enumerate(ops):
             by_slot[self._client.keyslot(op.key)].append(index)
@@ -114,7 +127,7 @@ class RedisClusterCache(RedisFamilyCache):
 
     async def delete_prefix(self, prefix: str) -> int:
         with translate_errors("delete_prefix"):
-            await self._client.initialize()
+            await self._ready()
             # A prefix that fixes the hash tag lives in one slot: scan only the node owning it.
             if hash_tag_of(prefix) is not None:
                 nodes = [self._client.get_node_from_key(prefix)]
@@ -131,7 +144,8 @@ class RedisClusterCache(RedisFamilyCache):
         return deleted + (await self._delete(batch) if batch else 0)
 
     async def _subscribe(self, channels: tuple[str, ...]) -> Subscription:
-        pubsub = self._client.pubsub()
         with translate_errors("subscribe"):
+            await self._ready()
+            pubsub = self._client.pubsub()
             await pubsub.subscribe(*channels)
         return RedisSubscription(pubsub, channels)

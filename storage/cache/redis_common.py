@@ -128,8 +128,12 @@ class RedisFamilyCache(Cache):
     async def _delete(self, keys: list[str]) -> int:
         return sum(await self._execute_pipeline([PipelineOp("delete", key) for key in keys]))
 
+    async def _ready(self) -> None:
+        """Hook run before commands; the cluster uses it to discover its topology once."""
+
     async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         with translate_errors("incr"):
+            await self._ready()
             return int(await self._incr_script(keys=[key], args=[amount, milliseconds(ttl)]))
 
     async def _sliding_window(
@@ -137,11 +141,13 @@ class RedisFamilyCache(Cache):
     ) -> WindowResult:
         args = [limit, window_seconds * 1000, cost, uuid.uuid4().hex]
         with translate_errors("sliding_window"):
+            await self._ready()
             allowed, remaining, retry_ms, count = await self._window_script(keys=[key], args=args)
         return WindowResult(bool(allowed), int(remaining), float(retry_ms) / 1000, int(count))
 
     async def _publish_raw(self, channel: str, payload: bytes) -> int:
         with translate_errors("publish"):
+            await self._ready()
             return int(await self._client.publish(channel, payload))
 
     async def ping(self) -> bool:
@@ -163,16 +169,27 @@ class RedisSubscription(Subscription):
     async def _next_raw(self, wait_seconds: float | None) -> tuple[str, bytes] | None:
         loop = asyncio.get_running_loop()
         deadline = None if wait_seconds is None else loop.time() + wait_seconds
-        while True:
+        while not self.closed:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
-            with translate_errors("subscription read"):
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=remaining
-                )
+            try:
+                message = await self._read(remaining)
+            except Unavailable:
+                # A close from another task drops the socket under this read: that is the end
+                # of the stream, not a failure.
+                if self.closed:
+                    return None
+                raise
             if message is not None and message["type"] == "message":
                 return message["channel"].decode(), message["data"]
             if deadline is not None and loop.time() >= deadline:
                 return None
+        return None
+
+    async def _read(self, wait_seconds: float | None) -> dict[str, Any] | None:
+        with translate_errors("subscription read"):
+            return await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=wait_seconds
+            )
 
     async def _close(self) -> None:
         # Closing must not fail because the server already went away.
