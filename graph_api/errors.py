@@ -72,6 +72,20 @@ _STORAGE_CODES: list[tuple[type[StorageError], str]] = [
 ]
 
 
+_GENERIC_MESSAGES = {
+    NOT_FOUND: "Not found.",
+    BAD_USER_INPUT: "The input conflicts with existing data or breaks a data rule.",
+}
+
+
+def _storage_message(error: StorageError, code: str) -> str:
+    # A repository's own message names the broken rule; one translated from a driver error
+    # (it has a __cause__) may quote SQL, keys or other tenants' ids, so it is replaced.
+    if error.__cause__ is not None or not str(error):
+        return _GENERIC_MESSAGES[code]
+    return str(error)
+
+
 def classify(error: GraphQLError) -> tuple[str, str, dict[str, Any]]:
     """The (code, client-safe message, extra extensions) for one execution error."""
     original = error.original_error
@@ -82,8 +96,7 @@ def classify(error: GraphQLError) -> tuple[str, str, dict[str, Any]]:
         return original.code, original.message, original.extensions
     for storage_type, code in _STORAGE_CODES:
         if isinstance(original, storage_type):
-            # Storage messages name the rule that was broken, never connection details.
-            return code, str(original) or code.lower(), {}
+            return code, _storage_message(original, code), {}
     if isinstance(original, Unavailable):
         logger.warning("backend unavailable: %s", original)
         return INTERNAL, "Service temporarily unavailable, retry later.", {}

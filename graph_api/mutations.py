@@ -89,6 +89,8 @@ class Mutation(AuthMutation):
     async def rate_item(self, info: Info, item_id: uuid.UUID, rating: float) -> Rating:
         principal = await info.context.authorize()
         value = check_rating(rating)
+        if await info.context.loaders.items.load(item_id) is None:
+            raise ObjectNotFound("Item not found.")
         async with info.context.session() as session:
             row = await ratings_repo.rate_item(
                 session=session,
