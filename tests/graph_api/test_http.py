@@ -1,0 +1,110 @@
+"""GraphQL-over-HTTP edge: bad requests are 4xx or GraphQL errors, never a 500 or a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.errors import Unavailable
+from tests.graph_api.conftest import Api, make_settings, running_api
+
+
+async def test_malformed_json_is_400(api: Api) -> None:
+    response = await api.client.post(
+        "/graphql", content=b'{"query": "{ me { id } ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "Traceback" not in response.text
+
+
+async def test_missing_query_is_400(api: Api) -> None:
+    response = await api.client.post("/graphql", json={"variables": {}})
+    assert response.status_code == 400
+
+
+async def test_mutation_over_get_is_refused(api: Api) -> None:
+    response = await api.client.get(
+        "/graphql", params={"query": "mutation { trainModel { jobId } }"}
+    )
+    assert 400 <= response.status_code < 500
+
+
+async def test_syntax_error_is_a_graphql_error(api: Api) -> None:
+    payload = await api.gql("{ me { id ")
+    assert payload["data"] is None
+    assert payload["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "Syntax Error" in payload["errors"][0]["message"]
+
+
+async def test_unknown_field_and_bad_variable_are_graphql_errors(api: Api) -> None:
+    unknown = await api.gql("{ nope }")
+    assert "Cannot query field 'nope'" in unknown["errors"][0]["message"]
+    bad_var = await api.gql("query($id: UUID!) { item(id: $id) { id } }", {"id": "not-a-uuid"})
+    assert bad_var["data"] is None and bad_var["errors"]
+
+
+async def test_query_depth_is_limited(api: Api) -> None:
+    deep = (
+        "{ me { " + "ratings { item { similarItems { item { " * 3 + "id" + " } } } }" * 3 + " } }"
+    )
+    payload = await api.gql(deep)
+    assert "exceeds maximum operation depth" in payload["errors"][0]["message"]
+
+
+async def test_unexpected_resolver_error_is_masked(api: Api) -> None:
+    token, _ = await api.register("mask@a.example", "a.example")
+    api.recommender.fail_with = RuntimeError("password=hunter2 at /srv/secret.py line 7")
+    response = await api.post("{ recommendations { totalCount } }", token=token)
+    assert response.status_code == 200
+    error = response.json()["errors"][0]
+    assert error["extensions"] == {"code": "INTERNAL"}
+    assert error["message"] == "Internal server error."
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+
+
+async def test_unavailable_backend_is_internal_with_a_safe_message(api: Api) -> None:
+    token, _ = await api.register("down@a.example", "a.example")
+    api.recommender.fail_with = Unavailable("connect to 10.0.0.7:6379 refused")
+    response = await api.post("{ recommendations { totalCount } }", token=token)
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "INTERNAL"
+    assert "10.0.0.7" not in response.text
+
+
+async def test_health_reports_database_and_cache(api: Api) -> None:
+    response = await api.client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "cache": "ok"}}
+    assert (await api.client.get("/health/ready")).status_code == 200
+
+
+async def test_health_is_degraded_when_the_cache_is_down(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/h.db", settings) as api:
+        report = (await api.client.get("/health")).json()
+        assert report == {
+            "status": "degraded",
+            "checks": {"database": "ok", "cache": "unavailable"},
+        }
+        assert (await api.client.get("/health/ready")).status_code == 503
+
+
+async def test_graphiql_is_served(api: Api) -> None:
+    response = await api.client.get("/graphql", headers={"accept": "text/html"})
+    assert response.status_code == 200 and "graphiql" in response.text.lower()
+
+
+async def test_metrics_count_requests_and_errors(api: Api) -> None:
+    token, _ = await api.register("ops@a.example", "a.example")
+    for _ in range(3):
+        await api.ok("{ items { id } }", token=token)
+    await api.gql("{ nope }")
+    data = await api.ok(
+        "{ performanceMetrics { totalRequests totalErrors p50LatencyMs p95LatencyMs errorRate"
+        " cacheHitRate operations } }",
+        token=token,
+    )
+    metrics = data["performanceMetrics"]
+    assert metrics["totalRequests"] >= 5  # register, 3 lists, the invalid query
+    assert metrics["totalErrors"] == 1
+    assert 0 < metrics["p50LatencyMs"] <= metrics["p95LatencyMs"]
+    assert 0 < metrics["errorRate"] < 1
