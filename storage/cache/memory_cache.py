@@ -85,8 +85,9 @@ class InProcessCache(Cache):
 
     async def _get_many_raw(self, keys: list[str]) -> list[bytes | None]:
         now = time.monotonic()
-        entries = [(key, self._live(key, now)) for key in keys]
-        return [None if e is None else self._bytes_of(k, e) for k, e in entries]
+        entries = [self._live(key, now) for key in keys]
+        # Like MGET, a key holding a rate-limit window reads as a miss rather than an error.
+        return [e.value if e is not None and isinstance(e.value, bytes) else None for e in entries]
 
     async def _set_many_raw(self, items: list[tuple[str, bytes]], ttl: float | None) -> None:
         for key, payload in items:

@@ -168,6 +168,16 @@ async def test_sliding_window_slides_instead_of_resetting(cache: Cache, prefix: 
     assert late[-1].count == 3
 
 
+async def test_values_and_windows_do_not_mix(cache: Cache, prefix: str) -> None:
+    await cache.sliding_window(prefix + "w", 5, 5.0)
+    await cache.set(prefix + "v", "value")
+    assert await cache.get(prefix + "w") is None
+    with pytest.raises(InvalidData):
+        await cache.incr(prefix + "w")
+    with pytest.raises(InvalidData):
+        await cache.sliding_window(prefix + "v", 5, 5.0)
+
+
 async def test_sliding_window_cost(cache: Cache, prefix: str) -> None:
     key = prefix + "cost"
     assert (await cache.sliding_window(key, 5, 5.0, cost=3)).remaining == 2
