@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.db import translate_error
 from storage.errors import Conflict, InvalidData
 from storage.models import Interaction, utcnow
+from storage.repositories._bulk import copy_records, executemany_records, new_uuid_hex
 from storage.repositories._common import chunks, savepoint, table_of
 
 MAX_TYPE_LENGTH = 32
@@ -140,30 +140,23 @@ async def interactions_for_users(
     return [by_user[key] for key in user_ids]
 
 
-def _bulk_record(tenant_id: uuid.UUID, row: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
-    return (
-        uuid.uuid4(),
-        tenant_id,
-        row["user_id"],
-        row["item_id"],
-        _check_type(row["interaction_type"]),
-        float(row.get("value", 1.0)),
-        row.get("created_at") or now,
-        row.get("idempotency_key"),
-    )
-
-
-async def _copy_chunk(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
-    import asyncpg
-
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    try:
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            table_of(Interaction).name, records=records, columns=_COLUMNS
+def _bulk_records(
+    tenant_id: uuid.UUID, rows: list[Mapping[str, Any]], now: datetime
+) -> list[tuple[Any, ...]]:
+    ids = new_uuid_hex(len(rows))
+    return [
+        (
+            new_id,
+            tenant_id,
+            row["user_id"],
+            row["item_id"],
+            _check_type(row["interaction_type"]),
+            float(row.get("value", 1.0)),
+            row.get("created_at") or now,
+            row.get("idempotency_key"),
         )
-    except asyncpg.PostgresError as exc:
-        raise translate_error(exc) from exc
+        for new_id, row in zip(ids, rows, strict=True)
+    ]
 
 
 async def bulk_insert_interactions(
@@ -178,20 +171,23 @@ async def bulk_insert_interactions(
     Each row: ``user_id``, ``item_id``, ``interaction_type`` and optionally ``value`` (1.0),
     ``created_at`` (now), ``idempotency_key``. All-or-nothing per call: a user or item unknown
     to this tenant raises NotFound, a reused idempotency key raises Conflict (no dedup here).
+    Rows written this way are not in the session's identity map.
     """
     now = utcnow()
-    copy = session.get_bind().dialect.name == "postgresql"
     table = table_of(Interaction)
     written = 0
     # One savepoint around all chunks: a failure leaves nothing of this call behind.
     async with savepoint(session):
-        for chunk in chunks((_bulk_record(tenant_id, row, now) for row in rows), chunk_size):
-            if copy:
-                await _copy_chunk(session, chunk)
+        connection = await session.connection()
+        for chunk in chunks(rows, chunk_size):
+            records = _bulk_records(tenant_id, chunk, now)
+            if connection.dialect.name == "postgresql":
+                await copy_records(connection, table, _COLUMNS, records)
             else:
-                params = [dict(zip(_COLUMNS, record, strict=True)) for record in chunk]
-                await session.execute(insert(table), params)
-            written += len(chunk)
+                await executemany_records(
+                    connection, table, _COLUMNS, records, preprocessed=frozenset({"id"})
+                )
+            written += len(records)
     return written
 
 
