@@ -122,8 +122,21 @@ class ErrorMapping(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        if result is not None and result.errors:
-            # Parse and validation errors land here too: Strawberry sets the result before
-            # the operation hook resumes.
-            result.errors = [_rebuild(error) for error in result.errors]
+        # Parse and validation errors land here too: Strawberry sets the result before the
+        # operation hook resumes.
+        _rebuild_all(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # Subscription events bypass on_operation's result; each one passes through here.
+        _rebuild_all(result)
+        yield
+
+
+def _rebuild_all(result: Any) -> None:
+    errors = getattr(result, "errors", None)
+    if errors and not all(_is_rebuilt(error) for error in errors):
+        result.errors = [error if _is_rebuilt(error) else _rebuild(error) for error in errors]
+
+
+def _is_rebuilt(error: GraphQLError) -> bool:
+    return error.original_error is None and "code" in (error.extensions or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -169,3 +170,41 @@ async def test_login_and_refresh(api: Api) -> None:
     wrong = await api.gql(login, {"i": credentials | {"password": "wrong password!"}})
     assert wrong["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert wrong["data"] is None
+
+
+async def test_subscription_pushes_committed_interactions(api: Api) -> None:
+    from graph_api.context import RequestContext
+    from graph_api.schema import build_schema
+
+    token, user_id = await api.register("sub@shop.example", "shop.example")
+    item = (await api.ok(CREATE_ITEM, {"input": {"title": "Live"}}, token))["createItem"]["id"]
+    services = api.app.state.services
+    context = RequestContext(services, f"Bearer {token}")
+    stream = await build_schema(services.metrics).subscribe(
+        "subscription { tenantEvents }", context_value=context
+    )
+
+    async def first_event() -> dict:
+        async for result in stream:
+            assert result.errors is None, result.errors
+            return result.data["tenantEvents"]
+        raise AssertionError("subscription ended")
+
+    reader = asyncio.create_task(first_event())
+    await asyncio.sleep(0.05)  # let the subscription start listening
+    await api.ok(RECORD, {"input": {"itemId": item, "interactionType": "click"}}, token)
+    event = await asyncio.wait_for(reader, timeout=5)
+    assert event == {"kind": "interaction", "user_id": user_id, "item_id": item}
+    await stream.aclose()
+
+
+async def test_subscription_refuses_anonymous_clients(api: Api) -> None:
+    from graph_api.context import RequestContext
+    from graph_api.schema import build_schema
+
+    services = api.app.state.services
+    stream = await build_schema(services.metrics).subscribe(
+        "subscription { tenantEvents }", context_value=RequestContext(services, None)
+    )
+    result = await anext(stream)
+    assert result.errors and result.errors[0].extensions["code"] == "UNAUTHENTICATED"
