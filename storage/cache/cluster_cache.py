@@ -18,6 +18,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from storage.cache.base import PipelineOp, Subscription
 from storage.cache.redis_cache import fail_fast_retry
 from storage.cache.redis_common import (
+    CONNECTION_HEADROOM,
     RedisFamilyCache,
     RedisSubscription,
     op_result,
@@ -75,6 +76,7 @@ class RedisClusterCache(RedisFamilyCache):
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
         retries: int = 1,
+        max_concurrency: int = 64,
     ) -> None:
         nodes, options = parse_cluster_url(url)
         options.setdefault("socket_timeout", socket_timeout)
@@ -82,9 +84,16 @@ class RedisClusterCache(RedisFamilyCache):
         client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             retry=fail_fast_retry(retries),
+            # Per node; the semaphore bounds the total, so no single node can run out either.
+            max_connections=max_concurrency + CONNECTION_HEADROOM,
             **options,
         )
-        super().__init__(client, default_ttl=default_ttl, compress_min_bytes=compress_min_bytes)
+        super().__init__(
+            client,
+            max_concurrency=max_concurrency,
+            default_ttl=default_ttl,
+            compress_min_bytes=compress_min_bytes,
+        )
         self._topology_known = False
         self._topology_lock = asyncio.Lock()
 
@@ -99,8 +108,7 @@ class RedisClusterCache(RedisFamilyCache):
                 self._topology_known = True
 
     async def _get_many_raw(self, keys: list[str]) -> list[bytes | None]:
-        with translate_errors("get"):
-            await self._ready()
+        async with self._command("get"):
             return list(await self._client.mget_nonatomic(keys))
 
     async def _execute_pipeline(self, ops: list[PipelineOp]) -> list[Any]:
@@ -118,11 +126,25 @@ class RedisClusterCache(RedisFamilyCache):
         return results
 
     async def _run_in_slot(self, ops: list[PipelineOp]) -> list[Any]:
-        with translate_errors("pipeline"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                for op in ops:
-                    queue_op(pipe, op)
-                raw = await pipe.execute()
+        async with (
+            self._command("pipeline"),
+            self._client.pipeline(transaction=True) as pipe,
+        ):
+            for op in ops:
+                queue_op(pipe, op)
+            raw = await pipe.execute()
+        return [op_result(op, value) for op, value in zip(ops, raw, strict=True)]
+
+    async def _execute_batch(self, ops: list[PipelineOp]) -> list[Any]:
+        # Without MULTI, redis-py sends one pipeline per node instead of one per slot: many
+        # keys spread over the cluster cost a round trip per node, not per key.
+        async with (
+            self._command("batch"),
+            self._client.pipeline(transaction=False) as pipe,
+        ):
+            for op in ops:
+                queue_op(pipe, op)
+            raw = await pipe.execute()
         return [op_result(op, value) for op, value in zip(ops, raw, strict=True)]
 
     async def delete_prefix(self, prefix: str) -> int:

@@ -20,6 +20,7 @@ def create_cache(
     socket_timeout: float = 2.0,
     connect_timeout: float = 1.0,
     retries: int = 1,
+    max_concurrency: int = 64,
 ) -> Cache:
     """The cache for ``Settings.redis_url`` (or a URL given directly; ``None`` = process settings).
 
@@ -38,14 +39,15 @@ def create_cache(
     }
     if not url:
         return InProcessCache(**common)
-    timeouts = {
+    client_options = {
         "socket_timeout": socket_timeout,
         "connect_timeout": connect_timeout,
         "retries": retries,
+        "max_concurrency": max_concurrency,
     }
     scheme = urlsplit(url).scheme
     if scheme in CLUSTER_SCHEMES:
-        return RedisClusterCache(url, **common, **timeouts)
+        return RedisClusterCache(url, **common, **client_options)
     if scheme in _REDIS_SCHEMES:
-        return RedisCache(url, **common, **timeouts)
+        return RedisCache(url, **common, **client_options)
     raise InvalidData(f"unsupported cache URL scheme {scheme!r}")

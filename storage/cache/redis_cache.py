@@ -10,6 +10,7 @@ from redis.retry import Retry
 
 from storage.cache.base import PipelineOp, Subscription
 from storage.cache.redis_common import (
+    CONNECTION_HEADROOM,
     RedisFamilyCache,
     RedisSubscription,
     op_result,
@@ -39,6 +40,7 @@ class RedisCache(RedisFamilyCache):
         socket_timeout: float = 2.0,
         connect_timeout: float = 1.0,
         retries: int = 1,
+        max_concurrency: int = 64,
         **client_options: Any,
     ) -> None:
         # Query-string options in the URL (e.g. ?socket_timeout=5) override these keywords.
@@ -47,20 +49,28 @@ class RedisCache(RedisFamilyCache):
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             retry=fail_fast_retry(retries),
+            max_connections=max_concurrency + CONNECTION_HEADROOM,
             **client_options,
         )
-        super().__init__(client, default_ttl=default_ttl, compress_min_bytes=compress_min_bytes)
+        super().__init__(
+            client,
+            max_concurrency=max_concurrency,
+            default_ttl=default_ttl,
+            compress_min_bytes=compress_min_bytes,
+        )
 
     async def _get_many_raw(self, keys: list[str]) -> list[bytes | None]:
-        with translate_errors("get"):
+        async with self._command("get"):
             return list(await self._client.mget(keys))
 
     async def _execute_pipeline(self, ops: list[PipelineOp]) -> list[Any]:
-        with translate_errors("pipeline"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                for op in ops:
-                    queue_op(pipe, op)
-                raw = await pipe.execute()
+        async with (
+            self._command("pipeline"),
+            self._client.pipeline(transaction=True) as pipe,
+        ):
+            for op in ops:
+                queue_op(pipe, op)
+            raw = await pipe.execute()
         return [op_result(op, value) for op, value in zip(ops, raw, strict=True)]
 
     async def delete_prefix(self, prefix: str) -> int:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 from redis.asyncio.client import PubSub
@@ -71,6 +71,11 @@ return value
 
 _UNAVAILABLE = (ClusterDownError, TryAgainError, OutOfMemoryError)
 
+# redis-py pools raise MaxConnectionsError instead of waiting once full, which would turn a burst
+# into errors. Commands therefore queue on a semaphore below the pool size; the pool keeps this
+# much headroom for long-lived pub/sub connections and prefix scans, which take no slot.
+CONNECTION_HEADROOM = 100
+
 
 @contextmanager
 def translate_errors(operation: str) -> Iterator[None]:
@@ -115,43 +120,58 @@ class RedisFamilyCache(Cache):
     """Operations identical on a single Redis and on a Redis Cluster client."""
 
     def __init__(
-        self, client: Any, *, default_ttl: float | None = None, compress_min_bytes: int = 4096
+        self,
+        client: Any,
+        *,
+        max_concurrency: int,
+        default_ttl: float | None = None,
+        compress_min_bytes: int = 4096,
     ) -> None:
         super().__init__(default_ttl=default_ttl, compress_min_bytes=compress_min_bytes)
         self._client = client
+        self._slots = asyncio.Semaphore(max_concurrency)
         self._window_script = client.register_script(SLIDING_WINDOW_LUA)
         self._incr_script = client.register_script(INCR_LUA)
 
     async def _set_many_raw(self, items: list[tuple[str, bytes]], ttl: float | None) -> None:
-        await self._execute_pipeline([PipelineOp("set", k, value=v, ttl=ttl) for k, v in items])
+        await self._execute_batch([PipelineOp("set", k, value=v, ttl=ttl) for k, v in items])
 
     async def _delete(self, keys: list[str]) -> int:
-        return sum(await self._execute_pipeline([PipelineOp("delete", key) for key in keys]))
+        return sum(await self._execute_batch([PipelineOp("delete", key) for key in keys]))
+
+    async def _execute_batch(self, ops: list[PipelineOp]) -> list[Any]:
+        """Run ``ops`` in one round trip; unlike ``pipeline()`` they need not be atomic."""
+        return await self._execute_pipeline(ops)
 
     async def _ready(self) -> None:
         """Hook run before commands; the cluster uses it to discover its topology once."""
 
+    @asynccontextmanager
+    async def _command(self, operation: str) -> AsyncIterator[None]:
+        """Wait for a connection slot, make sure the client is ready, translate errors."""
+        async with self._slots:
+            with translate_errors(operation):
+                await self._ready()
+                yield
+
     async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        with translate_errors("incr"):
-            await self._ready()
+        async with self._command("incr"):
             return int(await self._incr_script(keys=[key], args=[amount, milliseconds(ttl)]))
 
     async def _sliding_window(
         self, key: str, limit: int, window_seconds: float, cost: int
     ) -> WindowResult:
         args = [limit, window_seconds * 1000, cost, uuid.uuid4().hex]
-        with translate_errors("sliding_window"):
-            await self._ready()
+        async with self._command("sliding_window"):
             allowed, remaining, retry_ms, count = await self._window_script(keys=[key], args=args)
         return WindowResult(bool(allowed), int(remaining), float(retry_ms) / 1000, int(count))
 
     async def _publish_raw(self, channel: str, payload: bytes) -> int:
-        with translate_errors("publish"):
-            await self._ready()
+        async with self._command("publish"):
             return int(await self._client.publish(channel, payload))
 
     async def ping(self) -> bool:
-        with translate_errors("ping"):
+        async with self._command("ping"):
             return bool(await self._client.ping())
 
     async def close(self) -> None:

@@ -194,6 +194,14 @@ async def test_concurrent_sliding_window_allows_exactly_the_limit(
     assert sorted(r.remaining for r in results if r.allowed) == list(range(20))
 
 
+async def test_bursts_beyond_the_connection_pool_wait_instead_of_failing(
+    cache: Cache, prefix: str
+) -> None:
+    await cache.set(prefix + "hot", "v")
+    hits = await asyncio.gather(*(cache.get(prefix + "hot") for _ in range(400)))
+    assert hits == ["v"] * 400
+
+
 async def test_pipeline_runs_all_operations(cache: Cache, prefix: str) -> None:
     tenant = prefix.replace(":", "-")
     user, other = tenant_key(tenant, "u1"), tenant_key(tenant, "u2")
