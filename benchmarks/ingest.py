@@ -39,6 +39,7 @@ class Result:
     operation: str
     rows: int
     seconds: float
+    cpu_seconds: float  # this process only: the PostgreSQL server's work is not in it
 
     @property
     def rows_per_second(self) -> float:
@@ -89,6 +90,10 @@ def _interactions(rows: int, users: list[uuid.UUID], items: list[uuid.UUID]) -> 
     ]
 
 
+def _elapsed(started: float, cpu: float) -> tuple[float, float]:
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
 async def _run_backend(backend: str, url: str, rows: int) -> list[Result]:
     await create_database(url)
     try:
@@ -97,16 +102,16 @@ async def _run_backend(backend: str, url: str, rows: int) -> list[Result]:
         try:
             tenant_id, users, items = await _catalogue(database)
             payload = _interactions(rows, users, items)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             async with database.session() as session:
                 written = await repo.bulk_insert_interactions(
                     session=session, tenant_id=tenant_id, rows=payload
                 )
-            ingest = Result(backend, "bulk insert", written, time.perf_counter() - started)
-            started = time.perf_counter()
+            ingest = Result(backend, "bulk insert", written, *_elapsed(started, cpu))
+            started, cpu = time.perf_counter(), time.process_time()
             async with database.session() as session:
                 loaded = await repo.load_interactions(session=session, tenant_id=tenant_id)
-            load = Result(backend, "load", len(loaded), time.perf_counter() - started)
+            load = Result(backend, "load", len(loaded), *_elapsed(started, cpu))
             assert len(loaded) == rows, f"{backend}: wrote {rows}, read back {len(loaded)}"
             return [ingest, load]
         finally:
@@ -116,13 +121,15 @@ async def _run_backend(backend: str, url: str, rows: int) -> list[Result]:
 
 
 def _print_table(results: list[Result]) -> None:
-    header = f"{'backend':<12}{'operation':<14}{'rows':>10}{'seconds':>10}{'rows/s':>12}"
+    header = (
+        f"{'backend':<12}{'operation':<14}{'rows':>10}{'seconds':>10}{'rows/s':>12}{'cpu s':>8}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
             f"{r.backend:<12}{r.operation:<14}{r.rows:>10}{r.seconds:>10.2f}"
-            f"{r.rows_per_second:>12,.0f}"
+            f"{r.rows_per_second:>12,.0f}{r.cpu_seconds:>8.2f}"
         )
 
 
