@@ -21,8 +21,6 @@ from storage.cache.redis_common import (
     CONNECTION_HEADROOM,
     RedisFamilyCache,
     RedisSubscription,
-    op_result,
-    queue_op,
     scan_pattern,
     translate_errors,
 )
@@ -126,26 +124,12 @@ class RedisClusterCache(RedisFamilyCache):
         return results
 
     async def _run_in_slot(self, ops: list[PipelineOp]) -> list[Any]:
-        async with (
-            self._command("pipeline"),
-            self._client.pipeline(transaction=True) as pipe,
-        ):
-            for op in ops:
-                queue_op(pipe, op)
-            raw = await pipe.execute()
-        return [op_result(op, value) for op, value in zip(ops, raw, strict=True)]
+        return await self._run_ops(ops, transaction=True)
 
     async def _execute_batch(self, ops: list[PipelineOp]) -> list[Any]:
         # Without MULTI, redis-py sends one pipeline per node instead of one per slot: many
         # keys spread over the cluster cost a round trip per node, not per key.
-        async with (
-            self._command("batch"),
-            self._client.pipeline(transaction=False) as pipe,
-        ):
-            for op in ops:
-                queue_op(pipe, op)
-            raw = await pipe.execute()
-        return [op_result(op, value) for op, value in zip(ops, raw, strict=True)]
+        return await self._run_ops(ops, transaction=False)
 
     async def delete_prefix(self, prefix: str) -> int:
         with translate_errors("delete_prefix"):

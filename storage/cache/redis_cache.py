@@ -13,8 +13,6 @@ from storage.cache.redis_common import (
     CONNECTION_HEADROOM,
     RedisFamilyCache,
     RedisSubscription,
-    op_result,
-    queue_op,
     scan_pattern,
     translate_errors,
 )
@@ -64,14 +62,7 @@ class RedisCache(RedisFamilyCache):
             return list(await self._client.mget(keys))
 
     async def _execute_pipeline(self, ops: list[PipelineOp]) -> list[Any]:
-        async with (
-            self._command("pipeline"),
-            self._client.pipeline(transaction=True) as pipe,
-        ):
-            for op in ops:
-                queue_op(pipe, op)
-            raw = await pipe.execute()
-        return [op_result(op, value) for op, value in zip(ops, raw, strict=True)]
+        return await self._run_ops(ops, transaction=True)
 
     async def delete_prefix(self, prefix: str) -> int:
         deleted = 0

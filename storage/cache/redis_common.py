@@ -143,6 +143,16 @@ class RedisFamilyCache(Cache):
         """Run ``ops`` in one round trip; unlike ``pipeline()`` they need not be atomic."""
         return await self._execute_pipeline(ops)
 
+    async def _run_ops(self, ops: list[PipelineOp], *, transaction: bool) -> list[Any]:
+        async with (
+            self._command("pipeline"),
+            self._client.pipeline(transaction=transaction) as pipe,
+        ):
+            for op in ops:
+                queue_op(pipe, op)
+            raw = await pipe.execute()
+        return [op_result(op, value) for op, value in zip(ops, raw, strict=True)]
+
     async def _ready(self) -> None:
         """Hook run before commands; the cluster uses it to discover its topology once."""
 
