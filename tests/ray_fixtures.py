@@ -29,7 +29,8 @@ def serve_instance() -> Iterator[int]:
     from ray import serve
 
     port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": never attach to a cluster another process started with `ray start`.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield port

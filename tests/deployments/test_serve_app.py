@@ -1,0 +1,170 @@
+"""The whole Serve application on the shared local Ray: real artifacts, real engines, HTTP edge.
+
+One app is deployed per module (deploying costs most of the time); every test asks it something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.app import AppArgs, build_app
+from storage.artifacts import ArtifactStore
+from tests.deployments.fakes import synthetic_matrix
+from training.algorithms import create
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+APP = "recserve-deployments-test"
+ROUTE = "/deployments-test"
+TENANT = "acme"
+ENGINES = ["popularity", "item_knn", "ease", "als"]  # trending falls back to popularity
+
+
+def _publish(store: ArtifactStore, tmp: Path, name: str, *, hot: int | None = None) -> str:
+    model = create(name).fit(synthetic_matrix(hot=hot))
+    version = store.new_version(TENANT, name)
+    local = tmp / f"{name}-{version}"
+    model.save(local)
+    store.save(TENANT, name, version, local, {"algorithm": name})
+    store.promote(TENANT, name, version)
+    return version
+
+
+def _publish_corrupt(store: ArtifactStore, tmp: Path, name: str) -> None:
+    local = tmp / f"{name}-corrupt"
+    local.mkdir()
+    (local / "meta.json").write_text(json.dumps({"algorithm": name}))
+    (local / "arrays.npz").write_bytes(b"not an npz file")
+    version = store.new_version(TENANT, name)
+    store.save(TENANT, name, version, local, {"algorithm": name})
+    store.promote(TENANT, name, version)
+
+
+@pytest.fixture(scope="module")
+def deployed(serve_instance: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve-data")
+    store = ArtifactStore(str(root / "artifacts"))
+    for name in ("popularity", "item_knn", "ease"):
+        _publish(store, root, name, hot=5)
+    _publish_corrupt(store, root, "als")  # loading it raises on the replica
+    with pytest.MonkeyPatch.context() as env:
+        # Only the builder's environment carries these: the replicas must get them from it.
+        env.setenv("RECSERVE_DATA_DIR", str(root))
+        env.setenv("RECSERVE_ARTIFACT_URI", str(root / "artifacts"))
+        args = AppArgs(
+            engines=ENGINES,
+            engine_timeout_s=20.0,
+            version_ttl_s=0.0,
+            train_entrypoint="tests.deployments.fakes:fake_train",
+            settings={"env": "test"},
+        )
+        app = build_app(args)
+    serve.run(app, name=APP, route_prefix=ROUTE)
+    yield {
+        "combiner": serve.get_deployment_handle("combiner", app_name=APP),
+        "engine": lambda n: serve.get_deployment_handle(f"engine_{n}", app_name=APP),
+        "store": store,
+        "root": root,
+        "port": serve_instance,
+    }
+    serve.delete(APP)
+
+
+async def _recommend(deployed: dict, **request) -> dict:
+    payload = {"tenant_id": TENANT, "k": 5, **request}
+    return await deployed["combiner"].recommend.remote(payload)
+
+
+async def test_hybrid_blends_engines_and_drops_the_broken_one(deployed: dict) -> None:
+    reply = await _recommend(deployed, user_id="u1", explain=True)
+    assert set(reply["engines_used"]) == {"popularity", "item_knn", "ease"}
+    assert reply["engines_failed"] == ["als"]
+    assert len(reply["items"]) == 5
+    first = reply["items"][0]
+    assert len(first["engine_scores"]) >= 2 and first["reason"]
+    ease = create("ease").fit(synthetic_matrix(hot=5))
+    trained_seen = set(ease.item_ids[ease.user_items[ease.user_index("u1")].indices])
+    assert trained_seen.isdisjoint(item["item_id"] for item in reply["items"])
+
+
+async def test_single_engine_and_popularity_fallback(deployed: dict) -> None:
+    reply = await _recommend(deployed, user_id="u1", algorithm="ease", categories=["a"])
+    assert reply["engines_used"] == ["ease"] and reply["engines_failed"] == []
+    assert all(int(item["item_id"][1:]) < 20 for item in reply["items"])
+    cold = await _recommend(deployed, user_id="stranger", algorithm="item_knn")
+    assert cold["engines_used"] == ["popularity"]
+    assert cold["items"][0]["item_id"] == "i5"
+    broken = await _recommend(deployed, user_id="u1", algorithm="als")
+    assert broken["engines_failed"] == ["als"] and broken["engines_used"] == ["popularity"]
+
+
+async def test_promoting_a_version_swaps_the_model_without_restart(deployed: dict) -> None:
+    before = await _recommend(deployed, user_id="stranger", algorithm="popularity")
+    version = _publish(deployed["store"], deployed["root"], "popularity", hot=33)
+    after = await _recommend(deployed, user_id="stranger", algorithm="popularity")
+    assert before["items"][0]["item_id"] == "i5"
+    assert after["items"][0]["item_id"] == "i33"
+    assert after["model_version"] == version != before["model_version"]
+
+
+async def test_concurrent_requests_are_batched_correctly(deployed: dict) -> None:
+    users = [f"u{u}" for u in range(0, 60, 3)]
+    replies = await asyncio.gather(
+        *(_recommend(deployed, user_id=u, algorithm="ease") for u in users)
+    )
+    ease = create("ease").fit(synthetic_matrix(hot=5))
+    got = {u: [item["item_id"] for item in r["items"]] for u, r in zip(users, replies, strict=True)}
+    expected = {u: [item for item, _ in ease.recommend(u, 5)] for u in users}
+    assert got == expected
+
+
+async def test_similar_items_and_trending(deployed: dict) -> None:
+    similar = await deployed["combiner"].similar_items.remote(
+        {"tenant_id": TENANT, "item_id": "i1", "k": 4}
+    )
+    assert len(similar) == 4 and all(int(item[1:]) < 20 for item, _ in similar)
+    trending = await deployed["combiner"].trending.remote(
+        {"tenant_id": TENANT, "category": "b", "limit": 3}
+    )
+    assert len(trending) == 3 and all(int(item[1:]) >= 20 for item, _ in trending)
+    other_tenant = await deployed["combiner"].trending.remote(
+        {"tenant_id": "nobody", "category": None, "limit": 3}
+    )
+    assert other_tenant == []
+
+
+async def test_replicas_see_the_builder_environment(deployed: dict) -> None:
+    info = await deployed["engine"]("ease").info.remote()
+    assert info["data_dir"] == str(deployed["root"])
+    assert info["recserve_env"]["RECSERVE_ENV"] == "test"
+    assert info["config"]["max_models_per_replica"] == 4
+
+
+async def test_training_runs_as_a_ray_task(deployed: dict) -> None:
+    job = await deployed["combiner"].train.remote({"tenant_id": TENANT, "algorithms": ["ease"]})
+    assert job["status"] == "submitted"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = await deployed["combiner"].training_job.remote(job["job_id"])
+        if job["status"] in ("succeeded", "failed"):
+            break
+        await asyncio.sleep(0.2)
+    assert job["status"] == "succeeded"
+    assert job["model_version"] == f"trained-{deployed['root'].name}"
+    assert job["metrics"] == {"ease": {"ndcg@10": 0.5}}
+
+
+async def test_graphql_ingress_answers_http(deployed: dict) -> None:
+    url = f"http://127.0.0.1:{deployed['port']}{ROUTE}/health"
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(url)
+    assert response.status_code == 200, response.text
