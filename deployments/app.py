@@ -6,8 +6,8 @@ Every replica gets the builder's ``RECSERVE_*`` environment (plus ``settings`` o
 runtime_env, so ``Settings()`` on a replica reads what the operator configured.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Serve reads ``build_app``'s annotation at run
+# time to turn the config's ``args`` into an ``AppArgs``, which a string annotation would defeat.
 import os
 from typing import Any
 
@@ -83,10 +83,13 @@ def engine_name(algorithm: str) -> str:
     return f"engine_{algorithm}"
 
 
-def build_app(args: AppArgs | dict[str, Any], *, source: ModelSource | None = None) -> Application:
-    """The whole application; ``source`` replaces the artifact store (tests only)."""
-    if not isinstance(args, AppArgs):
-        args = AppArgs.model_validate(args)
+def build_app(args: AppArgs) -> Application:
+    """The builder named in serve_config.yaml (Serve requires exactly one parameter)."""
+    return compose(args if isinstance(args, AppArgs) else AppArgs.model_validate(args))
+
+
+def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
+    """The whole application; ``source`` replaces the artifact store (tests, demos)."""
     env = replica_env(args)
     engine_config = {
         "max_models_per_replica": args.max_models_per_replica,
