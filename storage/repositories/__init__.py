@@ -19,6 +19,7 @@ from storage.repositories.interactions import (
 )
 from storage.repositories.items import (
     bulk_upsert_items,
+    catalogue_items,
     create_item,
     delete_item,
     get_item,
@@ -31,6 +32,7 @@ from storage.repositories.ratings import (
     RatingStats,
     average_ratings,
     bulk_upsert_ratings,
+    load_ratings,
     rate_item,
     ratings_for_users,
 )
@@ -42,6 +44,8 @@ from storage.repositories.tenants import (
     set_tenant_active,
 )
 from storage.repositories.users import (
+    NO_PASSWORD,
+    bulk_upsert_users,
     create_user,
     get_user,
     get_user_by_email,
@@ -50,6 +54,7 @@ from storage.repositories.users import (
 )
 
 __all__ = [
+    "NO_PASSWORD",
     "InteractionColumns",
     "InteractionRow",
     "RatingStats",
@@ -57,6 +62,8 @@ __all__ = [
     "bulk_insert_interactions",
     "bulk_upsert_items",
     "bulk_upsert_ratings",
+    "bulk_upsert_users",
+    "catalogue_items",
     "create_item",
     "create_tenant",
     "create_user",
@@ -74,6 +81,7 @@ __all__ = [
     "list_tenants",
     "list_users",
     "load_interactions",
+    "load_ratings",
     "rate_item",
     "ratings_for_users",
     "record_interaction",

@@ -210,3 +210,9 @@ async def bulk_upsert_items(
             result = await session.execute(statement)
         ids.update(result.tuples().all())
     return ids
+
+
+async def catalogue_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[Item]:
+    """The tenant's whole active catalogue, for training (content features, cold items)."""
+    query = select(Item).where(*_visible(tenant_id, False)).order_by(Item.created_at, Item.id)
+    return (await session.scalars(query)).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
@@ -39,8 +40,14 @@ def _upsert(session: AsyncSession, target: Any, rows: list[dict[str, Any]]) -> A
     )
 
 
-def _row(tenant_id: uuid.UUID, user_id: uuid.UUID, item_id: uuid.UUID, rating: float) -> dict:
-    now = utcnow()
+def _row(
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    item_id: uuid.UUID,
+    rating: float,
+    when: datetime | None = None,
+) -> dict:
+    now = when or utcnow()
     return {
         "id": uuid.uuid4(),
         "tenant_id": tenant_id,
@@ -112,17 +119,32 @@ async def bulk_upsert_ratings(
     rows: Iterable[Mapping[str, Any]],
     chunk_size: int = 1000,
 ) -> int:
-    """Insert or update many ratings (rows: ``user_id``, ``item_id``, ``rating``).
+    """Insert or update many ratings (rows: ``user_id``, ``item_id``, ``rating`` and optionally
+    ``created_at``, e.g. the time of a rating imported from another system).
 
     The last row per (user, item) wins; returns how many distinct pairs were written.
     All-or-nothing: any invalid rating or foreign id fails the whole call.
     """
     latest: dict[tuple[uuid.UUID, uuid.UUID], dict[str, Any]] = {}
     for row in rows:
-        prepared = _row(tenant_id, row["user_id"], row["item_id"], row["rating"])
+        prepared = _row(
+            tenant_id, row["user_id"], row["item_id"], row["rating"], row.get("created_at")
+        )
         latest[(row["user_id"], row["item_id"])] = prepared
     table = table_of(Rating)
     async with savepoint(session):
         for chunk in chunks(latest.values(), chunk_size):
             await session.execute(_upsert(session, table, chunk))
     return len(latest)
+
+
+async def load_ratings(
+    *, session: AsyncSession, tenant_id: uuid.UUID
+) -> list[tuple[uuid.UUID, uuid.UUID, float, datetime]]:
+    """Every rating of the tenant as ``(user_id, item_id, rating, updated_at)``, for training."""
+    query = (
+        select(Rating.user_id, Rating.item_id, Rating.rating, Rating.updated_at)
+        .where(Rating.tenant_id == tenant_id)
+        .order_by(Rating.updated_at, Rating.id)
+    )
+    return [tuple(row) for row in (await session.execute(query)).tuples()]

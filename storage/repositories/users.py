@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import User, UserRole
-from storage.repositories._common import align, check_page, chunks, found, savepoint
+from storage.models import User, UserRole, utcnow
+from storage.repositories._common import (
+    align,
+    check_page,
+    chunks,
+    found,
+    savepoint,
+    table_of,
+    upsert_insert,
+)
 
 _BATCH = 1000
 
@@ -86,3 +94,49 @@ async def users_by_ids(
         query = select(User).where(User.tenant_id == tenant_id, User.id.in_(batch))
         rows.extend((await session.scalars(query)).all())
     return align(user_ids, rows)
+
+
+# An unusable hash: argon2 verification of any password against it fails.
+NO_PASSWORD = "!"
+
+
+async def bulk_upsert_users(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    rows: Iterable[Mapping[str, Any]],
+    chunk_size: int = 1000,
+) -> dict[str, uuid.UUID]:
+    """Create the users that do not exist yet (rows: ``email``, ``username``); returns
+    ``{email: id}`` for every row. Existing users keep everything, password included; new
+    ones get no password (imported users log in only once they set one)."""
+    wanted = {normalize_email(row["email"]): row for row in rows}
+    table = table_of(User)
+    now = utcnow()
+    async with savepoint(session):
+        for chunk in chunks(wanted.items(), chunk_size):
+            values = [
+                {
+                    "id": uuid.uuid4(),
+                    "tenant_id": tenant_id,
+                    "email": email,
+                    "username": row.get("username") or email.split("@")[0],
+                    "password_hash": NO_PASSWORD,
+                    "role": UserRole.USER,
+                    "preferences": {},
+                    "is_active": True,
+                    "created_at": now,
+                }
+                for email, row in chunk
+            ]
+            insert = upsert_insert(session, table).values(values)
+            await session.execute(
+                insert.on_conflict_do_nothing(index_elements=["tenant_id", "email"])
+            )
+    ids: dict[str, uuid.UUID] = {}
+    for batch in chunks(list(wanted), _BATCH):
+        query = select(User.email, User.id).where(
+            User.tenant_id == tenant_id, User.email.in_(batch)
+        )
+        ids.update((await session.execute(query)).tuples().all())
+    return ids

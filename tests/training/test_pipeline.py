@@ -1,0 +1,118 @@
+"""Ingest a generated catalogue into a tenant, train from the database, publish for serving."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from storage import repositories as repo
+from storage.artifacts import create_artifact_store
+from storage.db import Database, migrate
+from storage.errors import InvalidData
+from storage.settings import Settings
+from storage.vectors import create_vector_store
+from training.algorithms import load
+from training.datasets.synthetic import generate_catalogue
+from training.ingest import imported_email, ingest_dataset
+from training.pipeline import train_tenant_async
+
+ALGORITHMS = ["popularity", "item_knn", "ease", "content", "als"]
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return generate_catalogue(n_users=60, n_items=80, n_clusters=4, interactions_per_user=12)
+
+
+async def _tenant(settings: Settings, domain: str) -> tuple[Database, uuid.UUID]:
+    assert settings.database_url
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    async with database.session() as session:
+        tenant = await repo.create_tenant(session=session, name=domain, domain=domain)
+    return database, tenant.id
+
+
+async def test_ingest_then_train_publishes_every_model(tmp_path: Path, catalogue) -> None:
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "shop.example")
+    other_db, other_tenant = await _tenant(settings, "other.example")
+    counts = await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    assert counts.items == 80 and counts.users == 60
+    assert counts.interactions == len(catalogue.interactions)
+    # A second tenant with its own copy must not leak into the first tenant's models.
+    await ingest_dataset(other_db, other_tenant, items=catalogue.items[:10], interactions=[])
+
+    result = await train_tenant_async(settings, str(tenant_id), ALGORITHMS)
+    assert sorted(result.versions) == sorted(ALGORITHMS)
+    assert result.counts["users"] == 60 and result.counts["items"] == 80
+    assert result.metrics["ease"]["ndcg@10"] > result.metrics["popularity"]["ndcg@10"] * 0.9
+
+    artifacts = create_artifact_store(settings)
+    async with database.session() as session:
+        user = await repo.get_user_by_email(
+            session=session, tenant_id=tenant_id, email=imported_email("user-00000")
+        )
+        items = await repo.catalogue_items(session=session, tenant_id=tenant_id)
+    home = catalogue.user_cluster["user-00000"]
+    by_external = {str(item.id): item.external_id for item in items}
+    for name in ALGORITHMS:
+        version = artifacts.current(str(tenant_id), name)
+        assert version == result.versions[name]
+        target = tmp_path / "restored" / name
+        artifacts.load(str(tenant_id), name, version, target)
+        recs = load(target).recommend(str(user.id), k=5)
+        assert len(recs) == 5
+        if name in ("item_knn", "ease"):
+            clusters = [catalogue.item_cluster[by_external[item]] for item, _ in recs]
+            assert clusters.count(home) >= 3, (name, clusters, home)
+
+    vectors = create_vector_store(settings)
+    try:
+        assert await vectors.count("items_content", str(tenant_id)) == 80
+        assert await vectors.count("items_content", str(other_tenant)) == 0
+    finally:
+        await vectors.close()
+    await database.dispose()
+    await other_db.dispose()
+
+
+async def test_training_twice_promotes_a_newer_version(tmp_path: Path, catalogue) -> None:
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "twice.example")
+    await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions[:400]
+    )
+    first = await train_tenant_async(settings, str(tenant_id), ["popularity"], evaluate=False)
+    second = await train_tenant_async(settings, str(tenant_id), ["popularity"], evaluate=False)
+    assert second.versions["popularity"] > first.versions["popularity"]
+    store = create_artifact_store(settings)
+    assert store.current(str(tenant_id), "popularity") == second.versions["popularity"]
+    await database.dispose()
+
+
+async def test_training_refuses_unknown_algorithms_and_empty_tenants(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "empty.example")
+    with pytest.raises(InvalidData, match="unknown algorithms"):
+        await train_tenant_async(settings, str(tenant_id), ["nope"])
+    with pytest.raises(InvalidData, match="no interactions"):
+        await train_tenant_async(settings, str(tenant_id), ["popularity"])
+    await database.dispose()
+
+
+async def test_ingest_is_all_or_nothing(tmp_path: Path, catalogue) -> None:
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "atomic.example")
+    broken = [*catalogue.interactions[:50], ("user-x", "no-such-item", "view", 1.0, 0.0)]
+    with pytest.raises(KeyError):
+        await ingest_dataset(database, tenant_id, items=catalogue.items, interactions=broken)
+    async with database.session() as session:
+        assert await repo.catalogue_items(session=session, tenant_id=tenant_id) == []
+    await database.dispose()
+    await asyncio.sleep(0)

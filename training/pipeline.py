@@ -1,0 +1,256 @@
+"""Train a tenant's models from the database and publish them for serving.
+
+``train_tenant`` reads the tenant's interactions, ratings and catalogue, builds one weighted
+interaction matrix, fits each requested algorithm, measures it on a per-user holdout, writes a
+versioned artifact per algorithm, promotes it (serving replicas load it on their next request)
+and upserts item vectors into the vector store for similar-item and candidate search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage import repositories as repo
+from storage.artifacts import ArtifactStore, create_artifact_store
+from storage.cache import create_cache
+from storage.db import Database, migrate
+from storage.errors import InvalidData
+from storage.settings import Settings
+from storage.vectors import create_vector_store
+from training.algorithms import REGISTRY, Recommender, create
+from training.data import InteractionMatrix, InteractionWeights, ItemInfo
+from training.evaluation import evaluate_ranking, python_stratified_split
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALGORITHMS = (
+    "popularity",
+    "trending",
+    "item_knn",
+    "user_knn",
+    "als",
+    "bpr",
+    "ease",
+    "svd",
+    "content",
+)
+# Algorithms whose item vectors go to the vector store, and the collection each one fills.
+VECTOR_COLLECTIONS = {"content": "items_content", "als": "items_als"}
+Event = tuple[str, str, str, float | None, float]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainingResult:
+    tenant_id: str
+    versions: dict[str, str]
+    metrics: dict[str, dict[str, float]]
+    counts: dict[str, int]
+    duration_seconds: float
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def algorithms(self) -> list[str]:
+        return list(self.versions)
+
+    @property
+    def version(self) -> str:
+        """One label for the run: the versions of every algorithm it promoted."""
+        return ",".join(f"{name}={v}" for name, v in sorted(self.versions.items()))
+
+
+@dataclass
+class TenantData:
+    events: list[Event]
+    items: list[ItemInfo]
+    weights: InteractionWeights
+
+    def matrix(self, events: Sequence[Event] | None = None) -> InteractionMatrix:
+        return InteractionMatrix.from_interactions(
+            self.events if events is None else events, weights=self.weights, items=self.items
+        )
+
+
+async def load_tenant_data(database: Database, tenant_id: uuid.UUID) -> TenantData:
+    """Interactions, ratings (as explicit ``rating`` events) and the active catalogue."""
+    async with database.session() as session:
+        tenant = await repo.get_tenant(session=session, tenant_id=tenant_id)
+        columns = await repo.load_interactions(session=session, tenant_id=tenant_id)
+        ratings = await repo.load_ratings(session=session, tenant_id=tenant_id)
+        catalogue = await repo.catalogue_items(session=session, tenant_id=tenant_id)
+    events: list[Event] = [
+        (str(u), str(i), kind, value, when.timestamp())
+        for u, i, kind, value, when in zip(
+            columns.user_ids,
+            columns.item_ids,
+            columns.interaction_types,
+            columns.values,
+            columns.created_at,
+            strict=True,
+        )
+    ]
+    events.extend(
+        (str(u), str(i), "rating", float(r), when.timestamp()) for u, i, r, when in ratings
+    )
+    items = [
+        ItemInfo(
+            id=str(item.id),
+            title=item.title,
+            description=item.description or "",
+            category=item.category,
+            tags=tuple(item.tags or ()),
+        )
+        for item in catalogue
+    ]
+    weights = InteractionWeights.model_validate(
+        (tenant.settings or {}).get("interaction_weights", {})
+    )
+    return TenantData(events, items, weights)
+
+
+def holdout_metrics(name: str, data: TenantData, seed: int, k: int = 10) -> dict[str, float]:
+    """Top-k quality on a per-user 75/25 split of the tenant's own data (the MS protocol)."""
+    train_events, test_events = python_stratified_split(data.events, ratio=0.75, seed=seed)
+    positives = [e for e in test_events if data.weights.weight(e[2], e[3]) > 0]
+    if not train_events or not positives:
+        return {}
+    train = data.matrix(train_events)
+    model = create(name, seed=seed).fit(train, data.items)
+    found = evaluate_ranking(model, train, positives, k)
+    return {key: float(found[key]) for key in (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "map")}
+
+
+def _publish_model(
+    artifacts: ArtifactStore,
+    tenant: str,
+    name: str,
+    model: Recommender,
+    metadata: dict[str, Any],
+) -> str:
+    version = artifacts.new_version(tenant, name)
+    with tempfile.TemporaryDirectory(prefix=f"recserve-{name}-") as tmp:
+        model.save(Path(tmp))
+        artifacts.save(tenant, name, version, tmp, metadata)
+    artifacts.promote(tenant, name, version)
+    return version
+
+
+def _item_vectors(name: str, model: Recommender) -> np.ndarray | None:
+    if name == "content":
+        return model.item_vectors()  # type: ignore[attr-defined]
+    if name == "als":
+        return np.asarray(model.item_factors, dtype=np.float32)  # type: ignore[attr-defined]
+    return None
+
+
+async def _upsert_vectors(
+    settings: Settings,
+    tenant: str,
+    vectors: dict[str, np.ndarray],
+    data: TenantData,
+    ids: np.ndarray,
+) -> None:
+    if not vectors:
+        return
+    category = {item.id: item.category for item in data.items}
+    store = create_vector_store(settings)
+    try:
+        for name, matrix in vectors.items():
+            collection = VECTOR_COLLECTIONS[name]
+            await store.ensure_collection(collection, int(matrix.shape[1]))
+            await store.delete_by_filter(collection, tenant)
+            points = [
+                (
+                    str(item),
+                    row.tolist(),
+                    {"tenant_id": tenant, "category": category.get(str(item))},
+                )
+                for item, row in zip(ids, matrix, strict=True)
+                if np.any(row)
+            ]
+            for start in range(0, len(points), 1000):
+                await store.upsert(collection, points[start : start + 1000])
+    finally:
+        await store.close()
+
+
+async def train_tenant_async(
+    settings: Settings,
+    tenant_id: str,
+    algorithms: Sequence[str] | None = None,
+    *,
+    seed: int = 42,
+    evaluate: bool = True,
+    progress: Progress | None = None,
+) -> TrainingResult:
+    started = time.perf_counter()
+    names = list(algorithms or DEFAULT_ALGORITHMS)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise InvalidData(f"unknown algorithms: {', '.join(unknown)}")
+    assert settings.database_url is not None
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    try:
+        data = await load_tenant_data(database, uuid.UUID(str(tenant_id)))
+    finally:
+        await database.dispose()
+    if not data.events:
+        raise InvalidData(f"tenant {tenant_id} has no interactions to train on")
+    full = data.matrix()
+    artifacts = create_artifact_store(settings)
+    counts = {"users": full.n_users, "items": full.n_items, "events": len(data.events)}
+    result = TrainingResult(str(tenant_id), {}, {}, counts, 0.0)
+    vectors: dict[str, np.ndarray] = {}
+    for step, name in enumerate(names, start=1):
+        if progress:
+            progress(name, step, len(names))
+        fit_started = time.perf_counter()
+        try:
+            model = create(name, seed=seed).fit(full, data.items)
+        except InvalidData as error:  # e.g. svd with no explicit ratings
+            result.skipped[name] = str(error)
+            continue
+        fit_seconds = time.perf_counter() - fit_started
+        metrics = holdout_metrics(name, data, seed) if evaluate else {}
+        metadata = {
+            "params": model.config.model_dump(mode="json"),
+            "seed": seed,
+            "counts": counts,
+            "metrics": metrics,
+            "fit_seconds": fit_seconds,
+        }
+        result.versions[name] = _publish_model(artifacts, str(tenant_id), name, model, metadata)
+        result.metrics[name] = metrics
+        if (found := _item_vectors(name, model)) is not None:
+            vectors[name] = found
+    await _upsert_vectors(settings, str(tenant_id), vectors, data, full.item_ids)
+    await _announce(settings, str(tenant_id), result)
+    result.duration_seconds = time.perf_counter() - started
+    return result
+
+
+async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> None:
+    """Tell every replica (through the cache's pub/sub) that new versions are current."""
+    cache = create_cache(settings)
+    try:
+        await cache.publish(f"models:{tenant}", {"tenant_id": tenant, "versions": result.versions})
+    finally:
+        await cache.close()
+
+
+def train_tenant(
+    settings: Settings, tenant_id: str, algorithms: Sequence[str] | None = None
+) -> TrainingResult:
+    """Synchronous entry point for Ray tasks and the command line."""
+    return asyncio.run(train_tenant_async(settings, tenant_id, algorithms))
