@@ -11,12 +11,27 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# A per-process secret: tokens survive only as long as the process in development, which is the
-# point: nobody can mistake it for a real secret.
-_DEV_JWT_SECRET = secrets.token_urlsafe(32)
+DEV_SECRET_FILE = ".dev-jwt-secret"
+
+
+def _development_secret(data_dir: Path) -> str:
+    """A generated secret kept under the data dir, so the CLI that prints a token and every
+    Serve replica of the same installation agree on it. Production never reads it."""
+    path = data_dir.resolve() / DEV_SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_suffix(f".{secrets.token_hex(4)}")
+        candidate.write_text(secrets.token_urlsafe(48))
+        candidate.chmod(0o600)
+        # Whoever renames first wins; a racing process then reads the winner's secret.
+        if not path.exists():
+            candidate.replace(path)
+        else:
+            candidate.unlink()
+    return path.read_text().strip()
 
 
 class UnsafeSettingsError(Exception):
@@ -44,6 +59,8 @@ class Settings(BaseSettings):
     cache_default_ttl_seconds: int = Field(default=300, gt=0)
     cache_compress_min_bytes: int = Field(default=4096, ge=0)
 
+    _dev_secret: bool = PrivateAttr(default=False)
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         if self.database_url is None:
@@ -55,7 +72,8 @@ class Settings(BaseSettings):
                 raise UnsafeSettingsError(
                     "RECSERVE_JWT_SECRET must be set when RECSERVE_ENV=production"
                 )
-            self.jwt_secret = SecretStr(_DEV_JWT_SECRET)
+            self.jwt_secret = SecretStr(_development_secret(self.data_dir))
+            self._dev_secret = True
         elif self.env == "production" and len(self.jwt_secret.get_secret_value()) < 32:
             raise UnsafeSettingsError("RECSERVE_JWT_SECRET must be at least 32 characters")
         return self
@@ -67,8 +85,7 @@ class Settings(BaseSettings):
 
     @property
     def uses_dev_jwt_secret(self) -> bool:
-        assert self.jwt_secret is not None
-        return self.jwt_secret.get_secret_value() == _DEV_JWT_SECRET
+        return self._dev_secret
 
 
 @lru_cache(maxsize=1)

@@ -16,6 +16,16 @@ def test_embedded_defaults_live_under_the_data_dir(tmp_path: Path) -> None:
     assert settings.uses_dev_jwt_secret
 
 
+def test_the_development_secret_is_shared_by_processes_of_one_data_dir(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).jwt_secret
+    second = Settings(data_dir=tmp_path).jwt_secret
+    elsewhere = Settings(data_dir=tmp_path / "other").jwt_secret
+    assert first is not None and second is not None and elsewhere is not None
+    assert first.get_secret_value() == second.get_secret_value()
+    assert first.get_secret_value() != elsewhere.get_secret_value()
+    assert len(first.get_secret_value()) >= 32
+
+
 def test_environment_variables_use_the_recserve_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECSERVE_REDIS_URL", "redis://cache:6379/0")
     monkeypatch.setenv("RECSERVE_DATABASE_URL", "postgresql+asyncpg://db/recserve")
