@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import BaseModel, Field
+from threadpoolctl import threadpool_limits
 
 from training.algorithms._factors import FactorModel
 from training.data import InteractionMatrix, ItemInfo
@@ -30,8 +31,10 @@ class ALS(FactorModel):
     Config = ALSConfig
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
-        model = self._solver()
-        model.fit(self._inputs(self.user_items), show_progress=False)
+        # implicit parallelises over users itself; a second BLAS thread pool only contends
+        with threadpool_limits(1, "blas"):
+            model = self._solver()
+            model.fit(self._inputs(self.user_items), show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
 
@@ -54,7 +57,8 @@ class ALS(FactorModel):
         return binary
 
     def score_history(self, history: sp.csr_matrix) -> np.ndarray:
-        solver = self._solver()
+        with threadpool_limits(1, "blas"):
+            solver = self._solver()
         solver.item_factors = self.item_factors
         solver.user_factors = self.user_factors
         user = solver.recalculate_user(0, self._inputs(history))

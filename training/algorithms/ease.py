@@ -5,6 +5,8 @@ P = (XᵀX + λI)⁻¹. Scores are X·B, so any history scores with no refit (fo
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
@@ -16,9 +18,12 @@ from training.data import InteractionMatrix, ItemInfo
 
 class EASEConfig(BaseModel):
     # tuned on a validation split of ML-100K training data (see benchmarks/tune_algorithms.py)
-    regularization: float = Field(default=400.0, gt=0)
-    # train on who interacted rather than how strongly: confidence weights hurt EASE on ML-100K
-    binary: bool = True
+    regularization: float = Field(default=1500.0, gt=0)
+    # extra L2 proportional to item popularity (the dropout term of Steck's EDLAE, 2020):
+    # popular items otherwise dominate every list
+    dropout: float = Field(default=1.0, ge=0)
+    # how interaction strength enters X: square-rooted weights beat both 0/1 and raw values
+    weighting: Literal["binary", "raw", "sqrt"] = "sqrt"
 
 
 class EASE(Recommender):
@@ -30,19 +35,21 @@ class EASE(Recommender):
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
         x = self._inputs(self.user_items)
         gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.config.regularization
+        diagonal = np.diag_indices_from(gram)
+        gram[diagonal] += self.config.regularization + self.config.dropout * gram[diagonal]
         precision = np.linalg.inv(gram)
         weights = precision / -np.diag(precision)
         weights[np.diag_indices_from(weights)] = 0.0
         self.weights = weights.astype(np.float32)
 
     def _inputs(self, rows: sp.csr_matrix) -> sp.csr_matrix:
-        if not self.config.binary:
+        if self.config.weighting == "raw":
             return rows
-        binary = rows.copy()
-        # a dislike stays a negative signal; everything else counts once
-        binary.data = np.sign(binary.data).astype(np.float32)
-        return binary
+        scaled = rows.copy()
+        # the sign survives: a dislike stays a negative signal
+        magnitude = np.abs(scaled.data) if self.config.weighting == "sqrt" else 1.0
+        scaled.data = (np.sign(scaled.data) * np.sqrt(magnitude)).astype(np.float32)
+        return scaled
 
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._inputs(self.user_items[rows]) @ self.weights)

@@ -29,6 +29,8 @@ class SVDConfig(BaseModel):
     regularization: float = Field(default=0.05, ge=0)
     bias_regularization: float = Field(default=0.005, ge=0)
     init_std: float = Field(default=0.1, gt=0)
+    # small tensors: intra-op threads cost more than they save
+    num_threads: int = Field(default=1, ge=1)
     min_rating: float = 0.5
     max_rating: float = 5.0
 
@@ -96,12 +98,29 @@ def _train(
 ) -> dict[str, Any]:
     import torch  # lazily: only training processes pay for (and need) torch
 
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    try:
+        return _optimise(torch, rows, cols, values, shape, cfg, seed)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _optimise(
+    torch: Any,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    shape: tuple[int, int],
+    cfg: SVDConfig,
+    seed: int,
+) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(seed)
     users, items = torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))
     targets = torch.from_numpy(values)
     mean = float(values.mean()) if len(values) else 0.0
 
-    def factors(n: int) -> torch.Tensor:
+    def factors(n: int) -> Any:
         init = torch.randn(n, cfg.factors, generator=generator) * cfg.init_std
         return init.requires_grad_()
 
