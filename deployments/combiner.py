@@ -18,7 +18,13 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.blend import Similarity, blend_candidates, finish
 from deployments.fanout import FanOutResult, fan_out, first_answer
-from deployments.models import ModelSource, VersionCache, model_id, resolve_source
+from deployments.models import (
+    ModelSource,
+    VersionCache,
+    model_id,
+    resolve_source,
+    version_label,
+)
 from deployments.scoring import as_pairs
 from deployments.training_jobs import TrainingJobs
 from graph_api.recommender import RecommendationRequest, RecommendationResponse
@@ -115,7 +121,7 @@ class HybridCombiner:
             algorithm=req.algorithm,
             engines_used=list(answered),
             engines_failed=outcome.failed,
-            model_version=_version_label({n: versions[n] for n in answered}),
+            model_version=version_label({n: versions[n] for n in answered}),
         )
         return dataclasses.asdict(response)
 
@@ -197,13 +203,3 @@ class HybridCombiner:
             # The new versions are promoted: the next request must not serve the old ones.
             self._versions.invalidate(job.tenant_id)
         return dataclasses.asdict(job) if job is not None else None
-
-
-def _version_label(versions: dict[str, str]) -> str | None:
-    """One version when every engine agrees (one training run), else ``engine=version`` pairs."""
-    distinct = sorted(set(versions.values()))
-    if not distinct:
-        return None
-    if len(distinct) == 1:
-        return distinct[0]
-    return ",".join(f"{name}={versions[name]}" for name in sorted(versions))

@@ -63,6 +63,16 @@ class ArtifactModelSource:
             return load_recommender(local_dir)
 
 
+def version_label(versions: dict[str, str]) -> str | None:
+    """One version when every engine agrees (one training run), else ``engine=version`` pairs."""
+    distinct = sorted(set(versions.values()))
+    if not distinct:
+        return None
+    if len(distinct) == 1:
+        return distinct[0]
+    return ",".join(f"{name}={versions[name]}" for name in sorted(versions))
+
+
 def resolve_source(source: ModelSource | None, settings: Settings) -> ModelSource:
     return source if source is not None else ArtifactModelSource(settings)
 

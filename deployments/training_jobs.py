@@ -14,6 +14,7 @@ from typing import Any
 
 import ray
 
+from deployments.models import version_label
 from graph_api.recommender import TrainingJob
 from storage.settings import Settings
 
@@ -37,11 +38,18 @@ def _plain(result: Any) -> dict[str, Any]:
 def _run_training(
     entrypoint: str, settings: Settings, tenant_id: str, algorithms: list[str] | None
 ) -> dict[str, Any]:
-    result = _plain(_resolve(entrypoint)(settings, tenant_id, algorithms))
+    """Runs ``training.pipeline.train_tenant`` (or ``entrypoint``) in this worker process."""
+    return summarise(_resolve(entrypoint)(settings, tenant_id, algorithms))
+
+
+def summarise(training_result: Any) -> dict[str, Any]:
+    """A ``TrainingResult`` as the plain values a ``TrainingJob`` carries."""
+    result = _plain(training_result)
+    versions = {str(k): str(v) for k, v in (result.get("versions") or {}).items()}
     metrics = result.get("metrics") or {}
     return {
-        "model_version": result.get("version") or result.get("model_version"),
-        "algorithms": list(result.get("algorithms") or metrics or algorithms or []),
+        "model_version": version_label(versions),
+        "algorithms": list(versions),
         "metrics": {
             str(algo): {str(name): float(value) for name, value in values.items()}
             for algo, values in metrics.items()

@@ -32,8 +32,10 @@ def synthetic_matrix(seed: int = 7, *, hot: int | None = None) -> InteractionMat
 
 @dataclass
 class FakeTrainingResult:
+    """The fields of ``training.pipeline.TrainingResult`` the combiner reads."""
+
     tenant_id: str
-    version: str
+    versions: dict[str, str]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -42,7 +44,7 @@ def fake_train(settings: Any, tenant_id: str, algorithms: list[str] | None) -> F
     names = algorithms or ["popularity"]
     return FakeTrainingResult(
         tenant_id=tenant_id,
-        version=f"trained-{Path(settings.data_dir).name}",
+        versions={name: f"trained-{Path(settings.data_dir).name}" for name in names},
         metrics={name: {"ndcg@10": 0.5} for name in names},
     )
 

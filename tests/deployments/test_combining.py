@@ -10,6 +10,7 @@ from deployments.blend import Similarity, blend_candidates, finish
 from deployments.combiner import request_from_dict
 from deployments.fanout import fan_out, first_answer
 from deployments.ingress import HandleRecommender
+from deployments.training_jobs import summarise
 from graph_api.recommender import RecommendationRequest, Recommender
 from tests.deployments.fakes import FakeHandle, FakeResponse
 
@@ -113,3 +114,21 @@ async def test_handle_recommender_round_trips_through_dicts() -> None:
     job = await adapter.train(tenant_id="t", algorithms=["ease"])
     assert job.status == "submitted" and job.algorithms == ["ease"]
     assert handle.calls[-1] == ("train", {"tenant_id": "t", "algorithms": ["ease"]})
+
+
+def test_a_pipeline_result_becomes_job_fields() -> None:
+    from training.pipeline import TrainingResult
+
+    result = TrainingResult(
+        tenant_id="t",
+        versions={"ease": "v000002", "als": "v000001"},
+        metrics={"ease": {"ndcg@10": 0.31}},
+        counts={"users": 3},
+        duration_seconds=1.0,
+    )
+    summary = summarise(result)
+    assert summary["model_version"] == "als=v000001,ease=v000002"
+    assert summary["algorithms"] == ["ease", "als"]
+    assert summary["metrics"] == {"ease": {"ndcg@10": 0.31}}
+    same = summarise({"versions": {"ease": "v3", "als": "v3"}, "metrics": {}})
+    assert same["model_version"] == "v3"
