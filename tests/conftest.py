@@ -17,6 +17,9 @@ import os
 import numpy as np
 import pytest
 
+# The one Ray/Serve instance shared by every test of the session that needs it.
+pytest_plugins = ["tests.ray_fixtures"]
+
 
 def _service_url(variable: str) -> str:
     value = os.environ.get(variable, "").strip()

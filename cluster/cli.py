@@ -1,0 +1,240 @@
+"""The ``recserve`` command line: tenant, ingest, train, token, migrate, serve, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cluster import operations as ops
+from cluster.serving import EXAMPLE_QUERY, graphql, start_serve, wait_until_ready
+from storage.errors import StorageError
+from storage.settings import Settings, get_settings
+
+app = typer.Typer(help="Recserve: multi-tenant recommendations on Ray Serve.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Load data into a tenant.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(ingest_app, name="ingest")
+console = Console()
+T = TypeVar("T")
+TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]
+DEMO_DOMAIN = "demo.recserve"
+DEMO_EMAIL = "demo@demo.recserve"
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one operation; storage errors end the command with their message, not a trace."""
+    try:
+        return asyncio.run(coroutine)
+    except StorageError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=max(total, 1))
+            progress.update(tasks[stage], completed=done, total=max(total, 1))
+
+        yield report
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (every other command also migrates an empty database)."""
+    settings = get_settings()
+
+    async def apply() -> None:
+        await (await ops.open_database(settings)).dispose()
+
+    run(apply())
+    console.print(f"database at head: {settings.database_url}")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    domain: Annotated[str, typer.Option(help="Unique domain, e.g. shop.example.com")],
+    name: Annotated[str | None, typer.Option(help="Display name (defaults to the domain)")] = None,
+    tier: Annotated[str, typer.Option(help="basic, premium or enterprise")] = "basic",
+) -> None:
+    """Create a tenant and print its id."""
+    if tier not in ("basic", "premium", "enterprise"):
+        raise typer.BadParameter("tier must be basic, premium or enterprise", param_hint="--tier")
+    tenant = run(ops.create_tenant(get_settings(), domain=domain, name=name, tier=tier))
+    print(tenant.id)
+
+
+@ingest_app.command("movielens")
+def ingest_movielens(
+    path: Annotated[
+        str,
+        typer.Argument(help="A MovieLens folder, or ml-100k / ml-1m / ml-latest-small to download"),
+    ],
+    tenant: TenantOption,
+) -> None:
+    """Load a MovieLens dataset (ratings and movies) into the tenant."""
+    with progress_bar() as report:
+        counts = run(
+            ops.ingest_movielens(get_settings(), source=path, domain=tenant, progress=report)
+        )
+    console.print(f"ingested {counts.items} items, {counts.users} users, {counts.ratings} ratings")
+
+
+@ingest_app.command("synthetic")
+def ingest_synthetic(
+    tenant: TenantOption,
+    users: int = 500,
+    items: int = 400,
+    clusters: int = 8,
+    per_user: int = 25,
+    seed: int = 42,
+) -> None:
+    """Generate a catalogue with planted taste clusters and item text, and load it."""
+    with progress_bar() as report:
+        counts = run(
+            ops.ingest_synthetic(
+                get_settings(),
+                domain=tenant,
+                users=users,
+                items=items,
+                clusters=clusters,
+                per_user=per_user,
+                seed=seed,
+                progress=report,
+            )
+        )
+    console.print(
+        f"ingested {counts.items} items, {counts.users} users, {counts.interactions} events"
+    )
+
+
+@app.command()
+def train(
+    tenant: TenantOption,
+    algorithms: Annotated[str | None, typer.Option(help="Comma-separated, default: all")] = None,
+    evaluate: Annotated[bool, typer.Option(help="Measure each model on a holdout")] = True,
+) -> None:
+    """Fit the tenant's models, publish them as new versions and print their holdout metrics."""
+    from training.pipeline import train_tenant_async  # torch and friends load only here
+
+    settings = get_settings()
+    names = [a.strip() for a in algorithms.split(",")] if algorithms else None
+
+    async def go(report: Callable[[str, int, int], None]) -> Any:
+        database = await ops.open_database(settings)
+        try:
+            found = await ops.tenant_by_domain(database, tenant)
+        finally:
+            await database.dispose()
+        return await train_tenant_async(
+            settings, str(found.id), names, evaluate=evaluate, progress=report
+        )
+
+    with progress_bar() as report:
+        result = run(go(report))
+    for name, version in result.versions.items():
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.get(name, {}).items())
+        console.print(f"{name:<11} {version}  {metrics}")
+    for name, reason in result.skipped.items():
+        console.print(f"[yellow]{name} skipped:[/yellow] {reason}")
+    console.print(f"trained in {result.duration_seconds:.1f}s")
+
+
+@app.command()
+def token(
+    tenant: TenantOption,
+    email: Annotated[str, typer.Option(help="The user's e-mail; created when missing")],
+    admin: Annotated[bool, typer.Option(help="Make the user a tenant admin")] = False,
+) -> None:
+    """Print a bearer token for a user of the tenant."""
+    issued = run(ops.issue_token(get_settings(), domain=tenant, email=email, admin=admin))
+    print(issued.access_token)
+
+
+@app.command()
+def serve(config: Path = Path("serve_config.yaml")) -> None:
+    """Run the Serve application (``serve run serve_config.yaml``) until interrupted."""
+    process = start_serve(get_settings(), config.resolve())
+    raise typer.Exit(process.wait())
+
+
+@app.command()
+def demo(
+    port: int = 8000,
+    keep_serving: Annotated[bool, typer.Option(help="Keep serving after the check")] = True,
+) -> None:
+    """Create a demo tenant with a generated catalogue, train it, serve it, print how to query."""
+    settings = get_settings()
+    _prepare_demo(settings)
+    issued = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_EMAIL, admin=True))
+    process = start_serve(settings)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        console.print("starting Ray Serve (about half a minute)...")
+        wait_until_ready(base, process=process)
+        answer = graphql(base, EXAMPLE_QUERY, token=issued.access_token)
+        _print_demo(base, issued.access_token, answer)
+        if keep_serving:
+            console.print("serving; Ctrl-C stops it")
+            process.wait()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def _prepare_demo(settings: Settings) -> None:
+    from training.pipeline import train_tenant_async
+
+    async def prepare(report: Callable[[str, int, int], None]) -> None:
+        database = await ops.open_database(settings)
+        try:
+            tenant, created = await ops.ensure_tenant(
+                database, domain=DEMO_DOMAIN, name="Demo shop"
+            )
+        finally:
+            await database.dispose()
+        if created:
+            await ops.ingest_synthetic(
+                settings,
+                domain=DEMO_DOMAIN,
+                users=500,
+                items=400,
+                clusters=8,
+                per_user=25,
+                seed=42,
+                progress=report,
+            )
+            await train_tenant_async(settings, str(tenant.id), progress=report)
+
+    with progress_bar() as report:
+        run(prepare(report))
+
+
+def _print_demo(base: str, access_token: str, answer: dict[str, Any]) -> None:
+    console.print(f"\nGraphQL (GraphiQL in a browser): [bold]{base}/graphql[/bold]")
+    console.print(f"token (tenant admin of {DEMO_DOMAIN}):\n{access_token}\n")
+    console.print("example query:")
+    print(EXAMPLE_QUERY)
+    curl_body = json.dumps({"query": EXAMPLE_QUERY})
+    console.print("with curl:")
+    print(
+        f"curl -s {base}/graphql -H 'Content-Type: application/json' "
+        f"-H 'Authorization: Bearer {access_token}' -d '{curl_body}'"
+    )
+    console.print("\nanswer:")
+    print(json.dumps(answer, indent=2)[:4000])

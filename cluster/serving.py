@@ -1,0 +1,75 @@
+"""Start the Serve application from ``serve_config.yaml`` and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from storage.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE_CONFIG = ROOT / "serve_config.yaml"
+EXAMPLE_QUERY = """query Example {
+  recommendations(options: {numRecommendations: 5, explain: true}) {
+    algorithm
+    responseTimeMs
+    items { score reason item { title category } }
+    explanation
+  }
+}"""
+
+
+def serve_environment(settings: Settings) -> dict[str, str]:
+    """The environment for ``serve run``: replicas run elsewhere than this shell's directory,
+    so the data dir goes as an absolute path; Ray's token auth is off unless asked for."""
+    env = dict(os.environ)
+    env["RECSERVE_DATA_DIR"] = str(settings.data_dir.resolve())
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+def start_serve(settings: Settings, config: Path = SERVE_CONFIG) -> subprocess.Popen[bytes]:
+    serve = Path(sys.executable).with_name("serve")
+    command = [str(serve), "run", str(config)]
+    return subprocess.Popen(command, env=serve_environment(settings), cwd=ROOT)
+
+
+def wait_until_ready(
+    base_url: str, *, timeout_s: float = 300.0, process: subprocess.Popen[bytes] | None = None
+) -> dict[str, Any]:
+    """Poll ``/health`` until the app answers; fail early if the serving process died."""
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"serve exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            last_error = str(error)
+        time.sleep(1.0)
+    raise TimeoutError(f"{base_url} did not become ready in {timeout_s:.0f}s ({last_error})")
+
+
+def graphql(
+    base_url: str, query: str, *, token: str | None = None, variables: dict | None = None
+) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{base_url}/graphql", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read() or b"{}")
