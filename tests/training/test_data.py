@@ -1,0 +1,96 @@
+"""Interaction matrices: vocabularies, per-type weights, negative feedback, decay, ratings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from training.data import SECONDS_PER_DAY, InteractionMatrix, InteractionWeights, ItemInfo
+
+NOW = 1_700_000_000.0
+
+
+def cell(data: InteractionMatrix, user: str, item: str) -> float:
+    return float(data.matrix[data.user_index(user), data.item_index(item)])
+
+
+def test_weights_follow_the_funnel_and_dislike_is_negative() -> None:
+    w = InteractionWeights()
+    assert w.weight("view") < w.weight("click") < w.weight("add_to_cart") < w.weight("purchase")
+    assert w.weight("dislike") < 0 < w.weight("like")
+    assert w.weight("something-new") == 1.0
+    assert w.weight("rating", 5.0) == pytest.approx(2.5)
+    assert w.weight("rating", 1.0) == pytest.approx(-1.5)
+    assert InteractionWeights(purchase=20).weight("purchase") == 20
+
+
+def test_events_sum_per_pair_and_build_vocabularies() -> None:
+    rows = [
+        ("u1", "i1", "view", None, NOW),
+        ("u1", "i1", "purchase", None, NOW),
+        ("u1", "i2", "dislike", None, NOW),
+        ("u2", "i2", "click", None, NOW),
+        ("u2", "i3", "mystery", None, NOW),
+    ]
+    data = InteractionMatrix.from_interactions(rows)
+    assert (data.n_users, data.n_items) == (2, 3)
+    assert data.matrix.dtype == np.float32
+    assert cell(data, "u1", "i1") == 9.0
+    assert cell(data, "u1", "i2") == -4.0
+    assert cell(data, "u2", "i3") == 1.0
+    assert data.user_index("ghost") is None and data.item_index("ghost") is None
+    assert data.ratings is None
+    assert list(data.user_ids) == ["u1", "u2"] and data.user_ids.dtype == object
+
+
+def test_catalogue_items_are_columns_even_without_interactions() -> None:
+    items = [ItemInfo(id="cold", category="x"), ItemInfo(id="i1", title="hot")]
+    data = InteractionMatrix.from_interactions([("u", "i1", "view", None, NOW)], items=items)
+    assert list(data.item_ids) == ["cold", "i1"]
+    assert data.matrix[:, data.item_index("cold")].nnz == 0
+    assert data.items is not None and [i.id for i in data.items] == ["cold", "i1"]
+    assert data.items[0].category == "x"
+
+
+def test_time_decay_halves_weight_per_half_life() -> None:
+    rows = [
+        ("u", "fresh", "purchase", None, NOW),
+        ("u", "old", "purchase", None, NOW - 10 * SECONDS_PER_DAY),
+        ("u", "dated", "purchase", None, datetime.fromtimestamp(NOW - 20 * SECONDS_PER_DAY, UTC)),
+    ]
+    data = InteractionMatrix.from_interactions(rows, time_decay_half_life_days=10.0, now=NOW)
+    assert cell(data, "u", "fresh") == pytest.approx(8.0)
+    assert cell(data, "u", "old") == pytest.approx(4.0)
+    assert cell(data, "u", "dated") == pytest.approx(2.0)
+
+
+def test_rating_events_fill_the_explicit_matrix_latest_wins() -> None:
+    rows = [
+        ("u", "i", "rating", 2.0, NOW - 100),
+        ("u", "i", "rating", 4.5, NOW),
+        ("u", "j", "view", None, NOW - 5),
+    ]
+    data = InteractionMatrix.from_interactions(rows)
+    assert data.ratings is not None and data.ratings.shape == data.matrix.shape
+    assert float(data.ratings[0, data.item_index("i")]) == 4.5
+    assert data.ratings[0, data.item_index("j")] == 0
+    assert data.timestamps is not None
+    assert float(data.timestamps[0, data.item_index("i")]) == NOW  # float64 keeps the second
+
+
+def test_from_ratings_binary_and_rating_modes() -> None:
+    rows = [("u1", "a", 4.0, NOW), ("u1", "b", 1.0, NOW), ("u2", "a", 5.0, None)]
+    binary = InteractionMatrix.from_ratings(rows)
+    assert sorted(binary.matrix.data.tolist()) == [1.0, 1.0, 1.0]
+    assert binary.ratings is not None
+    assert float(binary.ratings[binary.user_index("u1"), binary.item_index("b")]) == 1.0
+    weighted = InteractionMatrix.from_ratings(rows, implicit="rating")
+    assert cell(weighted, "u2", "a") == 5.0
+
+
+def test_shape_mismatch_is_refused() -> None:
+    data = InteractionMatrix.from_ratings([("u", "a", 3.0, NOW)])
+    with pytest.raises(ValueError, match="shape"):
+        InteractionMatrix(data.matrix, data.user_ids, np.array(["a", "b"], dtype=object))
