@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -132,12 +132,13 @@ def map_at_k(recommended: Ranked, relevant: Truth, k: int = 10) -> float:
     return total / len(users)
 
 
-def catalogue_coverage(recommended: Ranked, n_items: int) -> float:
-    """Share of the catalogue that appears in at least one list."""
-    if n_items <= 0:
-        return 0.0
+def catalogue_coverage(recommended: Ranked, catalogue: Collection[str] | int) -> float:
+    """Share of the catalogue (ids, or just its size) that appears in at least one list."""
     distinct = {item for items in recommended.values() for item in items}
-    return len(distinct) / n_items
+    if isinstance(catalogue, int):
+        return len(distinct) / catalogue if catalogue > 0 else 0.0
+    known = set(catalogue)
+    return len(distinct & known) / len(known) if known else 0.0
 
 
 def novelty(recommended: Ranked, train: InteractionMatrix) -> float:
@@ -218,7 +219,7 @@ def evaluate_ranking(
     elapsed = time.perf_counter() - started
     recommended = {u: [item for item, _ in recs] for u, recs in zip(users, lists, strict=True)}
     result = ranking_metrics(recommended, relevant, k)
-    result["coverage"] = catalogue_coverage(recommended, train.n_items)
+    result["coverage"] = catalogue_coverage(recommended, [str(i) for i in train.item_ids])
     result["novelty"] = novelty(recommended, train)
     result["diversity"] = intra_list_diversity(recommended, cooccurrence_similarity(train))
     result["users"] = float(len(users))
