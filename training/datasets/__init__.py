@@ -1,5 +1,6 @@
 """Datasets: MovieLens loaders (100K, 1M, latest-small) and the synthetic demo catalogue."""
 
+from training.datasets import movielens
 from training.datasets.movielens import (
     URLS,
     DatasetUnavailable,
@@ -17,6 +18,7 @@ __all__ = [
     "SyntheticCatalogue",
     "generate_catalogue",
     "load_movielens",
+    "movielens",
     "read_ml100k_items",
     "read_ml100k_ratings",
 ]

@@ -1,0 +1,150 @@
+"""MovieLens loaders on small fixture files (and the real ML-100K when present); synthetic data."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from training.datasets import (
+    DatasetUnavailable,
+    generate_catalogue,
+    load_movielens,
+    movielens,
+)
+
+ML100K = Path(
+    os.environ.get("RECSERVE_ML100K", Path(__file__).parents[2] / "../shared/data/ml-100k")
+)
+
+
+def _write_ml100k(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "u.genre").write_text("unknown|0\nAction|1\nComedy|2\n\n", encoding="latin-1")
+    (root / "u.item").write_text(
+        "1|Toy Story (1995)|01-Jan-1995||http://x|0|0|1\n"
+        "2|Café Noir (1997)|01-Jan-1997||http://y|0|1|1\n",
+        encoding="latin-1",
+    )
+    (root / "u.data").write_text("7\t1\t4\t881250949\n8\t2\t2.5\t881250950\n")
+    return root
+
+
+def test_ml100k_rows_items_genres_and_year(tmp_path: Path) -> None:
+    data = load_movielens(_write_ml100k(tmp_path / "ml-100k"))
+    assert data.name == "ml-100k"
+    assert data.rows == [("7", "1", 4.0, 881250949.0), ("8", "2", 2.5, 881250950.0)]
+    toy, cafe = data.items
+    assert (toy.id, toy.category, toy.tags) == ("1", "Comedy", ("Comedy",))
+    assert cafe.title == "Café Noir (1997)"  # latin-1 decoded
+    assert (cafe.category, cafe.tags) == ("Action", ("Action", "Comedy"))
+    assert data.years == {"1": 1995, "2": 1997}
+    assert "1997" in cafe.description
+
+
+def test_ml1m_double_colon_format(tmp_path: Path) -> None:
+    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    (tmp_path / "movies.dat").write_text(
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+        "661::James (1996)::Animation|Musical\n",
+        encoding="latin-1",
+    )
+    data = load_movielens(tmp_path)
+    assert data.name == "ml-1m"
+    assert data.rows[0] == ("1", "1193", 5.0, 978300760.0)
+    assert data.items[1].tags == ("Animation", "Musical")
+    assert data.years["1193"] == 1975
+
+
+def test_latest_small_csv_format(tmp_path: Path) -> None:
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    (tmp_path / "movies.csv").write_text(
+        'movieId,title,genres\n1,"American President, The (1995)",Comedy|Drama|Romance\n'
+        "2,Untitled,(no genres listed)\n"
+    )
+    data = load_movielens(tmp_path)
+    assert data.name == "ml-latest-small"
+    assert data.rows == [("1", "1", 4.0, 964982703.0)]
+    assert data.items[0].title == "American President, The (1995)"
+    assert data.items[0].category == "Comedy"
+    assert data.items[1].category is None and data.years["2"] is None
+
+
+def test_named_dataset_is_downloaded_once_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _write_ml100k(tmp_path / "src" / "ml-100k")
+    archive = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in source.iterdir():
+            bundle.write(path, f"ml-100k/{path.name}")
+    # a file:// URL exercises the real urllib + unzip path without a network
+    monkeypatch.setitem(movielens.URLS, "ml-100k", archive.as_uri())
+    cache = tmp_path / "cache"
+    assert len(load_movielens("ml-100k", cache_dir=cache).rows) == 2
+    assert (cache / "ml-100k" / "u.data").exists()
+    archive.unlink()  # the second load must come from the cache
+    assert len(load_movielens("ml-100k", cache_dir=cache).items) == 2
+
+
+def test_offline_download_raises_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(movielens.URLS, "ml-1m", (tmp_path / "missing.zip").as_uri())
+    with pytest.raises(DatasetUnavailable, match="could not download"):
+        load_movielens("ml-1m", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "ml-1m").exists()
+    with pytest.raises(DatasetUnavailable, match="downloading is disabled"):
+        load_movielens("ml-1m", cache_dir=tmp_path / "cache", download_missing=False)
+    with pytest.raises(DatasetUnavailable):
+        load_movielens("ml-999k", cache_dir=tmp_path)
+
+
+@pytest.mark.skipif(not (ML100K / "u.data").exists(), reason=f"ML-100K not found at {ML100K}")
+def test_real_ml100k_shape() -> None:
+    data = load_movielens(ML100K)
+    assert len(data.rows) == 100_000
+    assert len(data.items) == 1682
+    assert len({r[0] for r in data.rows}) == 943
+    assert data.items[0].title == "Toy Story (1995)"
+    assert data.items[0].tags == ("Animation", "Children's", "Comedy")
+
+
+def test_synthetic_catalogue_is_deterministic_and_shaped() -> None:
+    first = generate_catalogue(50, 60, 4, 10, seed=7)
+    assert first == generate_catalogue(50, 60, 4, 10, seed=7)
+    assert first.interactions != generate_catalogue(50, 60, 4, 10, seed=8).interactions
+    assert len(first.items) == 60 and len({it.id for it in first.items}) == 60
+    assert all(it.title and it.description and it.category and it.tags for it in first.items)
+    views = [e for e in first.interactions if e[2] == "view"]
+    assert len(views) == 50 * 10
+    assert {e[2] for e in first.interactions} <= {"view", "click", "add_to_cart", "purchase"}
+
+
+def test_synthetic_funnel_is_ordered_in_time() -> None:
+    catalogue = generate_catalogue(80, 40, 4, 15, seed=3)
+    kinds = Counter(e[2] for e in catalogue.interactions)
+    assert kinds["view"] > kinds["click"] > kinds["add_to_cart"] > kinds["purchase"] > 0
+    steps = {"view": 0, "click": 1, "add_to_cart": 2, "purchase": 3}
+    previous = None
+    for event in catalogue.interactions:
+        if event[2] != "view":
+            assert previous is not None and previous[:2] == event[:2]
+            assert steps[event[2]] == steps[previous[2]] + 1 and event[4] > previous[4]
+        previous = event
+
+
+def test_synthetic_users_mostly_shop_in_their_planted_cluster() -> None:
+    catalogue = generate_catalogue(100, 120, 5, 20, seed=11)
+    views = [e for e in catalogue.interactions if e[2] == "view"]
+    home = sum(catalogue.item_cluster[i] == catalogue.user_cluster[u] for u, i, *_ in views)
+    assert home / len(views) > 0.8
+    # the clusters are visible in the text too: one category per cluster
+    categories = {catalogue.item_cluster[it.id]: set() for it in catalogue.items}
+    for item in catalogue.items:
+        categories[catalogue.item_cluster[item.id]].add(item.category)
+    assert all(len(names) == 1 for names in categories.values())
+    assert len({next(iter(n)) for n in categories.values()}) == 5
