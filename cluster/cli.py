@@ -27,7 +27,9 @@ console = Console()
 T = TypeVar("T")
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]
 DEMO_DOMAIN = "demo.recserve"
-DEMO_EMAIL = "demo@demo.recserve"
+DEMO_ADMIN = "admin@demo.recserve"
+# A generated shopper with history, so the example query shows personalised, blended results.
+DEMO_SHOPPER = "user-00001@imported.recserve"
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -46,9 +48,11 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
         tasks: dict[str, Any] = {}
 
         def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=max(total, 1))
-            progress.update(tasks[stage], completed=done, total=max(total, 1))
+            # "train: ease" and "train: als" advance one bar whose label names the step
+            key = stage.split(":")[0]
+            if key not in tasks:
+                tasks[key] = progress.add_task(stage, total=max(total, 1))
+            progress.update(tasks[key], description=stage, completed=done, total=max(total, 1))
 
         yield report
 
@@ -180,14 +184,15 @@ def demo(
     """Create a demo tenant with a generated catalogue, train it, serve it, print how to query."""
     settings = get_settings()
     _prepare_demo(settings)
-    issued = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_EMAIL, admin=True))
+    admin = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_ADMIN, admin=True))
+    shopper = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_SHOPPER))
     process = start_serve(settings)
     base = f"http://127.0.0.1:{port}"
     try:
         console.print("starting Ray Serve (about half a minute)...")
         wait_until_ready(base, process=process)
-        answer = graphql(base, EXAMPLE_QUERY, token=issued.access_token)
-        _print_demo(base, issued.access_token, answer)
+        answer = graphql(base, EXAMPLE_QUERY, token=shopper.access_token)
+        _print_demo(base, shopper.access_token, admin.access_token, answer)
         if keep_serving:
             console.print("serving; Ctrl-C stops it")
             process.wait()
@@ -225,9 +230,10 @@ def _prepare_demo(settings: Settings) -> None:
         run(prepare(report))
 
 
-def _print_demo(base: str, access_token: str, answer: dict[str, Any]) -> None:
+def _print_demo(base: str, access_token: str, admin_token: str, answer: dict[str, Any]) -> None:
     console.print(f"\nGraphQL (GraphiQL in a browser): [bold]{base}/graphql[/bold]")
-    console.print(f"token (tenant admin of {DEMO_DOMAIN}):\n{access_token}\n")
+    console.print(f"token of a shopper with history ({DEMO_SHOPPER}):\n{access_token}\n")
+    console.print(f"token of the tenant admin (trainModel, createItem, ...):\n{admin_token}\n")
     console.print("example query:")
     print(EXAMPLE_QUERY)
     curl_body = json.dumps({"query": EXAMPLE_QUERY})

@@ -104,5 +104,5 @@ async def ingest_dataset(
 
 
 def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
-    if progress is not None:
+    if progress is not None and total:
         progress(stage, done, total)

@@ -214,7 +214,7 @@ async def train_tenant_async(
     vectors: dict[str, np.ndarray] = {}
     for step, name in enumerate(names, start=1):
         if progress:
-            progress(name, step, len(names))
+            progress(f"train: {name}", step - 1, len(names))
         fit_started = time.perf_counter()
         try:
             model = create(name, seed=seed).fit(full, data.items)
@@ -234,6 +234,8 @@ async def train_tenant_async(
         result.metrics[name] = metrics
         if (found := _item_vectors(name, model)) is not None:
             vectors[name] = found
+    if progress:
+        progress("train: item vectors", len(names), len(names))
     await _upsert_vectors(settings, str(tenant_id), vectors, data, full.item_ids)
     await _announce(settings, str(tenant_id), result)
     result.duration_seconds = time.perf_counter() - started
