@@ -188,8 +188,8 @@ def explain(
     total = sum(v for v in engine_scores.values() if v > 0)
     parts = []
     if total > 0:
-        shares = sorted(((v / total, e) for e, v in engine_scores.items() if v > 0), reverse=True)
-        parts.append(", ".join(f"{engine} {share:.0%}" for share, engine in shares))
+        shares = sorted((-v / total, e) for e, v in engine_scores.items() if v > 0)
+        parts.append(", ".join(f"{engine} {-share:.0%}" for share, engine in shares))
     if because:
         parts.append(f"because you interacted with {title_of(because) if title_of else because}")
     return "; ".join(parts) or None
