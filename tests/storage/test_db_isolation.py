@@ -142,3 +142,27 @@ async def test_writes_cannot_reference_other_tenants_rows(
         idempotency_key="k",
     )
     assert replay.tenant_id == b.tenant.id
+
+
+async def test_training_reads_and_imports_stay_in_their_tenant(
+    worlds: tuple[AsyncSession, World, World],
+) -> None:
+    session, a, b = worlds
+    t = a.tenant.id
+    ratings = await repo.load_ratings(session=session, tenant_id=t)
+    assert [(user, item) for user, item, _, _ in ratings] == [(a.user.id, a.item.id)]
+    catalogue = await repo.catalogue_items(session=session, tenant_id=t)
+    assert [item.id for item in catalogue] == [a.item.id]
+    # The same e-mail exists in tenant B: importing it into A maps to A's user, never B's.
+    ids = await repo.bulk_upsert_users(
+        session=session,
+        tenant_id=t,
+        rows=[{"email": SHARED_EMAIL, "username": "x"}, {"email": "new@example.com"}],
+    )
+    assert ids[SHARED_EMAIL] == a.user.id
+    assert ids["new@example.com"] not in (a.user.id, b.user.id)
+    again = await repo.bulk_upsert_users(
+        session=session, tenant_id=t, rows=[{"email": "NEW@example.com"}]
+    )
+    assert again == {"new@example.com": ids["new@example.com"]}
+    assert len(await repo.list_users(session=session, tenant_id=b.tenant.id)) == 1
