@@ -1,0 +1,163 @@
+"""The client flow against the real Serve application over HTTP: ingress, combiner, engines.
+
+Each backend gets its own app (name and route prefix) in the shared session Serve instance, so
+the apps coexist with other modules' apps; the replicas learn the data dir, database and JWT
+secret only through ``AppArgs.settings``. The tenant is trained in between (as ``recserve
+train`` would), so the recommendations come from real, promoted models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from deployments.app import AppArgs, compose
+from storage.db import create_database, drop_database
+from storage.settings import Settings
+from tests.graph_api.conftest import REGISTER
+from tests.graph_api.test_flow import CREATE_ITEM, RECOMMEND, RECORD, SIMILAR
+from training.pipeline import train_tenant_async
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ENGINES = ["popularity", "item_knn", "ease", "content"]
+SECRET = "serve-e2e-test-secret-0123456789abcdef"
+PASSWORD = "correct horse battery"
+READY_TIMEOUT_S = 60.0
+
+
+class Client:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def ok(self, query: str, variables: dict | None = None, token: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = {"query": query, "variables": variables or {}}
+        response = await self.http.post("/graphql", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        payload = response.json()
+        assert "errors" not in payload, payload
+        return payload["data"]
+
+    async def register(self, email: str, domain: str) -> tuple[str, str]:
+        user = {"email": email, "username": email.split("@")[0], "password": PASSWORD}
+        data = await self.ok(REGISTER, {"input": user | {"tenantDomain": domain}})
+        return data["register"]["accessToken"], data["register"]["user"]["id"]
+
+
+def replica_settings(data_dir: Path, database_url: str | None) -> dict[str, str]:
+    values = {"env": "test", "data_dir": str(data_dir), "jwt_secret": SECRET}
+    if database_url is not None:
+        values["database_url"] = database_url
+    return values
+
+
+async def wait_ready(http: httpx.AsyncClient) -> None:
+    """The route answers once the ingress replica has run its lifespan (migrations included)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if (await http.get("/health/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"the app at {http.base_url} was not ready in {READY_TIMEOUT_S:.0f}s")
+
+
+@asynccontextmanager
+async def deployed_app(
+    port: int, name: str, data_dir: Path, database_url: str | None = None
+) -> AsyncIterator[tuple[Client, Settings]]:
+    from ray import serve
+
+    values = replica_settings(data_dir, database_url)
+    # Only AppArgs carries the settings: the test process's environment says nothing of them.
+    args = AppArgs(engines=ENGINES, engine_timeout_s=20.0, version_ttl_s=0.0, settings=values)
+    route = f"/{name}"
+    serve.run(compose(args), name=name, route_prefix=route)
+    settings = Settings(**(values | {"jwt_secret": SecretStr(SECRET)}))
+    try:
+        base = f"http://127.0.0.1:{port}{route}"
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            await wait_ready(http)
+            yield Client(http), settings
+    finally:
+        serve.delete(name)
+
+
+async def seed_flow(client: Client, settings: Settings) -> None:
+    ada_token, _ = await client.register("ada@e2e.example", "e2e.example")
+    item_ids = []
+    for n in range(5):
+        item = {"title": f"Book {n}", "category": "books" if n % 2 else "films"}
+        data = await client.ok(CREATE_ITEM, {"input": item}, ada_token)
+        item_ids.append(data["createItem"]["id"])
+    for item_id, kind in zip(item_ids[:3], ["view", "click", "purchase"], strict=True):
+        data = await client.ok(
+            RECORD, {"input": {"itemId": item_id, "interactionType": kind}}, ada_token
+        )
+        assert data["recordInteraction"]["item"]["id"] == item_id
+    # A second shopper links item 0 to items 3 and 4, so collaborative engines have something
+    # to say to Ada beyond what she already saw.
+    bo_token, _ = await client.register("bo@e2e.example", "e2e.example")
+    for item_id in (item_ids[0], item_ids[3], item_ids[4]):
+        await client.ok(
+            RECORD, {"input": {"itemId": item_id, "interactionType": "purchase"}}, bo_token
+        )
+
+    me = await client.ok("{ me { tenant { id } } }", token=ada_token)
+    trained = await train_tenant_async(settings, me["me"]["tenant"]["id"], ENGINES, evaluate=False)
+    assert set(trained.versions) == set(ENGINES)
+
+    data = await client.ok(
+        RECOMMEND, {"options": {"numRecommendations": 5, "explain": True}}, ada_token
+    )
+    result = data["recommendations"]
+    assert result["totalCount"] == len(result["items"]) > 0
+    assert all(entry["score"] > 0 for entry in result["items"])
+    assert result["responseTimeMs"] > 0
+    assert result["explanation"]["enginesFailed"] == []
+    assert {"popularity", "item_knn"} <= set(result["explanation"]["enginesUsed"])
+    # What Ada already interacted with is never recommended back to her.
+    assert {entry["item"]["id"] for entry in result["items"]} <= set(item_ids[3:])
+
+    data = await client.ok(SIMILAR, {"id": item_ids[0]}, ada_token)
+    similar = data["similarItems"]
+    assert similar and all(entry["score"] > 0 for entry in similar)
+    assert item_ids[0] not in {entry["item"]["id"] for entry in similar}
+    assert {entry["item"]["id"] for entry in similar} <= set(item_ids)
+
+
+async def test_flow_through_serve_on_sqlite(
+    serve_instance: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data_dir = tmp_path_factory.mktemp("serve-e2e-sqlite")
+    async with deployed_app(serve_instance, "e2e-sqlite", data_dir) as (client, settings):
+        await seed_flow(client, settings)
+
+
+@pytest.mark.services
+async def test_flow_through_serve_on_postgres(
+    serve_instance: int, postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url = postgres_url.rsplit("/", 1)[0] + f"/recserve_e2e_{uuid.uuid4().hex[:10]}"
+    await create_database(url)
+    data_dir = tmp_path_factory.mktemp("serve-e2e-postgres")
+    try:
+        async with deployed_app(serve_instance, "e2e-postgres", data_dir, url) as (
+            client,
+            settings,
+        ):
+            await seed_flow(client, settings)
+    finally:
+        await drop_database(url)
