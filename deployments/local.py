@@ -9,6 +9,7 @@ through deployment handles. Benchmarks compare it with the Serve app; small inst
 from __future__ import annotations
 
 import asyncio
+import importlib
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,9 @@ class LocalRecommender:
         engine_timeout_s: float = 2.0,
         version_ttl_s: float = 2.0,
         default_weights: dict[str, float] | None = None,
+        train_entrypoint: str = "training.pipeline:train_tenant",
     ) -> None:
+        self._train_entrypoint = train_entrypoint
         self._settings = settings
         self._engines = list(dict.fromkeys(engines))
         self._source = resolve_source(source, settings)
@@ -173,18 +176,19 @@ class LocalRecommender:
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
         """Trains in this process and returns when done: there is no cluster to hand it to."""
-        from training.pipeline import train_tenant_async
-
-        job_id = uuid.uuid4().hex
-        result = await train_tenant_async(self._settings, tenant_id, algorithms)
+        module_name, _, attribute = self._train_entrypoint.partition(":")
+        # Imported by name, as the Serve side does: serving code never loads the pipeline.
+        train = getattr(importlib.import_module(module_name), attribute)
+        result = await asyncio.to_thread(train, self._settings, tenant_id, algorithms)
         self._versions.invalidate(tenant_id)
+        versions = {str(k): str(v) for k, v in result.versions.items()}
         return TrainingJob(
-            job_id=job_id,
+            job_id=uuid.uuid4().hex,
             tenant_id=tenant_id,
-            algorithms=result.algorithms,
+            algorithms=list(versions),
             status="succeeded",
-            model_version=result.version,
-            metrics=result.metrics,
+            model_version=version_label(versions),
+            metrics={str(a): dict(m) for a, m in result.metrics.items()},
         )
 
 

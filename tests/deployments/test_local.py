@@ -95,3 +95,18 @@ async def test_similar_items_and_trending(source: MemorySource, tmp_path: Path) 
     top = await local.trending(tenant_id=TENANT, category="b", limit=3)
     assert len(top) == 3 and all(int(item[1:]) >= 20 for item, _ in top)
     assert await local.trending(tenant_id="nobody", category=None, limit=3) == []
+
+
+async def test_training_runs_in_process_and_invalidates_versions(
+    source: MemorySource, tmp_path: Path
+) -> None:
+    local = LocalRecommender(
+        Settings(data_dir=tmp_path),
+        ["ease"],
+        source=source,
+        train_entrypoint="tests.deployments.fakes:fake_train",
+    )
+    job = await local.train(tenant_id=TENANT, algorithms=["ease"])
+    assert job.status == "succeeded" and job.algorithms == ["ease"]
+    assert job.model_version == f"trained-{tmp_path.name}"
+    assert job.metrics == {"ease": {"ndcg@10": 0.5}}
