@@ -31,6 +31,8 @@ ALGORITHMS = (
     "content",
 )
 ENV_PREFIX = "RECSERVE_"
+# RECSERVE_TEST_* name the test suite's own services; they are not settings of the product.
+TEST_PREFIX = "RECSERVE_TEST_"
 
 
 class DeploymentSize(BaseModel):
@@ -59,7 +61,11 @@ class AppArgs(BaseModel):
 def replica_env(args: AppArgs) -> dict[str, str]:
     env = {}
     if args.passthrough_env:
-        env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(ENV_PREFIX) and not k.startswith(TEST_PREFIX)
+        }
     for key, value in args.settings.items():
         name = key.upper()
         env[name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name] = str(value)
