@@ -18,10 +18,12 @@ from training.data import InteractionMatrix, ItemInfo
 
 class EASEConfig(BaseModel):
     # tuned on a validation split of ML-100K training data (see benchmarks/tune_algorithms.py)
-    regularization: float = Field(default=1500.0, gt=0)
+    # λ in units of one binary interaction: it is scaled by the mean squared entry of X, so
+    # the same value fits 0/1 data and rating-weighted data
+    regularization: float = Field(default=450.0, gt=0)
     # extra L2 proportional to item popularity (the dropout term of Steck's EDLAE, 2020):
     # popular items otherwise dominate every list
-    dropout: float = Field(default=1.0, ge=0)
+    dropout: float = Field(default=1.5, ge=0)
     # how interaction strength enters X: square-rooted weights beat both 0/1 and raw values
     weighting: Literal["binary", "raw", "sqrt"] = "sqrt"
 
@@ -36,7 +38,9 @@ class EASE(Recommender):
         x = self._inputs(self.user_items)
         gram = (x.T @ x).toarray().astype(np.float64)
         diagonal = np.diag_indices_from(gram)
-        gram[diagonal] += self.config.regularization + self.config.dropout * gram[diagonal]
+        scale = float(np.mean(x.data**2)) if x.nnz else 1.0
+        ridge = self.config.regularization * scale
+        gram[diagonal] += ridge + self.config.dropout * gram[diagonal]
         precision = np.linalg.inv(gram)
         weights = precision / -np.diag(precision)
         weights[np.diag_indices_from(weights)] = 0.0

@@ -20,12 +20,15 @@ from training.data import InteractionMatrix, ItemInfo
 
 class ItemKNNConfig(BaseModel):
     # tuned on a validation split of ML-100K training data (see benchmarks/tune_algorithms.py)
-    neighbours: int = Field(default=100, ge=1)
-    shrinkage: float = Field(default=10.0, ge=0)
-    alpha: float = Field(default=1.0, gt=0)
+    neighbours: int = Field(default=400, ge=1)
+    shrinkage: float = Field(default=50.0, ge=0)
+    alpha: float = Field(default=4.0, gt=0)
     binary: bool = True
-    # scale each item's incoming similarities to max 1 so niche items can still surface
-    normalize: bool = False
+    # RP3beta-style: divide similarities towards item j by popularity_j ** beta, so a hit
+    # that co-occurs with everything stops topping every list
+    popularity_penalty: float = Field(default=0.0, ge=0)
+    # L1-normalise each item's neighbour row: every history item then casts one unit of vote
+    normalize: bool = True
 
 
 class ItemKNN(Recommender):
@@ -38,9 +41,13 @@ class ItemKNN(Recommender):
         x = self._inputs(self.user_items)
         cfg = self.config
         similarity = item_similarity(x, cfg.neighbours, cfg.shrinkage, cfg.alpha)
-        if cfg.normalize and similarity.nnz:
-            peak = np.asarray(abs(similarity).max(axis=0).toarray()).ravel()
-            similarity = similarity @ sp.diags(np.divide(1.0, peak, where=peak > 0, out=peak * 0))
+        if cfg.popularity_penalty > 0:
+            popularity = np.maximum(np.diff(x.tocsc().indptr), 1).astype(np.float64)
+            similarity = similarity @ sp.diags(popularity**-cfg.popularity_penalty)
+        if cfg.normalize:
+            totals = np.asarray(abs(similarity).sum(axis=1)).ravel()
+            scale = np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)
+            similarity = sp.diags(scale) @ similarity
         self.similarity = sp.csr_matrix(similarity, dtype=np.float32)
 
     def _inputs(self, rows: sp.csr_matrix) -> sp.csr_matrix:

@@ -20,15 +20,15 @@ from training.data import InteractionMatrix, ItemInfo
 
 class SVDConfig(BaseModel):
     # tuned on a validation split carved from ML-100K u1.base (see benchmarks/tune_algorithms.py)
-    factors: int = Field(default=100, ge=1)
-    epochs: int = Field(default=40, ge=1)
-    batch_size: int = Field(default=256, ge=1)
+    factors: int = Field(default=50, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=512, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: float = Field(default=0.005, gt=0)
     # L2 on the factors and biases of each sampled rating (per-example weight decay)
-    regularization: float = Field(default=0.05, ge=0)
+    regularization: float = Field(default=0.12, ge=0)
     bias_regularization: float = Field(default=0.005, ge=0)
-    init_std: float = Field(default=0.1, gt=0)
+    init_std: float = Field(default=0.01, gt=0)
     # small tensors: intra-op threads cost more than they save
     num_threads: int = Field(default=1, ge=1)
     min_rating: float = 0.5
