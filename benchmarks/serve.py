@@ -75,9 +75,10 @@ def _run_serve(port: int) -> None:
 
     from deployments.app import AppArgs, compose
 
-    # SIGTERM must unwind through the finally below, so Ray's processes go with this one.
-    signal.signal(signal.SIGTERM, _exit)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # After ray.init, which installs its own handler: SIGTERM must unwind through the finally
+    # below, so the Ray processes this driver started stop with it.
+    signal.signal(signal.SIGTERM, _exit)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(compose(AppArgs(engines=ENGINES)), name="bench", route_prefix="/")
