@@ -58,7 +58,10 @@ def rank_algorithms(data: MovieLens, train: list, test: list) -> dict[str, dict[
         model = create(name).fit(matrix, data.items)
         elapsed = time.perf_counter() - started
         results[name] = _row(evaluate_ranking(model, matrix, test, K), elapsed)
-        print(f"  {name:<11} ndcg@10={results[name]['ndcg@10']:.4f}", file=sys.stderr)
+        print(
+            f"  {name:<11} ndcg@10={results[name]['ndcg@10']:.4f} fit {elapsed:.1f}s",
+            file=sys.stderr,
+        )
     return results
 
 
@@ -130,7 +133,9 @@ def run(data_path: Path, *, with_rmse: bool = True) -> dict[str, Any]:
     train, test = python_stratified_split(data.rows, 0.75, seed=42)
     algorithms = rank_algorithms(data, train, test)
     candidates = [n for n in ("ease", "user_knn", "item_knn", "als", "popularity") if n in REGISTRY]
+    started = time.perf_counter()
     tuning = tune_hybrid(data, train, candidates)
+    print(f"  hybrid tuned in {time.perf_counter() - started:.1f}s: {tuning}", file=sys.stderr)
     algorithms["hybrid"] = rank_hybrid(data, train, test, tuning)
     return {
         "algorithms": algorithms,
