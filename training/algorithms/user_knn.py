@@ -18,9 +18,9 @@ from training.data import InteractionMatrix, ItemInfo
 
 class UserKNNConfig(BaseModel):
     # tuned on a validation split of ML-100K training data (see benchmarks/tune_algorithms.py)
-    neighbours: int = Field(default=50, ge=1)
+    neighbours: int = Field(default=150, ge=1)
     shrinkage: float = Field(default=10.0, ge=0)
-    alpha: float = Field(default=1.0, gt=0)
+    alpha: float = Field(default=2.0, gt=0)
     binary: bool = True
 
 
