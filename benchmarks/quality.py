@@ -135,7 +135,8 @@ def run(data_path: Path, *, with_rmse: bool = True) -> dict[str, Any]:
     candidates = [n for n in ("ease", "user_knn", "item_knn", "als", "popularity") if n in REGISTRY]
     started = time.perf_counter()
     tuning = tune_hybrid(data, train, candidates)
-    print(f"  hybrid tuned in {time.perf_counter() - started:.1f}s: {tuning}", file=sys.stderr)
+    tune_seconds = time.perf_counter() - started
+    print(f"  hybrid tuned in {tune_seconds:.1f}s: {tuning}", file=sys.stderr)
     algorithms["hybrid"] = rank_hybrid(data, train, test, tuning)
     return {
         "algorithms": algorithms,
@@ -144,6 +145,7 @@ def run(data_path: Path, *, with_rmse: bool = True) -> dict[str, Any]:
             "weights": tuning.weights,
             "normalisation": tuning.normalisation,
             "validation_ndcg@10": round(tuning.ndcg, 4),
+            "tune_seconds": round(tune_seconds, 2),
             "validation_single_engine_ndcg@10": {
                 e: round(v, 4) for e, v in tuning.single_engine_ndcg.items()
             },
