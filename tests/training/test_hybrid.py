@@ -21,7 +21,7 @@ from training.hybrid import (
     switching_hybrid,
     weighted_hybrid,
 )
-from training.hybrid_model import normalise_rows
+from training.hybrid_model import HybridRecommender, normalise_rows
 from training.hybrid_tuning import tune_weights
 
 
@@ -154,3 +154,19 @@ def test_tuning_keeps_the_leader_and_never_loses_on_validation(shop) -> None:
     assert result.weights[leader] > 0
     assert result.ndcg >= result.single_engine_ndcg[leader]
     assert result.normalisation in ("zscore", "rrf")
+
+
+def test_a_saved_hybrid_loads_in_a_fresh_process(shop, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    matrix, items = shop
+    HybridRecommender().fit(matrix, items).save(tmp_path / "hybrid")
+    code = (
+        "import sys; from training.algorithms import load\n"
+        f"model = load({str(tmp_path / 'hybrid')!r})\n"
+        "assert model.name == 'hybrid', model.name\n"
+        f"assert len(model.recommend({str(matrix.user_ids[0])!r}, k=3)) == 3\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

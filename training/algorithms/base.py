@@ -230,6 +230,9 @@ class Recommender(ABC):
         meta, state = _persist.read(directory)
         import training.algorithms  # noqa: F401  (fills the registry; imported late on purpose)
 
+        if meta["algorithm"] == "hybrid":  # the blend lives beside the algorithms, not in them
+            import training.hybrid_model  # noqa: F401
+
         algorithm = _REGISTRY.get(meta["algorithm"])
         if algorithm is None or not issubclass(algorithm, cls):
             raise InvalidData(f"artifact holds {meta['algorithm']!r}, not a {cls.__name__}")
