@@ -21,7 +21,7 @@ from training.hybrid import (
     switching_hybrid,
     weighted_hybrid,
 )
-from training.hybrid_model import HybridRecommender, normalise_rows
+from training.hybrid_model import normalise_rows
 from training.hybrid_tuning import tune_weights
 
 

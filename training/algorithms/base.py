@@ -228,7 +228,7 @@ class Recommender(ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
         meta, state = _persist.read(directory)
-        import training.algorithms  # noqa: F401  (fills the registry; imported late on purpose)
+        import training.algorithms
 
         if meta["algorithm"] == "hybrid":  # the blend lives beside the algorithms, not in them
             import training.hybrid_model  # noqa: F401
