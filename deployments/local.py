@@ -68,12 +68,14 @@ class LocalRecommender:
         task = self._loading.get(key)
         if task is None:
             # Concurrent first requests share one load instead of each reading the artifact.
-            task = asyncio.ensure_future(
-                asyncio.to_thread(self._source.load, tenant_id, engine, version)
-            )
+            task = asyncio.ensure_future(self._load(key))
             self._loading[key] = task
             task.add_done_callback(lambda _: self._loading.pop(key, None))
-        model = await asyncio.shield(task)
+        return await asyncio.shield(task)
+
+    async def _load(self, key: tuple[str, str, str]) -> Model:
+        model = await asyncio.to_thread(self._source.load, *key)
+        # Stored before the task completes, so no request can miss both the model and the task.
         # Older versions of this engine are never asked again once a newer one is current.
         for stale in [k for k in self._models if k[:2] == key[:2]]:
             del self._models[stale]
