@@ -136,7 +136,10 @@ async def _hydrate(
     ctx: RequestContext, response: RecommendationResponse, params: RecommendationParams
 ) -> list[RecommendationItem]:
     ids = [_safe_uuid(scored.item_id) for scored in response.items]
-    rows = await ctx.loaders.items.load_many([i for i in ids if i is not None])
+    # The "because you interacted with" items come in the same loader batch as the results.
+    because = [_safe_uuid(s.because_item_id) for s in response.items if s.because_item_id]
+    wanted = list(dict.fromkeys(i for i in (*ids, *because) if i is not None))
+    rows = await ctx.loaders.items.load_many(wanted)
     by_id = {row.id: row for row in rows if row is not None}
     averages: dict[uuid.UUID, float | None] = {}
     if params.min_rating is not None:
@@ -153,11 +156,20 @@ async def _hydrate(
             RecommendationItem(
                 item=Item.from_row(row),
                 score=float(scored.score),
-                reason=scored.reason if params.explain else None,
+                reason=_titled_reason(scored, by_id) if params.explain else None,
                 engine_scores=dict(scored.engine_scores),
             )
         )
     return result[: params.k]
+
+
+def _titled_reason(scored: ScoredItem, items: dict[uuid.UUID, Any]) -> str | None:
+    """The engines name the item behind a recommendation by id; people read its title."""
+    because = _safe_uuid(scored.because_item_id) if scored.because_item_id else None
+    row = items.get(because) if because is not None else None
+    if scored.reason is None or row is None or scored.because_item_id is None:
+        return scored.reason
+    return scored.reason.replace(scored.because_item_id, row.title)
 
 
 async def similar_items(ctx: RequestContext, item_id: Any, top_k: int) -> list[SimilarItem]:

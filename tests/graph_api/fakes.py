@@ -46,12 +46,16 @@ class CatalogueRecommender:
             and (not request.categories or row.category in request.categories)
         ]
         engine = "popularity" if request.algorithm == "hybrid" else request.algorithm
+        # Like the combiner: the reason names the history item by id; the API shows its title.
+        because = request.history[0] if request.history else None
+        reason = f"popular; because you interacted with {because}" if because else "popular"
         scored = [
             ScoredItem(
                 item_id=str(row.id),
                 score=1.0 / (rank + 1),
                 engine_scores={engine: 1.0 / (rank + 1)},
-                reason=f"popular in {row.category}" if request.explain else None,
+                reason=reason if request.explain else None,
+                because_item_id=because,
             )
             for rank, row in enumerate(items[: request.k])
         ]

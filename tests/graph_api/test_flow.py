@@ -51,6 +51,10 @@ async def run_flow(api: Api) -> None:
     # Items the user already interacted with are passed as history, hence not recommended.
     recommended = {entry["item"]["id"] for entry in result["items"]}
     assert recommended == set(item_ids[3:])
+    # "because you interacted with X" names the item by its title, not its id.
+    reasons = [entry["reason"] for entry in result["items"]]
+    assert all("because you interacted with Book " in r for r in reasons), reasons
+    assert not any(item_id in r for r in reasons for item_id in item_ids), reasons
     assert api.recommender.requests[-1].user_id == user_id
 
     data = await api.ok(SIMILAR, {"id": item_ids[0]}, token)
