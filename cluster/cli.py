@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster import operations as ops
+from cluster.models_cli import models_app, retrain_due_command
 from cluster.serving import EXAMPLE_QUERY, graphql, start_serve, wait_until_ready
 from storage.errors import StorageError
 from storage.settings import Settings, get_settings
@@ -23,6 +24,8 @@ tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Load data into a tenant.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(models_app, name="models")
+app.command("retrain-due")(retrain_due_command)
 console = Console()
 T = TypeVar("T")
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]

@@ -59,6 +59,21 @@ class Settings(BaseSettings):
     cache_default_ttl_seconds: int = Field(default=300, gt=0)
     cache_compress_min_bytes: int = Field(default=4096, ge=0)
 
+    # Sliding-window request budgets, in cost units per window (``recommendations`` costs 5,
+    # ``similarItems`` 3, ``trainModel`` 10, other fields 1). Per tier: per user and per tenant;
+    # requests without a valid token are counted per client IP.
+    rate_limit_window_seconds: int = Field(default=60, gt=0)
+    rate_limit_ip: int = Field(default=60, ge=0)
+    rate_limit_tiers: dict[str, dict[str, int]] = {
+        "basic": {"per_user": 300, "per_tenant": 3_000},
+        "premium": {"per_user": 1_500, "per_tenant": 15_000},
+        "enterprise": {"per_user": 6_000, "per_tenant": 60_000},
+    }
+
+    # Automatic retraining defaults; a tenant's settings {"retrain": {...}} override them.
+    retrain_after_interactions: int = Field(default=1000, ge=0)  # 0: never by count
+    retrain_after_minutes: float = Field(default=24 * 60, ge=0)  # 0: never by age
+
     _dev_secret: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")

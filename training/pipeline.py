@@ -30,6 +30,7 @@ from storage.vectors import create_vector_store
 from training.algorithms import REGISTRY, Recommender, create
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 from training.evaluation import evaluate_ranking, python_stratified_split
+from training.registry import code_version
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,8 @@ async def train_tenant_async(
             "counts": counts,
             "metrics": metrics,
             "fit_seconds": fit_seconds,
+            "duration_seconds": time.perf_counter() - fit_started,  # fit and holdout
+            "code_version": code_version(),
         }
         result.versions[name] = _publish_model(artifacts, str(tenant_id), name, model, metadata)
         result.metrics[name] = metrics

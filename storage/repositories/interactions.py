@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import Conflict, InvalidData
@@ -228,3 +228,13 @@ async def iter_interactions(
     result = await session.stream(query)
     async for partition in result.partitions():
         yield [InteractionRow(*row) for row in partition]
+
+
+async def count_interactions(
+    *, session: AsyncSession, tenant_id: uuid.UUID, since: datetime | None = None
+) -> int:
+    """How many interactions the tenant has (recorded at or after ``since``, when given)."""
+    query = select(func.count()).select_from(Interaction).where(Interaction.tenant_id == tenant_id)
+    if since is not None:
+        query = query.where(Interaction.created_at >= since)
+    return int(await session.scalar(query) or 0)

@@ -1,0 +1,120 @@
+"""``recserve models list|promote|rollback`` and ``recserve retrain-due``.
+
+The registry itself lives in ``training.registry``; here the domain given on the command line is
+turned into the tenant id, and results are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cluster import operations as ops
+from storage.artifacts import create_artifact_store
+from storage.settings import Settings, get_settings
+
+models_app = typer.Typer(help="List, promote and roll back a tenant's model versions.")
+TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]
+AlgorithmOption = Annotated[str, typer.Option("--algorithm", help="e.g. als, ease, content")]
+
+
+async def tenant_id_of(settings: Settings, domain: str) -> str:
+    database = await ops.open_database(settings)
+    try:
+        return str((await ops.tenant_by_domain(database, domain)).id)
+    finally:
+        await database.dispose()
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
+
+
+@models_app.command("list")
+def list_command(
+    tenant: TenantOption,
+    algorithm: Annotated[str | None, typer.Option(help="Only this algorithm")] = None,
+) -> None:
+    """Every version with its creation time and holdout metrics; '*' marks the served one."""
+    from cluster.cli import console, run
+    from training.algorithms import REGISTRY
+    from training.registry import list_models, trained_algorithms
+
+    settings = get_settings()
+    tenant_id = run(tenant_id_of(settings, tenant))
+    store = create_artifact_store(settings)
+    names = [algorithm] if algorithm else trained_algorithms(store, tenant_id, list(REGISTRY))
+    rows = run(asyncio.to_thread(list_models, store, tenant_id, names))
+    table = Table("algorithm", "version", "current", "created_at", "seconds", "metrics")
+    for row in rows:
+        seconds = f"{row.duration_seconds:.2f}" if row.duration_seconds is not None else ""
+        table.add_row(
+            row.algorithm,
+            row.version,
+            "*" if row.current else "",
+            row.created_at or "",
+            seconds,
+            _metrics_text(row.metrics),
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def promote_command(
+    tenant: TenantOption,
+    algorithm: AlgorithmOption,
+    version: Annotated[str, typer.Option("--version", help="e.g. v000003")],
+) -> None:
+    """Serve this version from the next request on (a half-written version is refused)."""
+    from cluster.cli import console, run
+    from training.registry import promote
+
+    settings = get_settings()
+
+    async def go() -> str:
+        return await promote(settings, await tenant_id_of(settings, tenant), algorithm, version)
+
+    console.print(f"{algorithm} {run(go())} is current")
+
+
+@models_app.command("rollback")
+def rollback_command(tenant: TenantOption, algorithm: AlgorithmOption) -> None:
+    """Serve the previously promoted version again."""
+    from cluster.cli import console, run
+    from training.registry import rollback
+
+    settings = get_settings()
+
+    async def go() -> str:
+        return await rollback(settings, await tenant_id_of(settings, tenant), algorithm)
+
+    console.print(f"{algorithm} rolled back to {run(go())}")
+
+
+def retrain_due_command(
+    loop: Annotated[
+        float | None, typer.Option(help="Check again every this many seconds, until Ctrl-C")
+    ] = None,
+) -> None:
+    """Train every tenant whose retraining policy says it is due."""
+    from cluster.cli import console, run
+    from training.pipeline import train_tenant_async
+    from training.scheduler import retrain_due
+
+    settings = get_settings()
+    while True:
+        for due, outcome in run(retrain_due(settings, train_tenant_async)):
+            console.print(f"{due.domain}: {due.reason} -> {_outcome_text(outcome)}")
+        if loop is None:
+            return
+        time.sleep(loop)
+
+
+def _outcome_text(outcome: Any) -> str:
+    if isinstance(outcome, Exception):
+        return f"[red]failed:[/red] {outcome}"
+    return f"trained {outcome.version}"

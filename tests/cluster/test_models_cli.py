@@ -1,0 +1,114 @@
+"""``recserve models list|promote|rollback`` and ``retrain-due`` on an embedded data dir."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cluster.cli import app
+from storage.artifacts import ArtifactStore
+from storage.cache import create_cache
+from storage.settings import Settings, get_settings
+
+runner = CliRunner()
+DOMAIN = "registry.example"
+
+
+@pytest.fixture
+def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("RECSERVE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    code, out = invoke("tenant", "create", "--domain", DOMAIN)
+    assert code == 0, out
+    tenant_id = out.strip()
+    args = ("--users", "30", "--items", "20", "--per-user", "5")
+    assert invoke("ingest", "synthetic", "--tenant", DOMAIN, *args)[0] == 0
+    for _ in range(2):
+        code, out = invoke("train", "--tenant", DOMAIN, "--algorithms", "popularity")
+        assert code == 0, out
+    root = tmp_path / "artifacts"
+    yield {"tenant_id": tenant_id, "store": ArtifactStore(str(root)), "root": root}
+    get_settings.cache_clear()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), terminal_width=200)
+    return result.exit_code, result.output
+
+
+def _current_line(out: str) -> str:
+    return next(line for line in out.splitlines() if "*" in line)
+
+
+def test_every_version_carries_its_training_metadata(trained: dict) -> None:
+    store, tenant_id = trained["store"], trained["tenant_id"]
+    meta = store.metadata(tenant_id, "popularity", "v000002")
+    assert meta["params"] and meta["counts"]["users"] == 30 and meta["counts"]["events"] > 0
+    assert set(meta["metrics"]) >= {"ndcg@10", "precision@10"}
+    assert meta["duration_seconds"] >= meta["fit_seconds"] > 0
+    assert meta["code_version"]["package"] == "0.1.0"
+    assert len(meta["code_version"]["git_commit"] or "0" * 40) == 40
+
+    code, out = invoke("models", "list", "--tenant", DOMAIN, "--algorithm", "popularity")
+    assert code == 0, out
+    assert "v000001" in out and "ndcg@10=" in out
+    assert "v000002" in _current_line(out)
+
+
+def test_promote_and_rollback_move_the_served_version(trained: dict) -> None:
+    store, tenant_id = trained["store"], trained["tenant_id"]
+    code, out = invoke(
+        "models", "promote", "--tenant", DOMAIN, "--algorithm", "popularity", "--version", "v000001"
+    )
+    assert code == 0, out
+    assert store.current(tenant_id, "popularity") == "v000001"
+    code, out = invoke("models", "rollback", "--tenant", DOMAIN, "--algorithm", "popularity")
+    assert code == 0, out
+    assert "v000002" in out and store.current(tenant_id, "popularity") == "v000002"
+
+
+def test_promoting_a_half_written_version_is_refused(trained: dict) -> None:
+    store, tenant_id = trained["store"], trained["tenant_id"]
+    half = trained["root"] / tenant_id / "popularity" / "v000003"  # files, no COMPLETE marker
+    half.mkdir()
+    (half / "arrays.npz").write_bytes(b"partial upload")
+    code, out = invoke(
+        "models", "promote", "--tenant", DOMAIN, "--algorithm", "popularity", "--version", "v000003"
+    )
+    assert code == 1 and "does not exist" in " ".join(out.split())
+    assert store.current(tenant_id, "popularity") == "v000002"
+    code, out = invoke("models", "list", "--tenant", DOMAIN)
+    assert "v000003" not in out
+
+
+@pytest.mark.services
+def test_promotion_is_announced_on_the_models_channel(trained: dict, redis_url: str) -> None:
+    from training.registry import promote
+
+    settings = Settings(redis_url=redis_url)
+    channel = f"models:{trained['tenant_id']}"  # a fresh tenant id: no clash with other runs
+
+    async def promote_and_listen() -> tuple[str, dict] | None:
+        cache = create_cache(settings)
+        subscription = await cache.subscribe(channel)
+        try:
+            await promote(settings, trained["tenant_id"], "popularity", "v000001")
+            return await subscription.get(wait_seconds=5)
+        finally:
+            await subscription.aclose()
+            await cache.close()
+
+    got = asyncio.run(promote_and_listen())
+    assert got == (
+        channel,
+        {"tenant_id": trained["tenant_id"], "versions": {"popularity": "v000001"}},
+    )
+
+
+def test_retrain_due_trains_only_tenants_past_their_policy(trained: dict) -> None:
+    code, out = invoke("retrain-due")
+    assert code == 0, out
+    assert DOMAIN not in out  # no interaction arrived since the last training

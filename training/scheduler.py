@@ -1,0 +1,140 @@
+"""Automatic retraining: which tenants are due, and training them.
+
+A tenant is due when its current models are older than ``after_minutes`` (and something new
+happened since), or when at least ``after_interactions`` interactions arrived since they were
+trained, or when it has interactions but was never trained. The policy comes from the tenant's
+settings JSON (``{"retrain": {"after_interactions": N, "after_minutes": T}}``) over the
+defaults in ``Settings``; a value of 0 turns that rule off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from storage import repositories as repo
+from storage.artifacts import ArtifactStore, create_artifact_store
+from storage.db import Database, migrate
+from storage.models import Tenant
+from storage.settings import Settings
+from training.algorithms import REGISTRY
+
+log = logging.getLogger(__name__)
+Trainer = Callable[[Settings, str], Awaitable[Any]]
+
+
+class RetrainPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after_interactions: int = Field(ge=0)
+    after_minutes: float = Field(ge=0)
+
+    @classmethod
+    def for_tenant(
+        cls, settings: Settings, tenant_settings: dict[str, Any] | None
+    ) -> RetrainPolicy:
+        defaults = {
+            "after_interactions": settings.retrain_after_interactions,
+            "after_minutes": settings.retrain_after_minutes,
+        }
+        return cls.model_validate({**defaults, **((tenant_settings or {}).get("retrain") or {})})
+
+
+@dataclass(frozen=True)
+class DueTenant:
+    tenant_id: str
+    domain: str
+    reason: str
+    new_interactions: int
+    trained_at: datetime | None
+
+
+def last_trained_at(store: ArtifactStore, tenant_id: str) -> datetime | None:
+    """When the newest of the tenant's current (promoted) models was created."""
+    stamps = []
+    for algorithm in REGISTRY:
+        version = store.current(tenant_id, algorithm)
+        if version is not None:
+            created = store.metadata(tenant_id, algorithm, version).get("created_at")
+            if created:
+                stamps.append(datetime.fromisoformat(created))
+    return max(stamps) if stamps else None
+
+
+def why_due(
+    policy: RetrainPolicy, trained_at: datetime | None, new_interactions: int, now: datetime
+) -> str | None:
+    """The reason the tenant must be retrained now, or None."""
+    if new_interactions == 0:
+        return None
+    if trained_at is None:
+        return "never trained"
+    if policy.after_interactions and new_interactions >= policy.after_interactions:
+        return f"{new_interactions} new interactions (threshold {policy.after_interactions})"
+    if policy.after_minutes and now - trained_at >= timedelta(minutes=policy.after_minutes):
+        return f"models older than {policy.after_minutes:g} minutes"
+    return None
+
+
+async def _check_tenant(
+    database: Database, store: ArtifactStore, settings: Settings, tenant: Tenant, now: datetime
+) -> DueTenant | None:
+    try:
+        policy = RetrainPolicy.for_tenant(settings, tenant.settings)
+    except ValidationError as error:
+        log.warning("tenant %s has an invalid retrain policy, skipped: %s", tenant.domain, error)
+        return None
+    trained_at = await asyncio.to_thread(last_trained_at, store, str(tenant.id))
+    async with database.session() as session:
+        new = await repo.count_interactions(session=session, tenant_id=tenant.id, since=trained_at)
+    reason = why_due(policy, trained_at, new, now)
+    if reason is None:
+        return None
+    return DueTenant(str(tenant.id), tenant.domain, reason, new, trained_at)
+
+
+async def due_tenants(settings: Settings, *, now: datetime | None = None) -> list[DueTenant]:
+    """Every active tenant whose retraining policy says it is due at ``now``."""
+    now = now or datetime.now(UTC)
+    assert settings.database_url is not None
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    store = create_artifact_store(settings)
+    due: list[DueTenant] = []
+    try:
+        offset = 0
+        while True:
+            async with database.session() as session:
+                page = await repo.list_tenants(
+                    session=session, limit=100, offset=offset, active_only=True
+                )
+            for tenant in page:
+                if (
+                    found := await _check_tenant(database, store, settings, tenant, now)
+                ) is not None:
+                    due.append(found)
+            if len(page) < 100:
+                return due
+            offset += 100
+    finally:
+        await database.dispose()
+
+
+async def retrain_due(
+    settings: Settings, trainer: Trainer, *, now: datetime | None = None
+) -> list[tuple[DueTenant, Any]]:
+    """Train every due tenant, one after the other; a failing tenant does not stop the rest."""
+    done: list[tuple[DueTenant, Any]] = []
+    for tenant in await due_tenants(settings, now=now):
+        try:
+            done.append((tenant, await trainer(settings, tenant.tenant_id)))
+        except Exception as error:  # one tenant's bad data must not block the others
+            log.exception("retraining %s failed", tenant.domain)
+            done.append((tenant, error))
+    return done
