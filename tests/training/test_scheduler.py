@@ -1,0 +1,131 @@
+"""Automatic retraining: which tenants are due under their policy, and training only those."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage import repositories as repo
+from storage.artifacts import ArtifactStore
+from storage.db import Database, migrate
+from storage.settings import Settings
+from training.scheduler import RetrainPolicy, due_tenants, retrain_due, why_due
+
+TRAINED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path, env="test", retrain_after_interactions=5, retrain_after_minutes=60
+    )
+
+
+async def _tenant(
+    database: Database, domain: str, events: int, retrain: dict[str, Any] | None = None
+) -> str:
+    async with database.session() as session:
+        tenant = await repo.create_tenant(
+            session=session,
+            name=domain,
+            domain=domain,
+            settings={"retrain": retrain} if retrain is not None else None,
+        )
+        user = await repo.create_user(
+            session=session,
+            tenant_id=tenant.id,
+            email=f"u@{domain}",
+            username="u",
+            password_hash=repo.NO_PASSWORD,
+        )
+        item = await repo.create_item(
+            session=session, tenant_id=tenant.id, external_id="i", title="i"
+        )
+        for n in range(events):  # the last three arrive after the model was trained
+            after = n - (events - 3)
+            when = TRAINED_AT + timedelta(minutes=after + 1 if after >= 0 else after)
+            await repo.record_interaction(
+                session=session,
+                tenant_id=tenant.id,
+                user_id=user.id,
+                item_id=item.id,
+                interaction_type="view",
+                created_at=when,
+            )
+        return str(tenant.id)
+
+
+def _trained(store: ArtifactStore, tmp: Path, tenant_id: str) -> None:
+    local = tmp / f"model-{tenant_id}"
+    local.mkdir()
+    (local / "arrays.npz").write_bytes(b"x")
+    version = store.new_version(tenant_id, "popularity")
+    store.save(tenant_id, "popularity", version, local, {"created_at": TRAINED_AT.isoformat()})
+    store.promote(tenant_id, "popularity", version)
+
+
+@pytest.fixture
+async def tenants(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    store = ArtifactStore(settings.artifact_uri)
+    try:
+        ids = {
+            "never": await _tenant(database, "never.example", 3),
+            "quiet": await _tenant(database, "quiet.example", 6),
+            "eager": await _tenant(database, "eager.example", 6, {"after_interactions": 2}),
+            "empty": await _tenant(database, "empty.example", 0),
+            "broken": await _tenant(database, "broken.example", 6, {"after_hours": 1}),
+        }
+    finally:
+        await database.dispose()
+    for name in ("quiet", "eager", "empty", "broken"):
+        _trained(store, tmp_path, ids[name])
+    return ids
+
+
+async def test_due_by_count_by_age_and_never_trained(
+    settings: Settings, tenants: dict[str, str]
+) -> None:
+    soon = await due_tenants(settings, now=TRAINED_AT + timedelta(minutes=10))
+    assert {d.tenant_id: d.new_interactions for d in soon} == {
+        tenants["never"]: 3,
+        tenants["eager"]: 3,  # only the interactions after its model was created
+    }
+    assert {d.reason for d in soon} == {"never trained", "3 new interactions (threshold 2)"}
+
+    later = await due_tenants(settings, now=TRAINED_AT + timedelta(minutes=61))
+    reasons = {d.domain: d.reason for d in later}
+    assert reasons["quiet.example"] == "models older than 60 minutes"
+    assert "empty.example" not in reasons  # nothing new since training: no point retraining
+    assert "broken.example" not in reasons  # an invalid policy is skipped, not guessed
+
+
+async def test_retrain_due_trains_each_due_tenant_and_survives_failures(
+    settings: Settings, tenants: dict[str, str]
+) -> None:
+    calls: list[str] = []
+
+    async def trainer(_: Settings, tenant_id: str) -> str:
+        calls.append(tenant_id)
+        if tenant_id == tenants["never"]:
+            raise RuntimeError("no luck")
+        return f"trained {tenant_id}"
+
+    done = await retrain_due(settings, trainer, now=TRAINED_AT + timedelta(minutes=10))
+    assert sorted(calls) == sorted([tenants["never"], tenants["eager"]])
+    outcomes = {due.tenant_id: outcome for due, outcome in done}
+    assert isinstance(outcomes[tenants["never"]], RuntimeError)
+    assert outcomes[tenants["eager"]] == f"trained {tenants['eager']}"
+
+
+def test_policy_merges_tenant_settings_over_defaults(settings: Settings) -> None:
+    policy = RetrainPolicy.for_tenant(settings, {"retrain": {"after_minutes": 0}})
+    assert (policy.after_interactions, policy.after_minutes) == (5, 0)
+    old = TRAINED_AT - timedelta(days=30)
+    assert why_due(policy, old, 4, TRAINED_AT) is None  # age rule off, count below threshold
+    assert why_due(policy, old, 5, TRAINED_AT) == "5 new interactions (threshold 5)"
+    assert why_due(policy, None, 0, TRAINED_AT) is None
