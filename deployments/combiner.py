@@ -27,6 +27,7 @@ from deployments.models import (
 )
 from deployments.scoring import as_pairs
 from deployments.training_jobs import TrainingJobs
+from deployments.version_events import VersionEvents
 from graph_api.recommender import RecommendationRequest, RecommendationResponse
 from storage.settings import Settings
 from training.hybrid import HybridItem
@@ -72,6 +73,8 @@ class HybridCombiner:
         self._config = CombinerConfig.model_validate(config or {})
         self._versions = VersionCache(resolve_source(source, self._settings))
         self._versions.ttl_seconds = self._config.version_ttl_s
+        # Promotions announced on models:{tenant} invalidate at once; the TTL is the fallback.
+        self._events = VersionEvents(self._settings, self._versions.invalidate)
         self._jobs = TrainingJobs(train_entrypoint, num_cpus=self._config.train_num_cpus)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -87,6 +90,7 @@ class HybridCombiner:
 
     async def _versions_for(self, tenant_id: str, names: list[str]) -> dict[str, str]:
         """Each engine's current version; engines the tenant never trained are left out."""
+        self._events.watch(tenant_id)
 
         def lookup() -> dict[str, str]:
             found = {name: self._versions.get(tenant_id, name) for name in names}

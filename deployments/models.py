@@ -102,5 +102,6 @@ class VersionCache:
         if tenant_id is None:
             self._entries.clear()
             return
-        for key in [k for k in self._entries if k[0] == tenant_id]:
-            del self._entries[key]
+        # list() first: lookups run in worker threads and may add entries meanwhile.
+        for key in [k for k in list(self._entries) if k[0] == tenant_id]:
+            self._entries.pop(key, None)
