@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,14 @@ from deployments.models import (
     resolve_source,
     version_label,
 )
+from deployments.ray_metrics import install_ray_metrics
 from deployments.scoring import as_pairs
 from deployments.training_jobs import TrainingJobs
 from deployments.version_events import VersionEvents
 from graph_api.recommender import RecommendationRequest, RecommendationResponse
+from storage import meters
 from storage.settings import Settings
+from storage.tracing import configure_tracing, extract, inject, tracer
 from training.hybrid import HybridItem
 
 FALLBACK = "popularity"
@@ -68,6 +72,8 @@ class HybridCombiner:
         config: dict[str, Any] | None = None,
         train_entrypoint: str = "training.pipeline:train_tenant",
     ) -> None:
+        install_ray_metrics()
+        configure_tracing("recserve-combiner")
         self._engines = dict(engines)
         self._settings = Settings()
         self._config = CombinerConfig.model_validate(config or {})
@@ -93,16 +99,34 @@ class HybridCombiner:
         self._events.watch(tenant_id)
 
         def lookup() -> dict[str, str]:
-            found = {name: self._versions.get(tenant_id, name) for name in names}
+            # to_thread copies the context: this span is a child of the request's.
+            with tracer().start_as_current_span("storage artifacts.current"):
+                found = {name: self._versions.get(tenant_id, name) for name in names}
             return {name: version for name, version in found.items() if version is not None}
 
         return await asyncio.to_thread(lookup)
 
     def _caller(self, engine: str, method: str, tenant_id: str, version: str, payload: dict):
         handle = self._engines[engine].options(multiplexed_model_id=model_id(tenant_id, version))
-        return lambda: getattr(handle, method).remote(payload)
+        return lambda: getattr(handle, method).remote(inject(dict(payload)))
 
     async def recommend(self, request: dict[str, Any]) -> dict[str, Any]:
+        algorithm = str(request.get("algorithm", ""))
+        label = algorithm if algorithm == "hybrid" or algorithm in self._engines else "unknown"
+        started = time.perf_counter()
+        status = "error"
+        with tracer().start_as_current_span(
+            "combiner recommend", context=extract(request), attributes={"algorithm": label}
+        ):
+            try:
+                response = await self._recommend(request)
+                status = "degraded" if response["engines_failed"] else "ok"
+                return response
+            finally:
+                seconds = time.perf_counter() - started
+                meters.recommendation(label, request.get("tenant_id"), status, seconds)
+
+    async def _recommend(self, request: dict[str, Any]) -> dict[str, Any]:
         req = request_from_dict(request)
         if req.algorithm != "hybrid" and req.algorithm not in self._engines:
             raise ValueError(f"unknown algorithm {req.algorithm!r}")

@@ -15,10 +15,12 @@ import logging
 import os
 from typing import Any
 
+from opentelemetry.trace import Link, get_current_span
 from pydantic import BaseModel, Field
 from ray import serve
 
 from deployments.models import ModelSource, resolve_source, split_model_id
+from deployments.ray_metrics import install_ray_metrics
 from deployments.scoring import (
     EngineQuery,
     as_pairs,
@@ -26,11 +28,17 @@ from deployments.scoring import (
     run_queries,
     similarity_matrix,
 )
+from storage import meters
 from storage.settings import Settings
+from storage.tracing import configure_tracing, extract, tracer
 
 logger = logging.getLogger("ray.serve")
 
 Pairs = list[tuple[str, float]]
+
+
+def span_context(payload: dict[str, Any]) -> Any:
+    return get_current_span(extract(payload)).get_span_context()
 
 
 class EngineConfig(BaseModel):
@@ -50,6 +58,8 @@ class Engine:
         source: ModelSource | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
+        install_ray_metrics()
+        configure_tracing(f"recserve-engine-{algorithm}")
         self.algorithm = algorithm
         self._settings = Settings()
         self._source = resolve_source(source, self._settings)
@@ -71,7 +81,12 @@ class Engine:
         async def load(model_id: str) -> Any:
             tenant_id, version = split_model_id(model_id)
             logger.info("engine %s loading %s", self.algorithm, model_id)
-            return await asyncio.to_thread(self._source.load, tenant_id, self.algorithm, version)
+            with tracer().start_as_current_span("storage artifacts.load"):
+                model = await asyncio.to_thread(
+                    self._source.load, tenant_id, self.algorithm, version
+                )
+            meters.model_version_served(tenant_id, self.algorithm, version)
+            return model
 
         self._model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
 
@@ -81,9 +96,17 @@ class Engine:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def recommend(self, payloads: list[dict[str, Any]]) -> list[Pairs]:
         """Batched per model id (Serve splits batches by multiplexed model id)."""
-        model = await self._current_model()
-        queries = [EngineQuery.from_payload(p) for p in payloads]
-        return await asyncio.to_thread(run_queries, model, queries)
+        # One span per batch, continuing the first request's trace (the others are linked).
+        links = [Link(span_context(p)) for p in payloads[1:] if span_context(p).is_valid]
+        with tracer().start_as_current_span(
+            f"engine {self.algorithm} recommend",
+            context=extract(payloads[0]),
+            links=links,
+            attributes={"algorithm": self.algorithm, "batch_size": len(payloads)},
+        ):
+            model = await self._current_model()
+            queries = [EngineQuery.from_payload(p) for p in payloads]
+            return await asyncio.to_thread(run_queries, model, queries)
 
     async def similar_items(self, payload: dict[str, Any]) -> Pairs:
         model = await self._current_model()

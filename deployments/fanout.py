@@ -12,9 +12,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage import meters
+from storage.tracing import tracer
+
 logger = logging.getLogger("ray.serve")
 
 Pairs = list[tuple[str, float]]
+
+
+def failure_reason(error: BaseException) -> str:
+    """A bounded label: "timeout" or "error" (the exception text goes to the log only)."""
+    return "timeout" if isinstance(error, TimeoutError) else "error"
 
 
 @dataclass
@@ -28,15 +36,18 @@ async def _await_response(response: Any) -> Any:
 
 
 async def call_with_timeout(name: str, make_call: Callable[[], Any], timeout_s: float) -> Pairs:
-    response = make_call()
-    try:
-        return await asyncio.wait_for(_await_response(response), timeout=timeout_s)
-    except BaseException:
-        # Cancelling the DeploymentResponse frees the engine replica from a request nobody awaits.
-        cancel = getattr(response, "cancel", None)
-        if callable(cancel):
-            cancel()
-        raise
+    # The call is made inside the span so the payload's traceparent names it as the parent.
+    with tracer().start_as_current_span(f"engine {name}", attributes={"engine": name}):
+        response = make_call()
+        try:
+            return await asyncio.wait_for(_await_response(response), timeout=timeout_s)
+        except BaseException:
+            # Cancelling the DeploymentResponse frees the engine replica from a request nobody
+            # awaits.
+            cancel = getattr(response, "cancel", None)
+            if callable(cancel):
+                cancel()
+            raise
 
 
 async def fan_out(calls: Mapping[str, Callable[[], Any]], timeout_s: float) -> FanOutResult:
@@ -51,6 +62,7 @@ async def fan_out(calls: Mapping[str, Callable[[], Any]], timeout_s: float) -> F
         if isinstance(outcome, BaseException):
             reason = "timed out" if isinstance(outcome, TimeoutError) else repr(outcome)
             logger.warning("engine %s dropped: %s", name, reason[:500])
+            meters.engine_failure(name, failure_reason(outcome))
             merged.failed.append(name)
         else:
             merged.results[name] = [(str(i), float(s)) for i, s in outcome]
@@ -69,6 +81,7 @@ async def first_answer(
             answer = await call_with_timeout(name, make_call, timeout_s)
         except Exception as error:
             logger.warning("engine %s dropped: %r", name, error)
+            meters.engine_failure(name, failure_reason(error))
             failed.append(name)
             continue
         if usable(answer):

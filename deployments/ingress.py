@@ -12,13 +12,16 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import (
     RecommendationRequest,
     RecommendationResponse,
     ScoredItem,
     TrainingJob,
 )
+from storage.logs import configure_logging
 from storage.settings import Settings
+from storage.tracing import configure_tracing, inject
 
 
 def response_from_dict(data: dict[str, Any]) -> RecommendationResponse:
@@ -47,19 +50,19 @@ class HandleRecommender:
         self._combiner = combiner
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
-        payload = dataclasses.asdict(request)
+        payload = inject(dataclasses.asdict(request))
         return response_from_dict(await self._combiner.recommend.remote(payload))
 
     async def similar_items(
         self, *, tenant_id: str, item_id: str, k: int
     ) -> list[tuple[str, float]]:
-        payload = {"tenant_id": tenant_id, "item_id": item_id, "k": k}
+        payload = inject({"tenant_id": tenant_id, "item_id": item_id, "k": k})
         return _pairs(await self._combiner.similar_items.remote(payload))
 
     async def trending(
         self, *, tenant_id: str, category: str | None, limit: int
     ) -> list[tuple[str, float]]:
-        payload = {"tenant_id": tenant_id, "category": category, "limit": limit}
+        payload = inject({"tenant_id": tenant_id, "category": category, "limit": limit})
         return _pairs(await self._combiner.trending.remote(payload))
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
@@ -71,6 +74,9 @@ class HandleRecommender:
 @serve.ingress()
 class GraphQLIngress:
     def __init__(self, combiner: DeploymentHandle) -> None:
+        install_ray_metrics()
+        configure_tracing("recserve-ingress")
+        configure_logging()
         self._recommender = HandleRecommender(combiner)
         self._settings = Settings()
 

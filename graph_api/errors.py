@@ -20,6 +20,7 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from storage.errors import Conflict, InvalidData, NotFound, StorageError, Unavailable
+from storage.tracing import current_trace_id
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,14 @@ def _rebuild(error: GraphQLError) -> GraphQLError:
         positions=error.positions,
         path=error.path,
         original_error=None,
-        extensions={**extra, "code": code},
+        extensions={**extra, "code": code, **_trace_extension()},
     )
+
+
+def _trace_extension() -> dict[str, str]:
+    # The id an operator pastes into the tracing UI (and greps in the JSON logs).
+    trace_id = current_trace_id()
+    return {"traceId": trace_id} if trace_id is not None else {}
 
 
 class ErrorMapping(SchemaExtension):

@@ -8,11 +8,16 @@ count everything since start.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from strawberry.extensions import SchemaExtension
+
+from storage import meters
+from storage.logs import bind_request, update_request
+from storage.tracing import tracer
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,8 @@ class MetricsRecorder:
         self.operations[operation] = self.operations.get(operation, 0) + 1
         self._expire(now)
 
-    def record_cache(self, hit: bool) -> None:
+    def record_cache(self, hit: bool, tenant_id: object = None) -> None:
+        meters.cache_lookup(tenant_id, hit)
         if hit:
             self.cache_hits += 1
         else:
@@ -102,12 +108,34 @@ class MetricsExtension(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
-        yield
+        # The operation's span is the root of the trace the engines continue (see tracing).
+        with (
+            tracer().start_as_current_span("graphql operation") as span,
+            bind_request(request_id=uuid.uuid4().hex[:16]),
+        ):
+            yield
+            span.set_attribute("graphql.operation.name", self._operation_label())
+            update_request(operation=self._operation_label(), tenant_id=self._tenant_id())
+        self._record(started)
+
+    def _record(self, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         result = self.execution_context.result
         failed = bool(result is not None and result.errors)
         name = self._operation_label()
         self.recorder.record_request(name, elapsed_ms, failed)
+        kind, _, operation = name.partition(":")
+        meters.graphql_request(
+            kind,
+            operation if kind != "invalid" else None,
+            self._tenant_id(),
+            "error" if failed else "ok",
+            elapsed_ms / 1000.0,
+        )
+
+    def _tenant_id(self) -> str | None:
+        principal = getattr(self.execution_context.context, "principal", None)
+        return str(principal.tenant_id) if principal is not None else None
 
     def _operation_label(self) -> str:
         try:
