@@ -16,11 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import inspect, text
 from starlette.requests import HTTPConnection
-from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from graph_api.auth import TokenService
 from graph_api.context import RequestContext, Services
+from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.metrics import MetricsRecorder
 from graph_api.ratelimit import RateLimiter
 from graph_api.recommender import Recommender
@@ -110,7 +110,7 @@ def create_app(
     async def get_context(connection: HTTPConnection) -> RequestContext:
         return RequestContext(services, connection.headers.get("authorization"))
 
-    router: GraphQLRouter[RequestContext, None] = GraphQLRouter(
+    router = AuthenticatedGraphQLRouter(
         build_schema(metrics),
         context_getter=get_context,
         graphql_ide="graphiql",

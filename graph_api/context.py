@@ -89,6 +89,15 @@ class RequestContext(BaseContext):
         return principal
 
     @property
+    def credentials_rejected(self) -> bool:
+        """True when a token was presented and failed verification (not when none was sent)."""
+        return self.principal is None and self._auth_error is not None
+
+    def refresh_loaders(self) -> None:
+        """Forget loaded rows: a subscription lives on, and must see writes made since."""
+        self._loaders = None
+
+    @property
     def loaders(self) -> Loaders:
         """Tenant-scoped loaders; only reachable from fields whose parent was authorized."""
         principal = self.principal

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
@@ -81,8 +82,15 @@ class Mutation(AuthMutation):
                 value=value,
                 idempotency_key=input.idempotency_key,
             )
-        event = {"kind": "interaction", "user_id": str(principal.user_id)}
-        await _after_user_write(info.context, principal, {**event, "item_id": str(row.item_id)})
+        event = {
+            "kind": "interaction",
+            "user_id": str(principal.user_id),
+            "item_id": str(row.item_id),
+            "interaction_type": row.interaction_type,
+            "value": float(row.value),
+            "at": row.created_at.isoformat(),
+        }
+        await _after_user_write(info.context, principal, event)
         return Interaction.from_row(row)
 
     @strawberry.mutation
@@ -99,7 +107,13 @@ class Mutation(AuthMutation):
                 item_id=item_id,
                 rating=value,
             )
-        event = {"kind": "rating", "user_id": str(principal.user_id), "item_id": str(item_id)}
+        event = {
+            "kind": "rating",
+            "user_id": str(principal.user_id),
+            "item_id": str(item_id),
+            "value": value,
+            "at": datetime.now(UTC).isoformat(),
+        }
         await _after_user_write(info.context, principal, event)
         return Rating.from_row(row)
 

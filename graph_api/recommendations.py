@@ -30,6 +30,8 @@ from storage.cache.base import tenant_key
 
 MAX_K = 100
 HISTORY_LENGTH = 50
+# Ratings at or above this join the history as positive signal (training weighs them above 2.5).
+LIKED_RATING = 3.5
 # minRating filters after scoring, so ask for more than needed; ratings are sparse.
 MIN_RATING_OVERFETCH = 4
 
@@ -114,8 +116,7 @@ async def recommend(
 async def _ask_recommender(
     ctx: RequestContext, principal: Principal, params: RecommendationParams
 ) -> RecommendationResponse:
-    recent = await ctx.loaders.interactions.load((principal.user_id, None))
-    history = tuple(str(row.item_id) for row in recent[:HISTORY_LENGTH])
+    history = await _history(ctx, principal.user_id)
     fetch = params.k * MIN_RATING_OVERFETCH if params.min_rating is not None else params.k
     request = RecommendationRequest(
         tenant_id=str(principal.tenant_id),
@@ -130,6 +131,16 @@ async def _ask_recommender(
         history=history,
     )
     return await ctx.services.recommender.recommend(request)
+
+
+async def _history(ctx: RequestContext, user_id: uuid.UUID) -> tuple[str, ...]:
+    """Newest first: interactions and well-rated items, so engines fold in the latest signal."""
+    recent = await ctx.loaders.interactions.load((user_id, None))
+    rated = await ctx.loaders.ratings.load(user_id)
+    events = [(row.created_at, str(row.item_id)) for row in recent]
+    events += [(row.updated_at, str(row.item_id)) for row in rated if row.rating >= LIKED_RATING]
+    events.sort(key=lambda event: event[0], reverse=True)
+    return tuple(dict.fromkeys(item_id for _, item_id in events))[:HISTORY_LENGTH]
 
 
 async def _hydrate(

@@ -1,0 +1,143 @@
+"""GraphQL subscriptions, served over websockets (graphql-transport-ws and graphql-ws).
+
+Each stream listens on its own tenant's channels only; a subscriber can never name another
+tenant, because the channel comes from the verified token. Recomputing streams coalesce bursts
+(one recomputation per burst), and ``trendingItems`` is throttled: it asks the trending engine
+at most once per ``TRENDING_MIN_INTERVAL_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.scalars import JSON
+
+from graph_api.auth import Principal
+from graph_api.context import Info, RequestContext
+from graph_api.errors import BadUserInput, ObjectNotFound
+from graph_api.inputs import MAX_PAGE
+from graph_api.live import ActivityEvent, drain, is_write_event, subscribe_tenant, touches_user
+from graph_api.mutations import events_channel
+from graph_api.queries import require_admin
+from graph_api.recommendations import RecommendationParams, hydrate_pairs, recommend
+from graph_api.types import PerformanceMetrics, RecommendationItem, SimilarItem
+
+TRENDING_MIN_INTERVAL_S = 1.0
+MIN_METRICS_INTERVAL_S = 0.5
+MAX_METRICS_INTERVAL_S = 300.0
+
+
+async def _fresh_recommendations(
+    context: RequestContext, principal: Principal, params: RecommendationParams
+) -> list[RecommendationItem]:
+    context.refresh_loaders()  # the history must include the write that woke us
+    result = await recommend(context, principal, params)
+    return result.items
+
+
+async def _fresh_trending(
+    context: RequestContext, principal: Principal, category: str | None, limit: int
+) -> list[SimilarItem]:
+    context.refresh_loaders()
+    pairs = await context.services.recommender.trending(
+        tenant_id=str(principal.tenant_id), category=category, limit=limit
+    )
+    return await hydrate_pairs(context, pairs)
+
+
+async def _activity(
+    info: Info, principal: Principal, wanted: dict[str, str]
+) -> AsyncGenerator[ActivityEvent, None]:
+    """The tenant's committed writes whose fields equal ``wanted``."""
+    cache = info.context.services.cache
+    async with await cache.subscribe(events_channel(principal.tenant_id)) as subscription:
+        async for _channel, event in subscription:
+            if is_write_event(event) and all(event.get(k) == v for k, v in wanted.items()):
+                yield ActivityEvent.from_event(event, principal)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def tenant_events(self, info: Info, only_mine: bool = True) -> AsyncGenerator[JSON, None]:
+        """Interactions and ratings recorded in the caller's tenant, as they are committed."""
+        principal = await info.context.authorize()
+        cache = info.context.services.cache
+        async with await cache.subscribe(events_channel(principal.tenant_id)) as subscription:
+            async for _channel, event in subscription:
+                if only_mine and event.get("user_id") != str(principal.user_id):
+                    continue
+                yield event
+
+    @strawberry.subscription
+    async def recommendation_updates(
+        self, info: Info, algorithm: str = "hybrid", num_recommendations: int = 10
+    ) -> AsyncGenerator[list[RecommendationItem], None]:
+        """The caller's recommendations now, then again after each of their interactions or
+        ratings (folded in without retraining) and after each model promotion."""
+        principal = await info.context.authorize()
+        params = RecommendationParams(algorithm=algorithm, k=num_recommendations)
+        params.validate()
+        context = info.context
+        async with await subscribe_tenant(context, principal) as subscription:
+            yield await _fresh_recommendations(context, principal, params)
+            async for _channel, event in subscription:
+                if touches_user(event, principal.user_id):
+                    await drain(subscription)
+                    yield await _fresh_recommendations(context, principal, params)
+
+    @strawberry.subscription
+    async def item_interactions(
+        self, info: Info, item_id: uuid.UUID
+    ) -> AsyncGenerator[ActivityEvent, None]:
+        """Interactions and ratings on one of the tenant's items, by anyone in the tenant."""
+        principal = await info.context.authorize()
+        if await info.context.loaders.items.load(item_id) is None:
+            raise ObjectNotFound("Item not found.")  # another tenant's id reads as missing
+        async for event in _activity(info, principal, {"item_id": str(item_id)}):
+            yield event
+
+    @strawberry.subscription
+    async def user_activity(self, info: Info) -> AsyncGenerator[ActivityEvent, None]:
+        """The caller's own interactions and ratings, from any device or replica."""
+        principal = await info.context.authorize()
+        async for event in _activity(info, principal, {"user_id": str(principal.user_id)}):
+            yield event
+
+    @strawberry.subscription
+    async def trending_items(
+        self, info: Info, category: str | None = None, limit: int = 10
+    ) -> AsyncGenerator[list[SimilarItem], None]:
+        """The trending list now, then re-computed as interactions arrive (throttled)."""
+        principal = await info.context.authorize()
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadUserInput(f"limit must be between 1 and {MAX_PAGE}.")
+        context = info.context
+        async with await subscribe_tenant(context, principal) as subscription:
+            yield await _fresh_trending(context, principal, category, limit)
+            last = time.monotonic()
+            async for _channel, _event in subscription:
+                await asyncio.sleep(max(0.0, last + TRENDING_MIN_INTERVAL_S - time.monotonic()))
+                await drain(subscription)
+                yield await _fresh_trending(context, principal, category, limit)
+                last = time.monotonic()
+
+    @strawberry.subscription
+    async def performance_metrics_stream(
+        self, info: Info, interval_seconds: float = 5.0
+    ) -> AsyncGenerator[PerformanceMetrics, None]:
+        """``performanceMetrics`` every ``intervalSeconds`` (admins only)."""
+        await require_admin(info.context)
+        if not MIN_METRICS_INTERVAL_S <= interval_seconds <= MAX_METRICS_INTERVAL_S:
+            raise BadUserInput(
+                f"intervalSeconds must be between {MIN_METRICS_INTERVAL_S} "
+                f"and {MAX_METRICS_INTERVAL_S}."
+            )
+        metrics = info.context.services.metrics
+        while True:
+            yield PerformanceMetrics(**metrics.snapshot().__dict__)
+            await asyncio.sleep(interval_seconds)
