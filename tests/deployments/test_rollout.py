@@ -131,6 +131,9 @@ async def test_a_trained_version_is_served_from_the_next_request(deployed: dict)
 
 async def test_rollback_serves_the_previous_version_again(deployed: dict) -> None:
     settings, tenant_id = deployed["settings"], deployed["tenant_id"]
+    if "v2" not in deployed:  # run on its own: a second version to roll back from
+        trained = await asyncio.to_thread(train_tenant, settings, tenant_id, ["popularity"])
+        deployed["v2"] = trained.versions["popularity"]
     work = registry.rollback(settings, tenant_id, "popularity")
     back, traffic = await _while_asking(deployed, work)
     assert back == deployed["v1"]
