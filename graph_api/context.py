@@ -38,6 +38,7 @@ class Services:
     tokens: TokenService
     metrics: MetricsRecorder
     rate_limiter: RateLimiter
+    results: Any = None  # graph_api.result_cache.ResultCache over ``cache``
 
 
 class RequestContext(BaseContext):

@@ -6,6 +6,7 @@ published on the tenant's channel, which subscriptions and fold-in listeners con
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
 from graph_api.recommender import ENGINE_NAMES
 from graph_api.types import Interaction, Item, Rating, TrainingJob
 from storage.cache.base import tenant_key
+from storage.errors import Unavailable
 from storage.repositories import interactions as interactions_repo
 from storage.repositories import items as items_repo
 from storage.repositories import ratings as ratings_repo
@@ -37,6 +39,7 @@ INTERACTION_TYPES = frozenset(
     {"view", "click", "like", "dislike", "purchase", "add_to_cart", "share", "bookmark"}
 )
 MAX_IMPORT = 10_000
+logger = logging.getLogger(__name__)
 
 
 def events_channel(tenant_id: uuid.UUID) -> str:
@@ -46,9 +49,17 @@ def events_channel(tenant_id: uuid.UUID) -> str:
 async def _after_user_write(
     ctx: RequestContext, principal: Principal, event: dict[str, Any]
 ) -> None:
-    cache = ctx.services.cache
-    await cache.delete_prefix(user_cache_prefix(principal.tenant_id, principal.user_id))
-    await cache.publish(events_channel(principal.tenant_id), event)
+    prefix = user_cache_prefix(principal.tenant_id, principal.user_id)
+    await ctx.services.results.drop_prefix(prefix)
+    try:
+        await ctx.services.cache.publish(events_channel(principal.tenant_id), event)
+    except Unavailable as error:  # the write is committed; live listeners miss this one event
+        logger.warning("event not published, cache unavailable: %s", error)
+
+
+async def _after_item_change(ctx: RequestContext, principal: Principal) -> None:
+    """An item changed: every cached result of the tenant may show or rank it wrongly."""
+    await ctx.services.results.drop_prefix(tenant_cache_prefix(principal.tenant_id))
 
 
 @strawberry.type
@@ -130,6 +141,7 @@ class Mutation(AuthMutation):
                 external_id=input.external_id or uuid.uuid4().hex,
                 **fields,
             )
+        await _after_item_change(info.context, principal)
         return Item.from_row(row)
 
     @strawberry.mutation
@@ -142,6 +154,7 @@ class Mutation(AuthMutation):
             row = await items_repo.update_item(
                 session=session, tenant_id=principal.tenant_id, item_id=id, **fields
             )
+        await _after_item_change(info.context, principal)
         return Item.from_row(row)
 
     @strawberry.mutation
@@ -149,7 +162,7 @@ class Mutation(AuthMutation):
         principal = await require_admin(info.context)
         async with info.context.session() as session:
             await items_repo.delete_item(session=session, tenant_id=principal.tenant_id, item_id=id)
-        await info.context.services.cache.delete_prefix(tenant_cache_prefix(principal.tenant_id))
+        await _after_item_change(info.context, principal)
         return True
 
     @strawberry.mutation
@@ -169,6 +182,7 @@ class Mutation(AuthMutation):
             ids = await items_repo.bulk_upsert_items(
                 session=session, tenant_id=principal.tenant_id, rows=rows
             )
+        await _after_item_change(info.context, principal)
         return ImportResult(imported=len(ids), item_ids=[ids[row["external_id"]] for row in rows])
 
     @strawberry.mutation
@@ -180,7 +194,7 @@ class Mutation(AuthMutation):
         job = await info.context.services.recommender.train(
             tenant_id=str(principal.tenant_id), algorithms=algorithms
         )
-        await info.context.services.cache.delete_prefix(tenant_cache_prefix(principal.tenant_id))
+        await _after_item_change(info.context, principal)
         return TrainingJob(
             job_id=job.job_id,
             algorithms=list(job.algorithms),

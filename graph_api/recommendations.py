@@ -1,8 +1,9 @@
 """Recommendation resolvers' logic: validate, cache, ask the Recommender, filter, hydrate.
 
-Results are cached per (tenant, user, options) under ``rec:{tenant}:{user}:...`` so a new
-interaction can drop exactly that user's entries; hydration goes through the items loader, one
-query per request however many items come back.
+Results are cached per (tenant, user, model epoch, options) under
+``rec:{tenant}:recs:{user}:e{epoch}:{fingerprint}`` (see ``graph_api.result_cache``) so a new
+interaction can drop exactly that user's entries and a promotion retires them all; hydration
+goes through the items loader, one query per request however many items come back.
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def user_cache_prefix(tenant_id: uuid.UUID, user_id: uuid.UUID) -> str:
     return tenant_key(tenant_id, "recs", user_id) + ":"
 
 
+def result_key(
+    tenant_id: uuid.UUID, user_id: uuid.UUID, epoch: int, params: RecommendationParams
+) -> str:
+    """The tenant's model epoch is part of the key: a promotion makes old results unreachable."""
+    return f"{user_cache_prefix(tenant_id, user_id)}e{epoch}:{params.fingerprint()}"
+
+
 def tenant_cache_prefix(tenant_id: uuid.UUID) -> str:
     return tenant_key(tenant_id, "recs") + ":"
 
@@ -86,22 +94,26 @@ async def recommend(
 ) -> RecommendationResult:
     params.validate()
     started = time.perf_counter()
-    key = f"{user_cache_prefix(principal.tenant_id, principal.user_id)}{params.fingerprint()}"
-    cached = await ctx.services.cache.get(key)
-    ctx.services.metrics.record_cache(hit=cached is not None)
-    if cached is not None:
-        response = _response_from_json(cached)
+    results = ctx.services.results
+    epoch = await results.epoch(principal.tenant_id)
+    if epoch is None:  # cache unreachable: answer uncached rather than fail
+        response, cached = await _ask_recommender(ctx, principal, params), False
     else:
-        response = await _ask_recommender(ctx, principal, params)
-        ttl = ctx.services.settings.cache_default_ttl_seconds
-        await ctx.services.cache.set(key, _response_to_json(response), ttl=ttl)
+        key = result_key(principal.tenant_id, principal.user_id, epoch, params)
+
+        async def compute() -> dict[str, Any]:
+            return _response_to_json(await _ask_recommender(ctx, principal, params))
+
+        payload, cached = await results.get_or_compute(key, compute)
+        response = _response_from_json(payload)
+    ctx.services.metrics.record_cache(hit=cached)
     items = await _hydrate(ctx, response, params)
     elapsed_ms = max((time.perf_counter() - started) * 1000.0, 1e-3)
     explanation = {
         "enginesUsed": response.engines_used,
         "enginesFailed": response.engines_failed,
         "modelVersion": response.model_version,
-        "cached": cached is not None,
+        "cached": cached,
     }
     return RecommendationResult(
         items=items,

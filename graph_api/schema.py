@@ -12,6 +12,7 @@ import strawberry
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 
 from graph_api.errors import ErrorMapping
+from graph_api.limits import RequestLimits
 from graph_api.metrics import MetricsExtension, MetricsRecorder
 from graph_api.mutations import Mutation
 from graph_api.queries import Query
@@ -31,6 +32,7 @@ def build_schema(metrics: MetricsRecorder) -> strawberry.Schema:
             partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
             partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
             partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+            RequestLimits,
             partial(MetricsExtension, metrics),
             ErrorMapping,
         ],

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from storage import meters
 from storage import repositories as repo
 from storage.artifacts import ArtifactStore, create_artifact_store
 from storage.cache import create_cache
+from storage.cache.keys import bump_model_epoch
 from storage.db import Database, migrate
 from storage.errors import InvalidData
 from storage.settings import Settings
@@ -222,7 +222,6 @@ async def train_tenant_async(
             model = create(name, seed=seed).fit(full, data.items)
         except InvalidData as error:  # e.g. svd with no explicit ratings
             result.skipped[name] = str(error)
-            meters.training_run(name, "skipped", time.perf_counter() - fit_started)
             continue
         fit_seconds = time.perf_counter() - fit_started
         metrics = holdout_metrics(name, data, seed) if evaluate else {}
@@ -236,7 +235,6 @@ async def train_tenant_async(
             "code_version": code_version(),
         }
         result.versions[name] = _publish_model(artifacts, str(tenant_id), name, model, metadata)
-        meters.training_run(name, "succeeded", time.perf_counter() - fit_started)
         result.metrics[name] = metrics
         if (found := _item_vectors(name, model)) is not None:
             vectors[name] = found
@@ -252,6 +250,8 @@ async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> 
     """Tell every replica (through the cache's pub/sub) that new versions are current."""
     cache = create_cache(settings)
     try:
+        # The epoch first: once replicas hear of the new versions, old cached results are gone.
+        await bump_model_epoch(cache, tenant)
         await cache.publish(f"models:{tenant}", {"tenant_id": tenant, "versions": result.versions})
     finally:
         await cache.close()

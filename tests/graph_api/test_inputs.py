@@ -109,15 +109,17 @@ async def test_rate_limit_status_and_refusal(api: Api) -> None:
     token, _ = await api.register("busy@a.example", "a.example")
     services = api.app.state.services
     services.rate_limiter = RateLimiter(
-        api.cache, window_seconds=60, tier_limits={"basic": TierLimits(per_user=3, per_tenant=50)}
+        api.cache, window_seconds=60, tier_limits={"basic": TierLimits(per_user=5, per_tenant=50)}
     )
     first = await api.ok("{ rateLimitStatus { limit remaining used } }", token=token)
-    assert first["rateLimitStatus"] == {"limit": 3, "remaining": 2, "used": 1}
-    # Several top-level fields in one request count once.
+    assert first["rateLimitStatus"] == {"limit": 5, "remaining": 4, "used": 1}
+    # One request is charged once: the sum of its root fields' costs (1 each here).
     second = await api.ok("{ rateLimitStatus { remaining } me { id } items { id } }", token=token)
     assert second["rateLimitStatus"]["remaining"] == 1
     await api.ok("{ me { id } }", token=token)
-    refused = await api.gql("{ me { id } }", token=token)
+    response = await api.post("{ me { id } }", token=token)
+    assert response.status_code == 429
+    refused = response.json()
     assert _code(refused) == "RATE_LIMITED"
     assert refused["errors"][0]["extensions"]["retryAfterSeconds"] > 0
 
