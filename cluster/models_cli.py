@@ -99,6 +99,7 @@ def retrain_due_command(
     loop: Annotated[
         float | None, typer.Option(help="Check again every this many seconds, until Ctrl-C")
     ] = None,
+    algorithms: Annotated[str | None, typer.Option(help="Comma-separated, default: all")] = None,
 ) -> None:
     """Train every tenant whose retraining policy says it is due."""
     from cluster.cli import console, run
@@ -106,8 +107,13 @@ def retrain_due_command(
     from training.scheduler import retrain_due
 
     settings = get_settings()
+    names = [a.strip() for a in algorithms.split(",")] if algorithms else None
+
+    async def trainer(settings: Settings, tenant_id: str) -> Any:
+        return await train_tenant_async(settings, tenant_id, names)
+
     while True:
-        for due, outcome in run(retrain_due(settings, train_tenant_async)):
+        for due, outcome in run(retrain_due(settings, trainer)):
             console.print(f"{due.domain}: {due.reason} -> {_outcome_text(outcome)}")
         if loop is None:
             return

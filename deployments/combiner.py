@@ -18,7 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.blend import Similarity, blend_candidates, finish
-from deployments.fanout import FanOutResult, fan_out, first_answer
+from deployments.fanout import FanOutResult, failed_calls, fan_out, first_answer
 from deployments.models import (
     ModelSource,
     VersionCache,
@@ -217,6 +217,13 @@ class HybridCombiner:
         }
         _, answer, _ = await first_answer(calls, self._config.engine_timeout_s)
         return as_pairs(answer or [])
+
+    async def health(self) -> dict[str, str]:
+        """Each engine's state: "ok" when a replica answers ``info`` within the timeout."""
+        names = list(self._engines)
+        calls = {name: (lambda n=name: self._engines[n].info.remote()) for name in names}
+        outcome = await failed_calls(calls, self._config.engine_timeout_s)
+        return {name: "unavailable" if name in outcome else "ok" for name in names}
 
     async def train(self, request: dict[str, Any]) -> dict[str, Any]:
         tenant_id = str(request["tenant_id"])

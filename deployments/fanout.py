@@ -69,6 +69,16 @@ async def fan_out(calls: Mapping[str, Callable[[], Any]], timeout_s: float) -> F
     return merged
 
 
+async def failed_calls(calls: Mapping[str, Callable[[], Any]], timeout_s: float) -> set[str]:
+    """The names of the calls that raised or missed the deadline (answers are not kept)."""
+    names = list(calls)
+    outcomes = await asyncio.gather(
+        *(asyncio.wait_for(_await_response(calls[n]()), timeout=timeout_s) for n in names),
+        return_exceptions=True,
+    )
+    return {n for n, o in zip(names, outcomes, strict=True) if isinstance(o, BaseException)}
+
+
 async def first_answer(
     calls: Mapping[str, Callable[[], Any]],
     timeout_s: float,

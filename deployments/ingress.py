@@ -65,6 +65,10 @@ class HandleRecommender:
         payload = inject({"tenant_id": tenant_id, "category": category, "limit": limit})
         return _pairs(await self._combiner.trending.remote(payload))
 
+    async def health(self) -> dict[str, str]:
+        """Each engine's state, as the combiner sees it (read by the ``/health`` report)."""
+        return dict(await self._combiner.health.remote())
+
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
         payload = {"tenant_id": tenant_id, "algorithms": algorithms}
         return job_from_dict(await self._combiner.train.remote(payload))

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from deployments.models import version_label
+from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import TrainingJob
 from storage.settings import Settings
 
@@ -39,6 +40,7 @@ def _run_training(
     entrypoint: str, settings: Settings, tenant_id: str, algorithms: list[str] | None
 ) -> dict[str, Any]:
     """Runs ``training.pipeline.train_tenant`` (or ``entrypoint``) in this worker process."""
+    install_ray_metrics()  # training_runs_total & co. from this worker reach Ray's endpoint
     return summarise(_resolve(entrypoint)(settings, tenant_id, algorithms))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
@@ -22,13 +22,13 @@ from graph_api.auth import TokenService
 from graph_api.context import RequestContext, Services
 from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.metrics import MetricsRecorder
+from graph_api.observability import mount_observability
 from graph_api.ratelimit import RateLimiter
 from graph_api.recommender import Recommender
 from graph_api.result_cache import ResultCache
 from graph_api.schema import build_schema
 from storage.cache import Cache, create_cache
 from storage.db import Database, migrate
-from storage.errors import StorageError
 from storage.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,30 +39,6 @@ async def database_is_empty(database: Database) -> bool:
     async with database.engine.connect() as connection:
         names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
     return "alembic_version" not in names
-
-
-async def _check(name: str, probe: Any) -> tuple[str, str]:
-    try:
-        await probe()
-    except (StorageError, OSError, TimeoutError) as error:
-        logger.warning("health check %s failed: %s", name, error)
-        return name, "unavailable"
-    return name, "ok"
-
-
-async def health_report(services: Services) -> dict[str, Any]:
-    async def ping_database() -> None:
-        async with services.database.session() as session:
-            await session.execute(text("SELECT 1"))
-
-    checks = dict(
-        [
-            await _check("database", ping_database),
-            await _check("cache", services.cache.ping),
-        ]
-    )
-    healthy = all(state == "ok" for state in checks.values())
-    return {"status": "ok" if healthy else "degraded", "checks": checks}
 
 
 def _lifespan(services: Services, owned: list[Any]) -> Any:
@@ -122,16 +98,7 @@ def create_app(
     app.state.services = services
     app.include_router(router, prefix="/graphql")
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        """Liveness: answers while the process runs; says which backends are reachable."""
-        return await health_report(services)
-
-    @app.get("/health/ready")
-    async def ready() -> JSONResponse:
-        """Readiness: 503 until the database and cache both answer."""
-        report = await health_report(services)
-        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+    mount_observability(app, services)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:

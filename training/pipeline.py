@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from storage import meters
 from storage import repositories as repo
 from storage.artifacts import ArtifactStore, create_artifact_store
 from storage.cache import create_cache
@@ -222,6 +223,7 @@ async def train_tenant_async(
             model = create(name, seed=seed).fit(full, data.items)
         except InvalidData as error:  # e.g. svd with no explicit ratings
             result.skipped[name] = str(error)
+            meters.training_run(name, "skipped", time.perf_counter() - fit_started)
             continue
         fit_seconds = time.perf_counter() - fit_started
         metrics = holdout_metrics(name, data, seed) if evaluate else {}
@@ -235,6 +237,7 @@ async def train_tenant_async(
             "code_version": code_version(),
         }
         result.versions[name] = _publish_model(artifacts, str(tenant_id), name, model, metadata)
+        meters.training_run(name, "succeeded", time.perf_counter() - fit_started)
         result.metrics[name] = metrics
         if (found := _item_vectors(name, model)) is not None:
             vectors[name] = found

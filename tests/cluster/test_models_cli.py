@@ -109,6 +109,16 @@ def test_promotion_is_announced_on_the_models_channel(trained: dict, redis_url: 
 
 
 def test_retrain_due_trains_only_tenants_past_their_policy(trained: dict) -> None:
-    code, out = invoke("retrain-due")
+    code, out = invoke("retrain-due", "--algorithms", "popularity")
     assert code == 0, out
     assert DOMAIN not in out  # no interaction arrived since the last training
+
+    assert invoke("tenant", "create", "--domain", "fresh.example")[0] == 0
+    args = ("--users", "10", "--items", "8", "--per-user", "3")
+    assert invoke("ingest", "synthetic", "--tenant", "fresh.example", *args)[0] == 0
+    code, out = invoke("retrain-due", "--algorithms", "popularity")
+    assert code == 0, out
+    assert "fresh.example: never trained -> trained popularity=v000001" in out
+    assert DOMAIN not in out
+    code, out = invoke("retrain-due", "--algorithms", "popularity")
+    assert "fresh.example" not in out  # trained now: nothing new since

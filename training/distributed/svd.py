@@ -1,0 +1,118 @@
+"""Distributed biased MF (the model of ``training.algorithms.svd``): data-parallel Adam/SGD
+under DDP.
+
+Every rank draws the same initial factors and the same epoch permutation, then takes every
+``world``-th rating of each global batch. Its loss is scaled by ``world / len(batch)`` so DDP's
+gradient average equals the gradient of the global batch mean: one step matches one
+single-node step on the same batch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.algorithms.svd import SVDConfig
+
+PARAMS_FILE = "svd.npz"
+
+
+def _module(torch: Any, n_users: int, n_items: int, cfg: SVDConfig, generator: Any) -> Any:
+    class BiasedMF(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            # the single-node trainer's draw order: user factors, then item factors
+            self.p = torch.nn.Parameter(torch.randn(n_users, cfg.factors, generator=generator))
+            self.q = torch.nn.Parameter(torch.randn(n_items, cfg.factors, generator=generator))
+            with torch.no_grad():
+                self.p.mul_(cfg.init_std)
+                self.q.mul_(cfg.init_std)
+            self.bu = torch.nn.Parameter(torch.zeros(n_users))
+            self.bi = torch.nn.Parameter(torch.zeros(n_items))
+
+        def forward(self, users: Any, items: Any, targets: Any, mean: float) -> Any:
+            pu, qi, b_u, b_i = self.p[users], self.q[items], self.bu[users], self.bi[items]
+            error = targets - (mean + b_u + b_i + (pu * qi).sum(dim=1))
+            penalty = cfg.regularization * ((pu**2).sum(1) + (qi**2).sum(1))
+            penalty = penalty + cfg.bias_regularization * (b_u**2 + b_i**2)
+            return (error**2 + penalty).sum()
+
+    return BiasedMF()
+
+
+def _epoch(torch: Any, state: dict[str, Any], order: Any, rank: int, world: int) -> float:
+    model, optimizer, batch_size = state["model"], state["optimizer"], state["batch_size"]
+    users, items, targets, mean = state["users"], state["items"], state["targets"], state["mean"]
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        local = batch[rank::world]
+        summed = model(users[local], items[local], targets[local], mean)
+        optimizer.zero_grad()
+        (summed * (world / len(batch))).backward()
+        optimizer.step()
+        total += float(summed.detach())
+    return total
+
+
+def svd_worker(config: dict[str, Any]) -> None:
+    """TorchTrainer ``train_loop_per_worker``: one report per epoch, parameters at the end."""
+    import ray
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from ray.train.torch import prepare_model
+
+    torch.set_num_threads(int(config["threads"]))
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    rows, cols, values, shape = ray.get(config["ratings"])
+    cfg = SVDConfig.model_validate(config["model_config"])
+    generator = torch.Generator().manual_seed(int(config["seed"]))
+    module = _module(torch, shape[0], shape[1], cfg, generator)
+    model = prepare_model(module)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
+    optimizer_class = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+    state = {
+        "model": model,
+        "optimizer": optimizer_class(model.parameters(), lr=cfg.learning_rate),
+        "batch_size": cfg.batch_size,
+        "users": torch.from_numpy(rows.astype(np.int64)),
+        "items": torch.from_numpy(cols.astype(np.int64)),
+        "targets": torch.from_numpy(values.astype(np.float32)),
+        "mean": float(values.mean()) if len(values) else 0.0,
+    }
+    elapsed = 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        loss = _epoch(torch, state, torch.randperm(len(values), generator=generator), rank, world)
+        elapsed += time.perf_counter() - started
+        summed = torch.tensor(loss, dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(summed)
+        metrics = {"epoch": epoch, "loss": float(summed) / max(len(values), 1)}
+        metrics["train_seconds"] = elapsed
+        _report(metrics, module, state["mean"], final=epoch == cfg.epochs, rank=rank)
+
+
+def _report(metrics: dict[str, Any], module: Any, mean: float, *, final: bool, rank: int) -> None:
+    import ray.train
+
+    if not (final and rank == 0):
+        ray.train.report(metrics)
+        return
+    arrays = {
+        name: getattr(module, attr).detach().cpu().numpy().astype(np.float32)
+        for name, attr in (
+            ("user_factors", "p"),
+            ("item_factors", "q"),
+            ("user_bias", "bu"),
+            ("item_bias", "bi"),
+        )
+    }
+    with tempfile.TemporaryDirectory(prefix="recserve-svd-") as directory:
+        np.savez(Path(directory) / PARAMS_FILE, mean=np.array([mean]), **arrays)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
