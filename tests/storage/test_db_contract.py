@@ -205,6 +205,24 @@ async def test_interactions_for_users_batches_in_order(session: AsyncSession) ->
     assert [[row.interaction_type for row in rows] for rows in views] == [["view"], [], ["view"]]
 
 
+async def test_count_interactions_since_a_moment_per_tenant(session: AsyncSession) -> None:
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    item, user = await make_item(session, tenant), await make_user(session, tenant)
+    moment = datetime(2026, 3, 1, tzinfo=UTC)
+    for minutes in (-5, 0, 5, 10):  # the one at ``moment`` counts (inclusive)
+        await repo.record_interaction(
+            session=session,
+            tenant_id=tenant.id,
+            user_id=user.id,
+            item_id=item.id,
+            interaction_type="view",
+            created_at=moment + timedelta(minutes=minutes),
+        )
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 4
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id, since=moment) == 3
+    assert await repo.count_interactions(session=session, tenant_id=other.id) == 0
+
+
 async def test_bulk_insert_ten_thousand_rows(
     session: AsyncSession, rng: np.random.Generator
 ) -> None:
