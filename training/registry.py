@@ -17,6 +17,7 @@ from typing import Any
 
 from storage.artifacts import ArtifactStore, create_artifact_store
 from storage.cache import create_cache
+from storage.cache.keys import bump_model_epoch
 from storage.settings import Settings
 
 PACKAGE = "recserve"
@@ -92,6 +93,8 @@ async def announce(settings: Settings, tenant_id: str, versions: dict[str, str])
     """Tell every listening replica which versions are current now."""
     cache = create_cache(settings)
     try:
+        # The epoch first: results cached for the old versions are never read again.
+        await bump_model_epoch(cache, tenant_id)
         message = {"tenant_id": tenant_id, "versions": versions}
         await cache.publish(models_channel(tenant_id), message)
     finally:

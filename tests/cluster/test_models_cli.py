@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cluster.cli import app
 from storage.artifacts import ArtifactStore
 from storage.cache import create_cache
+from storage.cache.keys import model_epoch
 from storage.settings import Settings, get_settings
 
 runner = CliRunner()
@@ -95,7 +96,10 @@ def test_promotion_is_announced_on_the_models_channel(trained: dict, redis_url: 
         cache = create_cache(settings)
         subscription = await cache.subscribe(channel)
         try:
+            epoch = await model_epoch(cache, trained["tenant_id"])
             await promote(settings, trained["tenant_id"], "popularity", "v000001")
+            # cached results of the old version are keyed by the old epoch: never read again
+            assert await model_epoch(cache, trained["tenant_id"]) == epoch + 1
             return await subscription.get(wait_seconds=5)
         finally:
             await subscription.aclose()
