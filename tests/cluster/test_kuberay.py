@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,15 @@ import yaml
 
 from storage.settings import Settings
 
-MANIFEST = Path(__file__).resolve().parents[2] / "cluster" / "kuberay" / "rayjob-train.yaml"
-IMAGE = "recserve:latest"  # what cluster/Dockerfile is built as
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "cluster" / "kuberay" / "rayjob-train.yaml"
+DOCKERFILE = ROOT / "cluster" / "Dockerfile"
+
+
+def _project_image() -> str:
+    """``recserve:{package version}``, the tag cluster/Dockerfile is built as."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    return f"recserve:{version}"
 
 
 def _job() -> dict[str, Any]:
@@ -40,17 +48,17 @@ def test_rayjob_trains_one_tenant_with_two_workers() -> None:
 def test_every_pod_runs_the_project_image_with_the_same_settings() -> None:
     job = _job()
     containers = _containers(job)
-    assert len(containers) == 2 and {c["image"] for c in containers} == {IMAGE}
+    assert len(containers) == 2 and {c["image"] for c in containers} == {_project_image()}
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert sum(g["replicas"] for g in workers) >= 2  # one pod per training worker
     settings_fields = {f"RECSERVE_{name.upper()}" for name in Settings.model_fields}
-    environments = []
     for container in containers:
-        names = {e["name"]: e["value"] for e in container["env"]}
-        assert names["RAY_AUTH_MODE"] == "disabled"
-        assert {n for n in names if n.startswith("RECSERVE_")} <= settings_fields
-        environments.append((names, container["envFrom"]))
-    assert all(env == environments[0] for env in environments)
-    dockerfile = MANIFEST.parents[1] / "Dockerfile"
-    if dockerfile.exists():  # the image must ship the command the entrypoint calls
-        assert "recserve" in dockerfile.read_text()
+        env = {e["name"]: e for e in container["env"]}
+        assert container["env"] == containers[0]["env"]
+        assert env["RAY_AUTH_MODE"]["value"] == "disabled"
+        assert {n for n in env if n.startswith("RECSERVE_")} <= settings_fields
+        assert {"RECSERVE_DATABASE_URL", "RECSERVE_ARTIFACT_URI"} <= set(env)
+        secret = env["RECSERVE_JWT_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert secret["name"] == "recserve-secrets"
+    if DOCKERFILE.exists():  # the image the manifest names is the one the Dockerfile builds
+        assert f"-t {_project_image()}" in DOCKERFILE.read_text()
