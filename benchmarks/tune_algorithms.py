@@ -30,7 +30,11 @@ from training.evaluation import (
 )
 
 RANKING_GRIDS: dict[str, dict[str, list[Any]]] = {
-    "ease": {"regularization": [150, 300, 450, 700], "dropout": [0.0, 1.0, 1.5, 2.0]},
+    "ease": {
+        "regularization": [150, 300, 500],
+        "dropout": [1.5, 2.5, 4.0],
+        "user_weighting": [0.0, 0.25, 0.5],
+    },
     "item_knn": {"neighbours": [50, 400], "shrinkage": [10, 50], "alpha": [1.0, 2.0, 4.0]},
     "user_knn": {"neighbours": [50, 150], "shrinkage": [10, 50], "alpha": [1.0, 2.0]},
     "als": {"factors": [16, 32, 64], "regularization": [5.0, 20.0, 60.0], "alpha": [2.0, 8.0]},

@@ -20,10 +20,13 @@ class EASEConfig(BaseModel):
     # tuned on a validation split of ML-100K training data (see benchmarks/tune_algorithms.py)
     # λ in units of one binary interaction: it is scaled by the mean squared entry of X, so
     # the same value fits 0/1 data and rating-weighted data
-    regularization: float = Field(default=450.0, gt=0)
+    regularization: float = Field(default=300.0, gt=0)
     # extra L2 proportional to item popularity (the dropout term of Steck's EDLAE, 2020):
     # popular items otherwise dominate every list
-    dropout: float = Field(default=1.5, ge=0)
+    dropout: float = Field(default=2.5, ge=0)
+    # each user's row enters the Gram matrix scaled by n_u ** (-user_weighting / 2), so heavy
+    # raters stop dictating the item-item weights (scoring still uses the plain history)
+    user_weighting: float = Field(default=0.5, ge=0)
     # how interaction strength enters X: square-rooted weights beat both 0/1 and raw values
     weighting: Literal["binary", "raw", "sqrt"] = "sqrt"
 
@@ -36,15 +39,27 @@ class EASE(Recommender):
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
         x = self._inputs(self.user_items)
-        gram = (x.T @ x).toarray().astype(np.float64)
+        weighted = self._user_weighted(x)
+        gram = (weighted.T @ weighted).toarray().astype(np.float64)
         diagonal = np.diag_indices_from(gram)
+        # λ keeps its meaning whatever the weighting: the mean squared entry of the unweighted X,
+        # times the share of the Gram's mass the user weighting leaves
         scale = float(np.mean(x.data**2)) if x.nnz else 1.0
+        unweighted_trace = float(x.multiply(x).sum())
+        if unweighted_trace > 0:
+            scale *= float(np.trace(gram)) / unweighted_trace
         ridge = self.config.regularization * scale
         gram[diagonal] += ridge + self.config.dropout * gram[diagonal]
         precision = np.linalg.inv(gram)
         weights = precision / -np.diag(precision)
         weights[np.diag_indices_from(weights)] = 0.0
         self.weights = weights.astype(np.float32)
+
+    def _user_weighted(self, x: sp.csr_matrix) -> sp.csr_matrix:
+        if self.config.user_weighting == 0:
+            return x
+        counts = np.maximum(np.diff(x.indptr), 1).astype(np.float64)
+        return sp.csr_matrix(sp.diags(counts ** (-self.config.user_weighting / 2)) @ x)
 
     def _inputs(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         if self.config.weighting == "raw":
