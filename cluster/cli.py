@@ -14,8 +14,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster import operations as ops
+from cluster.manifests import main as generate_manifests
 from cluster.models_cli import models_app, retrain_due_command
 from cluster.serving import EXAMPLE_QUERY, graphql, start_serve, wait_until_ready
+from cluster.status import StatusReport, fetch_health, model_versions, serve_rows
+from cluster.status import render as render_status
+from storage.artifacts import create_artifact_store
 from storage.errors import StorageError
 from storage.settings import Settings, get_settings
 
@@ -177,6 +181,42 @@ def serve(config: Path = Path("serve_config.yaml")) -> None:
     """Run the Serve application (``serve run serve_config.yaml``) until interrupted."""
     process = start_serve(get_settings(), config.resolve())
     raise typer.Exit(process.wait())
+
+
+@app.command()
+def status(
+    address: str = typer.Option("auto", help="The Ray cluster to ask (ray.init address)."),
+    url: str = typer.Option("http://127.0.0.1:8000", help="The ingress, for /health."),
+) -> None:
+    """Summarise the Serve app (deployments, replicas), model versions per tenant and health."""
+    import ray
+    from ray import serve as ray_serve
+
+    settings = get_settings()
+    report = StatusReport()
+    try:
+        ray.init(address=address, log_to_driver=False)
+        report.applications, report.deployments = serve_rows(ray_serve.status())
+    except ConnectionError as error:
+        console.print(f"[yellow]no Ray cluster at {address}: {error}[/yellow]")
+
+    async def versions() -> dict[str, dict[str, str]]:
+        database = await ops.open_database(settings)
+        try:
+            return await model_versions(database, create_artifact_store(settings))
+        finally:
+            await database.dispose()
+
+    report.versions = run(versions())
+    report.health = fetch_health(url)
+    for line in render_status(report):
+        print(line)
+
+
+@app.command()
+def manifests(check: bool = typer.Option(False, help="Fail if the files are stale.")) -> None:
+    """Regenerate cluster/kuberay/*.yaml from serve_config.yaml (the one source of truth)."""
+    raise typer.Exit(generate_manifests(["--check"] if check else []))
 
 
 @app.command()
