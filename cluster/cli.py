@@ -138,6 +138,11 @@ def train(
     tenant: TenantOption,
     algorithms: Annotated[str | None, typer.Option(help="Comma-separated, default: all")] = None,
     evaluate: Annotated[bool, typer.Option(help="Measure each model on a holdout")] = True,
+    distributed: Annotated[bool, typer.Option(help="Fit ALS and SVD on Ray Train")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers (--distributed)")] = 2,
+    address: Annotated[
+        str | None, typer.Option(help="Existing Ray cluster, e.g. auto (default: local Ray)")
+    ] = None,
 ) -> None:
     """Fit the tenant's models, publish them as new versions and print their holdout metrics."""
     from training.pipeline import train_tenant_async  # torch and friends load only here
@@ -152,8 +157,9 @@ def train(
         finally:
             await database.dispose()
         return await train_tenant_async(
-            settings, str(found.id), names, evaluate=evaluate, progress=report
-        )
+            settings, str(found.id), names, evaluate=evaluate, progress=report,
+            distributed=distributed, workers=workers, address=address,
+        )  # fmt: skip
 
     with progress_bar() as report:
         result = run(go(report))

@@ -195,7 +195,12 @@ async def train_tenant_async(
     seed: int = 42,
     evaluate: bool = True,
     progress: Progress | None = None,
+    distributed: bool = False,
+    workers: int = 2,
+    address: str | None = None,
 ) -> TrainingResult:
+    """``distributed`` fits ALS and SVD on Ray Train with ``workers`` workers (on the cluster
+    at ``address`` when given); the other algorithms always fit in this process."""
     started = time.perf_counter()
     names = list(algorithms or DEFAULT_ALGORITHMS)
     unknown = [n for n in names if n not in REGISTRY]
@@ -220,7 +225,7 @@ async def train_tenant_async(
             progress(f"train: {name}", step - 1, len(names))
         fit_started = time.perf_counter()
         try:
-            model = create(name, seed=seed).fit(full, data.items)
+            model = _fit(name, full, data.items, seed, workers if distributed else 0, address)
         except InvalidData as error:  # e.g. svd with no explicit ratings
             result.skipped[name] = str(error)
             meters.training_run(name, "skipped", time.perf_counter() - fit_started)
@@ -247,6 +252,26 @@ async def train_tenant_async(
     await _announce(settings, str(tenant_id), result)
     result.duration_seconds = time.perf_counter() - started
     return result
+
+
+def _fit(
+    name: str,
+    data: InteractionMatrix,
+    items: list[ItemInfo],
+    seed: int,
+    workers: int,
+    address: str | None,
+) -> Recommender:
+    """Fit in this process, or on Ray Train when ``workers`` > 0 and a distributed form exists."""
+    from training.distributed.runner import DISTRIBUTED_ALGORITHMS  # no Ray/torch import here
+
+    if workers and name in DISTRIBUTED_ALGORITHMS:
+        from training.distributed import train_distributed
+
+        return train_distributed(
+            name, data, workers=workers, seed=seed, address=address, items=items
+        )
+    return create(name, seed=seed).fit(data, items)
 
 
 async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> None:

@@ -119,3 +119,39 @@ def test_distributed_svd_rmse_is_close_to_single_node(serve_instance: int, ratin
     baseline, _ = rmse_mae(np.full(len(actual), model.global_mean), actual)
     assert ours == pytest.approx(theirs, abs=0.03)
     assert ours < baseline - 0.05
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+async def test_pipeline_trains_als_distributed_and_publishes_it(
+    serve_instance: int, tmp_path: Path
+) -> None:
+    from storage import repositories as repo
+    from storage.artifacts import create_artifact_store
+    from storage.db import Database, migrate
+    from storage.settings import Settings
+    from training.algorithms import load
+    from training.ingest import ingest_dataset
+    from training.pipeline import train_tenant_async
+
+    catalogue = generate_catalogue(n_users=40, n_items=50, n_clusters=3, interactions_per_user=8)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.database_url
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    async with database.session() as session:
+        tenant = await repo.create_tenant(session=session, name="dist", domain="dist.example")
+    await ingest_dataset(
+        database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    await database.dispose()
+    result = await train_tenant_async(
+        settings, str(tenant.id), ["als"], evaluate=False, distributed=True, workers=2
+    )
+    artifacts = create_artifact_store(settings)
+    version = artifacts.current(str(tenant.id), "als")
+    assert version == result.versions["als"]
+    artifacts.load(str(tenant.id), "als", version, tmp_path / "restored")
+    model = load(tmp_path / "restored")
+    assert isinstance(model, ALS) and model.n_users == 40
+    assert len(model.recommend(str(model.user_ids[0]), k=5)) == 5
