@@ -37,8 +37,13 @@ RANKING_GRIDS: dict[str, dict[str, list[Any]]] = {
     },
     "item_knn": {"neighbours": [50, 400], "shrinkage": [10, 50], "alpha": [1.0, 2.0, 4.0]},
     "user_knn": {"neighbours": [50, 150], "shrinkage": [10, 50], "alpha": [1.0, 2.0]},
-    "als": {"factors": [16, 32, 64], "regularization": [5.0, 20.0, 60.0], "alpha": [2.0, 8.0]},
-    "bpr": {"iterations": [20, 50, 100], "regularization": [0.01, 0.05]},
+    "als": {"factors": [32, 64], "regularization": [30.0, 60.0, 120.0], "alpha": [4.0, 8.0, 16.0]},
+    "bpr": {
+        "factors": [64, 128],
+        "learning_rate": [0.005, 0.01, 0.02],
+        "regularization": [0.001, 0.01],
+        "iterations": [50, 150],
+    },
 }
 SVD_GRID: dict[str, list[Any]] = {"regularization": [0.05, 0.08, 0.12, 0.16], "epochs": [20, 40]}
 
