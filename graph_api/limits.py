@@ -114,9 +114,7 @@ def complexity(
 
 
 def _fragments(document: DocumentNode) -> Fragments:
-    return {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
 
 
 class RequestLimits(SchemaExtension):
@@ -168,4 +166,3 @@ def _answer_429(ctx: Any, error: RateLimited) -> None:
     if response is not None and hasattr(response, "status_code"):
         response.status_code = 429
         response.headers["Retry-After"] = str(error.extensions["retryAfter"])
-
