@@ -8,6 +8,7 @@ Ray's Prometheus endpoint (``ray_<name>...``) and the dashboard without collidin
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,11 +16,18 @@ from ray.serve import metrics as serve_metrics
 
 from storage.metrics import MetricSpec, PrometheusBackend, TeeBackend, backend, use_backend
 
+# Ray's exporter forgets a gauge nobody re-set for two report intervals (about 20 s), so a
+# value set once (a loaded model's version, an idle socket count) is re-set this often.
+GAUGE_REFRESH_S = 5.0
+
 
 class RayMetricsBackend:
-    def __init__(self) -> None:
+    def __init__(self, refresh_s: float = GAUGE_REFRESH_S) -> None:
         self._instruments: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._refresh_s = refresh_s
+        self._refresher: threading.Thread | None = None
 
     def _instrument(self, spec: MetricSpec) -> Any:
         with self._lock:
@@ -46,6 +54,25 @@ class RayMetricsBackend:
 
     def set(self, spec: MetricSpec, labels: Mapping[str, str], value: float) -> None:
         self._instrument(spec).set(value, tags=dict(labels) or None)
+        with self._lock:
+            self._gauges[(spec.name, tuple(sorted(labels.items())))] = value
+            if self._refresher is None:
+                self._refresher = threading.Thread(
+                    target=self._refresh_forever, name="gauge-refresh", daemon=True
+                )
+                self._refresher.start()
+
+    def refresh(self) -> None:
+        """Report every gauge's last value again."""
+        with self._lock:
+            current = list(self._gauges.items())
+        for (name, labels), value in current:
+            self._instruments[name].set(value, tags=dict(labels) or None)
+
+    def _refresh_forever(self) -> None:
+        while True:
+            time.sleep(self._refresh_s)
+            self.refresh()
 
 
 def install_ray_metrics() -> None:

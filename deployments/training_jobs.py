@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import time
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ import ray
 from deployments.models import version_label
 from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import TrainingJob
+from storage import meters
 from storage.settings import Settings
 
 
@@ -41,7 +43,14 @@ def _run_training(
 ) -> dict[str, Any]:
     """Runs ``training.pipeline.train_tenant`` (or ``entrypoint``) in this worker process."""
     install_ray_metrics()  # training_runs_total & co. from this worker reach Ray's endpoint
-    return summarise(_resolve(entrypoint)(settings, tenant_id, algorithms))
+    started = time.perf_counter()
+    try:
+        return summarise(_resolve(entrypoint)(settings, tenant_id, algorithms))
+    except Exception:
+        # The pipeline counts the algorithms it fitted; a run that dies is counted here.
+        for name in algorithms or ["all"]:
+            meters.training_run(name, "failed", time.perf_counter() - started)
+        raise
 
 
 def summarise(training_result: Any) -> dict[str, Any]:

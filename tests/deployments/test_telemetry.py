@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from deployments.fanout import fan_out
+from deployments.ray_metrics import RayMetricsBackend
 from storage.logs import JsonFormatter, bind_request
 from storage.metrics import SPECS, backend, render_local
 from storage.tracing import configure_tracing, current_trace_id, extract, inject, tracer
@@ -73,3 +74,22 @@ def test_json_logs_carry_request_fields_and_trace_id() -> None:
     assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     outside = json.loads(JsonFormatter().format(record))
     assert "request_id" not in outside and "trace_id" not in outside
+
+
+def test_ray_gauges_are_reported_again_until_changed() -> None:
+    # Ray's exporter drops a gauge that was not re-set for two report intervals.
+    class FakeGauge:
+        def __init__(self) -> None:
+            self.calls: list[tuple[float, dict[str, str] | None]] = []
+
+        def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+            self.calls.append((value, tags))
+
+    gauge = FakeGauge()
+    ray_backend = RayMetricsBackend(refresh_s=3600)
+    ray_backend._instruments["model_version_served"] = gauge
+    labels = {"tenant_id": "t", "algorithm": "ease"}
+    ray_backend.set(SPECS["model_version_served"], labels, 7.0)
+    ray_backend.refresh()
+    ray_backend.refresh()
+    assert gauge.calls == [(7.0, labels)] * 3
