@@ -86,6 +86,7 @@ class RateLimiter:
         """Count an unauthenticated request against its client address."""
         window = await self._window(tenant_key(f"ip-{address}", "ratelimit"), self.ip_limit, cost)
         if not window.allowed:
+            meters.rate_limited(None, "ip")  # no tenant before authentication
             raise _refusal("ip", window)
         return window
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from graph_api.auth import Principal
+from graph_api.errors import RateLimited
 from graph_api.health import (
     DEGRADED,
     OK,
@@ -19,6 +22,8 @@ from graph_api.health import (
 )
 from graph_api.metrics import MetricsRecorder
 from graph_api.observability import WebSocketGauge
+from graph_api.ratelimit import RateLimiter, TierLimits
+from storage.cache import InProcessCache
 from storage.metrics import render_local
 from tests.graph_api.conftest import Api, make_settings, running_api
 
@@ -134,3 +139,17 @@ async def test_websocket_gauge_counts_open_connections() -> None:
 def gauge_value() -> float:
     found = samples(render_local().decode(), "websocket_connections")
     return float(found[0]["_value"]) if found else 0.0
+
+
+async def test_rate_limit_rejections_are_counted_per_tenant_and_scope() -> None:
+    tenant = uuid.uuid4()
+    principal = Principal(tenant_id=tenant, user_id=uuid.uuid4(), role="user", tier="basic")
+    limiter = RateLimiter(
+        InProcessCache(), tier_limits={"basic": TierLimits(per_user=1, per_tenant=10)}
+    )
+    await limiter.admit(principal)
+    with pytest.raises(RateLimited):
+        await limiter.admit(principal)
+    found = samples(render_local().decode(), "rate_limit_rejections_total")
+    assert [s["_value"] for s in found if s["tenant_id"] == str(tenant)] == ["1.0"]
+    assert {s["scope"] for s in found if s["tenant_id"] == str(tenant)} == {"user"}
