@@ -106,7 +106,7 @@ async def recommend(
 
         payload, cached = await results.get_or_compute(key, compute)
         response = _response_from_json(payload)
-    ctx.services.metrics.record_cache(hit=cached)
+    ctx.services.metrics.record_cache(hit=cached, tenant_id=principal.tenant_id)
     items = await _hydrate(ctx, response, params)
     elapsed_ms = max((time.perf_counter() - started) * 1000.0, 1e-3)
     explanation = {
