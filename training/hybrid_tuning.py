@@ -75,13 +75,24 @@ def _problem(
     return _Problem(scores, relevant, ideal, k)
 
 
+class _Folds:
+    """Several validation problems scored as one: the mean NDCG over the folds."""
+
+    def __init__(self, problems: Sequence[_Problem]):
+        self.problems = list(problems)
+        self.engines = list(self.problems[0].scores)
+
+    def ndcg(self, weights: Mapping[str, float]) -> float:
+        return float(np.mean([problem.ndcg(weights) for problem in self.problems]))
+
+
 def _coordinate_ascent(
-    problem: _Problem, start: dict[str, float], rounds: int, min_gain: float
+    problem: _Folds, start: dict[str, float], rounds: int, min_gain: float
 ) -> tuple[dict, float]:
     weights, best = dict(start), problem.ndcg(start)
     for _ in range(rounds):
         improved = False
-        for engine in problem.scores:
+        for engine in problem.engines:
             for value in WEIGHT_GRID:
                 candidate = {**weights, engine: value}
                 score = problem.ndcg(candidate)
@@ -90,6 +101,9 @@ def _coordinate_ascent(
         if not improved:
             break
     return weights, best
+
+
+Fold = tuple[Mapping[str, Recommender], InteractionMatrix, Sequence[tuple]]
 
 
 def tune_weights(
@@ -102,15 +116,31 @@ def tune_weights(
     rounds: int = 4,
     min_gain: float = 0.001,
 ) -> TuningResult:
-    """Best NDCG@k weights (and normalisation) for engines fitted on ``train``.
+    """Best NDCG@k weights (and normalisation) for engines fitted on ``train``."""
+    folds = [(engines, train, validation_rows)]
+    return tune_weights_folds(folds, methods=methods, k=k, rounds=rounds, min_gain=min_gain)
 
-    Starts from the best single engine with weight 1 so the blend can only add to it; a change
-    must gain ``min_gain`` NDCG on validation, so noise-level gains do not dilute the leader.
+
+def tune_weights_folds(
+    folds: Sequence[Fold],
+    *,
+    methods: Sequence[RowNormalisation] = ("zscore", "rrf"),
+    k: int = 10,
+    rounds: int = 4,
+    min_gain: float = 0.001,
+) -> TuningResult:
+    """Weights maximising the mean validation NDCG@k over several (engines, train, rows) folds.
+
+    One validation split is noisy at this scale (two seeds can crown different leaders), so
+    several splits are averaged. Starts from the best single engine with weight 1 so the blend
+    can only add to it; a change must gain ``min_gain`` NDCG, so noise does not dilute it.
     """
+    if not folds:
+        raise ValueError("no validation folds to tune on")
     best: TuningResult | None = None
     for method in methods:
-        problem = _problem(engines, train, validation_rows, method, k)
-        singles = {e: problem.ndcg({e: 1.0}) for e in engines}
+        problem = _Folds([_problem(e, train, rows, method, k) for e, train, rows in folds])
+        singles = {e: problem.ndcg({e: 1.0}) for e in problem.engines}
         leader = max(singles, key=singles.__getitem__)
         weights, score = _coordinate_ascent(problem, {leader: 1.0}, rounds, min_gain)
         if best is None or score > best.ndcg:

@@ -22,7 +22,7 @@ from training.hybrid import (
     weighted_hybrid,
 )
 from training.hybrid_model import normalise_rows
-from training.hybrid_tuning import tune_weights
+from training.hybrid_tuning import tune_weights, tune_weights_folds
 
 
 def test_normalise_methods() -> None:
@@ -154,6 +154,28 @@ def test_tuning_keeps_the_leader_and_never_loses_on_validation(shop) -> None:
     assert result.weights[leader] > 0
     assert result.ndcg >= result.single_engine_ndcg[leader]
     assert result.normalisation in ("zscore", "rrf")
+
+
+def test_fold_tuning_scores_the_mean_over_its_folds(shop) -> None:
+    matrix, items = shop
+    rows = [
+        (str(matrix.user_ids[r]), str(matrix.item_ids[c]), 1.0, 0)
+        for r, c in zip(*matrix.matrix.nonzero(), strict=True)
+    ]
+    folds, singles = [], []
+    for seed in (1, 2):
+        inner, validation = python_stratified_split(rows, 0.75, seed=seed)
+        fit_on = InteractionMatrix.from_ratings(inner, items=items)
+        engines = {name: create(name).fit(fit_on, items) for name in ("ease", "popularity")}
+        folds.append((engines, fit_on, validation))
+        singles.append(tune_weights(engines, fit_on, validation, methods=("rrf",)))
+    result = tune_weights_folds(folds, methods=("rrf",))
+    for engine in ("ease", "popularity"):
+        mean = np.mean([single.single_engine_ndcg[engine] for single in singles])
+        assert result.single_engine_ndcg[engine] == pytest.approx(mean)
+    assert result.ndcg >= max(result.single_engine_ndcg.values())
+    with pytest.raises(ValueError):
+        tune_weights_folds([])
 
 
 def test_a_saved_hybrid_loads_in_a_fresh_process(shop, tmp_path: Path) -> None:

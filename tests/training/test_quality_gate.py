@@ -26,7 +26,8 @@ GATE_NDCG = 0.47
 def test_hybrid_ndcg_at_10_meets_the_gate() -> None:
     data = load_movielens(ML100K)
     train, test = python_stratified_split(data.rows, 0.75, seed=42)
-    tuning = tune_hybrid(data, train, ["ease", "user_knn", "item_knn", "popularity"])
+    # one validation split keeps the gate fast; the benchmark averages three
+    tuning = tune_hybrid(data, train, ["ease", "als", "user_knn"], seeds=(7,))
     result = rank_hybrid(data, train, test, tuning)
     assert result["ndcg@10"] >= GATE_NDCG, (result, tuning.weights)
     assert result["precision@10"] > 0.40
