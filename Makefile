@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.quality --data $(ML100K) --json bench-quality.json
 	$(BIN)/python -m benchmarks.serve --json bench-serve.json
+	$(BIN)/python -m benchmarks.train --data $(ML100K) --json bench-train.json
 	$(BIN)/python -m benchmarks.cache
 	$(BIN)/python -m benchmarks.realtime
 

@@ -15,8 +15,8 @@ import scipy.sparse as sp
 
 from training.distributed.objective import confidence_parts
 
-# cells (rows x padded length) per block: bounds the gathered factor block at CELLS x factors
-_CELLS = 32_768
+# cells (rows x padded length) per block: small blocks keep the gathered factors in cache
+_CELLS = 4_096
 _MAX_ROWS = 512
 
 
