@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+METRICS_PORT_ENV = "RECSERVE_TEST_RAY_METRICS_PORT"
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -29,11 +31,25 @@ def serve_instance() -> Iterator[int]:
     from ray import serve
 
     port = _free_port()
+    # A known metrics export port: tests scrape Ray's Prometheus endpoint (ray_metrics_port).
+    os.environ[METRICS_PORT_ENV] = str(_free_port())
     # "local": never attach to a cluster another process started with `ray start`.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=int(os.environ[METRICS_PORT_ENV]),
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield port
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_metrics_port(serve_instance: int) -> int:
+    """The port of the Ray node's Prometheus endpoint (every worker's application metrics)."""
+    return int(os.environ[METRICS_PORT_ENV])
