@@ -17,6 +17,7 @@ from opentelemetry import context, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 ENDPOINT_ENV = "RECSERVE_OTLP_ENDPOINT"
@@ -26,6 +27,7 @@ _lock = threading.Lock()
 # Our own provider rather than the global one: tests reconfigure it with an in-memory exporter,
 # which OpenTelemetry's set-once global would refuse.
 _provider: TracerProvider | None = None
+_tracers: dict[TracerProvider, trace.Tracer] = {}
 
 
 def _otlp_exporter(endpoint: str) -> SpanExporter:
@@ -43,17 +45,26 @@ def configure_tracing(
     with _lock:
         if _provider is not None and exporter is None:
             return _provider
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         endpoint = os.environ.get(ENDPOINT_ENV)
         chosen = exporter or (_otlp_exporter(endpoint) if endpoint else None)
+        # Off: spans are not recorded, but still get ids (error extensions, logs, traceparent).
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}),
+            sampler=ALWAYS_ON if chosen is not None else ALWAYS_OFF,
+        )
         if chosen is not None:
             provider.add_span_processor(BatchSpanProcessor(chosen))
         _provider = provider
+        _tracers.clear()
         return provider
 
 
 def tracer() -> trace.Tracer:
-    return (_provider or configure_tracing()).get_tracer("recserve")
+    # get_tracer builds a new Tracer each call: one per provider is kept.
+    provider = _provider or configure_tracing()
+    if provider not in _tracers:
+        _tracers[provider] = provider.get_tracer("recserve")
+    return _tracers[provider]
 
 
 def inject(payload: dict[str, Any]) -> dict[str, Any]:
