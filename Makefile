@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.train --data $(ML100K) --json bench-train.json
 	$(BIN)/python -m benchmarks.cache
 	$(BIN)/python -m benchmarks.realtime
+	$(BIN)/python -m benchmarks.observability
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
