@@ -24,6 +24,7 @@ from graph_api.loaders import Loaders
 from graph_api.metrics import MetricsRecorder
 from graph_api.ratelimit import Admission, RateLimiter
 from graph_api.recommender import Recommender
+from graph_api.row_cache import RowCache
 from storage.settings import Settings
 
 
@@ -105,7 +106,9 @@ class RequestContext(BaseContext):
         if principal is None:
             raise Unauthenticated("Authentication required.")
         if self._loaders is None:
-            self._loaders = Loaders(self.services.database, principal.tenant_id)
+            ttl = self.services.settings.cache_row_ttl_seconds
+            rows = RowCache(self.services.cache, principal.tenant_id, ttl=ttl) if ttl else None
+            self._loaders = Loaders(self.services.database, principal.tenant_id, rows)
         return self._loaders
 
     @asynccontextmanager

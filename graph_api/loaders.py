@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from graph_api.row_cache import RowCache
 from storage import repositories as repo
 from storage.errors import NotFound
 from storage.models import Interaction, Item, Rating, Tenant, User
@@ -23,9 +24,10 @@ InteractionKey = tuple[uuid.UUID, str | None]
 
 
 class Loaders:
-    def __init__(self, database: Any, tenant_id: uuid.UUID) -> None:
+    def __init__(self, database: Any, tenant_id: uuid.UUID, rows: RowCache | None = None) -> None:
         self._database = database
         self.tenant_id = tenant_id
+        self._rows = rows
         self.users: DataLoader[uuid.UUID, User | None] = DataLoader(self._users)
         self.tenants: DataLoader[uuid.UUID, Tenant | None] = DataLoader(self._tenants)
         self.items: DataLoader[uuid.UUID, Item | None] = DataLoader(self._items)
@@ -36,10 +38,20 @@ class Loaders:
         self.average_rating: DataLoader[uuid.UUID, float | None] = DataLoader(self._average_ratings)
 
     async def _users(self, ids: list[uuid.UUID]) -> list[User | None]:
+        if self._rows is not None:
+            return await self._rows.load("user", ids, self._users_from_database)
+        return await self._users_from_database(ids)
+
+    async def _users_from_database(self, ids: list[uuid.UUID]) -> list[User | None]:
         async with self._database.session() as session:
             return await repo.users_by_ids(session=session, tenant_id=self.tenant_id, user_ids=ids)
 
     async def _items(self, ids: list[uuid.UUID]) -> list[Item | None]:
+        if self._rows is not None:
+            return await self._rows.load("item", ids, self._items_from_database)
+        return await self._items_from_database(ids)
+
+    async def _items_from_database(self, ids: list[uuid.UUID]) -> list[Item | None]:
         # Soft-deleted items load as None, like missing ones.
         async with self._database.session() as session:
             return await repo.items_by_ids(session=session, tenant_id=self.tenant_id, item_ids=ids)

@@ -28,6 +28,7 @@ from graph_api.inputs import (
 from graph_api.queries import require_admin
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
 from graph_api.recommender import ENGINE_NAMES
+from graph_api.row_cache import row_prefix
 from graph_api.types import Interaction, Item, Rating, TrainingJob
 from storage.cache.base import tenant_key
 from storage.errors import Unavailable
@@ -58,8 +59,10 @@ async def _after_user_write(
 
 
 async def _after_item_change(ctx: RequestContext, principal: Principal) -> None:
-    """An item changed: every cached result of the tenant may show or rank it wrongly."""
+    """An item changed: every cached result of the tenant may show or rank it wrongly, and the
+    cached item rows may be stale."""
     await ctx.services.results.drop_prefix(tenant_cache_prefix(principal.tenant_id))
+    await ctx.services.results.drop_prefix(row_prefix(principal.tenant_id, "item"))
 
 
 @strawberry.type

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
 
     cache_default_ttl_seconds: int = Field(default=300, gt=0)
     cache_compress_min_bytes: int = Field(default=4096, ge=0)
+    # Item and user rows behind the API's DataLoaders; 0 reads the database every time.
+    cache_row_ttl_seconds: int = Field(default=120, ge=0)
 
     # Sliding-window request budgets, in cost units per window (``recommendations`` costs 5,
     # ``similarItems`` 3, ``trainModel`` 10, other fields 1). Per tier: per user and per tenant;

@@ -6,10 +6,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from storage import repositories as repo
-from tests.graph_api.conftest import Api
+from storage.settings import Settings
+from tests.graph_api.conftest import Api, make_settings
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    # What is measured here is DataLoader batching, so rows come from SQL, not the row cache.
+    return make_settings(tmp_path, cache_row_ttl_seconds=0)
+
 
 NESTED = """
 query($n: Int!) {
