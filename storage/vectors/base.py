@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from storage.errors import InvalidData
+from storage.errors import InvalidData, NotFound
 
 Distance = Literal["cosine", "dot", "euclid"]
 DISTANCES: tuple[str, ...] = ("cosine", "dot", "euclid")
@@ -95,6 +95,18 @@ def hit_from_payload(
     )
 
 
+def owned_vector(record: Any, point_id: str, tenant_id: str) -> list[float]:
+    """The vector of a retrieved record, refusing one that belongs to another tenant as if it
+    did not exist."""
+    payload = dict(getattr(record, "payload", None) or {})
+    if record is None or payload.get(TENANT_KEY) != tenant_id:
+        raise NotFound(f"no vector for {point_id!r}")
+    vector = record.vector
+    if isinstance(vector, Mapping):  # a collection's single unnamed vector may come keyed by ""
+        vector = next(iter(vector.values()))
+    return [float(x) for x in vector]
+
+
 def build_filter(
     tenant_id: str,
     filter: Mapping[str, FilterValue] | None,
@@ -152,6 +164,22 @@ class VectorStore(ABC):
     @abstractmethod
     async def count(self, collection: str, tenant_id: str) -> int:
         """How many points ``tenant_id`` has in the collection."""
+
+    @abstractmethod
+    async def get_vector(self, collection: str, point_id: str, tenant_id: str) -> list[float]:
+        """The stored vector of ``point_id``; NotFound unless the point is ``tenant_id``'s."""
+
+    async def similar_to(
+        self,
+        collection: str,
+        point_id: str,
+        k: int,
+        tenant_id: str,
+        filter: Mapping[str, FilterValue] | None = None,
+    ) -> list[VectorHit]:
+        """The ``k`` nearest points of the tenant to one of its own points, itself excluded."""
+        vector = await self.get_vector(collection, point_id, tenant_id)
+        return await self.search(collection, vector, k, tenant_id, filter, exclude_ids=[point_id])
 
     @abstractmethod
     async def close(self) -> None:

@@ -35,6 +35,7 @@ from storage.vectors.base import (
     check_k,
     check_vector,
     hit_from_payload,
+    owned_vector,
     point_uuid,
     prepare_payload,
 )
@@ -130,6 +131,11 @@ class EdgeVectorStore(VectorStore):
         )
         scored = await self._call(opened, lambda s: s.query(request))
         return [hit_from_payload(p.id, p.score, p.payload) for p in scored]
+
+    async def get_vector(self, collection: str, point_id: str, tenant_id: str) -> list[float]:
+        opened = await self._shard(collection)
+        records = await self._call(opened, lambda s: s.retrieve([point_uuid(point_id)], True, True))
+        return owned_vector(records[0] if records else None, point_id, tenant_id)
 
     async def count(self, collection: str, tenant_id: str) -> int:
         opened = await self._shard(collection)

@@ -31,6 +31,7 @@ from storage.vectors.base import (
     check_k,
     check_vector,
     hit_from_payload,
+    owned_vector,
     point_uuid,
     prepare_payload,
 )
@@ -160,6 +161,13 @@ class QdrantServerStore(VectorStore):
                 collection, query=query, query_filter=query_filter, limit=k, with_payload=True
             )
         return [hit_from_payload(p.id, p.score, p.payload) for p in response.points]
+
+    async def get_vector(self, collection: str, point_id: str, tenant_id: str) -> list[float]:
+        async with _translated(collection):
+            records = await self._client.retrieve(
+                collection, ids=[point_uuid(point_id)], with_payload=True, with_vectors=True
+            )
+        return owned_vector(records[0] if records else None, point_id, tenant_id)
 
     async def count(self, collection: str, tenant_id: str) -> int:
         check_collection_name(collection)

@@ -206,3 +206,25 @@ def test_factory_picks_backend_from_settings(tmp_path: Path) -> None:
     assert isinstance(embedded, EdgeVectorStore)
     server = create_vector_store(Settings(data_dir=tmp_path, qdrant_url="http://127.0.0.1:1"))
     assert isinstance(server, QdrantServerStore)
+
+
+async def test_similar_to_a_stored_point_is_exact_cosine_without_itself(
+    store, collection, loaded, loaded_b
+) -> None:
+    ids, vectors = loaded
+    hits = await store.similar_to(collection, ids[3], 5, tenant_id="tenant-a")
+    expected, scores = _brute_force(vectors, vectors[3], 6)
+    assert expected[0] == 3  # the point itself, which similar_to leaves out
+    assert [h.id for h in hits] == [ids[i] for i in expected[1:]]
+    np.testing.assert_allclose([h.score for h in hits], scores[1:], atol=1e-4)
+    stored = await store.get_vector(collection, ids[3], tenant_id="tenant-a")
+    np.testing.assert_allclose(
+        np.asarray(stored) / np.linalg.norm(stored),
+        vectors[3] / np.linalg.norm(vectors[3]),
+        atol=1e-5,
+    )
+    # Another tenant's point, or an unknown one, does not exist for tenant A.
+    with pytest.raises(NotFound):
+        await store.similar_to(collection, loaded_b[0][0], 5, tenant_id="tenant-a")
+    with pytest.raises(NotFound):
+        await store.get_vector(collection, "no-such-point", tenant_id="tenant-a")
