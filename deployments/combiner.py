@@ -29,6 +29,7 @@ from deployments.models import (
 from deployments.ray_metrics import install_ray_metrics
 from deployments.scoring import as_pairs
 from deployments.training_jobs import TrainingJobs
+from deployments.vector_similar import VectorSimilar
 from deployments.version_events import VersionEvents
 from graph_api.recommender import RecommendationRequest, RecommendationResponse
 from storage import meters
@@ -82,6 +83,7 @@ class HybridCombiner:
         # Promotions announced on models:{tenant} invalidate at once; the TTL is the fallback.
         self._events = VersionEvents(self._settings, self._versions.invalidate)
         self._jobs = TrainingJobs(train_entrypoint, num_cpus=self._config.train_num_cpus)
+        self._vectors = VectorSimilar(self._settings)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self._config = CombinerConfig.model_validate({**self._config.model_dump(), **config})
@@ -193,6 +195,8 @@ class HybridCombiner:
 
     async def similar_items(self, request: dict[str, Any]) -> list[tuple[str, float]]:
         tenant_id, item_id, k = request["tenant_id"], str(request["item_id"]), int(request["k"])
+        if (found := await self._vectors.similar(tenant_id, item_id, k)) is not None:
+            return found
         names = [n for n in self._config.similar_engines if n in self._engines]
         versions = await self._versions_for(tenant_id, names)
         payload = {"item_id": item_id, "k": k}

@@ -26,6 +26,7 @@ from deployments.scoring import (
     run_queries,
     similarity_matrix,
 )
+from deployments.vector_similar import VectorSimilar
 from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
 from storage.settings import Settings
 
@@ -50,8 +51,10 @@ class LocalRecommender:
         version_ttl_s: float = 2.0,
         default_weights: dict[str, float] | None = None,
         train_entrypoint: str = "training.pipeline:train_tenant",
+        vectors: VectorSimilar | None = None,
     ) -> None:
         self._train_entrypoint = train_entrypoint
+        self._vectors = vectors or VectorSimilar(settings)
         self._settings = settings
         self._engines = list(dict.fromkeys(engines))
         self._source = resolve_source(source, settings)
@@ -159,6 +162,9 @@ class LocalRecommender:
     async def similar_items(
         self, *, tenant_id: str, item_id: str, k: int
     ) -> list[tuple[str, float]]:
+        if (found := await self._vectors.similar(tenant_id, item_id, k)) is not None:
+            return found
+
         def similar(model: Model, item: str, count: int) -> list[tuple[str, float]]:
             return as_pairs(model.similar_items(item, count))
 

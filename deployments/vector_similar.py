@@ -1,0 +1,49 @@
+"""Similar items answered by the vector store, where every replica can reach it.
+
+Training upserts ALS item factors (``items_als``) and content vectors (``items_content``) per
+tenant. With a Qdrant server configured (``RECSERVE_QDRANT_URL``) similar items come from a
+nearest-neighbour search there, so a catalogue far larger than a replica's models still answers
+fast. The embedded store is a folder only one process may hold open, so without a server the
+trained models answer instead, as they also do when the search finds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from storage.errors import NotFound, StorageError
+from storage.settings import Settings
+from storage.vectors import VectorStore, create_vector_store
+
+logger = logging.getLogger(__name__)
+
+# Collaborative neighbours first: they reflect behaviour; content vectors cover cold items.
+COLLECTIONS = ("items_als", "items_content")
+
+
+class VectorSimilar:
+    def __init__(self, settings: Settings, store: VectorStore | None = None) -> None:
+        self._settings = settings
+        self._store = store
+
+    @property
+    def enabled(self) -> bool:
+        return self._store is not None or self._settings.qdrant_url is not None
+
+    async def similar(self, tenant_id: str, item_id: str, k: int) -> list[tuple[str, float]] | None:
+        """Nearest items of the tenant, or None when the models should answer instead."""
+        if not self.enabled:
+            return None
+        if self._store is None:
+            self._store = create_vector_store(self._settings)
+        for collection in COLLECTIONS:
+            try:
+                hits = await self._store.similar_to(collection, item_id, k, tenant_id)
+            except NotFound:  # no such collection, or the item has no vector in it
+                continue
+            except StorageError as error:
+                logger.warning("vector search failed, models answer instead: %s", error)
+                return None
+            if hits:
+                return [(hit.id, float(hit.score)) for hit in hits]
+        return None

@@ -1,0 +1,70 @@
+"""Similar items from the vector store: exact cosine, tenant-checked, models as the fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from deployments.local import LocalRecommender
+from deployments.vector_similar import VectorSimilar
+from storage.settings import Settings
+from storage.vectors import EdgeVectorStore, QdrantServerStore, VectorStore
+from tests.deployments.test_local import TENANT, MemorySource
+
+DIM = 8
+
+
+@pytest.fixture(params=["server", "edge"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "server":
+        vectors: VectorStore = QdrantServerStore(client=AsyncQdrantClient(":memory:"))
+    else:
+        vectors = EdgeVectorStore(tmp_path / "qdrant")
+    yield vectors
+    await vectors.close()
+
+
+async def _fill(store: VectorStore, rng: np.random.Generator) -> np.ndarray:
+    vectors = rng.normal(size=(30, DIM)).astype(np.float32)
+    await store.ensure_collection("items_content", DIM)
+    points = [(f"i{n}", vectors[n].tolist(), {"tenant_id": TENANT}) for n in range(30)]
+    points += [("other-item", vectors[0].tolist(), {"tenant_id": "other"})]
+    await store.upsert("items_content", points)
+    return vectors
+
+
+def _exact(vectors: np.ndarray, row: int, k: int) -> list[str]:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    order = [int(i) for i in np.argsort(-(unit @ unit[row]), kind="stable") if i != row]
+    return [f"i{i}" for i in order[:k]]
+
+
+async def test_vector_neighbours_are_exact_and_stay_in_the_tenant(store, rng, tmp_path) -> None:
+    vectors = await _fill(store, rng)
+    similar = VectorSimilar(Settings(data_dir=tmp_path), store)
+    found = await similar.similar(TENANT, "i5", 4)
+    assert found is not None and [item for item, _ in found] == _exact(vectors, 5, 4)
+    # Another tenant's item has no vector for this tenant: the models answer instead.
+    assert await similar.similar(TENANT, "other-item", 4) is None
+
+
+async def test_without_a_vector_server_the_models_answer(tmp_path: Path) -> None:
+    assert not VectorSimilar(Settings(data_dir=tmp_path)).enabled
+    assert VectorSimilar(Settings(data_dir=tmp_path, qdrant_url="http://qdrant:6333")).enabled
+
+
+async def test_local_recommender_prefers_vectors_then_falls_back(store, rng, tmp_path) -> None:
+    vectors = await _fill(store, rng)
+    source = MemorySource(["popularity", "item_knn", "ease"])
+    settings = Settings(data_dir=tmp_path)
+    local = LocalRecommender(
+        settings, ["item_knn", "ease"], source=source, vectors=VectorSimilar(settings, store)
+    )
+    from_vectors = await local.similar_items(tenant_id=TENANT, item_id="i2", k=3)
+    assert [item for item, _ in from_vectors] == _exact(vectors, 2, 3)
+    plain = LocalRecommender(settings, ["item_knn", "ease"], source=source)
+    from_models = await plain.similar_items(tenant_id=TENANT, item_id="i2", k=3)
+    assert from_models and "i2" not in [item for item, _ in from_models]
