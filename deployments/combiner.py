@@ -137,7 +137,12 @@ class HybridCombiner:
         versions = await self._versions_for(req.tenant_id, list(dict.fromkeys(wanted)))
         payload = self._engine_payload(req)
         trained = [name for name in names if name in versions]
+        from_vectors = await self._content_from_vectors(req, trained)
+        if from_vectors is not None:
+            trained.remove("content")
         outcome = await self._ask(req.tenant_id, trained, versions, payload)
+        if from_vectors is not None:
+            outcome.results["content"] = from_vectors
         answered = {name: recs for name, recs in outcome.results.items() if recs}
         if not answered and FALLBACK in versions and FALLBACK not in names:
             # A single engine with nothing to say (cold user, failure): popularity answers.
@@ -154,6 +159,21 @@ class HybridCombiner:
             model_version=version_label({n: versions[n] for n in answered}),
         )
         return dataclasses.asdict(response)
+
+    async def _content_from_vectors(
+        self, req: RecommendationRequest, trained: list[str]
+    ) -> list[tuple[str, float]] | None:
+        """With a vector server, the content engine's candidates come from a nearest-neighbour
+        search around the user's recent items instead of scoring the whole catalogue."""
+        if "content" not in trained or not req.history:
+            return None
+        return await self._vectors.content_candidates(
+            req.tenant_id,
+            req.history,
+            req.k,
+            exclude=req.exclude_item_ids,
+            categories=req.categories,
+        )
 
     async def _ask(
         self, tenant_id: str, names: list[str], versions: dict[str, str], payload: dict[str, Any]

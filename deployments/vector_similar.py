@@ -10,6 +10,9 @@ trained models answer instead, as they also do when the search finds nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+
+import numpy as np
 
 from storage.errors import NotFound, StorageError
 from storage.settings import Settings
@@ -19,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Collaborative neighbours first: they reflect behaviour; content vectors cover cold items.
 COLLECTIONS = ("items_als", "items_content")
+CONTENT = "items_content"
+# The most recent items that make up a user's content profile.
+PROFILE_ITEMS = 20
 
 
 class VectorSimilar:
@@ -47,3 +53,46 @@ class VectorSimilar:
             if hits:
                 return [(hit.id, float(hit.score)) for hit in hits]
         return None
+
+    async def content_candidates(
+        self,
+        tenant_id: str,
+        history: Sequence[str],
+        k: int,
+        *,
+        exclude: Sequence[str] = (),
+        categories: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]] | None:
+        """The content engine's answer from the vector store: items nearest to the mean of the
+        user's recent items' content vectors. None when there is no store or no profile."""
+        if not self.enabled or not history:
+            return None
+        if self._store is None:
+            self._store = create_vector_store(self._settings)
+        try:
+            profile = await self._profile(tenant_id, history[:PROFILE_ITEMS])
+            if profile is None:
+                return None
+            hits = await self._store.search(
+                CONTENT,
+                profile,
+                k,
+                tenant_id,
+                {"category": list(categories)} if categories else None,
+                exclude_ids=[*history, *exclude],
+            )
+        except StorageError as error:
+            logger.warning("content candidates from the model instead: %s", error)
+            return None
+        return [(hit.id, float(hit.score)) for hit in hits] or None
+
+    async def _profile(self, tenant_id: str, items: Sequence[str]) -> list[float] | None:
+        assert self._store is not None
+        vectors = []
+        for item in items:
+            try:
+                vector = np.asarray(await self._store.get_vector(CONTENT, item, tenant_id))
+            except NotFound:
+                continue
+            vectors.append(vector / (np.linalg.norm(vector) or 1.0))
+        return np.mean(vectors, axis=0).tolist() if vectors else None

@@ -68,3 +68,21 @@ async def test_local_recommender_prefers_vectors_then_falls_back(store, rng, tmp
     plain = LocalRecommender(settings, ["item_knn", "ease"], source=source)
     from_models = await plain.similar_items(tenant_id=TENANT, item_id="i2", k=3)
     assert from_models and "i2" not in [item for item, _ in from_models]
+
+
+async def test_content_candidates_search_around_the_users_recent_items(store, rng, tmp_path):
+    vectors = await _fill(store, rng)
+    similar = VectorSimilar(Settings(data_dir=tmp_path), store)
+    found = await similar.content_candidates(TENANT, ["i1", "i2"], 5, exclude=["i9"])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    profile = (unit[1] + unit[2]) / 2
+    ranked = [f"i{i}" for i in np.argsort(-(unit @ profile), kind="stable")]
+    expected = [item for item in ranked if item not in ("i1", "i2", "i9")][:5]
+    assert found is not None and [item for item, _ in found] == expected
+    # Items of another tenant or without vectors make no profile: the model answers instead.
+    assert await similar.content_candidates(TENANT, ["other-item", "nope"], 5) is None
+    assert await similar.content_candidates(TENANT, [], 5) is None
+    assert (
+        await VectorSimilar(Settings(data_dir=tmp_path)).content_candidates(TENANT, ["i1"], 5)
+        is None
+    )
