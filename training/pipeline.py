@@ -3,12 +3,15 @@
 ``train_tenant`` reads the tenant's interactions, ratings and catalogue, builds one weighted
 interaction matrix, fits each requested algorithm, measures it on a per-user holdout, writes a
 versioned artifact per algorithm, promotes it (serving replicas load it on their next request)
-and upserts item vectors into the vector store for similar-item and candidate search.
+and upserts item vectors into the vector store for similar-item and candidate search. An
+algorithm that cannot train on the tenant's data is skipped (logged, counted, named in
+``TrainingResult.skipped``) and the others still publish; only a run that trains nothing fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
@@ -26,9 +29,9 @@ from storage.artifacts import ArtifactStore, create_artifact_store
 from storage.cache import create_cache
 from storage.cache.keys import bump_model_epoch
 from storage.db import Database, migrate
-from storage.errors import InvalidData
+from storage.errors import InvalidData, NotFound
 from storage.settings import Settings
-from storage.vectors import create_vector_store
+from storage.vectors import Point, VectorStore, create_vector_store
 from training.algorithms import REGISTRY, Recommender, create
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 from training.evaluation import evaluate_ranking, python_stratified_split
@@ -170,8 +173,6 @@ async def _upsert_vectors(
     try:
         for name, matrix in vectors.items():
             collection = VECTOR_COLLECTIONS[name]
-            await store.ensure_collection(collection, int(matrix.shape[1]))
-            await store.delete_by_filter(collection, tenant)
             points = [
                 (
                     str(item),
@@ -181,10 +182,37 @@ async def _upsert_vectors(
                 for item, row in zip(ids, matrix, strict=True)
                 if np.any(row)
             ]
-            for start in range(0, len(points), 1000):
-                await store.upsert(collection, points[start : start + 1000])
+            try:
+                await _replace_vectors(store, collection, tenant, int(matrix.shape[1]), points)
+            except Exception as error:  # the models are published; only vector search suffers
+                log.warning(
+                    "tenant %s: item vectors of %s not stored: %s", tenant, name, _reason(error)
+                )
+                log.debug("tenant %s: %s vector upsert failed", tenant, name, exc_info=True)
     finally:
         await store.close()
+
+
+async def _replace_vectors(
+    store: VectorStore, collection: str, tenant: str, dim: int, points: list[Point]
+) -> None:
+    """The tenant's points in ``collection`` become ``points``; none (e.g. content vectors of a
+    catalogue without text or categories) just clears what an earlier run stored."""
+    if not points:
+        with contextlib.suppress(NotFound):  # no collection yet: nothing stale either
+            await store.delete_by_filter(collection, tenant)
+        return
+    await store.ensure_collection(collection, dim)
+    await store.delete_by_filter(collection, tenant)
+    for start in range(0, len(points), 1000):
+        await store.upsert(collection, points[start : start + 1000])
+
+
+def _reason(error: Exception) -> str:
+    """One line for logs and ``TrainingResult.skipped``: our own errors by message alone."""
+    if isinstance(error, InvalidData):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 async def train_tenant_async(
@@ -226,26 +254,38 @@ async def train_tenant_async(
         fit_started = time.perf_counter()
         try:
             model = _fit(name, full, data.items, seed, workers if distributed else 0, address)
-        except InvalidData as error:  # e.g. svd with no explicit ratings
-            result.skipped[name] = str(error)
+            fit_seconds = time.perf_counter() - fit_started
+            metrics = holdout_metrics(name, data, seed) if evaluate else {}
+            metadata = {
+                "params": model.config.model_dump(mode="json"),
+                "seed": seed,
+                "counts": counts,
+                "metrics": metrics,
+                "fit_seconds": fit_seconds,
+                "duration_seconds": time.perf_counter() - fit_started,  # fit and holdout
+                "code_version": code_version(),
+            }
+            version = _publish_model(artifacts, str(tenant_id), name, model, metadata)
+        except Exception as error:  # one engine that cannot train this data must not sink the rest
+            result.skipped[name] = _reason(error)
+            log.warning("tenant %s: %s skipped: %s", tenant_id, name, result.skipped[name])
+            log.debug("tenant %s: %s failed", tenant_id, name, exc_info=True)
             meters.training_run(name, "skipped", time.perf_counter() - fit_started)
             continue
-        fit_seconds = time.perf_counter() - fit_started
-        metrics = holdout_metrics(name, data, seed) if evaluate else {}
-        metadata = {
-            "params": model.config.model_dump(mode="json"),
-            "seed": seed,
-            "counts": counts,
-            "metrics": metrics,
-            "fit_seconds": fit_seconds,
-            "duration_seconds": time.perf_counter() - fit_started,  # fit and holdout
-            "code_version": code_version(),
-        }
-        result.versions[name] = _publish_model(artifacts, str(tenant_id), name, model, metadata)
+        result.versions[name] = version
         meters.training_run(name, "succeeded", time.perf_counter() - fit_started)
         result.metrics[name] = metrics
-        if (found := _item_vectors(name, model)) is not None:
+        try:
+            found = _item_vectors(name, model)
+        except Exception as error:  # the model is published; only its vector search is missing
+            log.warning("tenant %s: no item vectors from %s: %s", tenant_id, name, _reason(error))
+            log.debug("tenant %s: %s item vectors failed", tenant_id, name, exc_info=True)
+            continue
+        if found is not None:
             vectors[name] = found
+    if not result.versions:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in result.skipped.items())
+        raise InvalidData(f"tenant {tenant_id}: no algorithm could be trained ({reasons})")
     if progress:
         progress("train: item vectors", len(names), len(names))
     await _upsert_vectors(settings, str(tenant_id), vectors, data, full.item_ids)

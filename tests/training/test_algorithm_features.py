@@ -10,7 +10,7 @@ import pytest
 from storage.errors import InvalidData, NotFound
 from tests.training.test_algorithms_contract import COLD, catalogue, cluster_of, planted
 from training.algorithms import SVD, Content, ItemKNN, Recommender, create, load
-from training.data import SECONDS_PER_DAY, InteractionMatrix
+from training.data import SECONDS_PER_DAY, InteractionMatrix, ItemInfo
 
 
 def test_item_knn_explains_with_the_strongest_history_item() -> None:
@@ -35,6 +35,64 @@ def test_content_recommends_cold_items_and_exports_vectors() -> None:
     assert vectors.dtype == np.float32 and vectors.shape[0] == model.n_items
     assert 1 <= vectors.shape[1] <= 64
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def _content_on(items: list[ItemInfo], tmp_path: Path) -> Content:
+    """Content fitted on ``items`` (u0 touched the first, u1 the last), saved and reloaded."""
+    rows = [("u0", items[0].id, "view", None, 0.0), ("u1", items[-1].id, "view", None, 0.0)]
+    create("content").fit(InteractionMatrix.from_interactions(rows, items=items)).save(tmp_path)
+    model = load(tmp_path)
+    assert isinstance(model, Content)
+    return model
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [ItemInfo(id="x"), ItemInfo(id="y"), ItemInfo(id="z")],
+        [ItemInfo(id="x", title="A"), ItemInfo(id="y", title="7"), ItemInfo(id="z", title="#")],
+        [ItemInfo(id="x")],
+    ],
+    ids=["no-text-no-category", "only-one-letter-words", "single-item"],
+)
+def test_content_without_any_features_fits_and_recommends_nothing(
+    items: list[ItemInfo], tmp_path: Path
+) -> None:
+    model = _content_on(items, tmp_path)
+    assert model.recommend("u0", k=5) == []
+    assert model.recommend("u0", k=5, exclude_seen=False) == []
+    assert model.recommend("newcomer", history=[items[0].id]) == []
+    assert all(model.similar_items(item.id) == [] for item in items)
+    assert model.item_vectors().shape == (len(items), 0)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        {"a": {"title": "red running shoe"}, "b": {"title": "blue garden hose"}},
+        {"a": {"category": "shoes"}, "b": {"category": "garden"}},
+    ],
+    ids=["text-only", "category-only"],
+)
+def test_content_item_without_features_is_similar_to_nothing(
+    features: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    items = [ItemInfo(id=f"{kind}{n}", **features[kind]) for n in range(2) for kind in "ab"]
+    items.append(ItemInfo(id="blank"))  # u1 touched only this one
+    model = _content_on(items, tmp_path)
+    recs = model.recommend("u0", k=10)  # a0's twin first; the unrelated items rank, the blank not
+    assert recs[0] == ("a1", pytest.approx(1.0))
+    assert sorted(item for item, _ in recs) == ["a1", "b0", "b1"]
+    assert [item for item, _ in model.similar_items("a0", k=10)] == ["a1", "b0", "b1"]
+    assert model.similar_items("blank") == []
+    assert model.recommend("u1") == [] and model.recommend("x", history=["blank"]) == []
+    vectors = model.item_vectors()
+    assert vectors.shape[0] == len(items) and not vectors[-1].any()
+    assert np.allclose(np.linalg.norm(vectors[:-1], axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[2] == pytest.approx(1.0) and abs(vectors[0] @ vectors[1]) < 1e-6
+    single = _content_on([ItemInfo(id="only", category="shoes")], tmp_path / "single")
+    assert single.recommend("u0", exclude_seen=False) == [("only", 1.0)]
+    assert single.item_vectors().shape == (1, 1)
 
 
 def test_svd_predicts_clipped_ratings_that_follow_the_clusters() -> None:

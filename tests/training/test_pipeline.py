@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from storage import repositories as repo
 from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
 from storage.errors import InvalidData
+from storage.metrics import PrometheusBackend, use_backend
 from storage.settings import Settings
 from storage.vectors import create_vector_store
-from training.algorithms import load
+from training.algorithms import REGISTRY, Popularity, load
+from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
 from training.ingest import imported_email, ingest_dataset
 from training.pipeline import train_tenant_async
@@ -105,6 +108,104 @@ async def test_training_refuses_unknown_algorithms_and_empty_tenants(tmp_path: P
         await train_tenant_async(settings, str(tenant_id), ["nope"])
     with pytest.raises(InvalidData, match="no interactions"):
         await train_tenant_async(settings, str(tenant_id), ["popularity"])
+    await database.dispose()
+
+
+async def _content_vectors(settings: Settings, tenant: str) -> int:
+    store = create_vector_store(settings)  # closed again: the embedded store allows one opener
+    try:
+        return await store.count("items_content", tenant)
+    finally:
+        await store.close()
+
+
+class _Exploding(Popularity):  # no ``name`` in the body: it never registers by itself
+    def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
+        raise RuntimeError("engine exploded on this data")
+
+
+class _Unsaveable(Popularity):
+    def _state(self) -> dict:
+        raise OSError("disk full")
+
+
+@pytest.fixture
+def failing_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two engines that cannot train, known to the registry for this test only."""
+    for name, cls in (("exploding", _Exploding), ("unsaveable", _Unsaveable)):
+        monkeypatch.setattr(cls, "name", name, raising=False)
+        monkeypatch.setitem(REGISTRY, name, cls)
+
+
+async def test_a_failing_algorithm_is_skipped_and_the_others_published(
+    tmp_path: Path, catalogue, failing_algorithms, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "failing.example")
+    await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions[:400]
+    )
+    tenant = str(tenant_id)
+    meters = PrometheusBackend()
+    previous = use_backend(meters)
+    try:
+        with caplog.at_level(logging.WARNING, logger="training.pipeline"):
+            names = ["popularity", "exploding", "content", "unsaveable"]
+            result = await train_tenant_async(settings, tenant, names)
+    finally:
+        use_backend(previous)
+
+    assert sorted(result.versions) == ["content", "popularity"]
+    assert result.skipped == {
+        "exploding": "RuntimeError: engine exploded on this data",
+        "unsaveable": "OSError: disk full",
+    }
+    artifacts = create_artifact_store(settings)
+    assert artifacts.current(tenant, "content") == result.versions["content"]
+    assert artifacts.current(tenant, "exploding") is None
+    assert artifacts.current(tenant, "unsaveable") is None
+    for name, status in [
+        ("exploding", "skipped"),
+        ("unsaveable", "skipped"),
+        ("content", "succeeded"),
+    ]:
+        labels = {"algorithm": name, "status": status}
+        assert meters.registry.get_sample_value("training_runs_total", labels) == 1.0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        f"tenant {tenant}: exploding skipped: RuntimeError: engine exploded on this data",
+        f"tenant {tenant}: unsaveable skipped: OSError: disk full",
+    ]
+    assert all(r.exc_info is None for r in warnings)  # the traceback only at debug level
+    assert await _content_vectors(settings, tenant) == len(catalogue.items)
+
+    with pytest.raises(InvalidData, match=r"no algorithm could be trained.*exploding: Runtime"):
+        await train_tenant_async(settings, tenant, ["exploding"], evaluate=False)
+    await database.dispose()
+
+
+async def test_catalogue_without_usable_text_trains_content_and_clears_its_vectors(
+    tmp_path: Path, catalogue
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "bare.example")
+    tenant = str(tenant_id)
+    items, interactions = catalogue.items[:20], catalogue.interactions[:300]
+    interactions = [row for row in interactions if row[1] in {item.id for item in items}]
+    await ingest_dataset(database, tenant_id, items=items, interactions=interactions)
+    await train_tenant_async(settings, tenant, ["content"], evaluate=False)
+    assert await _content_vectors(settings, tenant) == len(items)
+    # The same items re-imported with one-letter titles and nothing else: no features.
+    bare = [ItemInfo(id=item.id, title="ABCDEFGHIJKLMNOPQRST"[n]) for n, item in enumerate(items)]
+    await ingest_dataset(database, tenant_id, items=bare)
+    result = await train_tenant_async(settings, tenant, ["popularity", "content"])
+    assert sorted(result.versions) == ["content", "popularity"] and not result.skipped
+    assert await _content_vectors(settings, tenant) == 0  # the stale ones are gone
+    artifacts = create_artifact_store(settings)
+    artifacts.load(tenant, "content", result.versions["content"], tmp_path / "content")
+    model = load(tmp_path / "content")
+    user = str(model.user_ids[0])
+    assert model.recommend(user, k=5) == [] and model.similar_items(str(model.item_ids[0])) == []
     await database.dispose()
 
 

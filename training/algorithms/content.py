@@ -1,7 +1,9 @@
 """Content-based: TF-IDF of title, description and tags plus a one-hot category.
 
 Items carry their own features, so an item nobody has touched yet is recommendable and has
-similar items; a user is the weighted mean of the items they interacted with.
+similar items; a user is the weighted mean of the items they interacted with. An item with no
+text and no category has no features: it is neither recommended nor similar to anything, and a
+user whose items all lack features gets nothing from this engine (other engines still answer).
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ class Content(Recommender):
     needs_interactions = False
 
     features: sp.csr_matrix
+    _blank: np.ndarray  # items without any feature
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
-        text = normalize(self._text_features(items))
+        text = _unit_rows(self._text_features(items))
         categories = self._category_features(items) * self.config.category_weight
-        self.features = sp.csr_matrix(normalize(sp.hstack([text, categories]).tocsr()))
+        self.features = _unit_rows(sp.hstack([text, categories], format="csr"))
+        self.features.eliminate_zeros()
+        self._find_blank()
+
+    def _find_blank(self) -> None:
+        self._blank = np.asarray(abs(self.features).sum(axis=1)).ravel() == 0
 
     def _text_features(self, items: list[ItemInfo]) -> sp.csr_matrix:
         documents = [" ".join([i.title, i.description, *i.tags]) for i in items]
@@ -48,7 +56,10 @@ class Content(Recommender):
             sublinear_tf=True,
             dtype=np.float32,
         )
-        return vectorizer.fit_transform(documents)
+        try:
+            return vectorizer.fit_transform(documents)
+        except ValueError:  # "empty vocabulary": only one-letter words, digits or punctuation
+            return sp.csr_matrix((len(items), 0), dtype=np.float32)
 
     @staticmethod
     def _category_features(items: list[ItemInfo]) -> sp.csr_matrix:
@@ -64,22 +75,36 @@ class Content(Recommender):
         scale = np.divide(1.0, totals, out=np.zeros(len(totals)), where=totals > 0)
         return sp.diags(scale) @ rows @ self.features
 
+    def _scores(self, profiles: sp.csr_matrix) -> np.ndarray:
+        """Profile . item features; -inf for items without features and for empty profiles."""
+        scores = (profiles @ self.features.T).toarray()
+        scores[:, self._blank] = -np.inf
+        scores[np.asarray(abs(profiles).sum(axis=1)).ravel() == 0] = -np.inf
+        return scores
+
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
-        return (self._profiles(self.user_items[rows]) @ self.features.T).toarray()
+        return self._scores(self._profiles(self.user_items[rows]))
 
     def score_history(self, history: sp.csr_matrix) -> np.ndarray:
-        return (self._profiles(history) @ self.features.T).toarray()[0]
+        return self._scores(self._profiles(history))[0]
 
     def item_scores(self, item: int) -> np.ndarray:
-        return (self.features @ self.features[item].T).toarray().ravel()
+        return self._scores(self.features[item])[0]
 
     def item_vectors(self) -> np.ndarray:
         """Dense L2-normalised ``n_items x d`` float32 vectors (d <= vector_dims) to upload."""
         n_items, n_features = self.features.shape
-        dims = min(self.config.vector_dims, n_features - 1, n_items - 1)
-        if dims < 1:
-            return normalize(self.features.toarray()).astype(np.float32)
-        reducer = TruncatedSVD(n_components=dims, random_state=self.seed)
+        if self._blank.all():  # nothing to embed: zero-width vectors, none of them worth storing
+            return np.zeros((n_items, 0), dtype=np.float32)
+        if min(n_items, n_features) <= self.config.vector_dims:
+            # Small enough to embed exactly (a cut SVD here could zero whole items): the
+            # features, or their rotation onto the row space, which keeps every dot product.
+            dense = self.features.toarray()
+            if n_features > n_items:
+                u, s, _ = np.linalg.svd(dense, full_matrices=False)
+                dense = u * s
+            return normalize(dense).astype(np.float32)
+        reducer = TruncatedSVD(n_components=self.config.vector_dims, random_state=self.seed)
         return normalize(reducer.fit_transform(self.features)).astype(np.float32)
 
     def _state(self) -> State:
@@ -87,3 +112,10 @@ class Content(Recommender):
 
     def _restore(self, state: State) -> None:
         self.features = sp.csr_matrix(state["features"], dtype=np.float32)
+        self._find_blank()
+
+
+def _unit_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """Rows scaled to unit length (zero rows stay zero); a matrix without columns as it is."""
+    matrix = sp.csr_matrix(matrix)
+    return sp.csr_matrix(normalize(matrix)) if matrix.shape[1] else matrix
