@@ -1,9 +1,9 @@
 """Result cache: cached vs uncached ``recommendations`` through the GraphQL app, in-process.
 
 One synthetic tenant (``benchmarks.serve_load``: 500 users x 400 items) is ingested and trained
-into a temporary data dir; ``create_app`` over ``deployments.local.LocalRecommender`` is driven
-by httpx over ASGI (no sockets), so the figures are the API's own cost. For each cache backend
-(in-process, plus Redis with ``--redis``) and client count:
+into a temporary data dir; ``create_app`` over ``deployments.inprocess.InProcessRecommender``
+is driven by httpx over ASGI (no sockets), so the figures are the API's own cost. For each cache
+backend (in-process, plus Redis with ``--redis``) and client count:
 
 - ``uncached``: every request is a different user, so every request misses and computes;
 - ``cached``: the same users again, so every request is answered from the result cache.
@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from benchmarks.serve_load import prepare_tenant
-from deployments.local import LocalRecommender
+from deployments.inprocess import InProcessRecommender
 from graph_api.app import create_app
 from storage.settings import Settings
 
@@ -82,7 +82,7 @@ async def _backend(
     data_dir: Path, redis_url: str | None, tokens: list[str], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     settings = Settings(data_dir=data_dir, redis_url=redis_url, rate_limit_tiers=UNLIMITED)
-    app = create_app(recommender=LocalRecommender(settings, ENGINES), settings=settings)
+    app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
     rows = []
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

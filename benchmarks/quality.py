@@ -1,30 +1,50 @@
 """Quality benchmark on MovieLens-100K with the Microsoft Recommenders protocol.
 
-    python -m benchmarks.quality --data ../shared/data/ml-100k --json bench-quality.json --png q.png
+    python -m benchmarks.quality --data ../shared/data/ml-100k --json bench-quality.json [--tune]
 
-Every registered algorithm and the hybrid are fitted on a 75/25 per-user stratified split
-(seed 42) and ranked at k=10 with seen items excluded; the published Recommenders rows are shown
-alongside. The hybrid's weights are tuned on a validation split carved from the training part
-only. Rating predictors also get RMSE/MAE on the official u1..u5 folds.
+The training part of a 75/25 per-user stratified split (seed 42) becomes the interaction matrix
+exactly as the training pipeline builds it (ratings as ``rating`` events, the default weights);
+every engine is fitted as the pipeline fits it, and every list, the hybrid's included, comes from
+the serving core (``deployments.plan``) over in-process engines, with the user's training items
+as the request's history, as the API sends them. So this is the offline row of what the API
+serves; ``benchmarks.api_quality`` measures the same through HTTP GraphQL. ``--tune`` chooses
+the hybrid's weights on validation splits of the training part only (seeds 7, 123, 2024) and
+prints them; the defaults in ``training.hybrid.HybridConfig`` come from such a run. Rating
+predictors also get RMSE/MAE on the official u1..u5 folds.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.algorithms import REGISTRY, create
-from training.data import InteractionMatrix
-from training.datasets import MovieLens, load_movielens
-from training.evaluation import evaluate_ranking, evaluate_rating_folds, python_stratified_split
-from training.hybrid_model import HybridRecommender
+from deployments.inprocess import InProcessRecommender
+from deployments.models import MemoryModelSource
+from deployments.plan import PlanConfig
+from graph_api.recommender import HYBRID, RecommendationRequest
+from storage.settings import Settings
+from training.algorithms import ALGORITHMS, REGISTRY, Recommender, create
+from training.data import InteractionMatrix, InteractionWeights, ItemInfo
+from training.datasets import load_movielens
+from training.evaluation import (
+    catalogue_coverage,
+    evaluate_rating_folds,
+    python_stratified_split,
+    ranking_metrics,
+    relevant_items,
+)
+from training.hybrid import HybridConfig
 from training.hybrid_tuning import TuningResult, tune_weights_folds
+from training.pipeline import Holdout, TenantData
 
 K = 10
+TENANT = "offline"
 # Recommenders README, ML-100K, same split and k (NDCG@10, P@10, R@10, MAP)
 PUBLISHED = {
     "BiVAE (published)": {
@@ -40,62 +60,145 @@ PUBLISHED = {
         "map": 0.132,
     },
 }
-ORDER = ("popularity", "trending", "content", "item_knn", "user_knn", "als", "bpr", "svd", "ease")
 COLUMNS = ("precision@10", "recall@10", "ndcg@10", "map", "coverage", "fit_seconds")
+# Validation seeds for the blend: not 42, the split the engines' own defaults were tuned on
+# (benchmarks/tune_algorithms.py), or the blend would favour the engine tuned hardest there
+VALIDATION_SEEDS = (7, 123, 2024)
+TUNE_CANDIDATES = ("ease", "als", "user_knn", "item_knn", "bpr", "popularity")
 
 
-def _row(metrics: dict[str, float], fit_seconds: float) -> dict[str, float]:
-    row = {c: round(float(metrics[c]), 4) for c in COLUMNS if c in metrics}
-    row["fit_seconds"] = round(fit_seconds, 2)
-    return row
+def tenant_data(rows: Sequence[tuple], items: list[ItemInfo]) -> TenantData:
+    """Ratings as the pipeline reads them from the database: ``rating`` events, default weights
+    (rows already in event form ``(user, item, type, value, time)`` pass through)."""
+    events = [
+        row if len(row) == 5 else (str(row[0]), str(row[1]), "rating", float(row[2]), row[3])
+        for row in rows
+    ]
+    return TenantData(events, items, InteractionWeights())
 
 
-def rank_algorithms(data: MovieLens, train: list, test: list) -> dict[str, dict[str, float]]:
-    matrix = InteractionMatrix.from_ratings(train, items=data.items)
-    results = {}
-    for name in [n for n in ORDER if n in REGISTRY] + sorted(set(REGISTRY) - set(ORDER)):
+def pipeline_matrix(rows: Sequence[tuple], items: list[ItemInfo]) -> InteractionMatrix:
+    return tenant_data(rows, items).matrix()
+
+
+def tenant_blend(data: TenantData, names: Sequence[str], seed: int = 42) -> dict[str, float] | None:
+    """The blend the training pipeline would tune for this tenant (its own holdout, seed 42)."""
+    holdout = Holdout(data, seed)
+    for name in names:
+        holdout.metrics(name)
+    blend = holdout.blend()
+    print(f"  tenant blend: {blend}", file=sys.stderr)
+    return blend.weights if blend is not None else None
+
+
+def histories(rows: Sequence[tuple]) -> dict[str, tuple[str, ...]]:
+    """Each user's items newest first, as the API sends them with a request (rows are ratings
+    ``(user, item, rating, time)`` or events ``(user, item, type, value, time)``)."""
+    by_user: dict[str, list[tuple[float, str]]] = {}
+    for row in rows:
+        by_user.setdefault(str(row[0]), []).append((float(row[-1]), str(row[1])))
+    return {
+        u: tuple(dict.fromkeys(i for _, i in sorted(events, reverse=True)))
+        for u, events in by_user.items()
+    }
+
+
+def fit_engines(
+    matrix: InteractionMatrix, items: list[ItemInfo], names: Sequence[str]
+) -> tuple[dict[str, Recommender], dict[str, float]]:
+    models, seconds = {}, {}
+    for name in names:
         started = time.perf_counter()
-        model = create(name).fit(matrix, data.items)
-        elapsed = time.perf_counter() - started
-        results[name] = _row(evaluate_ranking(model, matrix, test, K), elapsed)
+        models[name] = create(name, seed=42).fit(matrix, items)
+        seconds[name] = time.perf_counter() - started
+        print(f"  fitted {name:<11} in {seconds[name]:.1f}s", file=sys.stderr)
+    return models, seconds
+
+
+async def served_lists(
+    recommender: InProcessRecommender,
+    users: Sequence[str],
+    history: dict[str, tuple[str, ...]],
+    algorithm: str,
+    k: int = K,
+) -> dict[str, list[str]]:
+    """Every user's list from the serving core, as the API would ask for it."""
+
+    async def one(user: str) -> list[str]:
+        request = RecommendationRequest(
+            tenant_id=TENANT, user_id=user, algorithm=algorithm, k=k, history=history.get(user)
+        )
+        return [item.item_id for item in (await recommender.recommend(request)).items]
+
+    lists: dict[str, list[str]] = {}
+    for start in range(0, len(users), 64):
+        chunk = users[start : start + 64]
+        for user, found in zip(chunk, await asyncio.gather(*map(one, chunk)), strict=True):
+            lists[user] = found
+    return lists
+
+
+def core_recommender(
+    models: dict[str, Recommender],
+    hybrid: HybridConfig | None = None,
+    blend: dict[str, float] | None = None,
+) -> InProcessRecommender:
+    return InProcessRecommender(
+        Settings(),
+        list(models),
+        source=MemoryModelSource(TENANT, models, blend=blend),
+        config=PlanConfig(hybrid=hybrid or HybridConfig(), engine_timeout_s=60.0),
+    )
+
+
+def evaluate_served(
+    models: dict[str, Recommender],
+    train_rows: Sequence[tuple],
+    test_rows: Sequence[tuple],
+    algorithms: Sequence[str],
+    hybrid: HybridConfig | None = None,
+    blend: dict[str, float] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Ranking metrics of the served lists, per algorithm name (engines, aliases, "hybrid"),
+    with ``blend`` as the tenant's tuned weights (None: the defaults)."""
+    recommender = core_recommender(models, hybrid, blend)
+    relevant = relevant_items(test_rows)
+    history = histories(train_rows)
+    users = [u for u in relevant if u in history]
+    catalogue = [str(i) for i in next(iter(models.values())).item_ids]
+    results = {}
+    for algorithm in algorithms:
+        started = time.perf_counter()
+        lists = asyncio.run(served_lists(recommender, users, history, algorithm))
+        row = ranking_metrics(lists, relevant, K)
+        row["coverage"] = catalogue_coverage(lists, catalogue)
+        results[algorithm] = {c: round(float(row[c]), 4) for c in COLUMNS if c in row}
         print(
-            f"  {name:<11} ndcg@10={results[name]['ndcg@10']:.4f} fit {elapsed:.1f}s",
+            f"  {algorithm:<11} ndcg@10={row['ndcg@10']:.4f} "
+            f"({time.perf_counter() - started:.1f}s for {len(users)} users)",
             file=sys.stderr,
         )
     return results
 
 
-# Validation seeds for the blend: not 42, the split the engines' own defaults were tuned on
-# (benchmarks/tune_algorithms.py), or the blend would favour the engine tuned hardest there
-VALIDATION_SEEDS = (7, 123, 2024)
-
-
 def tune_hybrid(
-    data: MovieLens, train: list, candidates: list[str], seeds: tuple[int, ...] = VALIDATION_SEEDS
+    train: list, items: list[ItemInfo], candidates: Sequence[str] = TUNE_CANDIDATES
 ) -> TuningResult:
     """Weights from validation splits of the training rows; the test rows are never seen."""
+    depth = HybridConfig().depth
     folds = []
-    for seed in seeds:
+    for seed in VALIDATION_SEEDS:
         inner, validation = python_stratified_split(train, 0.75, seed=seed)
-        matrix = InteractionMatrix.from_ratings(inner, items=data.items)
-        engines = {name: create(name).fit(matrix, data.items) for name in candidates}
+        matrix = pipeline_matrix(inner, items)
+        engines = {name: create(name, seed=42).fit(matrix, items) for name in candidates}
         folds.append((engines, matrix, validation))
-    return tune_weights_folds(folds, k=K)
-
-
-def rank_hybrid(data: MovieLens, train: list, test: list, tuning: TuningResult) -> dict[str, float]:
-    matrix = InteractionMatrix.from_ratings(train, items=data.items)
-    config = {"weights": tuning.weights, "normalisation": tuning.normalisation}
-    started = time.perf_counter()
-    model = HybridRecommender(config).fit(matrix, data.items)
-    elapsed = time.perf_counter() - started
-    return _row(evaluate_ranking(model, matrix, test, K), elapsed)
+    return tune_weights_folds(folds, methods=("rrf",), k=K, depth=depth)
 
 
 def rating_errors(path: Path) -> dict[str, float]:
     rmse = {}
-    for name, algorithm in sorted(REGISTRY.items()):
-        if callable(getattr(algorithm, "predict", None)):
+    for name in ALGORITHMS:
+        if REGISTRY[name].predicts_ratings():
             folds = evaluate_rating_folds(lambda name=name: create(name), path)
             rmse[name] = round(folds["rmse"], 4)
             print(f"  {name} RMSE={folds['rmse']:.4f} MAE={folds['mae']:.4f}", file=sys.stderr)
@@ -114,71 +217,59 @@ def print_table(algorithms: dict[str, dict[str, float]]) -> None:
         print(f"{name:<24}{cells}")
 
 
-def write_png(algorithms: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows = {**algorithms, **PUBLISHED}
-    names = list(rows)
-    metrics = ("precision@10", "recall@10", "ndcg@10", "map")
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(12, 5))
-    for offset, metric in enumerate(metrics):
-        values = [rows[n].get(metric, 0.0) for n in names]
-        ax.bar(x + (offset - 1.5) * 0.2, values, width=0.2, label=metric)
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("score")
-    ax.set_title("MovieLens-100K, stratified 75/25 split, k=10")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def run(data_path: Path, *, with_rmse: bool = True) -> dict[str, Any]:
+def run(data_path: Path, *, with_rmse: bool = True, tune: bool = False) -> dict[str, Any]:
     data = load_movielens(data_path)
     train, test = python_stratified_split(data.rows, 0.75, seed=42)
-    algorithms = rank_algorithms(data, train, test)
-    candidates = [n for n in ("ease", "user_knn", "item_knn", "als", "popularity") if n in REGISTRY]
-    started = time.perf_counter()
-    tuning = tune_hybrid(data, train, candidates)
-    tune_seconds = time.perf_counter() - started
-    print(f"  hybrid tuned in {tune_seconds:.1f}s: {tuning}", file=sys.stderr)
-    algorithms["hybrid"] = rank_hybrid(data, train, test, tuning)
-    return {
-        "algorithms": algorithms,
-        "rmse": rating_errors(data_path) if with_rmse else {},
-        "hybrid": {
+    report: dict[str, Any] = {}
+    hybrid = HybridConfig()
+    if tune:
+        started = time.perf_counter()
+        tuning = tune_hybrid(train, data.items)
+        hybrid = hybrid.model_copy(update={"weights": tuning.weights})
+        report["tuning"] = {
             "weights": tuning.weights,
-            "normalisation": tuning.normalisation,
             "validation_ndcg@10": round(tuning.ndcg, 4),
-            "tune_seconds": round(tune_seconds, 2),
             "validation_single_engine_ndcg@10": {
                 e: round(v, 4) for e, v in tuning.single_engine_ndcg.items()
             },
-        },
-    }
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        print(f"  tuned: {report['tuning']}", file=sys.stderr)
+    tenant = tenant_data(train, data.items)
+    models, seconds = fit_engines(tenant.matrix(), data.items, ALGORITHMS)
+    blend = tenant_blend(tenant, ALGORITHMS)
+    algorithms = evaluate_served(models, train, test, [*ALGORITHMS, HYBRID], hybrid, blend)
+    if blend is not None:
+        # the defaults alone, for tenants too small to tune on
+        default = evaluate_served(models, train, test, [HYBRID], hybrid)[HYBRID]
+        algorithms["hybrid (defaults)"] = default
+    for name, fit in seconds.items():
+        algorithms[name]["fit_seconds"] = round(fit, 2)
+    report["algorithms"] = algorithms
+    report["hybrid"] = hybrid.model_dump(mode="json")
+    report["tenant_blend"] = blend
+    report["rmse"] = rating_errors(data_path) if with_rmse else {}
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ML-100K folder (u.data, u.item)")
     parser.add_argument("--json", type=Path, required=True, help="where to write the results")
-    parser.add_argument("--png", type=Path, help="optional bar chart")
     parser.add_argument("--no-rmse", action="store_true", help="skip the u1..u5 rating folds")
+    parser.add_argument(
+        "--tune", action="store_true", help="choose the hybrid's weights on validation splits"
+    )
     args = parser.parse_args(argv)
-    report = run(args.data, with_rmse=not args.no_rmse)
+    report = run(args.data, with_rmse=not args.no_rmse, tune=args.tune)
     print_table(report["algorithms"])
-    hybrid = report["hybrid"]
-    print(f"\nhybrid weights ({hybrid['normalisation']}): {hybrid['weights']}")
+    print(f"\nhybrid defaults: {report['hybrid']}")
+    print(f"this tenant's tuned blend (training's holdout): {report['tenant_blend']}")
+    if "tuning" in report:
+        print(f"tuned on validation splits: {report['tuning']}")
     if report["rmse"]:
         print("RMSE over u1..u5:", report["rmse"])
     args.json.write_text(json.dumps(report, indent=2))
-    if args.png:
-        write_png(report["algorithms"], args.png)
     return 0
 
 

@@ -4,7 +4,7 @@
 One synthetic tenant (the serving benchmark's: 500 users x 400 items) is ingested and trained
 once. Variants:
 
-- ``single``: uvicorn running ``create_app`` over ``LocalRecommender``, in this process;
+- ``single``: uvicorn running ``create_app`` over ``InProcessRecommender``, in this process;
 - ``serve``: the full Serve app (ingress, combiner, engines) in a child process, as
   ``benchmarks.serve`` starts it.
 
@@ -91,12 +91,12 @@ async def measure(base: str, tokens: list[str], interactions: int, subscribers: 
 
 
 async def run_single(tokens: list[str], args: Any) -> dict:
-    from deployments.local import LocalRecommender
+    from deployments.inprocess import InProcessRecommender
     from graph_api.app import create_app
     from storage.settings import Settings
 
     settings = Settings()
-    app = create_app(recommender=LocalRecommender(settings, ENGINES), settings=settings)
+    app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
     async with live_server(app, lifespan="on") as address:
         return await measure(f"http://{address}", tokens, args.interactions, args.subscribers)
 

@@ -3,7 +3,7 @@
 One synthetic tenant (500 users x 400 items) is ingested and trained once into a temporary data
 dir. Each variant then serves those same promoted models from a fresh child process:
 
-- ``single``: uvicorn running ``create_app`` over ``deployments.local.LocalRecommender``;
+- ``single``: uvicorn running ``create_app`` over ``deployments.inprocess.InProcessRecommender``;
 - ``serve``: the full Serve app (GraphQL ingress, combiner, engines) on a fresh local Ray;
 - ``serve-tput``: the same with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (set before Ray starts);
 - ``serve-haproxy``: also ``RAY_SERVE_ENABLE_HA_PROXY=1`` (needs ``haproxy``; opt-in, because
@@ -56,12 +56,12 @@ def _free_port() -> int:
 def _run_single(port: int) -> None:
     import uvicorn
 
-    from deployments.local import LocalRecommender
+    from deployments.inprocess import InProcessRecommender
     from graph_api.app import create_app
     from storage.settings import Settings
 
     settings = Settings()
-    app = create_app(recommender=LocalRecommender(settings, ENGINES), settings=settings)
+    app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

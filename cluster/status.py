@@ -14,18 +14,7 @@ import httpx
 from storage import repositories as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database
-
-ALGORITHMS = (
-    "popularity",
-    "trending",
-    "item_knn",
-    "user_knn",
-    "als",
-    "bpr",
-    "ease",
-    "svd",
-    "content",
-)
+from training.algorithms import ALGORITHMS
 
 
 @dataclass

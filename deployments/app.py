@@ -18,18 +18,10 @@ from deployments.combiner import HybridCombiner
 from deployments.engine import Engine
 from deployments.ingress import GraphQLIngress
 from deployments.models import ModelSource
+from deployments.plan import catalog_for
+from storage.errors import InvalidData
+from training.algorithms import ALGORITHMS
 
-ALGORITHMS = (
-    "popularity",
-    "trending",
-    "item_knn",
-    "user_knn",
-    "als",
-    "bpr",
-    "ease",
-    "svd",
-    "content",
-)
 ENV_PREFIX = "RECSERVE_"
 # RECSERVE_TEST_* name the test suite's own services; they are not settings of the product.
 TEST_PREFIX = "RECSERVE_TEST_"
@@ -48,7 +40,8 @@ class AppArgs(BaseModel):
     max_batch_size: int = Field(default=32, gt=0)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     version_ttl_s: float = Field(default=2.0, ge=0)
-    default_weights: dict[str, float] = Field(default_factory=dict)
+    # Overrides of the served hybrid (training.hybrid.HybridConfig); {} serves it as tuned.
+    hybrid: dict[str, Any] = Field(default_factory=dict)
     # Without the ingress the combiner is the app's entry (tests, batch jobs, other front ends).
     graphql: bool = True
     # RECSERVE_* values for every replica, on top of the builder's own environment.
@@ -96,6 +89,9 @@ def build_app(args: AppArgs) -> Application:
 
 def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
     """The whole application; ``source`` replaces the artifact store (tests, demos)."""
+    unknown = sorted(set(args.engines) - set(ALGORITHMS))
+    if unknown:
+        raise InvalidData(f"unknown engines {unknown}; known: {', '.join(ALGORITHMS)}")
     env = replica_env(args)
     engine_config = {
         "max_models_per_replica": args.max_models_per_replica,
@@ -114,10 +110,11 @@ def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
         config={
             "engine_timeout_s": args.engine_timeout_s,
             "version_ttl_s": args.version_ttl_s,
-            "default_weights": args.default_weights,
+            "hybrid": args.hybrid,
         },
         train_entrypoint=args.train_entrypoint,
     )
     if not args.graphql:
         return combiner
-    return GraphQLIngress.options(**_options(args, "ingress", env)).bind(combiner)
+    catalog = catalog_for(list(engines))
+    return GraphQLIngress.options(**_options(args, "ingress", env)).bind(combiner, catalog)

@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 from opentelemetry.trace import Link, get_current_span
 from pydantic import BaseModel, Field
 from ray import serve
@@ -23,10 +24,11 @@ from deployments.models import ModelSource, resolve_source, split_model_id
 from deployments.ray_metrics import install_ray_metrics
 from deployments.scoring import (
     EngineQuery,
-    as_pairs,
-    non_personal_top,
+    Pairs,
+    SimilarityQuery,
+    SimilarQuery,
+    answer,
     run_queries,
-    similarity_matrix,
 )
 from storage import meters
 from storage.settings import Settings
@@ -34,11 +36,9 @@ from storage.tracing import configure_tracing, extract, tracer
 
 logger = logging.getLogger("ray.serve")
 
-Pairs = list[tuple[str, float]]
 
-
-def span_context(payload: dict[str, Any]) -> Any:
-    return get_current_span(extract(payload)).get_span_context()
+def span_context(carrier: dict[str, str]) -> Any:
+    return get_current_span(extract(carrier)).get_span_context()
 
 
 class EngineConfig(BaseModel):
@@ -94,39 +94,36 @@ class Engine:
         return await self._model(serve.get_multiplexed_model_id())
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def recommend(self, payloads: list[dict[str, Any]]) -> list[Pairs]:
+    async def recommend(self, queries: list[EngineQuery]) -> list[Pairs]:
         """Batched per model id (Serve splits batches by multiplexed model id)."""
         # One span per batch, continuing the first request's trace (the others are linked).
-        links = [Link(span_context(p)) for p in payloads[1:] if span_context(p).is_valid]
+        contexts = [span_context(q.trace) for q in queries]
         with tracer().start_as_current_span(
             f"engine {self.algorithm} recommend",
-            context=extract(payloads[0]),
-            links=links,
-            attributes={"algorithm": self.algorithm, "batch_size": len(payloads)},
+            context=extract(queries[0].trace),
+            links=[Link(c) for c in contexts[1:] if c.is_valid],
+            attributes={"algorithm": self.algorithm, "batch_size": len(queries)},
         ):
             model = await self._current_model()
-            queries = [EngineQuery.from_payload(p) for p in payloads]
             return await asyncio.to_thread(run_queries, model, queries)
 
-    async def similar_items(self, payload: dict[str, Any]) -> Pairs:
-        model = await self._current_model()
-        recs = await asyncio.to_thread(
-            model.similar_items, str(payload["item_id"]), int(payload.get("k", 10))
-        )
-        return as_pairs(recs)
+    async def similar_items(self, query: SimilarQuery) -> Pairs:
+        return await self._answer("similar_items", query)
 
-    async def similarity(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def similarity(self, query: SimilarityQuery) -> np.ndarray:
         """Item-item similarity of ``rows`` to ``cols`` (for MMR and "because" explanations)."""
-        model = await self._current_model()
-        rows, cols = list(payload["rows"]), list(payload["cols"])
-        matrix = await asyncio.to_thread(similarity_matrix, model, rows, cols)
-        return {"rows": rows, "cols": cols, "matrix": matrix.tolist()}
+        return await self._answer("similarity", query)
 
-    async def top_items(self, payload: dict[str, Any]) -> Pairs:
+    async def top_items(self, query: EngineQuery) -> Pairs:
         """The model's ranking for nobody in particular: trending and cold-start lists."""
-        model = await self._current_model()
-        query = EngineQuery.from_payload({**payload, "exclude_seen": False})
-        return await asyncio.to_thread(non_personal_top, model, query)
+        return await self._answer("top_items", query)
+
+    async def _answer(self, method: str, query: Any) -> Any:
+        with tracer().start_as_current_span(
+            f"engine {self.algorithm} {method}", context=extract(query.trace)
+        ):
+            model = await self._current_model()
+            return await asyncio.to_thread(answer, model, method, query)
 
     def info(self) -> dict[str, Any]:
         """What this replica runs with: used by health checks and to verify env passthrough."""

@@ -7,6 +7,7 @@ in-memory source instead of monkeypatching Ray replicas.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from storage.errors import NotFound
 from storage.settings import Settings
+from training.hybrid import BLEND
+
+logger = logging.getLogger("ray.serve")
 
 if TYPE_CHECKING:
     from training.algorithms.base import Recommender
@@ -25,6 +29,10 @@ class ModelSource(Protocol):
         ...
 
     def load(self, tenant_id: str, algorithm: str, version: str) -> Recommender: ...
+
+    def load_blend(self, tenant_id: str, version: str) -> dict[str, float]:
+        """The tenant's tuned hybrid weights of ``version`` (``current_version(t, BLEND)``)."""
+        ...
 
 
 def model_id(tenant_id: str, version: str) -> str:
@@ -62,6 +70,12 @@ class ArtifactModelSource:
             self._store.load(tenant_id, algorithm, version, local_dir)
             return load_recommender(local_dir)
 
+    def load_blend(self, tenant_id: str, version: str) -> dict[str, float]:
+        weights = self._store.metadata(tenant_id, BLEND, version).get("weights")
+        if not isinstance(weights, dict):
+            raise NotFound(f"blend {version} of tenant {tenant_id} has no weights")
+        return {str(engine): float(weight) for engine, weight in weights.items()}
+
 
 def version_label(versions: dict[str, str]) -> str | None:
     """One version when every engine agrees (one training run), else ``engine=version`` pairs."""
@@ -75,6 +89,28 @@ def version_label(versions: dict[str, str]) -> str | None:
 
 def resolve_source(source: ModelSource | None, settings: Settings) -> ModelSource:
     return source if source is not None else ArtifactModelSource(settings)
+
+
+class BlendCache:
+    """Each tenant's promoted blend, loaded once per version (its version comes through the
+    ``VersionCache``, so a new training run's blend is picked up like a new model)."""
+
+    def __init__(self, source: ModelSource, versions: VersionCache) -> None:
+        self._source, self._versions = source, versions
+        self._loaded: dict[tuple[str, str], dict[str, float] | None] = {}
+
+    def get(self, tenant_id: str) -> dict[str, float] | None:
+        version = self._versions.get(tenant_id, BLEND)
+        if version is None:
+            return None
+        key = (tenant_id, version)
+        if key not in self._loaded:
+            try:
+                self._loaded[key] = self._source.load_blend(tenant_id, version)
+            except (NotFound, OSError, ValueError) as error:  # the default weights serve
+                logger.warning("blend %s of %s unreadable: %s", version, tenant_id, error)
+                self._loaded[key] = None
+        return self._loaded[key]
 
 
 class VersionCache:
@@ -105,3 +141,32 @@ class VersionCache:
         # list() first: lookups run in worker threads and may add entries meanwhile.
         for key in [k for k in list(self._entries) if k[0] == tenant_id]:
             self._entries.pop(key, None)
+
+
+class MemoryModelSource:
+    """Models fitted in this process, served as version ``version`` of one tenant (benchmarks,
+    tests, notebooks): the same serving path without an artifact store."""
+
+    def __init__(
+        self,
+        tenant_id: str,
+        models: dict[str, Recommender],
+        version: str = "v1",
+        blend: dict[str, float] | None = None,
+    ) -> None:
+        self.tenant_id, self.models, self.version = tenant_id, dict(models), version
+        self.blend = blend
+
+    def current_version(self, tenant_id: str, algorithm: str) -> str | None:
+        known = algorithm in self.models or (algorithm == BLEND and self.blend is not None)
+        return self.version if tenant_id == self.tenant_id and known else None
+
+    def load_blend(self, tenant_id: str, version: str) -> dict[str, float]:
+        if self.blend is None or self.current_version(tenant_id, BLEND) != version:
+            raise NotFound(f"no blend {version} for tenant {tenant_id}")
+        return dict(self.blend)
+
+    def load(self, tenant_id: str, algorithm: str, version: str) -> Recommender:
+        if self.current_version(tenant_id, algorithm) != version:
+            raise NotFound(f"no {algorithm} model {version} for tenant {tenant_id}")
+        return self.models[algorithm]

@@ -1,15 +1,16 @@
-"""Turning engine request dicts into model calls, batched where the model allows it.
+"""What one engine does with one model: the typed queries and the pure functions answering them.
 
-The engine receives plain dicts (they cross process boundaries); this module holds the pure logic
-so it is tested without Ray: requests that share a model, a filter and ``exclude_seen`` are
-answered by one vectorised ``recommend_many`` call; requests carrying a fresh history need the
-per-user fold-in, so they go one by one.
+The engine deployment and the in-process engines both call ``answer`` (or ``run_queries`` for a
+batch), so an engine answers the same whichever transport carried the query. Queries are frozen
+dataclasses that Serve passes through handles as they are; nothing is converted to dicts.
+Requests that share a model, a filter and ``exclude_seen`` and add nothing to the user's trained
+row are answered by one vectorised ``recommend_many``; the others fold their history in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,56 +20,63 @@ from training.algorithms.base import RecFilter
 if TYPE_CHECKING:
     from training.algorithms.base import Recommendation, Recommender
 
-
-# Engines whose ranking does not depend on the user: they answer cold users too.
-NON_PERSONAL = frozenset({"popularity", "trending"})
+Pairs = list[tuple[str, float]]
 
 
 @dataclass(frozen=True)
 class EngineQuery:
-    user_id: str
+    """A user's top-k (``recommend``), or everybody's (``top_items``)."""
+
+    user_id: str = ""
     k: int = 10
     exclude_seen: bool = True
     filter: RecFilter | None = None
     history: tuple[str, ...] | None = None
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> EngineQuery:
-        history = payload.get("history")
-        return cls(
-            user_id=str(payload.get("user_id") or ""),
-            k=max(0, int(payload.get("k", 10))),
-            exclude_seen=bool(payload.get("exclude_seen", True)),
-            filter=filter_from_payload(payload),
-            history=tuple(history) if history is not None else None,
-        )
+    trace: dict[str, str] = field(default_factory=dict, compare=False)
 
 
-def filter_from_payload(payload: dict[str, Any]) -> RecFilter | None:
-    categories = payload.get("categories")
-    excluded = payload.get("exclude_item_ids") or ()
-    allowed = payload.get("allowed_item_ids")
-    if categories is None and not excluded and allowed is None:
+@dataclass(frozen=True)
+class SimilarityQuery:
+    """Similarity of ``rows`` (candidates) to ``cols`` (candidates, then history)."""
+
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    trace: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class SimilarQuery:
+    item_id: str
+    k: int = 10
+    trace: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def make_filter(
+    categories: Sequence[str] | None = None,
+    exclude_items: Sequence[str] = (),
+    allowed_items: Sequence[str] | None = None,
+) -> RecFilter | None:
+    if categories is None and not exclude_items and allowed_items is None:
         return None
     return RecFilter(
         categories=frozenset(categories) if categories is not None else None,
-        exclude_items=frozenset(excluded),
-        allowed_items=frozenset(allowed) if allowed is not None else None,
+        exclude_items=frozenset(exclude_items),
+        allowed_items=frozenset(allowed_items) if allowed_items is not None else None,
     )
 
 
-def as_pairs(recs: Sequence[Recommendation]) -> list[tuple[str, float]]:
+def as_pairs(recs: Sequence[Recommendation]) -> Pairs:
     """Plain (str, float) pairs: numpy scalars would make every reply pickle numpy types."""
     return [(str(item), float(score)) for item, score in recs]
 
 
-def non_personal_top(model: Recommender, query: EngineQuery) -> list[tuple[str, float]]:
+def non_personal_top(model: Recommender, query: EngineQuery) -> Pairs:
     """The model's ranking for nobody in particular (popularity, trending).
 
     ``recommend`` answers an unknown user with nothing, which is right for personal models but
     not for the cold-start engines: their scores do not depend on the row, so row 0 stands in.
     """
-    if model.name not in NON_PERSONAL or model.n_items == 0 or query.k <= 0:
+    if model.personal or model.n_items == 0 or query.k <= 0:
         return []
     scores = np.array(model.score_rows(np.zeros(1, dtype=np.int64))[0], dtype=np.float64)
     eligible = np.isfinite(scores)
@@ -86,17 +94,15 @@ def non_personal_top(model: Recommender, query: EngineQuery) -> list[tuple[str, 
     return [(str(model.item_ids[j]), float(scores[j])) for j in candidates[order]]
 
 
-def run_queries(
-    model: Recommender, queries: Sequence[EngineQuery]
-) -> list[list[tuple[str, float]]]:
+def run_queries(model: Recommender, queries: Sequence[EngineQuery]) -> list[Pairs]:
     """Answer ``queries`` in order, sharing one ``recommend_many`` per compatible group."""
-    results: list[list[tuple[str, float]] | None] = [None] * len(queries)
+    results: list[Pairs | None] = [None] * len(queries)
     groups: dict[tuple[RecFilter | None, bool], list[int]] = {}
-    non_personal = model.name in NON_PERSONAL
     for position, query in enumerate(queries):
-        if non_personal and model.user_index(query.user_id) is None:
+        known = model.user_index(query.user_id) is not None
+        if not model.personal and not known:
             results[position] = non_personal_top(model, query)
-        elif query.history is not None:
+        elif model.fold_in_row(query.user_id, query.history) is not None:
             recs = model.recommend(
                 query.user_id,
                 query.k,
@@ -105,7 +111,7 @@ def run_queries(
                 history=query.history,
             )
             results[position] = as_pairs(recs)
-        else:
+        elif known:
             groups.setdefault((query.filter, query.exclude_seen), []).append(position)
     for (rec_filter, exclude_seen), positions in groups.items():
         # One call at the largest k, then each request keeps its own prefix.
@@ -131,3 +137,16 @@ def similarity_matrix(model: Recommender, rows: Sequence[str], cols: Sequence[st
     # Engines score on their own scales (cosine, dot products): MMR needs a common one.
     peak = matrix.max(initial=0.0)
     return np.clip(matrix / peak, 0.0, 1.0) if peak > 0 else matrix
+
+
+def answer(model: Recommender, method: str, query: Any) -> Any:
+    """One engine call by method name, as the engine deployment exposes them."""
+    if method == "recommend":
+        return run_queries(model, [query])[0]
+    if method == "top_items":
+        return non_personal_top(model, query)
+    if method == "similar_items":
+        return as_pairs(model.similar_items(query.item_id, query.k))
+    if method == "similarity":
+        return similarity_matrix(model, query.rows, query.cols)
+    raise ValueError(f"unknown engine method {method!r}")

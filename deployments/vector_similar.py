@@ -17,12 +17,23 @@ import numpy as np
 from storage.errors import NotFound, StorageError
 from storage.settings import Settings
 from storage.vectors import VectorStore, create_vector_store
+from training.algorithms import REGISTRY, similarity_engines
 
 logger = logging.getLogger(__name__)
 
-# Collaborative neighbours first: they reflect behaviour; content vectors cover cold items.
-COLLECTIONS = ("items_als", "items_content")
-CONTENT = "items_content"
+# In the engines' similarity order (collaborative neighbours first: they reflect behaviour;
+# content vectors cover cold items).
+COLLECTIONS = tuple(
+    collection
+    for name in similarity_engines()
+    if (collection := REGISTRY[name].vector_collection) is not None
+)
+# The collection of the engines whose user profile is a mean of item vectors (content).
+CONTENT = next(
+    cls.vector_collection
+    for cls in REGISTRY.values()
+    if cls.candidates_from_vectors and cls.vector_collection
+)
 # The most recent items that make up a user's content profile.
 PROFILE_ITEMS = 20
 

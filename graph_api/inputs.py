@@ -75,6 +75,11 @@ class RecommendationOptions:
         default=None,
         description='Engine weights: {"als": 2.0} or [{"engine": "als", "weight": 2.0}].',
     )
+    strategy: str | None = strawberry.field(
+        default=None,
+        description='The hybrid\'s strategy: "weighted" (default) blends engines by weight; '
+        '"switching" serves one engine chosen by how much the user has done.',
+    )
 
 
 def parse_weights(raw: Any) -> dict[str, float] | None:
@@ -110,8 +115,8 @@ def to_params(options: RecommendationOptions | None) -> RecommendationParams:
         exclude_item_ids=tuple(str(i) for i in filters.exclude_item_ids or ()),
         min_rating=filters.min_rating,
         weights=parse_weights(options.weights),
+        strategy=options.strategy,
     )
-    params.validate()
     return params
 
 

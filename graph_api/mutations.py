@@ -27,7 +27,6 @@ from graph_api.inputs import (
 )
 from graph_api.queries import require_admin
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
-from graph_api.recommender import ENGINE_NAMES
 from graph_api.row_cache import row_prefix
 from graph_api.types import Interaction, Item, Rating, TrainingJob
 from storage.cache.base import tenant_key
@@ -191,7 +190,9 @@ class Mutation(AuthMutation):
     @strawberry.mutation
     async def train_model(self, info: Info, algorithms: list[str] | None = None) -> TrainingJob:
         principal = await require_admin(info.context)
-        unknown = sorted(set(algorithms or ()) - set(ENGINE_NAMES))
+        unknown = sorted(
+            set(algorithms or ()) - set(info.context.services.recommender.catalog.engines)
+        )
         if unknown:
             raise BadUserInput(f"Unknown algorithms: {', '.join(unknown)}.")
         job = await info.context.services.recommender.train(

@@ -21,7 +21,7 @@ from graph_api.auth import Principal
 from graph_api.context import RequestContext
 from graph_api.errors import BadUserInput, ObjectNotFound
 from graph_api.recommender import (
-    ENGINE_NAMES,
+    AlgorithmCatalog,
     RecommendationRequest,
     RecommendationResponse,
     ScoredItem,
@@ -30,9 +30,10 @@ from graph_api.types import Item, RecommendationItem, RecommendationResult, Simi
 from storage.cache.base import tenant_key
 
 MAX_K = 100
-HISTORY_LENGTH = 50
-# Ratings at or above this join the history as positive signal (training weighs them above 2.5).
-LIKED_RATING = 3.5
+# The newest items of a user sent with a request: engines fold in those their model lacks
+# and exclude them all; older ones are in the trained model already.
+HISTORY_LENGTH = 200
+STRATEGIES = ("weighted", "switching")
 # minRating filters after scoring, so ask for more than needed; ratings are sparse.
 MIN_RATING_OVERFETCH = 4
 
@@ -47,17 +48,20 @@ class RecommendationParams:
     exclude_item_ids: tuple[str, ...] = ()
     min_rating: float | None = None
     weights: dict[str, float] | None = None
+    strategy: str | None = None
 
-    def validate(self) -> None:
-        if self.algorithm != "hybrid" and self.algorithm not in ENGINE_NAMES:
-            known = ", ".join(("hybrid", *ENGINE_NAMES))
+    def validate(self, catalog: AlgorithmCatalog) -> None:
+        if not catalog.knows(self.algorithm):
+            known = ", ".join(catalog.names())
             raise BadUserInput(f"Unknown algorithm {self.algorithm!r}; known: {known}.")
+        if self.strategy is not None and self.strategy not in STRATEGIES:
+            raise BadUserInput(f"strategy must be one of {', '.join(STRATEGIES)}.")
         if not 1 <= self.k <= MAX_K:
             raise BadUserInput(f"numRecommendations must be between 1 and {MAX_K}.")
         if self.min_rating is not None and not 0.0 <= self.min_rating <= 5.0:
             raise BadUserInput("minRating must be between 0 and 5.")
         for engine, weight in (self.weights or {}).items():
-            if engine not in ENGINE_NAMES:
+            if engine not in catalog.engines:
                 raise BadUserInput(f"Unknown engine {engine!r} in weights.")
             if not 0.0 <= weight <= 100.0:
                 raise BadUserInput("Engine weights must be between 0 and 100.")
@@ -92,7 +96,7 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
 async def recommend(
     ctx: RequestContext, principal: Principal, params: RecommendationParams
 ) -> RecommendationResult:
-    params.validate()
+    params.validate(ctx.services.recommender.catalog)
     started = time.perf_counter()
     results = ctx.services.results
     epoch = await results.epoch(principal.tenant_id)
@@ -141,16 +145,18 @@ async def _ask_recommender(
         exclude_item_ids=params.exclude_item_ids,
         weights=params.weights,
         history=history,
+        strategy=params.strategy,
     )
     return await ctx.services.recommender.recommend(request)
 
 
 async def _history(ctx: RequestContext, user_id: uuid.UUID) -> tuple[str, ...]:
-    """Newest first: interactions and well-rated items, so engines fold in the latest signal."""
+    """Newest first: the items the user interacted with or rated (a rating is an interaction
+    whose weight grows with the rating, as in training)."""
     recent = await ctx.loaders.interactions.load((user_id, None))
     rated = await ctx.loaders.ratings.load(user_id)
     events = [(row.created_at, str(row.item_id)) for row in recent]
-    events += [(row.updated_at, str(row.item_id)) for row in rated if row.rating >= LIKED_RATING]
+    events += [(row.updated_at, str(row.item_id)) for row in rated]
     events.sort(key=lambda event: event[0], reverse=True)
     return tuple(dict.fromkeys(item_id for _, item_id in events))[:HISTORY_LENGTH]
 

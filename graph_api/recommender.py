@@ -10,36 +10,52 @@ those, so results hydrate straight from the items table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-# The engine names a request may name (besides "hybrid"); one engine deployment serves each.
-ENGINE_NAMES: tuple[str, ...] = (
-    "als",
-    "bpr",
-    "item_knn",
-    "user_knn",
-    "ease",
-    "svd",
-    "content",
-    "popularity",
-    "trending",
-)
+HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class AlgorithmCatalog:
+    """What a request may name: the hybrid, a served engine, or an alias of some engines.
+
+    The serving layer builds it from the algorithm registry (``graph_api`` imports no training
+    code); resolvers validate names against it once, at the edge.
+    """
+
+    engines: tuple[str, ...]
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def names(self) -> tuple[str, ...]:
+        return (HYBRID, *self.engines, *self.aliases)
+
+    def knows(self, name: str) -> bool:
+        return name == HYBRID or name in self.engines or name in self.aliases
+
+    def engines_of(self, name: str) -> tuple[str, ...]:
+        """The engines a non-hybrid name stands for, restricted to the served ones."""
+        members = self.aliases.get(name, (name,))
+        return tuple(engine for engine in members if engine in self.engines)
 
 
 @dataclass(frozen=True)
 class RecommendationRequest:
     tenant_id: str
     user_id: str
-    algorithm: str = "hybrid"  # "hybrid" or one engine name, e.g. "ease", "item_knn"
+    algorithm: str = HYBRID  # "hybrid", an engine ("ease") or an alias ("collaborative")
     k: int = 10
     diversify: bool = False
     explain: bool = False
     categories: tuple[str, ...] | None = None
     exclude_item_ids: tuple[str, ...] = ()
     weights: dict[str, float] | None = None  # per-request engine weight overrides
-    # The user's most recent item ids, newer than any trained model: engines fold them in.
+    # The user's item ids, newest first: engines fold in those newer than their model.
     history: tuple[str, ...] | None = None
+    strategy: str | None = None  # None: the hybrid's own; "weighted" or "switching"
+    # W3C trace context of the caller, so spans across Serve hops join one trace
+    trace: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,8 @@ class TrainingJob:
 
 @runtime_checkable
 class Recommender(Protocol):
+    catalog: AlgorithmCatalog
+
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse: ...
 
     async def similar_items(

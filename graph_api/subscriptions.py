@@ -81,7 +81,7 @@ class Subscription:
         ratings (folded in without retraining) and after each model promotion."""
         principal = await info.context.authorize()
         params = RecommendationParams(algorithm=algorithm, k=num_recommendations)
-        params.validate()
+        params.validate(info.context.services.recommender.catalog)
         context = info.context
         async with await subscribe_tenant(context, principal) as subscription:
             yield await _fresh_recommendations(context, principal, params)

@@ -84,3 +84,44 @@ def test_serving_modules_do_not_load_torch_or_ray_train() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+PRODUCT = ("storage", "training", "graph_api", "deployments", "cluster")
+
+
+def _modules(*packages: str) -> list[Path]:
+    return [path for package in packages for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def test_only_the_algorithm_registry_names_engines() -> None:
+    """Engine names and traits live on the algorithm classes; nothing else keeps a list."""
+    from training.algorithms import ALGORITHMS, ALIASES
+
+    names = set(ALGORITHMS) | set(ALIASES)
+    found = []
+    for path in _modules(*PRODUCT):
+        if path.is_relative_to(ROOT / "training" / "algorithms"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} names {node.value!r}")
+    assert not found, "\n".join(found)
+
+
+STEP = ("weighted_hybrid", "switching_hybrid", "mmr_diversify", "fan_out", "first_answer")
+
+
+def test_one_implementation_of_the_recommendation_step() -> None:
+    """Choosing, fanning out, blending and diversifying happen in ``deployments/plan.py`` only;
+    the combiner deployment and the in-process recommender both wrap its core."""
+    users: dict[str, set[str]] = {}
+    for path in _modules(*PRODUCT, "benchmarks"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Name | ast.Attribute):
+                name = node.id if isinstance(node, ast.Name) else node.attr
+                if name in STEP:
+                    users.setdefault(str(path.relative_to(ROOT)), set()).add(name)
+    definitions = {"training/hybrid.py", "deployments/fanout.py"}
+    assert set(users) - definitions == {"deployments/plan.py"}, users
+    for shell in ("deployments/combiner.py", "deployments/inprocess.py"):
+        assert "RecommendationCore(" in (ROOT / shell).read_text(), shell

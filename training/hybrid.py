@@ -1,27 +1,90 @@
-"""Blending per-engine results: pure functions the Serve combiner and HybridRecommender share.
+"""The hybrid: which engines blend, with what weights, and the pure blending maths.
 
-Input is always ``{engine: [(item_id, score), ...]}`` (best first). Engines score on incomparable
-scales (EASE regression outputs, cosine sums, counts), so every blend normalises each engine's
-list first; reciprocal-rank fusion is the default because it ignores scale entirely and holds up
-when one engine is missing or returns a short list.
+There is one hybrid. ``HybridConfig`` names it (engines, weights, normalisation, candidate
+depth, cold-user weights); ``deployments.plan`` serves it, ``benchmarks/quality.py`` measures it
+through the same code, and ``training.hybrid_tuning`` chooses its weights on validation splits.
+
+Input to the blend is always ``{engine: [(item_id, score), ...]}`` (best first, each engine's
+top ``depth`` unseen items). Engines score on incomparable scales (EASE regression outputs,
+cosine sums, counts), so each list is normalised first; reciprocal-rank fusion is the default
+because it ignores scale entirely and holds up when one engine is missing or returns a short list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from training.hybrid_model import HybridRecommender
+from training.algorithms import REGISTRY
 
 Recommendation = tuple[str, float]
 Normalisation = Literal["rrf", "rank", "minmax", "zscore"]
-COLLABORATIVE = frozenset({"ease", "item_knn", "user_knn", "als", "bpr", "svd"})
-COLD_START = frozenset({"content", "popularity", "trending"})
+Strategy = Literal["weighted", "switching"]
 RRF_OFFSET = 60.0  # the constant of Cormack et al.: damps the gap between rank 1 and rank 2
+# The artifact name under which training stores a tenant's tuned blend (beside the engines').
+BLEND = "hybrid"
+
+
+def _traits(trait: str) -> dict[str, float]:
+    """``{engine: value}`` of a weight trait, highest first (the order engines are asked in)."""
+    found = {name: float(getattr(cls, trait)) for name, cls in REGISTRY.items()}
+    return dict(sorted(((n, w) for n, w in found.items() if w > 0), key=lambda nw: -nw[1]))
+
+
+class HybridConfig(BaseModel):
+    """The served hybrid. Defaults chosen by ``benchmarks/quality.py --tune`` on validation
+    splits carved from the ML-100K training rows only (seeds 7, 123, 2024)."""
+
+    # warm users: the tuned blend (each algorithm's ``hybrid_weight``)
+    weights: dict[str, float] = Field(default_factory=lambda: _traits("hybrid_weight"))
+    # a user with no history at all; warmth moves linearly from these to ``weights``
+    cold_weights: dict[str, float] = Field(default_factory=lambda: _traits("cold_start_weight"))
+    warm_at: int = Field(default=5, ge=0)
+    # serve each tenant the warm weights its training tuned on its own holdout, when it has them
+    per_tenant: bool = True
+    # candidates asked of each engine (the blend sees each engine's top ``depth``)
+    depth: int = Field(default=100, ge=1, le=1000)
+    normalisation: Normalisation = "rrf"
+    strategy: Strategy = "weighted"
+    # switching: serve the engine of the highest threshold <= the user's interaction count
+    switch_at: list[tuple[int, str]] = Field(
+        default_factory=lambda: sorted(
+            (cls.switch_at, name) for name, cls in REGISTRY.items() if cls.switch_at is not None
+        )
+    )
+
+    def engines(self) -> list[str]:
+        """Every engine this hybrid may ask, in a stable order."""
+        named = [*self.weights, *self.cold_weights, *(e for _, e in self.switch_at)]
+        return list(dict.fromkeys(named))
+
+    def warmth(self, interactions: int) -> float:
+        if self.warm_at <= 0:
+            return 1.0
+        return min(max(interactions, 0) / self.warm_at, 1.0)
+
+    def weights_for(
+        self,
+        interactions: int,
+        overrides: Mapping[str, float] | None = None,
+        tenant: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
+        """This user's engine weights (> 0 only): explicit ``overrides`` replace the blend;
+        ``tenant`` (the tenant's tuned warm weights) replaces ``weights`` when ``per_tenant``."""
+        if overrides:
+            return {e: float(w) for e, w in overrides.items() if w > 0}
+        warm = tenant if tenant and self.per_tenant else self.weights
+        warmth = self.warmth(interactions)
+        mixed: dict[str, float] = {}
+        for engine, weight in warm.items():
+            mixed[engine] = mixed.get(engine, 0.0) + warmth * weight
+        for engine, weight in self.cold_weights.items():
+            mixed[engine] = mixed.get(engine, 0.0) + (1.0 - warmth) * weight
+        return {e: w for e, w in mixed.items() if w > 0}
 
 
 @dataclass(frozen=True)
@@ -29,7 +92,6 @@ class HybridItem:
     item_id: str
     score: float
     engine_scores: dict[str, float] = field(default_factory=dict)
-    reason: str | None = None
 
 
 def normalise(scores: Sequence[Recommendation], method: Normalisation = "rrf") -> dict[str, float]:
@@ -53,52 +115,14 @@ def normalise(scores: Sequence[Recommendation], method: Normalisation = "rrf") -
     return dict(zip(ids, values.tolist(), strict=True))
 
 
-def adaptive_weights(
-    base_weights: Mapping[str, float],
-    user_interaction_count: int,
-    engines_available: Iterable[str],
-    overrides: Mapping[str, float] | None = None,
-    *,
-    warm_at: int = 20,
-) -> dict[str, float]:
-    """Weights for this user, summing to 1 over the engines that answered.
-
-    Collaborative engines scale with the user's warmth (interactions / ``warm_at``, capped at 1);
-    content and popularity engines gain what they lose, so a cold user leans on them.
-    ``overrides`` (e.g. a tenant's or request's explicit weights) win over both.
-    """
-    available = [
-        e for e in engines_available if base_weights.get(e, 0.0) > 0 or e in (overrides or {})
-    ]
-    warmth = min(max(user_interaction_count, 0) / warm_at, 1.0) if warm_at > 0 else 1.0
-    weights: dict[str, float] = {}
-    for engine in available:
-        base = base_weights.get(engine, 0.0)
-        if engine in COLLABORATIVE:
-            weights[engine] = base * warmth
-        elif engine in COLD_START:
-            weights[engine] = base * (1.0 + 2.0 * (1.0 - warmth))
-        else:
-            weights[engine] = base
-    weights.update({e: w for e, w in (overrides or {}).items() if e in available})
-    total = sum(max(w, 0.0) for w in weights.values())
-    if total <= 0:
-        # Nothing usable (e.g. a brand-new user and only collaborative engines): fall back to
-        # popularity when it answered, else treat every answering engine alike
-        fallback = ["popularity"] if "popularity" in available else available
-        return {e: 1.0 / len(fallback) for e in fallback} if fallback else {}
-    return {e: max(w, 0.0) / total for e, w in weights.items() if w > 0}
-
-
 def weighted_hybrid(
     results: Mapping[str, Sequence[Recommendation]],
     weights: Mapping[str, float],
     k: int = 10,
     *,
     method: Normalisation = "rrf",
-    because: Mapping[str, str] | None = None,
 ) -> list[HybridItem]:
-    """Sum of weighted normalised scores; ``because`` maps item -> an item the user knows."""
+    """Sum of weighted normalised scores; ties broken by item id so the order is deterministic."""
     blended: dict[str, dict[str, float]] = {}
     for engine, recs in results.items():
         weight = weights.get(engine, 0.0)
@@ -107,16 +131,13 @@ def weighted_hybrid(
         for item, value in normalise(recs, method).items():
             blended.setdefault(item, {})[engine] = weight * value
     ranked = sorted(blended.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[: max(k, 0)]
-    return [
-        HybridItem(item, sum(parts.values()), parts, explain(parts, (because or {}).get(item)))
-        for item, parts in ranked
-    ]
+    return [HybridItem(item, sum(parts.values()), parts) for item, parts in ranked]
 
 
 def switching_hybrid(
     results: Mapping[str, Sequence[Recommendation]],
     interaction_count: int,
-    thresholds: Sequence[tuple[int, str]] = ((0, "popularity"), (3, "content"), (10, "ease")),
+    thresholds: Sequence[tuple[int, str]],
     k: int = 10,
 ) -> list[HybridItem]:
     """Serve one engine: the one with the highest threshold <= the user's interaction count
@@ -127,7 +148,7 @@ def switching_hybrid(
         recs = results.get(engine) or []
         if recs:
             return [
-                HybridItem(item, float(score), {engine: float(score)}, f"from {engine}")
+                HybridItem(item, float(score), {engine: float(score)})
                 for item, score in list(recs)[: max(k, 0)]
             ]
     return []
@@ -193,27 +214,3 @@ def explain(
     if because:
         parts.append(f"because you interacted with {title_of(because) if title_of else because}")
     return "; ".join(parts) or None
-
-
-def __getattr__(name: str) -> Any:
-    # The model wrapper imports the algorithm registry; load it only when asked for, so the
-    # combiner can use these pure functions cheaply.
-    if name == "HybridRecommender":
-        from training.hybrid_model import HybridRecommender
-
-        return HybridRecommender
-    raise AttributeError(name)
-
-
-__all__ = [
-    "COLD_START",
-    "COLLABORATIVE",
-    "HybridItem",
-    "HybridRecommender",
-    "adaptive_weights",
-    "explain",
-    "mmr_diversify",
-    "normalise",
-    "switching_hybrid",
-    "weighted_hybrid",
-]

@@ -2,8 +2,9 @@
 
 The test split is never looked at here: the caller splits its *training* rows again (same
 stratified protocol), fits the engines on the inner part and hands the held-out inner rows in.
-Every engine's normalised score matrix is computed once; a weight vector is then just a dense
-weighted sum, so coordinate ascent over a weight grid costs milliseconds per candidate.
+Each engine's list is normalised exactly as the served blend does it (its top ``depth`` unseen
+items, ``training.hybrid.normalise``, nothing for the rest), once, as a dense matrix; a weight
+vector is then a weighted sum, so coordinate ascent over a weight grid costs milliseconds.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from training.algorithms.base import Recommender
 from training.data import InteractionMatrix
-from training.hybrid_model import RowNormalisation, normalise_rows
+from training.hybrid import RRF_OFFSET, Normalisation
+
+DEFAULT_DEPTH = 100
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 
@@ -23,9 +27,44 @@ WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 @dataclass
 class TuningResult:
     weights: dict[str, float]
-    normalisation: RowNormalisation
+    normalisation: Normalisation
     ndcg: float
     single_engine_ndcg: dict[str, float] = field(default_factory=dict)
+
+
+def normalise_top(
+    scores: np.ndarray, seen: sp.csr_matrix, method: Normalisation, depth: int
+) -> np.ndarray:
+    """Each row's top ``depth`` unseen items normalised as ``training.hybrid.normalise`` does
+    for one engine's list; every other item 0 (the served blend never sees it)."""
+    scores = np.array(scores, dtype=np.float64)
+    scores[~np.isfinite(scores)] = -np.inf
+    rows, cols = seen.nonzero()
+    scores[rows, cols] = -np.inf
+    depth = min(depth, scores.shape[1])
+    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+    values = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    top, values = np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
+    valid = np.isfinite(values)
+    if method == "rrf":
+        normalised = np.broadcast_to(1.0 / (RRF_OFFSET + np.arange(1, depth + 1)), values.shape)
+    elif method == "rank":
+        counts = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+        normalised = 1.0 - np.arange(depth)[None, :] / counts
+    else:
+        masked = np.where(valid, values, np.nan)
+        if method == "minmax":
+            low = np.nanmin(masked, axis=1, keepdims=True)
+            span = np.nanmax(masked, axis=1, keepdims=True) - low
+            normalised = np.where(span > 0, (masked - low) / np.where(span > 0, span, 1), 1.0)
+        else:
+            mean = np.nanmean(masked, axis=1, keepdims=True)
+            std = np.nanstd(masked, axis=1, keepdims=True)
+            normalised = np.where(std > 0, (masked - mean) / np.where(std > 0, std, 1), 0.0)
+    out = np.zeros_like(scores)
+    np.put_along_axis(out, top, np.where(valid, normalised, 0.0), axis=1)
+    return out
 
 
 @dataclass
@@ -51,8 +90,9 @@ def _problem(
     engines: Mapping[str, Recommender],
     train: InteractionMatrix,
     validation_rows: Iterable[tuple],
-    method: RowNormalisation,
+    method: Normalisation,
     k: int,
+    depth: int = DEFAULT_DEPTH,
 ) -> _Problem:
     truth: dict[int, list[int]] = {}
     for row in validation_rows:
@@ -66,7 +106,7 @@ def _problem(
     seen = train.matrix[users]
     scores = {}
     for name, engine in engines.items():
-        normalised = normalise_rows(engine.score_rows(users), seen, method)
+        normalised = normalise_top(engine.score_rows(users), seen, method, depth)
         rows, cols = seen.nonzero()
         normalised[rows, cols] = -np.inf
         scores[name] = normalised
@@ -111,21 +151,25 @@ def tune_weights(
     train: InteractionMatrix,
     validation_rows: Sequence[tuple],
     *,
-    methods: Sequence[RowNormalisation] = ("zscore", "rrf"),
+    methods: Sequence[Normalisation] = ("zscore", "rrf"),
     k: int = 10,
+    depth: int = DEFAULT_DEPTH,
     rounds: int = 4,
     min_gain: float = 0.001,
 ) -> TuningResult:
     """Best NDCG@k weights (and normalisation) for engines fitted on ``train``."""
     folds = [(engines, train, validation_rows)]
-    return tune_weights_folds(folds, methods=methods, k=k, rounds=rounds, min_gain=min_gain)
+    return tune_weights_folds(
+        folds, methods=methods, k=k, depth=depth, rounds=rounds, min_gain=min_gain
+    )
 
 
 def tune_weights_folds(
     folds: Sequence[Fold],
     *,
-    methods: Sequence[RowNormalisation] = ("zscore", "rrf"),
+    methods: Sequence[Normalisation] = ("zscore", "rrf"),
     k: int = 10,
+    depth: int = DEFAULT_DEPTH,
     rounds: int = 4,
     min_gain: float = 0.001,
 ) -> TuningResult:
@@ -139,7 +183,7 @@ def tune_weights_folds(
         raise ValueError("no validation folds to tune on")
     best: TuningResult | None = None
     for method in methods:
-        problem = _Folds([_problem(e, train, rows, method, k) for e, train, rows in folds])
+        problem = _Folds([_problem(e, tr, rows, method, k, depth) for e, tr, rows in folds])
         singles = {e: problem.ndcg({e: 1.0}) for e in problem.engines}
         leader = max(singles, key=singles.__getitem__)
         weights, score = _coordinate_ascent(problem, {leader: 1.0}, rounds, min_gain)

@@ -95,8 +95,13 @@ async def ingest_dataset(
             session=session,
             tenant_id=tenant_id,
             rows=[
-                {"user_id": by_user[u], "item_id": item_map[i], "rating": float(r)}
-                for u, i, r, _ in ratings
+                {
+                    "user_id": by_user[u],
+                    "item_id": item_map[i],
+                    "rating": float(r),
+                    "created_at": _when(ts),  # the dataset's time: trending and history need it
+                }
+                for u, i, r, ts in ratings
             ],
         )
         _report(progress, "ratings", rated, len(ratings))

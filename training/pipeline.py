@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import tempfile
 import time
@@ -32,26 +33,21 @@ from storage.db import Database, migrate
 from storage.errors import InvalidData, NotFound
 from storage.settings import Settings
 from storage.vectors import Point, VectorStore, create_vector_store
-from training.algorithms import REGISTRY, Recommender, create
+from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY, Recommender, create
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 from training.evaluation import evaluate_ranking, python_stratified_split
+from training.hybrid import BLEND, HybridConfig
+from training.hybrid_tuning import tune_weights
 from training.registry import code_version
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALGORITHMS = (
-    "popularity",
-    "trending",
-    "item_knn",
-    "user_knn",
-    "als",
-    "bpr",
-    "ease",
-    "svd",
-    "content",
-)
-# Algorithms whose item vectors go to the vector store, and the collection each one fills.
-VECTOR_COLLECTIONS = {"content": "items_content", "als": "items_als"}
+# The hybrid is tuned per tenant once its holdout has this many users (fewer: the defaults),
+# on at most this many of them (each engine scores them densely).
+MIN_BLEND_USERS = 30
+BLEND_FILE = "blend.json"
+MAX_BLEND_USERS = 1000
+
 Event = tuple[str, str, str, float | None, float]
 Progress = Callable[[str, int, int], None]
 
@@ -64,6 +60,7 @@ class TrainingResult:
     counts: dict[str, int]
     duration_seconds: float
     skipped: dict[str, str] = field(default_factory=dict)
+    blend: dict[str, float] | None = None  # the tenant's tuned hybrid weights, when tuned
 
     @property
     def algorithms(self) -> list[str]:
@@ -73,6 +70,16 @@ class TrainingResult:
     def version(self) -> str:
         """One label for the run: the versions of every algorithm it promoted."""
         return ",".join(f"{name}={v}" for name, v in sorted(self.versions.items()))
+
+
+@dataclass
+class Blend:
+    """A tenant's tuned hybrid weights and the validation figures behind them."""
+
+    weights: dict[str, float]
+    validation_ndcg: float
+    single_engine_ndcg: dict[str, float]
+    users: int
 
 
 @dataclass
@@ -124,16 +131,46 @@ async def load_tenant_data(database: Database, tenant_id: uuid.UUID) -> TenantDa
     return TenantData(events, items, weights)
 
 
+class Holdout:
+    """A per-user 75/25 split of the tenant's own data (the MS protocol): each engine is fitted
+    on the 75% once, measured on the rest, and kept to tune the tenant's hybrid blend."""
+
+    def __init__(self, data: TenantData, seed: int, k: int = 10) -> None:
+        # In time order (then item), so the split does not depend on how the rows were read.
+        events = sorted(data.events, key=lambda e: (e[4], e[1], e[2]))
+        train_events, test_events = python_stratified_split(events, ratio=0.75, seed=seed)
+        self.positives = [e for e in test_events if data.weights.weight(e[2], e[3]) > 0]
+        self.train = data.matrix(train_events) if train_events and self.positives else None
+        self.data, self.seed, self.k = data, seed, k
+        self.models: dict[str, Recommender] = {}
+
+    def metrics(self, name: str) -> dict[str, float]:
+        if self.train is None:
+            return {}
+        model = create(name, seed=self.seed).fit(self.train, self.data.items)
+        self.models[name] = model
+        found = evaluate_ranking(model, self.train, self.positives, self.k)
+        keys = (f"precision@{self.k}", f"recall@{self.k}", f"ndcg@{self.k}", "map")
+        return {key: float(found[key]) for key in keys}
+
+    def blend(self) -> Blend | None:
+        """The hybrid's weights for this tenant, tuned on this holdout exactly as the served
+        blend ranks (``training.hybrid_tuning``); None when there is too little to tune on."""
+        users = {str(e[0]) for e in self.positives}
+        personal = [n for n, m in self.models.items() if m.personal]
+        if self.train is None or len(users) < MIN_BLEND_USERS or not personal:
+            return None
+        rng = np.random.default_rng(self.seed)
+        chosen = set(rng.permutation(sorted(users))[:MAX_BLEND_USERS].tolist())
+        rows = [e for e in self.positives if str(e[0]) in chosen]
+        depth = HybridConfig().depth
+        tuned = tune_weights(self.models, self.train, rows, methods=("rrf",), depth=depth)
+        return Blend(tuned.weights, tuned.ndcg, tuned.single_engine_ndcg, len(chosen))
+
+
 def holdout_metrics(name: str, data: TenantData, seed: int, k: int = 10) -> dict[str, float]:
-    """Top-k quality on a per-user 75/25 split of the tenant's own data (the MS protocol)."""
-    train_events, test_events = python_stratified_split(data.events, ratio=0.75, seed=seed)
-    positives = [e for e in test_events if data.weights.weight(e[2], e[3]) > 0]
-    if not train_events or not positives:
-        return {}
-    train = data.matrix(train_events)
-    model = create(name, seed=seed).fit(train, data.items)
-    found = evaluate_ranking(model, train, positives, k)
-    return {key: float(found[key]) for key in (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "map")}
+    """Top-k quality of ``name`` on a per-user 75/25 split of the tenant's own data."""
+    return Holdout(data, seed, k).metrics(name)
 
 
 def _publish_model(
@@ -151,12 +188,33 @@ def _publish_model(
     return version
 
 
-def _item_vectors(name: str, model: Recommender) -> np.ndarray | None:
-    if name == "content":
-        return model.item_vectors()  # type: ignore[attr-defined]
-    if name == "als":
-        return np.asarray(model.item_factors, dtype=np.float32)  # type: ignore[attr-defined]
-    return None
+def _publish_blend(
+    artifacts: ArtifactStore, tenant: str, holdout: Holdout, counts: dict[str, int], seed: int
+) -> dict[str, float] | None:
+    """Tune the tenant's hybrid on the holdout and promote it beside the models."""
+    try:
+        blend = holdout.blend()
+    except Exception as error:  # the engines are published; the default blend serves
+        log.warning("tenant %s: hybrid not tuned: %s", tenant, _reason(error))
+        return None
+    if blend is None:
+        return None
+    metadata = {
+        "weights": blend.weights,
+        "validation_ndcg@10": blend.validation_ndcg,
+        "validation_single_engine_ndcg@10": blend.single_engine_ndcg,
+        "validation_users": blend.users,
+        "seed": seed,
+        "counts": counts,
+        "code_version": code_version(),
+    }
+    version = artifacts.new_version(tenant, BLEND)
+    with tempfile.TemporaryDirectory(prefix="recserve-blend-") as tmp:
+        (Path(tmp) / BLEND_FILE).write_text(json.dumps(blend.weights))
+        artifacts.save(tenant, BLEND, version, tmp, metadata)
+    artifacts.promote(tenant, BLEND, version)
+    log.info("tenant %s: hybrid %s tuned to %s", tenant, version, blend.weights)
+    return blend.weights
 
 
 async def _upsert_vectors(
@@ -171,8 +229,7 @@ async def _upsert_vectors(
     category = {item.id: item.category for item in data.items}
     store = create_vector_store(settings)
     try:
-        for name, matrix in vectors.items():
-            collection = VECTOR_COLLECTIONS[name]
+        for collection, matrix in vectors.items():
             points = [
                 (
                     str(item),
@@ -186,9 +243,12 @@ async def _upsert_vectors(
                 await _replace_vectors(store, collection, tenant, int(matrix.shape[1]), points)
             except Exception as error:  # the models are published; only vector search suffers
                 log.warning(
-                    "tenant %s: item vectors of %s not stored: %s", tenant, name, _reason(error)
+                    "tenant %s: item vectors of %s not stored: %s",
+                    tenant,
+                    collection,
+                    _reason(error),
                 )
-                log.debug("tenant %s: %s vector upsert failed", tenant, name, exc_info=True)
+                log.debug("tenant %s: %s vector upsert failed", tenant, collection, exc_info=True)
     finally:
         await store.close()
 
@@ -247,6 +307,7 @@ async def train_tenant_async(
     artifacts = create_artifact_store(settings)
     counts = {"users": full.n_users, "items": full.n_items, "events": len(data.events)}
     result = TrainingResult(str(tenant_id), {}, {}, counts, 0.0)
+    holdout = Holdout(data, seed) if evaluate else None
     vectors: dict[str, np.ndarray] = {}
     for step, name in enumerate(names, start=1):
         if progress:
@@ -255,7 +316,7 @@ async def train_tenant_async(
         try:
             model = _fit(name, full, data.items, seed, workers if distributed else 0, address)
             fit_seconds = time.perf_counter() - fit_started
-            metrics = holdout_metrics(name, data, seed) if evaluate else {}
+            metrics = holdout.metrics(name) if holdout is not None else {}
             metadata = {
                 "params": model.config.model_dump(mode="json"),
                 "seed": seed,
@@ -275,17 +336,21 @@ async def train_tenant_async(
         result.versions[name] = version
         meters.training_run(name, "succeeded", time.perf_counter() - fit_started)
         result.metrics[name] = metrics
+        if not model.vector_collection:
+            continue
         try:
-            found = _item_vectors(name, model)
+            found = model.item_vectors()
         except Exception as error:  # the model is published; only its vector search is missing
             log.warning("tenant %s: no item vectors from %s: %s", tenant_id, name, _reason(error))
             log.debug("tenant %s: %s item vectors failed", tenant_id, name, exc_info=True)
             continue
         if found is not None:
-            vectors[name] = found
+            vectors[model.vector_collection] = found
     if not result.versions:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in result.skipped.items())
         raise InvalidData(f"tenant {tenant_id}: no algorithm could be trained ({reasons})")
+    if holdout is not None:
+        result.blend = _publish_blend(artifacts, str(tenant_id), holdout, counts, seed)
     if progress:
         progress("train: item vectors", len(names), len(names))
     await _upsert_vectors(settings, str(tenant_id), vectors, data, full.item_ids)

@@ -75,8 +75,8 @@ class FakeMethod:
     def __init__(self, handle: FakeHandle, name: str) -> None:
         self._handle, self._name = handle, name
 
-    def remote(self, payload: Any) -> FakeResponse:
-        self._handle.calls.append((self._name, payload))
+    def remote(self, *args: Any) -> FakeResponse:
+        self._handle.calls.append((self._name, args[0] if len(args) == 1 else args))
         return FakeResponse(self._handle.answers[self._name])
 
 

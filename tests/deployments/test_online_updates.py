@@ -26,8 +26,8 @@ def test_new_interactions_fold_into_the_next_recommendations(algorithm: str) -> 
     data = synthetic_matrix()
     model = create(algorithm).fit(data)
     trained = [str(model.item_ids[j]) for j in model.user_items[model.user_index("u1")].indices]
-    before = EngineQuery.from_payload({"user_id": "u1", "k": 10, "history": trained})
-    after = EngineQuery.from_payload({"user_id": "u1", "k": 10, "history": [*NEW_ITEMS, *trained]})
+    before = EngineQuery("u1", 10, history=tuple(trained))
+    after = EngineQuery("u1", 10, history=(*NEW_ITEMS, *trained))
     [old, new] = run_queries(model, [before, after])
     old_ids, new_ids = [item for item, _ in old], [item for item, _ in new]
     assert not _cluster_b(old_ids)  # the trained taste: cluster "a" only

@@ -20,6 +20,7 @@ import pytest
 from cluster import operations as ops
 from deployments.app import AppArgs, compose
 from deployments.models import ArtifactModelSource
+from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
 from storage.artifacts import ArtifactStore
 from storage.errors import NotFound
 from storage.settings import Settings
@@ -83,9 +84,9 @@ def deployed(serve_instance: int, tmp_path_factory: pytest.TempPathFactory) -> I
     serve.delete(APP)
 
 
-async def _ask(deployed: dict) -> dict[str, Any]:
-    request = {"tenant_id": deployed["tenant_id"], "user_id": "nobody", "k": 5}
-    return await deployed["combiner"].recommend.remote({**request, "algorithm": "popularity"})
+async def _ask(deployed: dict) -> RecommendationResponse:
+    request = RecommendationRequest(deployed["tenant_id"], "nobody", "popularity", k=5)
+    return await deployed["combiner"].recommend.remote(request)
 
 
 async def _keep_asking(deployed: dict, stop: asyncio.Event, traffic: Traffic) -> None:
@@ -93,7 +94,7 @@ async def _keep_asking(deployed: dict, stop: asyncio.Event, traffic: Traffic) ->
         started = time.perf_counter()
         try:
             reply = await _ask(deployed)
-            traffic.answers.append((time.perf_counter() - started, reply["model_version"]))
+            traffic.answers.append((time.perf_counter() - started, reply.model_version))
             if traffic.wanted is not None and len(traffic.answers) >= traffic.wanted:
                 traffic.enough.set()
         except Exception as error:  # the assertion below reports every one
@@ -115,13 +116,13 @@ async def _while_asking(deployed: dict, work: Any) -> tuple[Any, Traffic]:
 
 
 async def test_a_trained_version_is_served_from_the_next_request(deployed: dict) -> None:
-    assert (await _ask(deployed))["model_version"] == deployed["v1"]
+    assert (await _ask(deployed)).model_version == deployed["v1"]
     work = asyncio.to_thread(
         train_tenant, deployed["settings"], deployed["tenant_id"], ["popularity"]
     )
     result, traffic = await _while_asking(deployed, work)
     v2 = result.versions["popularity"]
-    assert (await _ask(deployed))["model_version"] == v2 != deployed["v1"]
+    assert (await _ask(deployed)).model_version == v2 != deployed["v1"]
     assert traffic.failures == [] and len(traffic.answers) >= 3
     seen = traffic.versions()
     assert set(seen) <= {deployed["v1"], v2}
@@ -137,9 +138,9 @@ async def test_rollback_serves_the_previous_version_again(deployed: dict) -> Non
     work = registry.rollback(settings, tenant_id, "popularity")
     back, traffic = await _while_asking(deployed, work)
     assert back == deployed["v1"]
-    assert (await _ask(deployed))["model_version"] == deployed["v1"]
+    assert (await _ask(deployed)).model_version == deployed["v1"]
     await registry.promote(settings, tenant_id, "popularity", deployed["v2"])
-    assert (await _ask(deployed))["model_version"] == deployed["v2"]
+    assert (await _ask(deployed)).model_version == deployed["v2"]
     assert traffic.failures == []
 
 
@@ -154,28 +155,26 @@ async def test_a_half_written_artifact_is_never_loaded(deployed: dict) -> None:
     with pytest.raises(NotFound):
         ArtifactModelSource(deployed["settings"]).load(tenant_id, "popularity", half)
     assert half not in store.list_versions(tenant_id, "popularity")
-    assert (await _ask(deployed))["model_version"] == store.current(tenant_id, "popularity")
+    assert (await _ask(deployed)).model_version == store.current(tenant_id, "popularity")
 
 
 async def test_serving_keeps_answering_while_a_ray_training_task_runs(deployed: dict) -> None:
     combiner = deployed["combiner"]
 
-    async def train_through_serve() -> dict[str, Any]:
-        job = await combiner.train.remote(
-            {"tenant_id": deployed["tenant_id"], "algorithms": ["popularity"]}
-        )
+    async def train_through_serve() -> TrainingJob:
+        job = await combiner.train.remote(deployed["tenant_id"], ["popularity"])
         deadline = time.monotonic() + 180
-        while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        while job.status not in ("succeeded", "failed") and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
-            job = await combiner.training_job.remote(job["job_id"])
+            job = await combiner.training_job.remote(job.job_id)
         return job
 
     job, traffic = await _while_asking(deployed, train_through_serve())
-    assert job["status"] == "succeeded", job
+    assert job.status == "succeeded", job
     assert traffic.failures == [] and len(traffic.answers) >= 5
     slowest = max(seconds for seconds, _ in traffic.answers)
     assert slowest < 10.0, f"serving stalled for {slowest:.1f}s during training"
-    assert (await _ask(deployed))["model_version"] == job["model_version"]
+    assert (await _ask(deployed)).model_version == job.model_version
 
 
 def _exact_top(vectors: np.ndarray, ids: list[str], item: str, k: int) -> list[str]:
@@ -192,9 +191,7 @@ async def test_similar_items_and_vector_search_match_exact_cosine(deployed: dict
     model = load_model(folder)
     ids = [str(i) for i in model.item_ids]
     item = ids[3]
-    served = await deployed["combiner"].similar_items.remote(
-        {"tenant_id": tenant_id, "item_id": item, "k": 5}
-    )
+    served = await deployed["combiner"].similar_items.remote(tenant_id, item, 5)
     features = model.features.toarray()
     assert [i for i, _ in served] == _exact_top(features, ids, item, 5)
 

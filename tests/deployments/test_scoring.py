@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployments.scoring import EngineQuery, non_personal_top, run_queries, similarity_matrix
+from deployments.scoring import (
+    EngineQuery,
+    make_filter,
+    non_personal_top,
+    run_queries,
+    similarity_matrix,
+)
 from tests.deployments.fakes import synthetic_matrix
 from training.algorithms import Recommender, create
 
@@ -46,16 +52,32 @@ def test_compatible_queries_share_one_vectorised_call(ease: Recommender) -> None
     counting = Counting(ease)
     queries = [EngineQuery("u1", 5), EngineQuery("u40", 3), EngineQuery("nobody", 4)]
     answers = run_queries(counting, queries)  # type: ignore[arg-type]
-    assert counting.many_calls == [3] and counting.single_calls == 0
+    assert counting.many_calls == [2] and counting.single_calls == 0
     assert answers[0] == ease.recommend("u1", 5)
     assert answers[1] == ease.recommend("u40", 3)
     assert answers[2] == []
 
 
+def test_a_history_the_model_already_holds_is_answered_from_the_trained_row(
+    ease: Recommender,
+) -> None:
+    """The API sends a user's whole recent history: what training saw adds nothing, so the
+    trained row (with its weights) answers, batched with everyone else's."""
+    counting = Counting(ease)
+
+    def own(user: str) -> tuple[str, ...]:
+        return tuple(str(ease.item_ids[j]) for j in ease.user_items[ease.user_index(user)].indices)
+
+    queries = [EngineQuery(u, 5, history=own(u)) for u in ("u1", "u2", "u40")]
+    answers = run_queries(counting, queries)  # type: ignore[arg-type]
+    assert counting.many_calls == [3] and counting.single_calls == 0
+    assert answers == [ease.recommend(u, 5) for u in ("u1", "u2", "u40")]
+
+
 def test_history_and_filters_are_kept_apart(ease: Recommender) -> None:
     counting = Counting(ease)
-    only_b = EngineQuery.from_payload({"user_id": "u1", "k": 5, "categories": ["b"]})
-    fresh = EngineQuery.from_payload({"user_id": "new", "k": 5, "history": ["i21", "i22"]})
+    only_b = EngineQuery("u1", 5, filter=make_filter(["b"]))
+    fresh = EngineQuery("new", 5, history=("i21", "i22"))
     plain = EngineQuery("u1", 5)
     answers = run_queries(counting, [only_b, fresh, plain])  # type: ignore[arg-type]
     assert counting.single_calls == 1 and sorted(counting.many_calls) == [1, 1]
@@ -65,7 +87,7 @@ def test_history_and_filters_are_kept_apart(ease: Recommender) -> None:
 
 
 def test_cold_users_get_the_popular_items(popularity: Recommender) -> None:
-    query = EngineQuery.from_payload({"user_id": "stranger", "k": 3})
+    query = EngineQuery("stranger", 3)
     [answer] = run_queries(popularity, [query])
     assert answer[0][0] == "i5" and len(answer) == 3
     scores = [s for _, s in answer]
@@ -73,9 +95,7 @@ def test_cold_users_get_the_popular_items(popularity: Recommender) -> None:
 
 
 def test_non_personal_top_applies_the_filter(popularity: Recommender) -> None:
-    query = EngineQuery.from_payload(
-        {"k": 50, "categories": ["a"], "exclude_item_ids": ["i5", "i6"]}
-    )
+    query = EngineQuery(k=50, filter=make_filter(["a"], ["i5", "i6"]))
     answer = non_personal_top(popularity, query)
     ids = {item for item, _ in answer}
     assert ids and "i5" not in ids and "i6" not in ids

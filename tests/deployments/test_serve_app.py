@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from deployments.app import AppArgs, build_app
+from graph_api.recommender import RecommendationRequest, RecommendationResponse
 from storage.artifacts import ArtifactStore
 from tests.deployments.fakes import synthetic_matrix
 from training.algorithms import create
@@ -79,41 +80,41 @@ def deployed(serve_instance: int, tmp_path_factory: pytest.TempPathFactory) -> I
     serve.delete(APP)
 
 
-async def _recommend(deployed: dict, **request) -> dict:
-    payload = {"tenant_id": TENANT, "k": 5, **request}
-    return await deployed["combiner"].recommend.remote(payload)
+async def _recommend(deployed: dict, **fields) -> RecommendationResponse:
+    request = RecommendationRequest(**{"tenant_id": TENANT, "k": 5, **fields})
+    return await deployed["combiner"].recommend.remote(request)
 
 
-async def test_hybrid_blends_engines_and_drops_the_broken_one(deployed: dict) -> None:
+async def test_hybrid_drops_the_broken_engine_and_blends_on_request(deployed: dict) -> None:
     reply = await _recommend(deployed, user_id="u1", explain=True)
-    assert set(reply["engines_used"]) == {"popularity", "item_knn", "ease"}
-    assert reply["engines_failed"] == ["als"]
-    assert len(reply["items"]) == 5
-    first = reply["items"][0]
-    assert len(first["engine_scores"]) >= 2 and first["reason"]
+    assert reply.engines_used == ["ease"] and reply.engines_failed == ["als"]
+    assert len(reply.items) == 5 and reply.items[0].reason
     ease = create("ease").fit(synthetic_matrix(hot=5))
     trained_seen = set(ease.item_ids[ease.user_items[ease.user_index("u1")].indices])
-    assert trained_seen.isdisjoint(item["item_id"] for item in reply["items"])
+    assert trained_seen.isdisjoint(item.item_id for item in reply.items)
+    blended = await _recommend(deployed, user_id="u1", weights={"ease": 1.0, "item_knn": 1.0})
+    assert set(blended.engines_used) == {"ease", "item_knn"}
+    assert any(len(item.engine_scores) == 2 for item in blended.items)
 
 
 async def test_single_engine_and_popularity_fallback(deployed: dict) -> None:
-    reply = await _recommend(deployed, user_id="u1", algorithm="ease", categories=["a"])
-    assert reply["engines_used"] == ["ease"] and reply["engines_failed"] == []
-    assert all(int(item["item_id"][1:]) < 20 for item in reply["items"])
+    reply = await _recommend(deployed, user_id="u1", algorithm="ease", categories=("a",))
+    assert reply.engines_used == ["ease"] and reply.engines_failed == []
+    assert all(int(item.item_id[1:]) < 20 for item in reply.items)
     cold = await _recommend(deployed, user_id="stranger", algorithm="item_knn")
-    assert cold["engines_used"] == ["popularity"]
-    assert cold["items"][0]["item_id"] == "i5"
+    assert cold.engines_used == ["popularity"]
+    assert cold.items[0].item_id == "i5"
     broken = await _recommend(deployed, user_id="u1", algorithm="als")
-    assert broken["engines_failed"] == ["als"] and broken["engines_used"] == ["popularity"]
+    assert broken.engines_failed == ["als"] and broken.engines_used == ["popularity"]
 
 
 async def test_promoting_a_version_swaps_the_model_without_restart(deployed: dict) -> None:
     before = await _recommend(deployed, user_id="stranger", algorithm="popularity")
     version = _publish(deployed["store"], deployed["root"], "popularity", hot=33)
     after = await _recommend(deployed, user_id="stranger", algorithm="popularity")
-    assert before["items"][0]["item_id"] == "i5"
-    assert after["items"][0]["item_id"] == "i33"
-    assert after["model_version"] == version != before["model_version"]
+    assert before.items[0].item_id == "i5"
+    assert after.items[0].item_id == "i33"
+    assert after.model_version == version != before.model_version
 
 
 async def test_concurrent_requests_are_batched_correctly(deployed: dict) -> None:
@@ -122,24 +123,17 @@ async def test_concurrent_requests_are_batched_correctly(deployed: dict) -> None
         *(_recommend(deployed, user_id=u, algorithm="ease") for u in users)
     )
     ease = create("ease").fit(synthetic_matrix(hot=5))
-    got = {u: [item["item_id"] for item in r["items"]] for u, r in zip(users, replies, strict=True)}
+    got = {u: [item.item_id for item in r.items] for u, r in zip(users, replies, strict=True)}
     expected = {u: [item for item, _ in ease.recommend(u, 5)] for u in users}
     assert got == expected
 
 
 async def test_similar_items_and_trending(deployed: dict) -> None:
-    similar = await deployed["combiner"].similar_items.remote(
-        {"tenant_id": TENANT, "item_id": "i1", "k": 4}
-    )
+    similar = await deployed["combiner"].similar_items.remote(TENANT, "i1", 4)
     assert len(similar) == 4 and all(int(item[1:]) < 20 for item, _ in similar)
-    trending = await deployed["combiner"].trending.remote(
-        {"tenant_id": TENANT, "category": "b", "limit": 3}
-    )
+    trending = await deployed["combiner"].trending.remote(TENANT, "b", 3)
     assert len(trending) == 3 and all(int(item[1:]) >= 20 for item, _ in trending)
-    other_tenant = await deployed["combiner"].trending.remote(
-        {"tenant_id": "nobody", "category": None, "limit": 3}
-    )
-    assert other_tenant == []
+    assert await deployed["combiner"].trending.remote("nobody", None, 3) == []
 
 
 async def test_replicas_see_the_builder_environment(deployed: dict) -> None:
@@ -150,17 +144,17 @@ async def test_replicas_see_the_builder_environment(deployed: dict) -> None:
 
 
 async def test_training_runs_as_a_ray_task(deployed: dict) -> None:
-    job = await deployed["combiner"].train.remote({"tenant_id": TENANT, "algorithms": ["ease"]})
-    assert job["status"] == "submitted"
+    job = await deployed["combiner"].train.remote(TENANT, ["ease"])
+    assert job.status == "submitted"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        job = await deployed["combiner"].training_job.remote(job["job_id"])
-        if job["status"] in ("succeeded", "failed"):
+        job = await deployed["combiner"].training_job.remote(job.job_id)
+        if job.status in ("succeeded", "failed"):
             break
         await asyncio.sleep(0.2)
-    assert job["status"] == "succeeded"
-    assert job["model_version"] == f"trained-{deployed['root'].name}"
-    assert job["metrics"] == {"ease": {"ndcg@10": 0.5}}
+    assert job.status == "succeeded"
+    assert job.model_version == f"trained-{deployed['root'].name}"
+    assert job.metrics == {"ease": {"ndcg@10": 0.5}}
 
 
 async def test_graphql_ingress_answers_http(deployed: dict) -> None:

@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from deployments.local import LocalRecommender
+from deployments.inprocess import InProcessRecommender
+from deployments.models import MemoryModelSource
 from deployments.vector_similar import VectorSimilar
 from storage.settings import Settings
 from storage.vectors import EdgeVectorStore, QdrantServerStore, VectorStore
-from tests.deployments.test_local import TENANT, MemorySource
+from tests.deployments.fakes import synthetic_matrix
+from training.algorithms import create
+
+TENANT = "acme"
 
 DIM = 8
 
@@ -58,14 +62,16 @@ async def test_without_a_vector_server_the_models_answer(tmp_path: Path) -> None
 
 async def test_local_recommender_prefers_vectors_then_falls_back(store, rng, tmp_path) -> None:
     vectors = await _fill(store, rng)
-    source = MemorySource(["popularity", "item_knn", "ease"])
+    matrix = synthetic_matrix(hot=5)
+    models = {name: create(name).fit(matrix) for name in ("popularity", "item_knn", "ease")}
+    source = MemoryModelSource(TENANT, models)
     settings = Settings(data_dir=tmp_path)
-    local = LocalRecommender(
+    local = InProcessRecommender(
         settings, ["item_knn", "ease"], source=source, vectors=VectorSimilar(settings, store)
     )
     from_vectors = await local.similar_items(tenant_id=TENANT, item_id="i2", k=3)
     assert [item for item, _ in from_vectors] == _exact(vectors, 2, 3)
-    plain = LocalRecommender(settings, ["item_knn", "ease"], source=source)
+    plain = InProcessRecommender(settings, ["item_knn", "ease"], source=source)
     from_models = await plain.similar_items(tenant_id=TENANT, item_id="i2", k=3)
     assert from_models and "i2" not in [item for item, _ in from_models]
 

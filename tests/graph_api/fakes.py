@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from graph_api.recommender import (
+    AlgorithmCatalog,
     RecommendationRequest,
     RecommendationResponse,
     ScoredItem,
@@ -18,6 +19,7 @@ from graph_api.recommender import (
 from storage import repositories as repo
 from storage.db import Database
 from storage.models import Item
+from training.algorithms import ALGORITHMS, ALIASES
 
 
 @dataclass
@@ -26,6 +28,7 @@ class CatalogueRecommender:
     requests: list[RecommendationRequest] = field(default_factory=list)
     trained: list[tuple[str, list[str] | None]] = field(default_factory=list)
     fail_with: Exception | None = None
+    catalog: AlgorithmCatalog = field(default_factory=lambda: AlgorithmCatalog(ALGORITHMS, ALIASES))
 
     async def _catalogue(self, tenant_id: str, category: str | None = None) -> list[Item]:
         async with self.database.session() as session:

@@ -127,7 +127,8 @@ async def seed_flow(client: Client, settings: Settings) -> None:
     assert all(entry["score"] > 0 for entry in result["items"])
     assert result["responseTimeMs"] > 0
     assert result["explanation"]["enginesFailed"] == []
-    assert {"popularity", "item_knn"} <= set(result["explanation"]["enginesUsed"])
+    # Three interactions: part way from the cold blend (popularity, content) to the warm one.
+    assert {"popularity", "ease"} <= set(result["explanation"]["enginesUsed"])
     # What Ada already interacted with is never recommended back to her.
     assert {entry["item"]["id"] for entry in result["items"]} <= set(item_ids[3:])
 

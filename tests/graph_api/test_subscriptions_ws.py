@@ -82,15 +82,16 @@ async def test_interaction_pushes_fresh_recommendations(live: Live) -> None:
         await live.record(token, items[0])
         pushed = (await ws.next_data())["recommendationUpdates"]
         assert _ids(pushed) == items[1:4]
-        # A liked rating is folded in too; a lukewarm one is not.
+        # A rating is folded in too, a low one included (as in training: it weighs less, and
+        # the user has seen the item, so it is not offered again).
         await live.ok(RATE, {"id": items[1], "r": 5.0}, token)
         assert _ids((await ws.next_data())["recommendationUpdates"]) == items[2:4]
         await live.ok(RATE, {"id": items[2], "r": 1.0}, token)
-        assert _ids((await ws.next_data())["recommendationUpdates"]) == items[2:4]
+        assert _ids((await ws.next_data())["recommendationUpdates"]) == items[3:4]
     # The user's cached result was dropped: a plain query sees the interaction too.
     data = await live.ok(RECOMMEND, {"options": {"numRecommendations": 3}}, token)
     assert items[0] not in _ids(data["recommendations"]["items"])
-    assert live.api.recommender.requests[-1].history == (items[1], items[0])
+    assert live.api.recommender.requests[-1].history == (items[2], items[1], items[0])
 
 
 async def test_activity_streams_are_tenant_scoped(live: Live) -> None:

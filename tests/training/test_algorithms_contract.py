@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from training.algorithms import REGISTRY, RecFilter, Recommender, create, load
-from training.data import InteractionMatrix, ItemInfo
+from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 
 CLUSTERS = {"a": "space rocket galaxy", "b": "cooking recipe kitchen", "c": "football goal league"}
 ITEMS_PER_CLUSTER = 10
@@ -53,8 +53,10 @@ def planted() -> InteractionMatrix:
             for other in others:
                 disliked = rng.choice(ITEMS_PER_CLUSTER, size=2, replace=False)
                 rows += [(user, f"{other}-{i}", "rating", 1.0, 1e9) for i in disliked]
-    # "rating" events weigh rating - 2.5: the low ratings arrive as negative feedback
-    return InteractionMatrix.from_interactions(rows, items=catalogue())
+    # A tenant whose low ratings mean "not for me": with the offset at the midpoint they
+    # arrive as negative feedback (the default counts every rating as a weak positive).
+    weights = InteractionWeights(rating_offset=2.5)
+    return InteractionMatrix.from_interactions(rows, items=catalogue(), weights=weights)
 
 
 def ids(recs: Sequence[tuple[str, float]]) -> list[str]:

@@ -21,8 +21,12 @@ def test_weights_follow_the_funnel_and_dislike_is_negative() -> None:
     assert w.weight("view") < w.weight("click") < w.weight("add_to_cart") < w.weight("purchase")
     assert w.weight("dislike") < 0 < w.weight("like")
     assert w.weight("something-new") == 1.0
-    assert w.weight("rating", 5.0) == pytest.approx(2.5)
-    assert w.weight("rating", 1.0) == pytest.approx(-1.5)
+    # a rating is a consumption, stronger the higher it is; centred, low ratings turn negative
+    assert w.weight("rating", 5.0) == pytest.approx(1.0)
+    assert 0 < w.weight("rating", 1.0) < w.weight("rating", 3.0) < w.weight("rating", 5.0)
+    centred = InteractionWeights(rating_offset=2.5, rating_scale=1.0)
+    assert centred.weight("rating", 5.0) == pytest.approx(2.5)
+    assert centred.weight("rating", 1.0) == pytest.approx(-1.5)
     assert InteractionWeights(purchase=20).weight("purchase") == 20
 
 

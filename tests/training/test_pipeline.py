@@ -20,6 +20,7 @@ from training.algorithms import REGISTRY, Popularity, load
 from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
 from training.ingest import imported_email, ingest_dataset
+from training.hybrid import BLEND
 from training.pipeline import train_tenant_async
 
 ALGORITHMS = ["popularity", "item_knn", "ease", "content", "als"]
@@ -77,6 +78,16 @@ async def test_ingest_then_train_publishes_every_model(tmp_path: Path, catalogue
             clusters = [catalogue.item_cluster[by_external[item]] for item, _ in recs]
             assert clusters.count(home) >= 3, (name, clusters, home)
 
+    # The tenant's own hybrid: tuned on its holdout, promoted beside the engines.
+    assert result.blend and set(result.blend) <= set(ALGORITHMS)
+    blend_version = artifacts.current(str(tenant_id), BLEND)
+    assert blend_version is not None
+    meta = artifacts.metadata(str(tenant_id), BLEND, blend_version)
+    assert meta["weights"] == result.blend and meta["validation_users"] == 60
+    leader = max(meta["validation_single_engine_ndcg@10"].items(), key=lambda kv: kv[1])[0]
+    assert result.blend.get(leader, 0) > 0  # tuning starts from the tenant's best engine
+    assert meta["validation_ndcg@10"] >= meta["validation_single_engine_ndcg@10"][leader]
+
     vectors = create_vector_store(settings)
     try:
         assert await vectors.count("items_content", str(tenant_id)) == 80
@@ -96,6 +107,8 @@ async def test_training_twice_promotes_a_newer_version(tmp_path: Path, catalogue
     first = await train_tenant_async(settings, str(tenant_id), ["popularity"], evaluate=False)
     second = await train_tenant_async(settings, str(tenant_id), ["popularity"], evaluate=False)
     assert second.versions["popularity"] > first.versions["popularity"]
+    # Without a holdout nothing is tuned: the default hybrid serves this tenant.
+    assert second.blend is None
     store = create_artifact_store(settings)
     assert store.current(str(tenant_id), "popularity") == second.versions["popularity"]
     await database.dispose()

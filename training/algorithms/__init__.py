@@ -6,6 +6,7 @@ saved one of any kind. Nothing here imports torch at import time (svd imports it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,25 @@ from training.algorithms.trending import Trending
 from training.algorithms.user_knn import UserKNN
 
 REGISTRY: dict[str, type[Recommender]] = registry()
+# Every engine name, in a stable order: the one list the rest of the project derives from.
+ALGORITHMS: tuple[str, ...] = tuple(sorted(REGISTRY))
+# A request's other names for engines (the seed API's): alias -> the engines it blends.
+ALIASES: dict[str, tuple[str, ...]] = {
+    alias: tuple(name for name in ALGORITHMS if alias in REGISTRY[name].aliases)
+    for alias in sorted({a for cls in REGISTRY.values() for a in cls.aliases})
+}
+DEFAULT_ALGORITHMS: tuple[str, ...] = tuple(n for n in ALGORITHMS if REGISTRY[n].trained_by_default)
+
+
+def similarity_engines(names: Iterable[str] = ALGORITHMS) -> tuple[str, ...]:
+    """The engines among ``names`` that answer item-item similarity, best first."""
+    ranked = [n for n in names if n in REGISTRY and REGISTRY[n].similarity_order is not None]
+    return tuple(sorted(ranked, key=lambda n: REGISTRY[n].similarity_order or 0))
+
+
+def non_personal(names: Iterable[str] = ALGORITHMS) -> tuple[str, ...]:
+    """The engines among ``names`` whose ranking is the same for everybody."""
+    return tuple(n for n in names if n in REGISTRY and not REGISTRY[n].personal)
 
 
 def create(
@@ -42,8 +62,11 @@ def load(directory: str | Path) -> Recommender:
 
 
 __all__ = [
+    "ALGORITHMS",
+    "ALIASES",
     "ALS",
     "BPR",
+    "DEFAULT_ALGORITHMS",
     "EASE",
     "REGISTRY",
     "SVD",
@@ -57,4 +80,6 @@ __all__ = [
     "UserKNN",
     "create",
     "load",
+    "non_personal",
+    "similarity_engines",
 ]

@@ -23,6 +23,9 @@ class FactorModel(Recommender):
         norms[norms == 0] = 1.0
         return (factors @ factors[item]) / (norms * norms[item])
 
+    def item_vectors(self) -> np.ndarray:
+        return np.asarray(self.item_factors, dtype=np.float32)
+
     def _state(self) -> State:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
 

@@ -29,6 +29,11 @@ class ALSConfig(BaseModel):
 
 class ALS(FactorModel):
     name = "als"
+    vector_collection = "items_als"
+    similarity_order = 2
+    aliases = ("matrix_factorization",)
+    distributed = True
+    hybrid_weight = 0.35
     Config = ALSConfig
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:

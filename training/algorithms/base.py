@@ -36,10 +36,34 @@ class RecFilter:
 
 
 class Recommender(ABC):
+    """One algorithm. Its traits below are the project's only list of what each engine is."""
+
     name: ClassVar[str]
     Config: ClassVar[type[BaseModel]]
     # collaborative models know nothing about an item nobody interacted with
     needs_interactions: ClassVar[bool] = True
+    # False: the ranking is the same for everybody (it answers unknown users too)
+    personal: ClassVar[bool] = True
+    # the vector-store collection its item vectors go to (``item_vectors()``), if any
+    vector_collection: ClassVar[str | None] = None
+    # the order in which engines are asked for item-item similarity (lower first; None: never)
+    similarity_order: ClassVar[int | None] = None
+    # other names a request may use for it (the seed API's vocabulary)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    # trained by ``recserve train`` when no algorithms are named
+    trained_by_default: ClassVar[bool] = True
+    # non-personal engines: ranks by recent activity (the trending list asks these first)
+    ranks_by_recency: ClassVar[bool] = False
+    # its user profile is the mean of item vectors, so the vector store can find its candidates
+    candidates_from_vectors: ClassVar[bool] = False
+    # has a Ray Train form (training.distributed) for ``recserve train --distributed``
+    distributed: ClassVar[bool] = False
+    # its share of the default hybrid (training.hybrid.HybridConfig) for warm users, for users
+    # with no history, and the interaction count from which the switching strategy serves it;
+    # chosen by ``benchmarks/quality.py --tune`` on validation splits of ML-100K's training part
+    hybrid_weight: ClassVar[float] = 0.0
+    cold_start_weight: ClassVar[float] = 0.0
+    switch_at: ClassVar[int | None] = None
 
     def __init__(self, config: BaseModel | dict[str, Any] | None = None, *, seed: int = 42):
         if isinstance(config, BaseModel):
@@ -51,6 +75,10 @@ class Recommender(ABC):
         self.item_ids = np.empty(0, dtype=object)
         self.categories: list[str | None] = []
         self._set_vocabularies()
+
+    @classmethod
+    def predicts_ratings(cls) -> bool:
+        return callable(getattr(cls, "predict", None))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -83,6 +111,10 @@ class Recommender(ABC):
     def item_scores(self, item: int) -> np.ndarray:
         """Similarity of every item to internal item ``item``."""
 
+    def item_vectors(self) -> np.ndarray | None:
+        """Dense ``n_items x d`` vectors for ``vector_collection``; None for engines without."""
+        return None
+
     # ---- serving --------------------------------------------------------------------------
     def recommend(
         self,
@@ -93,16 +125,46 @@ class Recommender(ABC):
         filter: RecFilter | None = None,
         history: Sequence[str] | None = None,
     ) -> list[Recommendation]:
+        """Top-k for ``user``; ``history`` (newest first) folds in items newer than the model."""
         row = self._user_index.get(user)
-        history_row = self.history_row(history) if history else None
-        if history_row is not None and history_row.nnz:
+        history_row = self.fold_in_row(user, history)
+        if history_row is not None:
             scores = self.score_history(history_row)
             if scores is not None:
-                seen = [np.union1d(history_row.indices, self._seen(row))] if exclude_seen else None
+                seen = [history_row.indices] if exclude_seen else None
                 return self._top_k(np.atleast_2d(scores), seen, k, filter)[0]
         if row is None:
             return []
         return self.recommend_many([user], k, exclude_seen=exclude_seen, filter=filter)[0]
+
+    def fold_in_row(self, user: str, history: Sequence[str] | None) -> sp.csr_matrix | None:
+        """The user's trained row plus the history items it lacks, when there are any.
+
+        None when the trained row already holds every known history item: the trained row is
+        then the better input (it carries the training weights), and batches with other users.
+        """
+        if not history:
+            return None
+        row = self._user_index.get(user)
+        known = {self._item_index[i] for i in history if i in self._item_index}
+        seen = self._seen(row)
+        new = sorted(known.difference(seen.tolist()))
+        if not new:
+            return None
+        cols = np.concatenate([seen, np.array(new, dtype=seen.dtype)])
+        if row is not None:
+            start, end = self.user_items.indptr[row], self.user_items.indptr[row + 1]
+            trained = self.user_items.data[start:end]
+        else:
+            trained = np.empty(0, dtype=np.float32)
+        # The history does not say what kind of event each item was: a new item weighs as
+        # much as this user's typical trained interaction.
+        typical = float(np.abs(trained).mean()) if len(trained) else 1.0
+        data = np.concatenate([trained, np.full(len(new), typical, dtype=np.float32)])
+        order = np.argsort(cols, kind="stable")
+        return sp.csr_matrix(
+            (data[order], cols[order], np.array([0, len(cols)])), shape=(1, self.n_items)
+        )
 
     def recommend_many(
         self,
@@ -228,10 +290,7 @@ class Recommender(ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
         meta, state = _persist.read(directory)
-        import training.algorithms
-
-        if meta["algorithm"] == "hybrid":  # the blend lives beside the algorithms, not in them
-            import training.hybrid_model  # noqa: F401
+        import training.algorithms  # noqa: F401  (fills the registry)
 
         algorithm = _REGISTRY.get(meta["algorithm"])
         if algorithm is None or not issubclass(algorithm, cls):

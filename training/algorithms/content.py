@@ -32,6 +32,12 @@ class Content(Recommender):
     name = "content"
     Config = ContentConfig
     needs_interactions = False
+    vector_collection = "items_content"
+    similarity_order = 3
+    aliases = ("content_based",)
+    candidates_from_vectors = True
+    cold_start_weight = 0.5
+    switch_at = 3
 
     features: sp.csr_matrix
     _blank: np.ndarray  # items without any feature

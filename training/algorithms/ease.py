@@ -33,6 +33,9 @@ class EASEConfig(BaseModel):
 
 class EASE(Recommender):
     name = "ease"
+    similarity_order = 1
+    hybrid_weight = 1.0
+    switch_at = 10
     Config = EASEConfig
 
     weights: np.ndarray

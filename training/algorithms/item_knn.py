@@ -33,6 +33,8 @@ class ItemKNNConfig(BaseModel):
 
 class ItemKNN(Recommender):
     name = "item_knn"
+    similarity_order = 0
+    aliases = ("collaborative",)
     Config = ItemKNNConfig
 
     similarity: sp.csr_matrix

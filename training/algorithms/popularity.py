@@ -25,6 +25,9 @@ class Popularity(Recommender):
     name = "popularity"
     Config = PopularityConfig
     needs_interactions = False
+    personal = False
+    cold_start_weight = 1.0
+    switch_at = 0
 
     scores: np.ndarray
 

@@ -37,6 +37,7 @@ class SVDConfig(BaseModel):
 
 class SVD(FactorModel):
     name = "svd"
+    distributed = True
     Config = SVDConfig
 
     global_mean: float

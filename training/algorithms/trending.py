@@ -20,6 +20,10 @@ class TrendingConfig(BaseModel):
 class Trending(Popularity):
     name = "trending"
     Config = TrendingConfig
+    ranks_by_recency = True
+    # Popularity's hybrid roles are its own, not its subclass's.
+    cold_start_weight = 0.0
+    switch_at = None
 
     def _item_popularity(self, data: InteractionMatrix) -> np.ndarray:
         matrix = data.matrix.tocsr(copy=True).astype(np.float64)

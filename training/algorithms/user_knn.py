@@ -26,6 +26,7 @@ class UserKNNConfig(BaseModel):
 
 class UserKNN(Recommender):
     name = "user_knn"
+    aliases = ("collaborative",)
     Config = UserKNNConfig
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:

@@ -20,10 +20,10 @@ import scipy.sparse as sp
 from pydantic import BaseModel
 
 from storage.errors import InvalidData
-from training.algorithms import Recommender, create
+from training.algorithms import ALGORITHMS, ALS, REGISTRY, Recommender, create
 from training.data import InteractionMatrix, ItemInfo
 
-DISTRIBUTED_ALGORITHMS = ("als", "svd")
+DISTRIBUTED_ALGORITHMS = tuple(name for name in ALGORITHMS if REGISTRY[name].distributed)
 # Serve may share the cluster: fractional CPUs keep the trainer from starving its replicas
 WORKER_RESOURCES = {"CPU": 0.5}
 
@@ -130,7 +130,7 @@ def _fit_on_ray(
 def _worker_and_config(ray: Any, model: Recommender, data: InteractionMatrix) -> tuple[Any, dict]:
     threads = 1  # each worker holds half a CPU: intra-op threads would only contend
     common = {"seed": model.seed, "threads": threads}
-    if model.name == "als":
+    if isinstance(model, ALS):
         from training.distributed.als import als_worker
 
         cfg = model.config
@@ -156,7 +156,7 @@ def _worker_and_config(ray: Any, model: Recommender, data: InteractionMatrix) ->
 
 
 def _restore(model: Recommender, directory: Path) -> None:
-    if model.name == "als":
+    if isinstance(model, ALS):
         from training.distributed.als import FACTORS_FILE
 
         with np.load(directory / FACTORS_FILE) as found:

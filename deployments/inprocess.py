@@ -1,0 +1,134 @@
+"""The recommendation step with in-process models: the single-process server, tests, benchmarks.
+
+``InProcessEngines`` is the ``deployments.plan.Engines`` of one process: each engine's model is
+loaded on first use and kept per (tenant, engine, version), and a call runs the same
+``deployments.scoring.answer`` an engine replica runs, in a worker thread. ``InProcessRecommender``
+puts ``RecommendationCore`` over it and trains in this process, so small installs and the
+benchmarks serve exactly what the Serve app serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from deployments.models import (
+    BlendCache,
+    ModelSource,
+    VersionCache,
+    resolve_source,
+    version_label,
+)
+from deployments.plan import PlanConfig, RecommendationCore
+from deployments.scoring import Pairs, answer
+from deployments.vector_similar import VectorSimilar
+from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
+from storage.settings import Settings
+from training.algorithms import ALGORITHMS
+
+if TYPE_CHECKING:
+    from training.algorithms.base import Recommender as Model
+
+
+class InProcessEngines:
+    def __init__(
+        self, names: Sequence[str], source: ModelSource, *, version_ttl_s: float = 2.0
+    ) -> None:
+        self.names = tuple(dict.fromkeys(names))
+        self._source = source
+        self._versions = VersionCache(source, version_ttl_s)
+        self._blends = BlendCache(source, self._versions)
+        self._models: dict[tuple[str, str, str], Model] = {}
+        self._loading: dict[tuple[str, str, str], asyncio.Future[Model]] = {}
+
+    async def versions(self, tenant_id: str, names: Sequence[str]) -> dict[str, str]:
+        def lookup() -> dict[str, str]:
+            found = {name: self._versions.get(tenant_id, name) for name in names}
+            return {name: version for name, version in found.items() if version is not None}
+
+        return await asyncio.to_thread(lookup)
+
+    async def blend(self, tenant_id: str) -> dict[str, float] | None:
+        return await asyncio.to_thread(self._blends.get, tenant_id)
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        self._versions.invalidate(tenant_id)
+
+    async def call(self, engine: str, method: str, tenant_id: str, version: str, query: Any) -> Any:
+        model = await self.model(tenant_id, engine, version)
+        return await asyncio.to_thread(answer, model, method, query)
+
+    async def model(self, tenant_id: str, engine: str, version: str) -> Model:
+        key = (tenant_id, engine, version)
+        if (model := self._models.get(key)) is not None:
+            return model
+        task = self._loading.get(key)
+        if task is None:
+            # Concurrent first requests share one load instead of each reading the artifact.
+            task = asyncio.ensure_future(self._load(key))
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, key: tuple[str, str, str]) -> Model:
+        model = await asyncio.to_thread(self._source.load, *key)
+        # Stored before the task completes, so no request can miss both the model and the task.
+        # Older versions of this engine are never asked again once a newer one is current.
+        for stale in [k for k in self._models if k[:2] == key[:2]]:
+            del self._models[stale]
+        self._models[key] = model
+        return model
+
+
+class InProcessRecommender:
+    """``graph_api.recommender.Recommender`` with every engine in this process, no Ray."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engines: Sequence[str] = ALGORITHMS,
+        *,
+        source: ModelSource | None = None,
+        config: PlanConfig | None = None,
+        version_ttl_s: float = 2.0,
+        train_entrypoint: str = "training.pipeline:train_tenant",
+        vectors: VectorSimilar | None = None,
+    ) -> None:
+        self._settings = settings
+        self._train_entrypoint = train_entrypoint
+        self.engines = InProcessEngines(
+            engines, resolve_source(source, settings), version_ttl_s=version_ttl_s
+        )
+        self.core = RecommendationCore(
+            self.engines, config, vectors if vectors is not None else VectorSimilar(settings)
+        )
+        self.catalog = self.core.catalog
+
+    async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
+        return await self.core.recommend(request)
+
+    async def similar_items(self, *, tenant_id: str, item_id: str, k: int) -> Pairs:
+        return await self.core.similar_items(tenant_id=tenant_id, item_id=item_id, k=k)
+
+    async def trending(self, *, tenant_id: str, category: str | None, limit: int) -> Pairs:
+        return await self.core.trending(tenant_id=tenant_id, category=category, limit=limit)
+
+    async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
+        """Trains in this process and returns when done: there is no cluster to hand it to."""
+        module_name, _, attribute = self._train_entrypoint.partition(":")
+        # Imported by name, as the Serve side does: serving code never loads the pipeline.
+        train = getattr(importlib.import_module(module_name), attribute)
+        result = await asyncio.to_thread(train, self._settings, tenant_id, algorithms)
+        self.engines.invalidate(tenant_id)
+        versions = {str(k): str(v) for k, v in result.versions.items()}
+        return TrainingJob(
+            job_id=uuid.uuid4().hex,
+            tenant_id=tenant_id,
+            algorithms=list(versions),
+            status="succeeded",
+            model_version=version_label(versions),
+            metrics={str(a): dict(m) for a, m in result.metrics.items()},
+        )
