@@ -35,6 +35,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.quality --data $(ML100K) --json bench-quality.json
+	$(BIN)/python -m benchmarks.api_quality --data $(ML100K) --serve --json bench-api-quality.json
+	$(BIN)/python -m benchmarks.hybrid_shapes --data $(ML100K) --json bench-hybrid-shapes.json
 	$(BIN)/python -m benchmarks.serve --json bench-serve.json
 	$(BIN)/python -m benchmarks.train --data $(ML100K) --json bench-train.json
 	$(BIN)/python -m benchmarks.cache

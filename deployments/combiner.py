@@ -28,7 +28,6 @@ from deployments.version_events import VersionEvents
 from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
 from storage.settings import Settings
 from storage.tracing import configure_tracing, inject, tracer
-from training.hybrid import HybridConfig
 
 
 class CombinerConfig(BaseModel):
@@ -39,8 +38,7 @@ class CombinerConfig(BaseModel):
     train_num_cpus: float = Field(default=0.5, gt=0)
 
     def plan(self) -> PlanConfig:
-        hybrid = HybridConfig.model_validate({**HybridConfig().model_dump(), **self.hybrid})
-        return PlanConfig(engine_timeout_s=self.engine_timeout_s, hybrid=hybrid)
+        return PlanConfig.from_args(self.engine_timeout_s, self.hybrid)
 
 
 class ServeEngines:

@@ -67,6 +67,12 @@ class PlanConfig(BaseModel):
     # MMR's relevance share when diversifying (1 keeps the relevance order)
     mmr_lambda: float = Field(default=0.7, ge=0, le=1)
 
+    @classmethod
+    def from_args(cls, engine_timeout_s: float, hybrid: Mapping[str, Any]) -> PlanConfig:
+        """From the app builder's args: ``hybrid`` overrides fields of the default hybrid."""
+        merged = HybridConfig.model_validate({**HybridConfig().model_dump(), **hybrid})
+        return cls(engine_timeout_s=engine_timeout_s, hybrid=merged)
+
 
 def catalog_for(engines: Sequence[str]) -> AlgorithmCatalog:
     """What requests may name when ``engines`` are served (from the algorithm registry)."""

@@ -59,6 +59,22 @@ def python_stratified_split(
     return train, test
 
 
+def stratified_pair_split(
+    events: Iterable[RowT], ratio: float = 0.75, seed: int = 42
+) -> tuple[list[RowT], list[RowT]]:
+    """``python_stratified_split`` over (user, item) pairs of events ``(user, item, ..., time)``:
+    every event of a pair lands on one side (a view trained on and the purchase of the same item
+    held out would measure nothing). Returns the training events and one event per held-out
+    pair; pairs are taken in time order, so the split does not depend on the input order."""
+    ordered = sorted(events, key=lambda e: (e[-1], str(e[1]), str(e[2])))
+    first: dict[tuple, RowT] = {}
+    for event in ordered:
+        first.setdefault((event[0], event[1]), event)
+    train_pairs, test_pairs = python_stratified_split(list(first.values()), ratio, seed=seed)
+    kept = {(e[0], e[1]) for e in train_pairs}
+    return [e for e in ordered if (e[0], e[1]) in kept], test_pairs
+
+
 def relevant_items(rows: Iterable[tuple]) -> dict[str, set[str]]:
     truth: dict[str, set[str]] = defaultdict(set)
     for row in rows:

@@ -35,9 +35,9 @@ from storage.settings import Settings
 from storage.vectors import Point, VectorStore, create_vector_store
 from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY, Recommender, create
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo
-from training.evaluation import evaluate_ranking, python_stratified_split
+from training.evaluation import evaluate_ranking, stratified_pair_split
 from training.hybrid import BLEND, HybridConfig
-from training.hybrid_tuning import tune_weights
+from training.hybrid_tuning import choose_blend
 from training.registry import code_version
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,11 @@ class Holdout:
     on the 75% once, measured on the rest, and kept to tune the tenant's hybrid blend."""
 
     def __init__(self, data: TenantData, seed: int, k: int = 10) -> None:
-        # In time order (then item), so the split does not depend on how the rows were read.
-        events = sorted(data.events, key=lambda e: (e[4], e[1], e[2]))
-        train_events, test_events = python_stratified_split(events, ratio=0.75, seed=seed)
-        self.positives = [e for e in test_events if data.weights.weight(e[2], e[3]) > 0]
+        weight: dict[tuple[str, str], float] = {}
+        for user, item, kind, value, _ in data.events:
+            weight[(user, item)] = weight.get((user, item), 0.0) + data.weights.weight(kind, value)
+        train_events, test_pairs = stratified_pair_split(data.events, 0.75, seed=seed)
+        self.positives = [e for e in test_pairs if weight[(e[0], e[1])] > 0]
         self.train = data.matrix(train_events) if train_events and self.positives else None
         self.data, self.seed, self.k = data, seed, k
         self.models: dict[str, Recommender] = {}
@@ -163,8 +164,8 @@ class Holdout:
         rng = np.random.default_rng(self.seed)
         chosen = set(rng.permutation(sorted(users))[:MAX_BLEND_USERS].tolist())
         rows = [e for e in self.positives if str(e[0]) in chosen]
-        depth = HybridConfig().depth
-        tuned = tune_weights(self.models, self.train, rows, methods=("rrf",), depth=depth)
+        config = HybridConfig()
+        tuned = choose_blend(self.models, self.train, rows, config.weights, depth=config.depth)
         return Blend(tuned.weights, tuned.ndcg, tuned.single_engine_ndcg, len(chosen))
 
 

@@ -19,7 +19,7 @@ from training.hybrid import (
     switching_hybrid,
     weighted_hybrid,
 )
-from training.hybrid_tuning import normalise_top, tune_weights, tune_weights_folds
+from training.hybrid_tuning import choose_blend, normalise_top, tune_weights, tune_weights_folds
 
 
 def test_normalise_methods() -> None:
@@ -148,3 +148,25 @@ def test_fold_tuning_scores_the_mean_over_its_folds(shop) -> None:
     assert result.ndcg >= max(result.single_engine_ndcg.values())
     with pytest.raises(ValueError):
         tune_weights_folds([])
+
+
+def test_a_tenant_blend_leaves_the_defaults_only_for_a_significant_gain(shop) -> None:
+    matrix, items = shop
+    rows = [
+        (str(matrix.user_ids[r]), str(matrix.item_ids[c]), 1.0, 0)
+        for r, c in zip(*matrix.matrix.nonzero(), strict=True)
+    ]
+    inner, validation = python_stratified_split(rows, 0.75, seed=42)
+    fit_on = InteractionMatrix.from_ratings(inner, items=items)
+    engines = {name: create(name).fit(fit_on, items) for name in ("ease", "popularity", "content")}
+    # defaults far worse than the tenant's best engine: replaced
+    poor = choose_blend(engines, fit_on, validation, {"content": 1.0})
+    assert poor.weights != {"content": 1.0} and poor.weights.get("ease", 0) > 0
+    assert poor.ndcg > poor.single_engine_ndcg["content"]
+    # defaults that are the best engine: a blend that wins by noise does not replace them
+    kept = choose_blend(engines, fit_on, validation, {"ease": 1.0})
+    assert kept.weights == {"ease": 1.0}
+    # default engines the tenant did not train are dropped, not asked
+    assert choose_blend(engines, fit_on, validation, {"svd": 1.0, "ease": 1.0}).weights == {
+        "ease": 1.0
+    }

@@ -19,8 +19,8 @@ from storage.vectors import create_vector_store
 from training.algorithms import REGISTRY, Popularity, load
 from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
-from training.ingest import imported_email, ingest_dataset
 from training.hybrid import BLEND
+from training.ingest import imported_email, ingest_dataset
 from training.pipeline import train_tenant_async
 
 ALGORITHMS = ["popularity", "item_knn", "ease", "content", "als"]
