@@ -42,12 +42,15 @@ def list_command(
     """Every version with its creation time and holdout metrics; '*' marks the served one."""
     from cluster.cli import console, run
     from training.algorithms import REGISTRY
+    from training.hybrid import BLEND
     from training.registry import list_models, trained_algorithms
 
     settings = get_settings()
     tenant_id = run(tenant_id_of(settings, tenant))
     store = create_artifact_store(settings)
-    names = [algorithm] if algorithm else trained_algorithms(store, tenant_id, list(REGISTRY))
+    # the tenant's tuned hybrid blend (its weights in the metrics column) beside the engines
+    known = [*REGISTRY, BLEND]
+    names = [algorithm] if algorithm else trained_algorithms(store, tenant_id, known)
     rows = run(asyncio.to_thread(list_models, store, tenant_id, names))
     table = Table("algorithm", "version", "current", "created_at", "seconds", "metrics")
     for row in rows:

@@ -78,7 +78,8 @@ def _row(algorithm: str, version: str, current: bool, meta: dict[str, Any]) -> M
         version=version,
         current=current,
         created_at=meta.get("created_at"),
-        metrics=dict(meta.get("metrics") or {}),
+        # a tuned blend has no holdout metrics of its own: its weights say what it is
+        metrics=dict(meta.get("metrics") or meta.get("weights") or {}),
         duration_seconds=meta.get("duration_seconds"),
         counts=dict(meta.get("counts") or {}),
     )

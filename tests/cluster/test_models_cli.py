@@ -59,6 +59,19 @@ def test_every_version_carries_its_training_metadata(trained: dict) -> None:
     assert "v000002" in _current_line(out)
 
 
+def test_the_tenants_tuned_hybrid_is_listed_with_its_weights(trained: dict) -> None:
+    domain = "tuned.example"
+    assert invoke("tenant", "create", "--domain", domain)[0] == 0
+    args = ("--users", "80", "--items", "40", "--per-user", "8")
+    assert invoke("ingest", "synthetic", "--tenant", domain, *args)[0] == 0
+    code, out = invoke("train", "--tenant", domain, "--algorithms", "ease,popularity")
+    assert code == 0, out
+    code, out = invoke("models", "list", "--tenant", domain)
+    assert code == 0, out
+    [line] = [line for line in out.splitlines() if "hybrid" in line]
+    assert "v000001" in line and "*" in line and "ease=" in line
+
+
 def test_promote_and_rollback_move_the_served_version(trained: dict) -> None:
     store, tenant_id = trained["store"], trained["tenant_id"]
     code, out = invoke(
