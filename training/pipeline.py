@@ -89,9 +89,10 @@ class TenantData:
     weights: InteractionWeights
 
     def matrix(self, events: Sequence[Event] | None = None) -> InteractionMatrix:
-        return InteractionMatrix.from_interactions(
-            self.events if events is None else events, weights=self.weights, items=self.items
-        )
+        # Users in order of their first event: the same data read in another row order (another
+        # database, an export) gives the same matrix, so the same models.
+        ordered = sorted(self.events if events is None else events, key=lambda e: e[4])
+        return InteractionMatrix.from_interactions(ordered, weights=self.weights, items=self.items)
 
 
 async def load_tenant_data(database: Database, tenant_id: uuid.UUID) -> TenantData:

@@ -214,5 +214,8 @@ async def bulk_upsert_items(
 
 async def catalogue_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[Item]:
     """The tenant's whole active catalogue, for training (content features, cold items)."""
-    query = select(Item).where(*_visible(tenant_id, False)).order_by(Item.created_at, Item.id)
+    # Items created together (one import) in the order of their own ids: training sees the same
+    # catalogue order whichever database holds it.
+    order = (Item.created_at, Item.external_id, Item.id)
+    query = select(Item).where(*_visible(tenant_id, False)).order_by(*order)
     return (await session.scalars(query)).all()

@@ -112,7 +112,8 @@ def shop() -> tuple[InteractionMatrix, list]:
     )
 
 
-def test_tuning_keeps_the_leader_and_never_loses_on_validation(shop) -> None:
+def _validation_fold(shop) -> tuple[dict, InteractionMatrix, list]:
+    """Engines fitted on 75% of the shop's pairs, and the other 25% to validate on."""
     matrix, items = shop
     rows = [
         (str(matrix.user_ids[r]), str(matrix.item_ids[c]), 1.0, 0)
@@ -121,6 +122,11 @@ def test_tuning_keeps_the_leader_and_never_loses_on_validation(shop) -> None:
     inner, validation = python_stratified_split(rows, 0.75, seed=42)
     fit_on = InteractionMatrix.from_ratings(inner, items=items)
     engines = {name: create(name).fit(fit_on, items) for name in ("ease", "popularity", "content")}
+    return engines, fit_on, validation
+
+
+def test_tuning_keeps_the_leader_and_never_loses_on_validation(shop) -> None:
+    engines, fit_on, validation = _validation_fold(shop)
     result = tune_weights(engines, fit_on, validation, methods=("zscore", "rrf"))
     leader = max(result.single_engine_ndcg, key=result.single_engine_ndcg.__getitem__)
     assert result.weights[leader] > 0
@@ -151,14 +157,7 @@ def test_fold_tuning_scores_the_mean_over_its_folds(shop) -> None:
 
 
 def test_a_tenant_blend_leaves_the_defaults_only_for_a_significant_gain(shop) -> None:
-    matrix, items = shop
-    rows = [
-        (str(matrix.user_ids[r]), str(matrix.item_ids[c]), 1.0, 0)
-        for r, c in zip(*matrix.matrix.nonzero(), strict=True)
-    ]
-    inner, validation = python_stratified_split(rows, 0.75, seed=42)
-    fit_on = InteractionMatrix.from_ratings(inner, items=items)
-    engines = {name: create(name).fit(fit_on, items) for name in ("ease", "popularity", "content")}
+    engines, fit_on, validation = _validation_fold(shop)
     # defaults far worse than the tenant's best engine: replaced
     poor = choose_blend(engines, fit_on, validation, {"content": 1.0})
     assert poor.weights != {"content": 1.0} and poor.weights.get("ease", 0) > 0

@@ -232,3 +232,20 @@ async def test_ingest_is_all_or_nothing(tmp_path: Path, catalogue) -> None:
         assert await repo.catalogue_items(session=session, tenant_id=tenant_id) == []
     await database.dispose()
     await asyncio.sleep(0)
+
+
+def test_the_training_matrix_does_not_depend_on_the_row_order(catalogue) -> None:
+    """Two databases return rows in different orders; the models must not differ for it."""
+    import random
+
+    from training.data import InteractionWeights
+    from training.pipeline import TenantData
+
+    events = list(catalogue.interactions)
+    shuffled = random.Random(3).sample(events, len(events))
+    items = list(catalogue.items)
+    first = TenantData(events, items, InteractionWeights()).matrix()
+    second = TenantData(shuffled, items, InteractionWeights()).matrix()
+    assert list(first.user_ids) == list(second.user_ids)
+    assert list(first.item_ids) == list(second.item_ids)
+    assert (first.matrix != second.matrix).nnz == 0
