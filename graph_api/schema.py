@@ -6,10 +6,20 @@ factories so each operation gets fresh instances.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from functools import partial
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from graphql import GraphQLError
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
+from strawberry.extensions.max_aliases import create_validator as alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 
 from graph_api.errors import ErrorMapping
 from graph_api.limits import RequestLimits
@@ -21,6 +31,27 @@ from graph_api.subscriptions import Subscription
 MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 5_000
+# Parsed and validated documents are kept for this many distinct query texts (LRU): clients
+# send a handful of documents, so a repeated query skips both steps.
+DOCUMENT_CACHE_SIZE = 256
+# The depth and alias rules are built once: the validation cache keys on the rule classes, and
+# the stock limiter extensions build new classes for every request (which would never hit).
+LIMIT_RULES = [depth_rule(MAX_DEPTH, None, None), alias_rule(MAX_ALIASES)]
+
+
+class DocumentCache(ParserCache):
+    """Strawberry's LRU parse cache, minus one trap: a syntax error raised inside the parse hook
+    escapes the error handling of the parse step. Here a document that does not parse is left
+    to Strawberry, which parses it again and reports the error as a GraphQL error (LRU caches
+    never hold exceptions, so only good documents are cached)."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        with contextlib.suppress(GraphQLError):
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        yield
 
 
 def build_schema(metrics: MetricsRecorder) -> strawberry.Schema:
@@ -29,9 +60,10 @@ def build_schema(metrics: MetricsRecorder) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
-            partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
-            partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
             partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+            partial(DocumentCache, maxsize=DOCUMENT_CACHE_SIZE),
+            partial(AddValidationRules, LIMIT_RULES),
+            partial(ValidationCache, maxsize=DOCUMENT_CACHE_SIZE),
             RequestLimits,
             partial(MetricsExtension, metrics),
             ErrorMapping,

@@ -42,11 +42,11 @@ async def test_unknown_field_and_bad_variable_are_graphql_errors(api: Api) -> No
     assert bad_var["data"] is None and bad_var["errors"]
 
 
+DEEP = "{ me { " + "ratings { item { similarItems { item { " * 3 + "id" + " } } } }" * 3 + " } }"
+
+
 async def test_query_depth_is_limited(api: Api) -> None:
-    deep = (
-        "{ me { " + "ratings { item { similarItems { item { " * 3 + "id" + " } } } }" * 3 + " } }"
-    )
-    payload = await api.gql(deep)
+    payload = await api.gql(DEEP)
     assert "exceeds maximum operation depth" in payload["errors"][0]["message"]
 
 
@@ -114,3 +114,26 @@ async def test_metrics_count_requests_and_errors(api: Api) -> None:
     assert metrics["totalErrors"] == 1
     assert 0 < metrics["p50LatencyMs"] <= metrics["p95LatencyMs"]
     assert 0 < metrics["errorRate"] < 1
+
+
+async def test_a_repeated_document_is_parsed_and_validated_once(api: Api) -> None:
+    from strawberry.extensions.parser_cache import _get_parse_cache
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    from graph_api.schema import DOCUMENT_CACHE_SIZE
+
+    parse, validate = (
+        _get_parse_cache(DOCUMENT_CACHE_SIZE),
+        _get_validate_cache(DOCUMENT_CACHE_SIZE),
+    )
+    query = "{ __typename repeatedDocumentProbe: __typename }"
+    await api.gql(query)
+    before = (parse.cache_info().hits, validate.cache_info().hits)
+    for _ in range(3):
+        assert (await api.gql(query))["data"]["repeatedDocumentProbe"] == "Query"
+    assert parse.cache_info().hits - before[0] == 3
+    assert validate.cache_info().hits - before[1] == 3
+    # the limits still hold for a cached document: a too-deep query is refused every time
+    for _ in range(2):
+        payload = await api.gql(DEEP)
+        assert "exceeds maximum operation depth" in payload["errors"][0]["message"]
