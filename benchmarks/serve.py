@@ -1,7 +1,8 @@
 """Serving latency: the GraphQL API in one process versus the Ray Serve application.
 
-One synthetic tenant (500 users x 400 items) is ingested and trained once into a temporary data
-dir. Each variant then serves those same promoted models from a fresh child process:
+Tenants are ingested and trained once into a temporary data dir: the generated demo tenant
+(500 users x 400 items) and, with ``--data``, ML-100K. Each variant then serves those same
+promoted models from a fresh child process, configured as ``serve_config.yaml`` configures Serve:
 
 - ``single``: uvicorn running ``create_app`` over ``deployments.inprocess.InProcessRecommender``;
 - ``serve``: the full Serve app (GraphQL ingress, combiner, engines) on a fresh local Ray;
@@ -9,11 +10,14 @@ dir. Each variant then serves those same promoted models from a fresh child proc
 - ``serve-haproxy``: also ``RAY_SERVE_ENABLE_HA_PROXY=1`` (needs ``haproxy``; opt-in, because
   Ray then binds replica ports on every interface, not only 127.0.0.1).
 
-Clients post ``recommendations`` queries for warm users, each (user, k) pair once per variant,
-so the response cache never answers. Prints one table (p50, p99, requests/s per client count,
-with serve / single ratios) and writes the JSON.
+Clients post ``recommendations`` queries for the hybrid and for one engine (EASE): uncached
+(each (user, k) pair once per variant, so the response cache never answers) and cached (the same
+16 users' lists again and again). Prints one table (p50, p99, requests/s per client count, with
+the variant / single-process ratios) and the resident memory of each process (every Serve replica
+by name), and writes the JSON.
 
-    python -m benchmarks.serve --json bench-serve.json [--requests 200] [--clients 1,8]
+    python -m benchmarks.serve --json bench-serve.json [--data ../shared/data/ml-100k]
+        [--requests 200] [--clients 1,8] [--variants single,serve,serve-tput]
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serve_load import measure, prepare_tenant
+import yaml
+
+from benchmarks.serve_load import measure, prepare_tenant, process_rss
 
 ENGINES = ["popularity", "item_knn", "ease", "als", "content"]
+ALGORITHMS = ("hybrid", "ease")
+SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 VARIANT_ENV: dict[str, dict[str, str]] = {
     "single": {},
     "serve": {},
@@ -57,12 +65,31 @@ def _run_single(port: int) -> None:
     import uvicorn
 
     from deployments.inprocess import InProcessRecommender
+    from deployments.plan import PlanConfig
     from graph_api.app import create_app
     from storage.settings import Settings
 
+    args = serve_args()
     settings = Settings()
-    app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
+    config = PlanConfig.from_args(args.engine_timeout_s, args.hybrid)
+    recommender = InProcessRecommender(
+        settings, args.engines, config=config, version_ttl_s=args.version_ttl_s
+    )
+    app = create_app(recommender=recommender, settings=settings)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def serve_args() -> Any:
+    """``serve_config.yaml``'s app args, with the engines this benchmark trains."""
+    from deployments.app import AppArgs
+
+    document = yaml.safe_load(SERVE_CONFIG.read_text())
+    args = AppArgs.model_validate(document["applications"][0]["args"])
+    sizes = {k: v for k, v in args.sizes.items() if not k.startswith("engine_")}
+    sizes.update(
+        {f"engine_{e}": args.sizes[f"engine_{e}"] for e in ENGINES if f"engine_{e}" in args.sizes}
+    )
+    return args.model_copy(update={"engines": ENGINES, "sizes": sizes})
 
 
 def _exit(*_: object) -> None:
@@ -73,7 +100,7 @@ def _run_serve(port: int) -> None:
     import ray
     from ray import serve
 
-    from deployments.app import AppArgs, compose
+    from deployments.app import compose
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # After ray.init, which installs its own handler: SIGTERM must unwind through the finally
@@ -81,7 +108,7 @@ def _run_serve(port: int) -> None:
     signal.signal(signal.SIGTERM, _exit)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(compose(AppArgs(engines=ENGINES)), name="bench", route_prefix="/")
+        serve.run(compose(serve_args()), name="bench", route_prefix="/")
         print("serving", flush=True)
         deadline = time.monotonic() + MAX_CHILD_LIFETIME_S
         while time.monotonic() < deadline:  # the parent stops us long before
@@ -108,14 +135,30 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def run_variant(variant: str, env: dict[str, str], tokens: list[str], args: Any) -> dict:
+def run_variant(
+    variant: str, env: dict[str, str], tenants: dict[str, list[str]], args: Any
+) -> dict:
+    """One child process serving every tenant: ``{tenant: phases}`` and the RSS after them."""
     port = _free_port()
     process = _start(variant, port, env)
     try:
         base = f"http://127.0.0.1:{port}"
-        return asyncio.run(
-            measure(base, tokens, args.clients, args.requests, READY_TIMEOUT_S, process)
-        )
+        found: dict[str, Any] = {}
+        for tenant, tokens in tenants.items():
+            found[tenant] = asyncio.run(
+                measure(
+                    base,
+                    tokens,
+                    args.clients,
+                    args.requests,
+                    READY_TIMEOUT_S,
+                    process,
+                    ALGORITHMS,
+                    (False, True),
+                )
+            )
+        found["rss_mib"] = process_rss(process.pid)
+        return found
     finally:
         _stop(process)
 
@@ -124,25 +167,29 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def print_table(results: dict[str, dict], clients: list[int]) -> None:
+def print_table(results: dict[str, dict], tenants: list[str]) -> None:
     base = results.get("single")
-    header = f"{'variant':<14}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}"
-    header += f"{'p50 x':>8}{'p99 x':>8}{'rps x':>8}{'errors':>8}"
+    header = f"{'tenant':<10}{'variant':<12}{'request':<22}{'p50 ms':>9}{'p99 ms':>9}"
+    header += f"{'req/s':>9}{'p50 x':>8}{'rps x':>8}{'errors':>7}"
     print(header)
     print("-" * len(header))
-    for variant, by_clients in results.items():
-        for c in clients:
-            row = by_clients[str(c)]
-            ref = base[str(c)] if base and variant != "single" else None
-            ratios = [
-                row[key] / ref[key] if ref and ref[key] else None
-                for key in ("p50_ms", "p99_ms", "rps")
-            ]
-            print(
-                f"{variant:<14}{c:>8}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}"
-                f"{row['rps']:>10.1f}{_fmt(ratios[0], 2):>8}{_fmt(ratios[1], 2):>8}"
-                f"{_fmt(ratios[2], 2):>8}{row['errors']:>8}"
-            )
+    for tenant in tenants:
+        for variant, found in results.items():
+            for phase, row in found[tenant].items():
+                ref = base[tenant][phase] if base and variant != "single" else None
+                p50x = row["p50_ms"] / ref["p50_ms"] if ref else None
+                rpsx = row["rps"] / ref["rps"] if ref else None
+                print(
+                    f"{tenant:<10}{variant:<12}{phase:<22}{row['p50_ms']:>9.1f}"
+                    f"{row['p99_ms']:>9.1f}{row['rps']:>9.1f}{_fmt(p50x, 2):>8}"
+                    f"{_fmt(rpsx, 2):>8}{row['errors']:>7}"
+                )
+    print("\nresident memory (MiB) after the run, per process:")
+    for variant, found in results.items():
+        parts = sorted(found["rss_mib"].items(), key=lambda kv: -kv[1])
+        total = sum(v for _, v in parts)
+        listed = ", ".join(f"{name} {mib:.0f}" for name, mib in parts[:14])
+        print(f"  {variant}: total {total:.0f}; {listed}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS)
+    parser.add_argument("--data", type=Path, help="ML-100K folder: also measure that tenant")
     parser.add_argument("--child", choices=("single", "serve"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -169,10 +217,14 @@ def main(argv: list[str] | None = None) -> None:
         env = _child_environment(Path(tmp))
         os.environ.update(env)
         started = time.perf_counter()
-        tokens = asyncio.run(prepare_tenant(Path(tmp), ENGINES))
+        tenants = {"demo": asyncio.run(prepare_tenant(Path(tmp), ENGINES))}
+        if args.data is not None and (args.data / "u.data").exists():
+            tenants["ml-100k"] = asyncio.run(
+                prepare_tenant(Path(tmp), ENGINES, args.data, "bench-ml100k.example")
+            )
         print(f"trained {', '.join(ENGINES)} in {time.perf_counter() - started:.1f}s")
-        results = {v: run_variant(v, dict(os.environ), tokens, args) for v in variants}
-    print_table(results, args.clients)
+        results = {v: run_variant(v, dict(os.environ), tenants, args) for v in variants}
+    print_table(results, list(tenants))
     if args.json is not None:
         report = {"engines": ENGINES, "requests": args.requests, "results": results}
         args.json.write_text(json.dumps(report, indent=2))

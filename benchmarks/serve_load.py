@@ -25,30 +25,41 @@ USERS, ITEMS, CLUSTERS, PER_USER = 500, 400, 8, 25
 WARMUP_REQUESTS = 24
 PHASE_TIMEOUT_S = 180.0
 QUERY = """
-query($k: Int!) {
-  recommendations(options: {numRecommendations: $k}) {
+query($k: Int!, $algorithm: String!) {
+  recommendations(options: {numRecommendations: $k, algorithm: $algorithm}) {
     responseTimeMs items { score item { id title } }
   }
 }"""
+CACHED_USERS = 16  # a cached phase cycles over this many users' already-answered lists
 
 
-async def prepare_tenant(data_dir: Path, engines: list[str]) -> list[str]:
-    """Ingest and train the tenant under ``data_dir``; one access token per warm user."""
+async def prepare_tenant(
+    data_dir: Path, engines: list[str], movielens: Path | None = None, domain: str = DOMAIN
+) -> list[str]:
+    """Ingest and train a tenant under ``data_dir`` (the generated catalogue, or the ML-100K
+    folder ``movielens``); one access token per user."""
     settings = Settings(data_dir=data_dir)
-    catalogue = generate_catalogue(USERS, ITEMS, CLUSTERS, PER_USER, seed=42)
     database = await ops.open_database(settings)
     try:
         # Enterprise: the rate limit must not be what the benchmark measures.
-        tenant, _ = await ops.ensure_tenant(database, domain=DOMAIN, tier="enterprise")
-        await ingest_dataset(
-            database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
-        )
+        tenant, _ = await ops.ensure_tenant(database, domain=domain, tier="enterprise")
+        if movielens is None:
+            catalogue = generate_catalogue(USERS, ITEMS, CLUSTERS, PER_USER, seed=42)
+            await ingest_dataset(
+                database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
+            )
+    finally:
+        await database.dispose()
+    if movielens is not None:
+        await ops.ingest_movielens(settings, source=str(movielens), domain=domain)
+    database = await ops.open_database(settings)
+    try:
         async with database.session() as session:
             rows = await session.execute(select(User.id).where(User.tenant_id == tenant.id))
             user_ids = sorted(rows.scalars())
     finally:
         await database.dispose()
-    await train_tenant_async(settings, str(tenant.id), engines, evaluate=False)
+    await train_tenant_async(settings, str(tenant.id), engines)
     tokens = TokenService(settings)
     return [
         tokens.issue(Principal(tenant.id, user_id, "user", "enterprise"), "access")
@@ -73,24 +84,28 @@ async def wait_ready(
 
 
 class Load:
-    """Hands out distinct (user, k) requests: the response cache key never repeats in a run."""
+    """Hands out requests for ``algorithm``: distinct (user, k) pairs, so the response cache key
+    never repeats in a run, or (``cached``) the same few users' lists over and over."""
 
-    def __init__(self, tokens: list[str]) -> None:
-        self.tokens = tokens
+    def __init__(self, tokens: list[str], algorithm: str = "hybrid", cached: bool = False) -> None:
+        self.tokens = tokens[:CACHED_USERS] if cached else tokens
+        self.algorithm, self.cached = algorithm, cached
         self.issued = 0
 
-    def next(self) -> tuple[str, int]:
+    def next(self) -> tuple[str, int, str]:
         index = self.issued
         self.issued += 1
-        return self.tokens[index % len(self.tokens)], 5 + (index // len(self.tokens)) % 40
+        token = self.tokens[index % len(self.tokens)]
+        k = 10 if self.cached else 5 + (index // len(self.tokens)) % 40
+        return token, k, self.algorithm
 
 
-async def _one(client: httpx.AsyncClient, token: str, k: int) -> tuple[float, bool]:
+async def _one(client: httpx.AsyncClient, token: str, k: int, algorithm: str) -> tuple[float, bool]:
     started = time.perf_counter()
     try:
         response = await client.post(
             "/graphql",
-            json={"query": QUERY, "variables": {"k": k}},
+            json={"query": QUERY, "variables": {"k": k, "algorithm": algorithm}},
             headers={"Authorization": f"Bearer {token}"},
         )
         body = response.json()
@@ -135,11 +150,49 @@ async def measure(
     requests: int,
     ready_timeout_s: float,
     process: subprocess.Popen[bytes],
+    algorithms: tuple[str, ...] = ("hybrid",),
+    cached: tuple[bool, ...] = (False,),
 ) -> dict[str, Any]:
+    """``{"{algorithm}/{cached|uncached}/{clients}": phase}``; models load before measuring."""
     limits = httpx.Limits(max_connections=max(clients) + 2)
+    results: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         await wait_ready(client, ready_timeout_s, process)
-        load = Load(tokens)
-        # First requests load every model into the replicas (or the process): not measured.
-        await run_phase(client, load, 4, WARMUP_REQUESTS)
-        return {str(c): await run_phase(client, load, c, requests) for c in clients}
+        for algorithm in algorithms:
+            uncached = Load(tokens, algorithm)
+            # First requests load the models into the replicas (or the process): not measured.
+            await run_phase(client, uncached, 4, WARMUP_REQUESTS)
+            for is_cached in cached:
+                load = Load(tokens, algorithm, cached=True) if is_cached else uncached
+                if is_cached:  # every list the phase asks for is answered once first
+                    await run_phase(client, load, 1, len(load.tokens))
+                name = "cached" if is_cached else "uncached"
+                for c in clients:
+                    results[f"{algorithm}/{name}/{c}"] = await run_phase(client, load, c, requests)
+    return results
+
+
+def process_rss(root_pid: int) -> dict[str, float]:
+    """MiB of resident memory of ``root_pid`` and its descendants, by process title (Ray names
+    replicas ``ray::ServeReplica:{app}:{deployment}``); Linux /proc only."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    rss: dict[str, float] = {}
+    pending = [root_pid]
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, ()))
+        try:
+            title = (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]).decode()
+            pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        name = title.split("ServeReplica:")[-1] if "ServeReplica:" in title else Path(title).name
+        rss[name] = rss.get(name, 0.0) + pages * 4096 / 2**20
+    return rss
