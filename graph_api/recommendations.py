@@ -27,6 +27,7 @@ from graph_api.recommender import (
     ScoredItem,
 )
 from graph_api.types import Item, RecommendationItem, RecommendationResult, SimilarItem
+from storage import repositories as repo
 from storage.cache.base import tenant_key
 
 MAX_K = 100
@@ -132,7 +133,7 @@ async def recommend(
 async def _ask_recommender(
     ctx: RequestContext, principal: Principal, params: RecommendationParams
 ) -> RecommendationResponse:
-    history = await _history(ctx, principal.user_id)
+    history = await _history(ctx, principal)
     fetch = params.k * MIN_RATING_OVERFETCH if params.min_rating is not None else params.k
     request = RecommendationRequest(
         tenant_id=str(principal.tenant_id),
@@ -150,15 +151,17 @@ async def _ask_recommender(
     return await ctx.services.recommender.recommend(request)
 
 
-async def _history(ctx: RequestContext, user_id: uuid.UUID) -> tuple[str, ...]:
+async def _history(ctx: RequestContext, principal: Principal) -> tuple[str, ...]:
     """Newest first: the items the user interacted with or rated (a rating is an interaction
-    whose weight grows with the rating, as in training)."""
-    recent = await ctx.loaders.interactions.load((user_id, None))
-    rated = await ctx.loaders.ratings.load(user_id)
-    events = [(row.created_at, str(row.item_id)) for row in recent]
-    events += [(row.updated_at, str(row.item_id)) for row in rated]
-    events.sort(key=lambda event: event[0], reverse=True)
-    return tuple(dict.fromkeys(item_id for _, item_id in events))[:HISTORY_LENGTH]
+    whose weight grows with the rating, as in training), one bounded query."""
+    async with ctx.session() as session:
+        items = await repo.recent_items(
+            session=session,
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            limit=HISTORY_LENGTH,
+        )
+    return tuple(str(item) for item in items)
 
 
 async def _hydrate(

@@ -16,6 +16,7 @@ from storage.repositories.interactions import (
     interactions_for_users,
     iter_interactions,
     load_interactions,
+    recent_items,
     record_interaction,
 )
 from storage.repositories.items import (
@@ -86,6 +87,7 @@ __all__ = [
     "load_ratings",
     "rate_item",
     "ratings_for_users",
+    "recent_items",
     "record_interaction",
     "set_tenant_active",
     "update_item",

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import Conflict, InvalidData
-from storage.models import Interaction, utcnow
+from storage.models import Interaction, Rating, utcnow
 from storage.repositories._bulk import copy_records, executemany_records, new_uuid_hex
 from storage.repositories._common import chunks, savepoint, table_of
 
@@ -238,3 +238,23 @@ async def count_interactions(
     if since is not None:
         query = query.where(Interaction.created_at >= since)
     return int(await session.scalar(query) or 0)
+
+
+async def recent_items(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, limit: int
+) -> list[uuid.UUID]:
+    """The user's latest ``limit`` distinct items, newest first, from interactions and ratings
+    alike: one bounded statement for the request path (a request sends it as the history)."""
+    events = select(Interaction.item_id.label("item_id"), Interaction.created_at.label("at"))
+    events = events.where(Interaction.tenant_id == tenant_id, Interaction.user_id == user_id)
+    rated = select(Rating.item_id.label("item_id"), Rating.updated_at.label("at"))
+    rated = rated.where(Rating.tenant_id == tenant_id, Rating.user_id == user_id)
+    both = union_all(events, rated).subquery()
+    latest = func.max(both.c.at).label("latest")
+    query = (
+        select(both.c.item_id, latest)
+        .group_by(both.c.item_id)
+        .order_by(latest.desc(), both.c.item_id)
+        .limit(limit)
+    )
+    return [row.item_id for row in (await session.execute(query)).all()]

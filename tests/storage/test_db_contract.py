@@ -205,6 +205,35 @@ async def test_interactions_for_users_batches_in_order(session: AsyncSession) ->
     assert [[row.interaction_type for row in rows] for rows in views] == [["view"], [], ["view"]]
 
 
+async def test_recent_items_merge_interactions_and_ratings_newest_first(
+    session: AsyncSession,
+) -> None:
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    user = await make_user(session, tenant)
+    old, mid, new, rated = [await make_item(session, tenant) for _ in range(4)]
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    for minutes, item in [(0, old), (5, mid), (10, old), (20, new)]:
+        await repo.record_interaction(
+            session=session,
+            tenant_id=tenant.id,
+            user_id=user.id,
+            item_id=item.id,
+            interaction_type="view",
+            created_at=start + timedelta(minutes=minutes),
+        )
+    rows = [{"user_id": user.id, "item_id": rated.id, "rating": 4.0}]
+    rows[0]["created_at"] = start + timedelta(minutes=15)
+    await repo.bulk_upsert_ratings(session=session, tenant_id=tenant.id, rows=rows)
+    found = await repo.recent_items(session=session, tenant_id=tenant.id, user_id=user.id, limit=10)
+    assert found == [new.id, rated.id, old.id, mid.id]  # each item once, at its latest time
+    assert await repo.recent_items(
+        session=session, tenant_id=tenant.id, user_id=user.id, limit=2
+    ) == [new.id, rated.id]
+    assert (
+        await repo.recent_items(session=session, tenant_id=other.id, user_id=user.id, limit=9) == []
+    )
+
+
 async def test_count_interactions_since_a_moment_per_tenant(session: AsyncSession) -> None:
     tenant, other = await make_tenant(session), await make_tenant(session)
     item, user = await make_item(session, tenant), await make_user(session, tenant)
