@@ -33,6 +33,8 @@ def serve_environment(settings: Settings) -> dict[str, str]:
     env["RECSERVE_DATA_DIR"] = str(settings.data_dir.resolve())
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Serve's throughput mode (gRPC between replicas) won in benchmarks/serve.py: on by default.
+    env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     return env
 
 
