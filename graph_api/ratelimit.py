@@ -11,6 +11,7 @@ reached, requests are admitted (logged) rather than failed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -98,11 +99,12 @@ class RateLimiter:
         """Charge ``cost`` units; raises RATE_LIMITED when either budget cannot cover it."""
         limits = self.limits_for(principal.tier)
         tenant = principal.tenant_id
-        user_window = await self._window(
-            tenant_key(tenant, "ratelimit", "user", principal.user_id), limits.per_user, cost
-        )
-        tenant_window = await self._window(
-            tenant_key(tenant, "ratelimit", "tenant"), limits.per_tenant, cost
+        # Both windows are charged either way, so they go out together: one round trip of wait.
+        user_window, tenant_window = await asyncio.gather(
+            self._window(
+                tenant_key(tenant, "ratelimit", "user", principal.user_id), limits.per_user, cost
+            ),
+            self._window(tenant_key(tenant, "ratelimit", "tenant"), limits.per_tenant, cost),
         )
         for scope, window in (("user", user_window), ("tenant", tenant_window)):
             if not window.allowed:

@@ -26,6 +26,7 @@ from graph_api.recommender import (
     RecommendationResponse,
     ScoredItem,
 )
+from graph_api.row_cache import restore, snapshot
 from graph_api.types import Item, RecommendationItem, RecommendationResult, SimilarItem
 from storage import repositories as repo
 from storage.cache.base import tenant_key
@@ -101,18 +102,21 @@ async def recommend(
     started = time.perf_counter()
     results = ctx.services.results
     epoch = await results.epoch(principal.tenant_id)
+
+    async def compute() -> dict[str, Any]:
+        response = await _ask_recommender(ctx, principal, params)
+        return _response_to_json(response, await _item_rows(ctx, response))
+
     if epoch is None:  # cache unreachable: answer uncached rather than fail
-        response, cached = await _ask_recommender(ctx, principal, params), False
+        payload, cached = await compute(), False
     else:
         key = result_key(principal.tenant_id, principal.user_id, epoch, params)
-
-        async def compute() -> dict[str, Any]:
-            return _response_to_json(await _ask_recommender(ctx, principal, params))
-
         payload, cached = await results.get_or_compute(key, compute)
-        response = _response_from_json(payload)
+    # The cached payload carries the item rows too: a hit reads nothing else. (Any item change
+    # drops the tenant's cached results, so the rows in them are never older than the list.)
+    response, rows = _response_from_json(payload)
     ctx.services.metrics.record_cache(hit=cached, tenant_id=principal.tenant_id)
-    items = await _hydrate(ctx, response, params)
+    items = await _hydrate(ctx, response, params, rows)
     elapsed_ms = max((time.perf_counter() - started) * 1000.0, 1e-3)
     explanation = {
         "enginesUsed": response.engines_used,
@@ -164,15 +168,22 @@ async def _history(ctx: RequestContext, principal: Principal) -> tuple[str, ...]
     return tuple(str(item) for item in items)
 
 
-async def _hydrate(
-    ctx: RequestContext, response: RecommendationResponse, params: RecommendationParams
-) -> list[RecommendationItem]:
+async def _item_rows(ctx: RequestContext, response: RecommendationResponse) -> list[Any]:
+    """The rows of the listed items and of their "because" items, in one loader batch."""
     ids = [_safe_uuid(scored.item_id) for scored in response.items]
-    # The "because you interacted with" items come in the same loader batch as the results.
     because = [_safe_uuid(s.because_item_id) for s in response.items if s.because_item_id]
     wanted = list(dict.fromkeys(i for i in (*ids, *because) if i is not None))
-    rows = await ctx.loaders.items.load_many(wanted)
-    by_id = {row.id: row for row in rows if row is not None}
+    return [row for row in await ctx.loaders.items.load_many(wanted) if row is not None]
+
+
+async def _hydrate(
+    ctx: RequestContext,
+    response: RecommendationResponse,
+    params: RecommendationParams,
+    rows: list[Any],
+) -> list[RecommendationItem]:
+    ids = [_safe_uuid(scored.item_id) for scored in response.items]
+    by_id = {row.id: row for row in rows}
     averages: dict[uuid.UUID, float | None] = {}
     if params.min_rating is not None:
         found = list(by_id)
@@ -237,8 +248,9 @@ def _safe_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-def _response_to_json(response: RecommendationResponse) -> dict[str, Any]:
+def _response_to_json(response: RecommendationResponse, rows: list[Any]) -> dict[str, Any]:
     return {
+        "rows": [snapshot("item", row) for row in rows],
         "algorithm": response.algorithm,
         "engines_used": response.engines_used,
         "engines_failed": response.engines_failed,
@@ -250,11 +262,12 @@ def _response_to_json(response: RecommendationResponse) -> dict[str, Any]:
     }
 
 
-def _response_from_json(data: dict[str, Any]) -> RecommendationResponse:
-    return RecommendationResponse(
+def _response_from_json(data: dict[str, Any]) -> tuple[RecommendationResponse, list[Any]]:
+    response = RecommendationResponse(
         items=[ScoredItem(i, s, dict(e), r, b) for i, s, e, r, b in data["items"]],
         algorithm=data["algorithm"],
         engines_used=list(data["engines_used"]),
         engines_failed=list(data["engines_failed"]),
         model_version=data["model_version"],
     )
+    return response, [restore(values) for values in data["rows"]]

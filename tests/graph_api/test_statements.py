@@ -100,3 +100,24 @@ async def test_nested_query_costs_the_same_for_5_and_50_users(api: Api) -> None:
     assert counts[5] == counts[50], counts
     # list + tenants + interactions (two types in one batch) + items + ratings + averages
     assert counts[50] <= 6, counts
+
+
+RECOMMEND = """
+query { recommendations(options: {numRecommendations: 3, explain: true}) {
+  items { reason item { id title } } explanation } }"""
+
+
+async def test_a_cached_recommendation_reads_nothing_from_the_database(api: Api) -> None:
+    """A hit is answered from the cached payload alone: list, item rows and all."""
+    tenant, admin = await _seed(api, users=3)
+    token = api.token_for(tenant.id, admin.id)
+    with counting_statements(api) as first:
+        computed = await api.ok(RECOMMEND, {}, token)
+    assert computed["recommendations"]["explanation"]["cached"] is False
+    assert any(s.lstrip().upper().startswith("SELECT") for s in first)
+    with counting_statements(api) as second:
+        hit = await api.ok(RECOMMEND, {}, token)
+    assert hit["recommendations"]["explanation"]["cached"] is True
+    assert hit["recommendations"]["items"] == computed["recommendations"]["items"]
+    assert hit["recommendations"]["items"], hit
+    assert second == []
