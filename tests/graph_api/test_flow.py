@@ -217,3 +217,23 @@ async def test_subscription_refuses_anonymous_clients(api: Api) -> None:
     )
     result = await anext(stream)
     assert result.errors and result.errors[0].extensions["code"] == "UNAUTHENTICATED"
+
+
+async def test_algorithm_names_aliases_and_strategy_are_checked_at_the_edge(api: Api) -> None:
+    token, _ = await api.register("vocab@flow.example", "flow.example")
+    ask = lambda **options: api.gql(RECOMMEND, {"options": options}, token)  # noqa: E731
+    alias = await ask(algorithm="matrix_factorization", numRecommendations=3)
+    assert "errors" not in alias, alias
+    assert api.recommender.requests[-1].algorithm == "matrix_factorization"
+    switching = await ask(strategy="switching")
+    assert "errors" not in switching and api.recommender.requests[-1].strategy == "switching"
+    for bad, field in (
+        (dict(algorithm="deep_magic"), "algorithm"),
+        (dict(strategy="x"), "strategy"),
+    ):
+        refused = await ask(**bad)
+        error = refused["errors"][0]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", refused
+        assert field in error["message"].lower()
+    unknown = (await ask(algorithm="deep_magic"))["errors"][0]["message"]
+    assert "collaborative" in unknown and "content_based" in unknown  # the names it does know
