@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,17 @@ async def make_user(session: AsyncSession, tenant: Tenant, email: str | None = N
 async def make_item(session: AsyncSession, tenant: Tenant, **fields: object) -> Item:
     values: dict[str, object] = {"external_id": unique("sku"), "title": "Plain item", **fields}
     return await repo.create_item(session=session, tenant_id=tenant.id, **values)  # type: ignore[arg-type]
+
+
+async def view_at(
+    session: AsyncSession, tenant: Tenant, user: User, item: Item, when: datetime
+) -> None:
+    """A view recorded as if it happened at ``when``."""
+    await repo.record_interaction(
+        session=session,
+        tenant_id=tenant.id,
+        user_id=user.id,
+        item_id=item.id,
+        interaction_type="view",
+        created_at=when,
+    )

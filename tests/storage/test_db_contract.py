@@ -23,6 +23,7 @@ from tests.storage.sql_support import (
     make_user,
     migrated_database,
     unique,
+    view_at,
 )
 
 
@@ -213,14 +214,7 @@ async def test_recent_items_merge_interactions_and_ratings_newest_first(
     old, mid, new, rated = [await make_item(session, tenant) for _ in range(4)]
     start = datetime(2026, 3, 1, tzinfo=UTC)
     for minutes, item in [(0, old), (5, mid), (10, old), (20, new)]:
-        await repo.record_interaction(
-            session=session,
-            tenant_id=tenant.id,
-            user_id=user.id,
-            item_id=item.id,
-            interaction_type="view",
-            created_at=start + timedelta(minutes=minutes),
-        )
+        await view_at(session, tenant, user, item, start + timedelta(minutes=minutes))
     rows = [{"user_id": user.id, "item_id": rated.id, "rating": 4.0}]
     rows[0]["created_at"] = start + timedelta(minutes=15)
     await repo.bulk_upsert_ratings(session=session, tenant_id=tenant.id, rows=rows)
@@ -239,14 +233,7 @@ async def test_count_interactions_since_a_moment_per_tenant(session: AsyncSessio
     item, user = await make_item(session, tenant), await make_user(session, tenant)
     moment = datetime(2026, 3, 1, tzinfo=UTC)
     for minutes in (-5, 0, 5, 10):  # the one at ``moment`` counts (inclusive)
-        await repo.record_interaction(
-            session=session,
-            tenant_id=tenant.id,
-            user_id=user.id,
-            item_id=item.id,
-            interaction_type="view",
-            created_at=moment + timedelta(minutes=minutes),
-        )
+        await view_at(session, tenant, user, item, moment + timedelta(minutes=minutes))
     assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 4
     assert await repo.count_interactions(session=session, tenant_id=tenant.id, since=moment) == 3
     assert await repo.count_interactions(session=session, tenant_id=other.id) == 0

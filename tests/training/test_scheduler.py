@@ -12,6 +12,7 @@ from storage import repositories as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database, migrate
 from storage.settings import Settings
+from tests.storage.sql_support import view_at
 from training.scheduler import RetrainPolicy, due_tenants, retrain_due, why_due
 
 TRAINED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -47,14 +48,7 @@ async def _tenant(
         for n in range(events):  # the last three arrive after the model was trained
             after = n - (events - 3)
             when = TRAINED_AT + timedelta(minutes=after + 1 if after >= 0 else after)
-            await repo.record_interaction(
-                session=session,
-                tenant_id=tenant.id,
-                user_id=user.id,
-                item_id=item.id,
-                interaction_type="view",
-                created_at=when,
-            )
+            await view_at(session, tenant, user, item, when)
         return str(tenant.id)
 
 
