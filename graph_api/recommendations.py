@@ -1,7 +1,7 @@
 """Recommendation resolvers' logic: validate, cache, ask the Recommender, filter, hydrate.
 
-Results are cached per (tenant, user, model epoch, options) under
-``rec:{tenant}:recs:{user}:e{epoch}:{fingerprint}`` (see ``graph_api.result_cache``) so a new
+Results are cached per (tenant, user, options) under ``rec:{tenant}:recs:{user}:{fingerprint}``,
+stamped with the model epoch (see ``graph_api.result_cache``), so a new
 interaction can drop exactly that user's entries and a promotion retires them all; hydration
 goes through the items loader, one query per request however many items come back.
 """
@@ -30,6 +30,7 @@ from graph_api.row_cache import restore, snapshot
 from graph_api.types import Item, RecommendationItem, RecommendationResult, SimilarItem
 from storage import repositories as repo
 from storage.cache.base import tenant_key
+from storage.cache.keys import model_epoch_key
 
 MAX_K = 100
 # The newest items of a user sent with a request: engines fold in those their model lacks
@@ -77,11 +78,10 @@ def user_cache_prefix(tenant_id: uuid.UUID, user_id: uuid.UUID) -> str:
     return tenant_key(tenant_id, "recs", user_id) + ":"
 
 
-def result_key(
-    tenant_id: uuid.UUID, user_id: uuid.UUID, epoch: int, params: RecommendationParams
-) -> str:
-    """The tenant's model epoch is part of the key: a promotion makes old results unreachable."""
-    return f"{user_cache_prefix(tenant_id, user_id)}e{epoch}:{params.fingerprint()}"
+def result_key(tenant_id: uuid.UUID, user_id: uuid.UUID, params: RecommendationParams) -> str:
+    """The value stored under it carries the model epoch it was computed under (see
+    ``graph_api.result_cache``): a promotion makes older results misses."""
+    return f"{user_cache_prefix(tenant_id, user_id)}{params.fingerprint()}"
 
 
 def tenant_cache_prefix(tenant_id: uuid.UUID) -> str:
@@ -101,17 +101,14 @@ async def recommend(
     params.validate(ctx.services.recommender.catalog)
     started = time.perf_counter()
     results = ctx.services.results
-    epoch = await results.epoch(principal.tenant_id)
 
     async def compute() -> dict[str, Any]:
         response = await _ask_recommender(ctx, principal, params)
         return _response_to_json(response, await _item_rows(ctx, response))
 
-    if epoch is None:  # cache unreachable: answer uncached rather than fail
-        payload, cached = await compute(), False
-    else:
-        key = result_key(principal.tenant_id, principal.user_id, epoch, params)
-        payload, cached = await results.get_or_compute(key, compute)
+    key = result_key(principal.tenant_id, principal.user_id, params)
+    epoch_key = model_epoch_key(principal.tenant_id)
+    payload, cached = await results.get_or_compute(key, compute, epoch_key=epoch_key)
     # The cached payload carries the item rows too: a hit reads nothing else. (Any item change
     # drops the tenant's cached results, so the rows in them are never older than the list.)
     response, rows = _response_from_json(payload)

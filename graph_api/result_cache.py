@@ -1,12 +1,14 @@
-"""Recommendation results in the shared cache: epoch-versioned keys, single-flight, fail-open.
+"""Recommendation results in the shared cache: epoch-stamped values, single-flight, fail-open.
 
 Key layout (all hash-tagged by tenant, so one tenant's keys share a Redis Cluster slot)::
 
-    rec:{tenant}:recs:{user}:e{model epoch}:{options fingerprint}
+    rec:{tenant}:recs:{user}:{options fingerprint}  ->  {"epoch": n, "value": ...}
 
-A model promotion bumps the epoch (``storage.cache.keys``) and old keys are never read again; a
-user's new interaction drops the ``rec:{tenant}:recs:{user}:`` prefix; an item change drops the
-tenant's ``rec:{tenant}:recs:`` prefix.
+A value is stamped with the tenant's model epoch it was computed under. The epoch and the value
+are read in one round trip (one ``get_many``: same slot), and a value of an older epoch is a
+miss, so a model promotion (which bumps the epoch, ``storage.cache.keys``) retires every result
+at once. A user's new interaction drops the ``rec:{tenant}:recs:{user}:`` prefix; an item change
+drops the tenant's ``rec:{tenant}:recs:`` prefix.
 
 Single-flight: identical misses in this process wait on one future; across replicas the first
 miss takes a short lock (an ``incr`` that only the first caller sees return 1, with a TTL, i.e.
@@ -24,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from storage.cache.base import Cache
-from storage.cache.keys import model_epoch
 from storage.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -56,18 +57,33 @@ class ResultCache:
             logger.warning("cache %s skipped, serving uncached: %s", operation, error)
             return default
 
-    async def epoch(self, tenant_id: object) -> int | None:
-        """The tenant's model epoch, or None when the cache cannot be reached."""
-        return await self._safe("epoch", model_epoch(self.cache, tenant_id))
+    async def _lookup(self, key: str, epoch_key: str | None) -> tuple[int | None, Any]:
+        """``(epoch, value)`` in one round trip: the value only if it was computed under the
+        current epoch; ``(None, None)`` when the cache cannot be reached."""
+        keys = [key] if epoch_key is None else [epoch_key, key]
+        found = await self._safe("get", self.cache.get_many(keys))
+        if found is None:
+            return None, None
+        epoch = int(found.get(epoch_key, 0)) if epoch_key is not None else 0
+        stored = found.get(key)
+        if isinstance(stored, dict) and stored.get("epoch") == epoch:
+            return epoch, stored.get("value")
+        return epoch, None
 
     async def drop_prefix(self, prefix: str) -> None:
         await self._safe("invalidate", self.cache.delete_prefix(prefix))
 
     async def get_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[Any]]
+        self, key: str, compute: Callable[[], Awaitable[Any]], *, epoch_key: str | None = None
     ) -> tuple[Any, bool]:
-        """``(value, cached)``: ``cached`` is False only for the call that ran ``compute``."""
-        hit = await self._safe("get", self.cache.get(key))
+        """``(value, cached)``: ``cached`` is False only for the call that ran ``compute``.
+
+        ``epoch_key`` names the counter whose current value a cached value must carry (the
+        tenant's model epoch); without it values are stamped 0. An unreachable cache computes.
+        """
+        epoch, hit = await self._lookup(key, epoch_key)
+        if epoch is None:  # cache unreachable: answer uncached rather than fail
+            return await compute(), False
         if hit is not None:
             return hit, True
         running = self._inflight.get(key)
@@ -76,7 +92,7 @@ class ResultCache:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value, cached = await self._lead(key, compute)
+            value, cached = await self._lead(key, compute, epoch, epoch_key)
         except Exception as error:
             future.set_exception(error)
             future.exception()  # retrieved here, so a lone leader leaves no warning behind
@@ -89,27 +105,34 @@ class ResultCache:
         future.set_result(value)
         return value, cached
 
-    async def _lead(self, key: str, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+    async def _lead(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[Any]],
+        epoch: int,
+        epoch_key: str | None,
+    ) -> tuple[Any, bool]:
         lock = key + ":lock"
         owner = await self._safe("lock", self.cache.incr(lock, ttl=self.lock_seconds), default=1)
         if owner != 1:
             # Another replica is computing this very result: wait for it to land.
-            found = await self._poll(key)
+            found = await self._poll(key, epoch_key)
             if found is not None:
                 return found, True
         try:
             value = await compute()
-            await self._safe("set", self.cache.set(key, value, ttl=self.ttl))
+            stamped = {"epoch": epoch, "value": value}
+            await self._safe("set", self.cache.set(key, stamped, ttl=self.ttl))
         finally:
             if owner == 1:
                 await self._safe("unlock", self.cache.delete(lock))
         return value, False
 
-    async def _poll(self, key: str) -> Any | None:
+    async def _poll(self, key: str, epoch_key: str | None) -> Any | None:
         deadline = time.monotonic() + self.wait_seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(POLL_SECONDS)
-            found = await self._safe("get", self.cache.get(key))
+            _, found = await self._lookup(key, epoch_key)
             if found is not None:
                 return found
         return None

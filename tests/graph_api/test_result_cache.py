@@ -74,6 +74,24 @@ async def test_results_are_cached_until_something_changes(backend_api: Api) -> N
     assert len(api.recommender.requests) == 5
 
 
+async def test_a_hit_reads_the_cache_once(backend_api: Api, monkeypatch) -> None:
+    """Epoch and result come back in one read; nothing else is read from the cache."""
+    api = backend_api
+    token, _ = await _seed(api, f"{uuid.uuid4().hex[:8]}.example")
+    assert await _cached(api, token) is False
+    reads: list[list[str]] = []
+    real = api.cache._get_many_raw
+
+    async def counted(keys: list[str]) -> list[Any]:
+        reads.append(list(keys))
+        return await real(keys)
+
+    monkeypatch.setattr(api.cache, "_get_many_raw", counted)
+    assert await _cached(api, token) is True
+    assert len(reads) == 1, reads
+    assert any("model_epoch" in key for key in reads[0]) and len(reads[0]) == 2
+
+
 async def test_a_burst_of_identical_misses_computes_once(backend_api: Api) -> None:
     api = backend_api
     token, _ = await _seed(api, f"{uuid.uuid4().hex[:8]}.example")
