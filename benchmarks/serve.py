@@ -51,6 +51,11 @@ VARIANT_ENV: dict[str, dict[str, str]] = {
     "serve-haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
     # two replicas of the ingress and of the combiner (the two Python hops every request takes)
     "serve-tput-2x": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", FRONT_REPLICAS: "2"},
+    "serve-haproxy-2x": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        FRONT_REPLICAS: "2",
+    },
 }
 DEFAULT_VARIANTS = "single,serve,serve-tput,serve-tput-2x"
 READY_TIMEOUT_S = 240.0
@@ -213,9 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [v for v in variants if v not in VARIANT_ENV]
     if unknown:
         parser.error(f"unknown variants: {', '.join(unknown)}")
-    if "serve-haproxy" in variants and shutil.which("haproxy") is None:
-        print("haproxy is not installed: skipping serve-haproxy", file=sys.stderr)
-        variants.remove("serve-haproxy")
+    if shutil.which("haproxy") is None:
+        for variant in [v for v in variants if "haproxy" in v]:
+            print(f"haproxy is not installed: skipping {variant}", file=sys.stderr)
+            variants.remove(variant)
     with tempfile.TemporaryDirectory(prefix="recserve-bench-serve-") as tmp:
         env = _child_environment(Path(tmp))
         os.environ.update(env)
