@@ -132,5 +132,8 @@ class Engine:
             "data_dir": str(self._settings.data_dir),
             "artifact_uri": self._settings.artifact_uri,
             "config": self._config.model_dump(),
-            "recserve_env": {k: v for k, v in os.environ.items() if k.startswith("RECSERVE_")},
+            "env": self._settings.env,
+            # Names only: values include secrets (JWT secret, database URL) that health checks
+            # and the dashboard must never show.
+            "recserve_settings": sorted(k for k in os.environ if k.startswith("RECSERVE_")),
         }

@@ -89,9 +89,9 @@ def create_app(
         return RequestContext(services, connection.headers.get("authorization"))
 
     router = AuthenticatedGraphQLRouter(
-        build_schema(metrics),
+        build_schema(metrics, introspection=settings.introspection_enabled),
         context_getter=get_context,
-        graphql_ide="graphiql",
+        graphql_ide="graphiql" if settings.introspection_enabled else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
     )
     app = FastAPI(title="Recserve", lifespan=_lifespan(services, owned))

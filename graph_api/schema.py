@@ -14,6 +14,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
+    DisableIntrospection,
     MaxTokensLimiter,
     ParserCache,
     ValidationCache,
@@ -54,7 +55,9 @@ class DocumentCache(ParserCache):
         yield
 
 
-def build_schema(metrics: MetricsRecorder) -> strawberry.Schema:
+def build_schema(metrics: MetricsRecorder, *, introspection: bool = True) -> strawberry.Schema:
+    # Production hides the schema from strangers (RECSERVE_GRAPHQL_INTROSPECTION overrides).
+    hidden = [] if introspection else [DisableIntrospection]
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
@@ -67,5 +70,6 @@ def build_schema(metrics: MetricsRecorder) -> strawberry.Schema:
             RequestLimits,
             partial(MetricsExtension, metrics),
             ErrorMapping,
+            *hidden,
         ],
     )

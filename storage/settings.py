@@ -72,11 +72,20 @@ class Settings(BaseSettings):
         "enterprise": {"per_user": 6_000, "per_tenant": 60_000},
     }
 
+    # Schema introspection and the GraphiQL page; None: on, except when env is production.
+    graphql_introspection: bool | None = None
+
     # Automatic retraining defaults; a tenant's settings {"retrain": {...}} override them.
     retrain_after_interactions: int = Field(default=1000, ge=0)  # 0: never by count
     retrain_after_minutes: float = Field(default=24 * 60, ge=0)  # 0: never by age
 
     _dev_secret: bool = PrivateAttr(default=False)
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.graphql_introspection is not None:
+            return self.graphql_introspection
+        return self.env != "production"
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

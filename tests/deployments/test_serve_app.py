@@ -28,6 +28,9 @@ TENANT = "acme"
 ENGINES = ["popularity", "item_knn", "ease", "als"]  # trending falls back to popularity
 
 
+SECRET = "serve-app-test-secret-0123456789abcdef"
+
+
 def _publish(store: ArtifactStore, tmp: Path, name: str, *, hot: int | None = None) -> str:
     model = create(name).fit(synthetic_matrix(hot=hot))
     version = store.new_version(TENANT, name)
@@ -61,6 +64,7 @@ def deployed(serve_instance: int, tmp_path_factory: pytest.TempPathFactory) -> I
         # Only the builder's environment carries these: the replicas must get them from it.
         env.setenv("RECSERVE_DATA_DIR", str(root))
         env.setenv("RECSERVE_ARTIFACT_URI", str(root / "artifacts"))
+        env.setenv("RECSERVE_JWT_SECRET", SECRET)
         args = AppArgs(
             engines=ENGINES,
             engine_timeout_s=20.0,
@@ -139,7 +143,8 @@ async def test_similar_items_and_trending(deployed: dict) -> None:
 async def test_replicas_see_the_builder_environment(deployed: dict) -> None:
     info = await deployed["engine"]("ease").info.remote()
     assert info["data_dir"] == str(deployed["root"])
-    assert info["recserve_env"]["RECSERVE_ENV"] == "test"
+    assert info["env"] == "test" and "RECSERVE_JWT_SECRET" in info["recserve_settings"]
+    assert SECRET not in str(info)  # the replica has it; info() never shows it
     assert info["config"]["max_models_per_replica"] == 4
 
 

@@ -137,3 +137,28 @@ async def test_a_repeated_document_is_parsed_and_validated_once(api: Api) -> Non
     for _ in range(2):
         payload = await api.gql(DEEP)
         assert "exceeds maximum operation depth" in payload["errors"][0]["message"]
+
+
+INTROSPECT = "{ __schema { queryType { name } } }"
+
+
+async def test_introspection_and_graphiql_are_off_in_production(tmp_path) -> None:
+    production = make_settings(tmp_path, env="production")
+    assert not production.introspection_enabled
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/prod.db", production) as api:
+        refused = await api.gql(INTROSPECT)
+        assert refused["data"] is None and "introspection" in refused["errors"][0]["message"]
+        page = await api.client.get("/graphql", headers={"Accept": "text/html"})
+        assert "graphiql" not in page.text.lower()
+        assert (await api.gql("{ __typename }"))["data"] == {"__typename": "Query"}
+    # on elsewhere, and an operator can turn it on in production too
+    assert make_settings(tmp_path).introspection_enabled
+    assert make_settings(
+        tmp_path, env="production", graphql_introspection=True
+    ).introspection_enabled
+
+
+async def test_introspection_and_graphiql_are_on_in_development(api: Api) -> None:
+    assert (await api.gql(INTROSPECT))["data"] == {"__schema": {"queryType": {"name": "Query"}}}
+    page = await api.client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "graphiql" in page.text.lower()
