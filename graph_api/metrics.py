@@ -1,8 +1,8 @@
 """Live request metrics, collected by a schema extension rather than inside resolvers.
 
-One ``MetricsRecorder`` lives per app (per Serve replica); ``performanceMetrics`` reads it.
-Latency percentiles cover a recent window so they follow the current load, while the totals
-count everything since start.
+One ``MetricsRecorder`` lives per app (per Serve replica); ``performanceMetrics`` reads the
+caller's tenant's share of it, ``/health`` the whole. Latency percentiles cover a recent window
+so they follow the current load, while the totals count everything since start.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from strawberry.extensions import SchemaExtension
 
@@ -44,59 +44,80 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[rank]
 
 
+@dataclass
+class _Totals:
+    requests: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    operations: dict[str, int] = field(default_factory=dict)
+
+
 class MetricsRecorder:
     def __init__(
         self, window_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.window_seconds = window_seconds
         self._clock = clock
-        self._samples: deque[tuple[float, float, bool]] = deque()
-        self.total_requests = 0
-        self.total_errors = 0
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.operations: dict[str, int] = {}
+        # (time, latency ms, failed, tenant id or None)
+        self._samples: deque[tuple[float, float, bool, str | None]] = deque()
+        self._all = _Totals()
+        self._tenants: dict[str, _Totals] = {}
 
-    def record_request(self, operation: str, latency_ms: float, failed: bool) -> None:
+    def _totals(self, tenant_id: object) -> list[_Totals]:
+        if tenant_id is None:
+            return [self._all]
+        return [self._all, self._tenants.setdefault(str(tenant_id), _Totals())]
+
+    def record_request(
+        self, operation: str, latency_ms: float, failed: bool, tenant_id: object = None
+    ) -> None:
         now = self._clock()
-        self._samples.append((now, latency_ms, failed))
-        self.total_requests += 1
-        self.total_errors += int(failed)
-        self.operations[operation] = self.operations.get(operation, 0) + 1
+        tenant = str(tenant_id) if tenant_id is not None else None
+        self._samples.append((now, latency_ms, failed, tenant))
+        for totals in self._totals(tenant_id):
+            totals.requests += 1
+            totals.errors += int(failed)
+            totals.operations[operation] = totals.operations.get(operation, 0) + 1
         self._expire(now)
 
     def record_cache(self, hit: bool, tenant_id: object = None) -> None:
         meters.cache_lookup(tenant_id, hit)
-        if hit:
-            self.cache_hits += 1
-        else:
-            self.cache_misses += 1
+        for totals in self._totals(tenant_id):
+            if hit:
+                totals.cache_hits += 1
+            else:
+                totals.cache_misses += 1
 
     def _expire(self, now: float) -> None:
         while self._samples and now - self._samples[0][0] > self.window_seconds:
             self._samples.popleft()
 
-    def snapshot(self) -> MetricsSnapshot:
+    def snapshot(self, tenant_id: object = None) -> MetricsSnapshot:
+        """Everything this replica served, or (``tenant_id``) that tenant's share of it only."""
         now = self._clock()
         self._expire(now)
-        latencies = sorted(sample[1] for sample in self._samples)
-        errors = sum(1 for sample in self._samples if sample[2])
+        tenant = str(tenant_id) if tenant_id is not None else None
+        samples = [s for s in self._samples if tenant is None or s[3] == tenant]
+        totals = self._all if tenant is None else self._tenants.get(tenant, _Totals())
+        latencies = sorted(sample[1] for sample in samples)
+        errors = sum(1 for sample in samples if sample[2])
         count = len(latencies)
-        span = min(self.window_seconds, max(now - self._samples[0][0], 1.0)) if count else 1.0
-        lookups = self.cache_hits + self.cache_misses
+        span = min(self.window_seconds, max(now - samples[0][0], 1.0)) if count else 1.0
+        lookups = totals.cache_hits + totals.cache_misses
         return MetricsSnapshot(
-            total_requests=self.total_requests,
-            total_errors=self.total_errors,
+            total_requests=totals.requests,
+            total_errors=totals.errors,
             window_seconds=self.window_seconds,
             window_requests=count,
             requests_per_second=count / span,
             p50_latency_ms=_percentile(latencies, 0.50),
             p95_latency_ms=_percentile(latencies, 0.95),
             error_rate=errors / count if count else 0.0,
-            cache_hits=self.cache_hits,
-            cache_misses=self.cache_misses,
-            cache_hit_rate=self.cache_hits / lookups if lookups else 0.0,
-            operations=dict(self.operations),
+            cache_hits=totals.cache_hits,
+            cache_misses=totals.cache_misses,
+            cache_hit_rate=totals.cache_hits / lookups if lookups else 0.0,
+            operations=dict(totals.operations),
         )
 
 
@@ -123,7 +144,7 @@ class MetricsExtension(SchemaExtension):
         result = self.execution_context.result
         failed = bool(result is not None and result.errors)
         name = self._operation_label()
-        self.recorder.record_request(name, elapsed_ms, failed)
+        self.recorder.record_request(name, elapsed_ms, failed, self._tenant_id())
         kind, _, operation = name.partition(":")
         meters.graphql_request(
             kind,

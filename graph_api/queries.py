@@ -138,6 +138,7 @@ class Query:
 
     @strawberry.field
     async def performance_metrics(self, info: Info) -> PerformanceMetrics:
-        await require_admin(info.context)
-        snapshot = info.context.services.metrics.snapshot()
+        principal = await require_admin(info.context)
+        # A tenant's admin sees the tenant's own traffic, never other tenants' operations.
+        snapshot = info.context.services.metrics.snapshot(principal.tenant_id)
         return PerformanceMetrics(**snapshot.__dict__)

@@ -130,8 +130,8 @@ class Subscription:
     async def performance_metrics_stream(
         self, info: Info, interval_seconds: float = 5.0
     ) -> AsyncGenerator[PerformanceMetrics, None]:
-        """``performanceMetrics`` every ``intervalSeconds`` (admins only)."""
-        await require_admin(info.context)
+        """``performanceMetrics`` every ``intervalSeconds`` (admins only, their tenant's share)."""
+        principal = await require_admin(info.context)
         if not MIN_METRICS_INTERVAL_S <= interval_seconds <= MAX_METRICS_INTERVAL_S:
             raise BadUserInput(
                 f"intervalSeconds must be between {MIN_METRICS_INTERVAL_S} "
@@ -139,5 +139,5 @@ class Subscription:
             )
         metrics = info.context.services.metrics
         while True:
-            yield PerformanceMetrics(**metrics.snapshot().__dict__)
+            yield PerformanceMetrics(**metrics.snapshot(principal.tenant_id).__dict__)
             await asyncio.sleep(interval_seconds)

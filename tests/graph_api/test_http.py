@@ -99,21 +99,27 @@ async def test_graphiql_is_served(api: Api) -> None:
     assert response.status_code == 200 and "graphiql" in response.text.lower()
 
 
-async def test_metrics_count_requests_and_errors(api: Api) -> None:
+PERFORMANCE = (
+    "{ performanceMetrics { totalRequests totalErrors p50LatencyMs p95LatencyMs errorRate"
+    " cacheHitRate operations } }"
+)
+
+
+async def test_metrics_count_requests_and_errors_of_the_callers_tenant(api: Api) -> None:
     token, _ = await api.register("ops@a.example", "a.example")
+    other, _ = await api.register("ops@b.example", "b.example")
     for _ in range(3):
-        await api.ok("{ items { id } }", token=token)
-    await api.gql("{ nope }")
-    data = await api.ok(
-        "{ performanceMetrics { totalRequests totalErrors p50LatencyMs p95LatencyMs errorRate"
-        " cacheHitRate operations } }",
-        token=token,
-    )
-    metrics = data["performanceMetrics"]
-    assert metrics["totalRequests"] >= 5  # register, 3 lists, the invalid query
+        await api.ok("query Listing { items { id } }", token=token)
+    await api.gql("{ nope }", token=token)
+    metrics = (await api.ok(PERFORMANCE, token=token))["performanceMetrics"]
+    assert metrics["totalRequests"] == 4  # the 3 lists and the invalid query, all tenant a's
     assert metrics["totalErrors"] == 1
     assert 0 < metrics["p50LatencyMs"] <= metrics["p95LatencyMs"]
     assert 0 < metrics["errorRate"] < 1
+    assert metrics["operations"]["query:Listing"] == 3
+    # Another tenant's admin sees none of it, not even the names of tenant a's operations.
+    theirs = (await api.ok(PERFORMANCE, token=other))["performanceMetrics"]
+    assert "query:Listing" not in theirs["operations"] and theirs["totalErrors"] == 0
 
 
 async def test_a_repeated_document_is_parsed_and_validated_once(api: Api) -> None:

@@ -136,6 +136,8 @@ async def test_trending_is_pushed_when_interactions_arrive(live: Live) -> None:
 async def test_metrics_stream_is_admin_only_and_bounded(live: Live) -> None:
     admin, _ = await live.api.register("root@m.example", "m.example")
     user, _ = await live.api.register("user@m.example", "m.example")
+    for _ in range(2):  # the tenant's own traffic, which the stream reports
+        await live.ok("{ me { id } }", {}, admin)
     async with graphql_socket(live.ws_url, admin) as ws:
         await ws.subscribe(METRICS, {"s": 0.5})
         first = (await ws.next_data())["performanceMetricsStream"]
