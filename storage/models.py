@@ -159,7 +159,10 @@ class Interaction(Base):
             ["tenant_id", "item_id"], ["items.tenant_id", "items.id"], ondelete="CASCADE"
         ),
         # NULL keys never collide, on both backends, so only keyed rows are deduplicated.
-        UniqueConstraint("tenant_id", "idempotency_key", name="uq_interactions_tenant_idem"),
+        # One key per user: another user's reuse of the same key is another request.
+        UniqueConstraint(
+            "tenant_id", "user_id", "idempotency_key", name="uq_interactions_tenant_user_idem"
+        ),
         Index("ix_interactions_tenant_user_created", "tenant_id", "user_id", "created_at"),
         Index("ix_interactions_tenant_item", "tenant_id", "item_id"),
         Index("ix_interactions_tenant_created", "tenant_id", "created_at"),

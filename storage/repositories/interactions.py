@@ -65,10 +65,12 @@ def _check_type(interaction_type: str) -> str:
 
 
 async def _by_idempotency_key(
-    session: AsyncSession, tenant_id: uuid.UUID, key: str
+    session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, key: str
 ) -> Interaction | None:
     query = select(Interaction).where(
-        Interaction.tenant_id == tenant_id, Interaction.idempotency_key == key
+        Interaction.tenant_id == tenant_id,
+        Interaction.user_id == user_id,
+        Interaction.idempotency_key == key,
     )
     return await session.scalar(query)
 
@@ -86,11 +88,12 @@ async def record_interaction(
 ) -> Interaction:
     """Record one interaction of a user of this tenant with an item of this tenant.
 
-    With an ``idempotency_key`` already used in this tenant, the existing row is returned and
-    nothing is written. NotFound if the user or item is unknown here (or another tenant's).
+    With an ``idempotency_key`` this user already used, the existing row is returned and
+    nothing is written (keys are the user's own: another user's same key is another request).
+    NotFound if the user or item is unknown here (or another tenant's).
     """
     if idempotency_key is not None:
-        existing = await _by_idempotency_key(session, tenant_id, idempotency_key)
+        existing = await _by_idempotency_key(session, tenant_id, user_id, idempotency_key)
         if existing is not None:
             return existing
     interaction = Interaction(
@@ -109,7 +112,7 @@ async def record_interaction(
         # A concurrent request with the same key won the race: its row is the answer.
         if idempotency_key is None:
             raise
-        winner = await _by_idempotency_key(session, tenant_id, idempotency_key)
+        winner = await _by_idempotency_key(session, tenant_id, user_id, idempotency_key)
         if winner is None:
             raise
         return winner

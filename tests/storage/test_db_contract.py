@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import repositories as repo
 from storage.db import Database
 from storage.errors import Conflict, InvalidData, NotFound
-from storage.models import TenantTier, UserRole
+from storage.models import TenantTier, User, UserRole
 from tests.storage.sql_support import (
     BACKENDS,
     make_item,
@@ -151,11 +151,11 @@ async def test_record_interaction_is_idempotent(session: AsyncSession) -> None:
     tenant, other = await make_tenant(session), await make_tenant(session)
     user, item = await make_user(session, tenant), await make_item(session, tenant)
 
-    async def record(key: str | None, kind: str = "click") -> uuid.UUID:
+    async def record(key: str | None, kind: str = "click", by: User | None = None) -> uuid.UUID:
         row = await repo.record_interaction(
             session=session,
             tenant_id=tenant.id,
-            user_id=user.id,
+            user_id=(by or user).id,
             item_id=item.id,
             interaction_type=kind,
             idempotency_key=key,
@@ -164,6 +164,10 @@ async def test_record_interaction_is_idempotent(session: AsyncSession) -> None:
 
     first = await record("req-1")
     assert await record("req-1", kind="purchase") == first
+    # Another user of the tenant with the same key: their own request, their own row.
+    neighbour = await make_user(session, tenant)
+    theirs = await record("req-1", by=neighbour)
+    assert theirs != first and await record("req-1", by=neighbour) == theirs
     assert await record(None) != await record(None)  # no key: every call is a new row
     history = await repo.interactions_for_users(
         session=session, tenant_id=tenant.id, user_ids=[user.id]
