@@ -18,7 +18,7 @@ from strawberry.scalars import JSON
 
 from graph_api.auth import Principal
 from graph_api.context import Info, RequestContext
-from graph_api.errors import BadUserInput, ObjectNotFound
+from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound
 from graph_api.inputs import MAX_PAGE
 from graph_api.live import ActivityEvent, drain, is_write_event, subscribe_tenant, touches_user
 from graph_api.mutations import events_channel
@@ -64,8 +64,11 @@ async def _activity(
 class Subscription:
     @strawberry.subscription
     async def tenant_events(self, info: Info, only_mine: bool = True) -> AsyncGenerator[JSON, None]:
-        """Interactions and ratings recorded in the caller's tenant, as they are committed."""
+        """Interactions and ratings recorded in the caller's tenant, as they are committed: the
+        caller's own, or (``onlyMine: false``, admins only) everyone's."""
         principal = await info.context.authorize()
+        if not only_mine and not principal.is_admin:
+            raise Forbidden("Only a tenant admin may follow other users' events.")
         cache = info.context.services.cache
         async with await cache.subscribe(events_channel(principal.tenant_id)) as subscription:
             async for _channel, event in subscription:

@@ -161,3 +161,25 @@ async def test_invalid_token_is_refused_and_anonymous_gets_unauthenticated(live:
     async with graphql_socket(live.ws_url, None) as ws:
         await ws.subscribe(ACTIVITY)
         await _expect_error(ws, "UNAUTHENTICATED")
+
+
+async def test_only_an_admin_follows_everyones_events(live: Live) -> None:
+    admin, _ = await live.api.register("root@events.example", "events.example")
+    user, user_id = await live.api.register("user@events.example", "events.example")
+    (item,) = await live.items(admin, 1)
+    async with (
+        graphql_socket(live.ws_url, user) as prying,
+        graphql_socket(live.ws_url, user) as own,
+        graphql_socket(live.ws_url, admin) as everyone,
+    ):
+        await prying.subscribe("subscription { tenantEvents(onlyMine: false) }")
+        await _expect_error(prying, "FORBIDDEN")
+        await own.subscribe("subscription { tenantEvents }")
+        await everyone.subscribe("subscription { tenantEvents(onlyMine: false) }")
+        await asyncio.sleep(0.1)  # the streams are listening once their first poll started
+        await live.record(admin, item, "view")
+        await live.record(user, item, "click")
+        seen = (await everyone.next_data())["tenantEvents"]
+        assert seen["interaction_type"] == "view"
+        mine = (await own.next_data())["tenantEvents"]
+        assert mine["user_id"] == user_id and mine["interaction_type"] == "click"
