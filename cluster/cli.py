@@ -214,7 +214,8 @@ def status(
             await database.dispose()
 
     report.versions = run(versions())
-    report.health = fetch_health(url)
+    token = settings.ops_token.get_secret_value() if settings.ops_token else None
+    report.health = fetch_health(url, ops_token=token)
     for line in render_status(report):
         print(line)
 

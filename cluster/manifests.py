@@ -48,6 +48,7 @@ POD_ENV: list[dict[str, Any]] = [
     {"name": "RECSERVE_OTLP_ENDPOINT", "value": "http://otel-collector:4318"},
     _secret("RECSERVE_DATABASE_URL", "database-url"),
     _secret("RECSERVE_JWT_SECRET", "jwt-secret"),
+    _secret("RECSERVE_OPS_TOKEN", "ops-token"),
 ]
 
 

@@ -67,9 +67,12 @@ async def model_versions(
     return found
 
 
-def fetch_health(base_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
+def fetch_health(
+    base_url: str, timeout_s: float = 5.0, ops_token: str | None = None
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {ops_token}"} if ops_token else {}
     try:
-        response = httpx.get(base_url.rstrip("/") + "/health", timeout=timeout_s)
+        response = httpx.get(base_url.rstrip("/") + "/health", timeout=timeout_s, headers=headers)
         return dict(response.json())
     except (httpx.HTTPError, ValueError) as error:
         return {"status": "unreachable", "error": str(error)}

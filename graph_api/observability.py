@@ -8,9 +8,10 @@ gauge sees every protocol and every disconnect path.
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -76,22 +77,39 @@ def mount_observability(
     async def report() -> dict[str, Any]:
         return await health_report(probes(services), services.metrics.snapshot(), limits)
 
+    def refused(request: Request) -> JSONResponse | None:
+        """None when the caller may read operator endpoints, else the refusal to send."""
+        token = services.settings.ops_token
+        if token is None:
+            if services.settings.env != "production":
+                return None
+            message = "Set RECSERVE_OPS_TOKEN to read this endpoint in production."
+            return JSONResponse({"error": message}, status_code=403)
+        expected = f"Bearer {token.get_secret_value()}".encode()
+        given = request.headers.get("authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return None
+        headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse({"error": "Operator token required."}, 401, headers=headers)
+
     @app.get("/health/live")
     async def live() -> dict[str, str]:
         """Liveness: the process answers; no dependency is consulted."""
         return {"status": "alive"}
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
+    @app.get("/health", response_model=None)
+    async def health(request: Request) -> dict[str, Any] | JSONResponse:
         """The full report: status, each dependency, the rules that fired, the live figures."""
-        return await report()
+        return refused(request) or await report()
 
     @app.get("/health/ready")
     async def ready() -> JSONResponse:
-        """Readiness: 503 only when unhealthy; a degraded replica still serves."""
+        """Readiness, open for probes: 503 only when unhealthy (a degraded replica still
+        serves). The status and the rules that fired, never the figures behind them."""
         body = await report()
-        return JSONResponse(body, status_code=503 if body["status"] == UNHEALTHY else 200)
+        public = {"status": body["status"], "rules": body.get("rules", {})}
+        return JSONResponse(public, status_code=503 if body["status"] == UNHEALTHY else 200)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(render_local(), media_type=CONTENT_TYPE_LATEST)
+    @app.get("/metrics", response_model=None)
+    async def metrics(request: Request) -> Response:
+        return refused(request) or Response(render_local(), media_type=CONTENT_TYPE_LATEST)

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
 
     # Schema introspection and the GraphiQL page; None: on, except when env is production.
     graphql_introspection: bool | None = None
+    # Bearer token for /health and /metrics (the figures and per-tenant series). Unset: open in
+    # development, refused in production. /health/live and /health/ready stay open for probes.
+    ops_token: SecretStr | None = None
 
     # Automatic retraining defaults; a tenant's settings {"retrain": {...}} override them.
     retrain_after_interactions: int = Field(default=1000, ge=0)  # 0: never by count

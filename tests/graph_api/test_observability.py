@@ -154,3 +154,23 @@ async def test_rate_limit_rejections_are_counted_per_tenant_and_scope() -> None:
     found = samples(render_local().decode(), "rate_limit_rejections_total")
     assert [s["_value"] for s in found if s["tenant_id"] == str(tenant)] == ["1.0"]
     assert {s["scope"] for s in found if s["tenant_id"] == str(tenant)} == {"user"}
+
+
+async def test_operator_endpoints_need_the_ops_token_and_probes_stay_open(tmp_path: Path) -> None:
+    token = "ops-token-0123456789abcdef"
+    settings = make_settings(tmp_path, ops_token=token)
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/ops.db", settings) as api:
+        for path in ("/health", "/metrics"):
+            assert (await api.client.get(path)).status_code == 401
+            wrong = {"Authorization": "Bearer nope"}
+            assert (await api.client.get(path, headers=wrong)).status_code == 401
+            right = {"Authorization": f"Bearer {token}"}
+            assert (await api.client.get(path, headers=right)).status_code == 200
+        assert (await api.client.get("/health/live")).status_code == 200
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 200 and set(ready.json()) == {"status", "rules"}
+    production = make_settings(tmp_path, env="production")
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/prod.db", production) as api:
+        assert (await api.client.get("/metrics")).status_code == 403
+        assert (await api.client.get("/health")).status_code == 403
+        assert (await api.client.get("/health/ready")).status_code == 200
