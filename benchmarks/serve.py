@@ -18,6 +18,10 @@ by name), and writes the JSON.
 
     python -m benchmarks.serve --json bench-serve.json [--data ../shared/data/ml-100k]
         [--requests 200] [--clients 1,8] [--variants single,serve,serve-tput]
+        [--profile DIR [--profile-phase hybrid/uncached/8]]
+
+``--profile`` records every serving process with py-spy during one phase and prints, per
+process, the CPU milliseconds each request spends in each layer (``benchmarks/profiling.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.profiling import Profile, Profiler
 from benchmarks.serve_load import measure, prepare_tenant, process_rss
 
 ENGINES = ["popularity", "item_knn", "ease", "als", "content"]
@@ -163,12 +168,30 @@ def run_variant(
                     process,
                     ALGORITHMS,
                     (False, True),
+                    _profiler(args, process.pid, f"{variant}-{tenant}"),
+                    args.profile_phase,
                 )
             )
         found["rss_mib"] = process_rss(process.pid)
         return found
     finally:
         _stop(process)
+
+
+def _profiler(args: Any, pid: int, label: str) -> Profiler | None:
+    return Profiler(pid, args.profile, label) if args.profile is not None else None
+
+
+def print_profiles(results: dict[str, dict], tenants: list[str], phase: str) -> None:
+    """CPU ms per request by process and layer, for the profiled phase of each variant."""
+    for variant, by_tenant in results.items():
+        for tenant in tenants:
+            per_process = by_tenant.get(tenant, {}).get(phase, {}).get("profile")
+            if per_process is None:
+                continue
+            total = sum(sum(layers.values()) for layers in per_process.values())
+            print(f"\nprofile {variant} / {tenant} / {phase}: {total:.1f} CPU ms per request")
+            print(Profile(requests=1, per_process=per_process).table())
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -207,6 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS)
     parser.add_argument("--data", type=Path, help="ML-100K folder: also measure that tenant")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy every serving process during one phase; raw stacks here",
+    )
+    parser.add_argument("--profile-phase", default="hybrid/uncached/8")
     parser.add_argument("--child", choices=("single", "serve"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -218,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [v for v in variants if v not in VARIANT_ENV]
     if unknown:
         parser.error(f"unknown variants: {', '.join(unknown)}")
+    if args.profile is not None and not Profiler.available():
+        parser.error("--profile needs py-spy (pip install py-spy)")
     if shutil.which("haproxy") is None:
         for variant in [v for v in variants if "haproxy" in v]:
             print(f"haproxy is not installed: skipping {variant}", file=sys.stderr)
@@ -234,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"trained {', '.join(ENGINES)} in {time.perf_counter() - started:.1f}s")
         results = {v: run_variant(v, dict(os.environ), tenants, args) for v in variants}
     print_table(results, list(tenants))
+    if args.profile is not None:
+        print_profiles(results, list(tenants), args.profile_phase)
     if args.json is not None:
         report = {"engines": ENGINES, "requests": args.requests, "results": results}
         args.json.write_text(json.dumps(report, indent=2))

@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -19,6 +19,9 @@ from storage.settings import Settings
 from training.datasets import generate_catalogue
 from training.ingest import ingest_dataset
 from training.pipeline import train_tenant_async
+
+if TYPE_CHECKING:
+    from benchmarks.profiling import Profiler
 
 DOMAIN = "bench-serve.example"
 USERS, ITEMS, CLUSTERS, PER_USER = 500, 400, 8, 25
@@ -152,6 +155,8 @@ async def measure(
     process: subprocess.Popen[bytes],
     algorithms: tuple[str, ...] = ("hybrid",),
     cached: tuple[bool, ...] = (False,),
+    profiler: Profiler | None = None,
+    profile_phase: str | None = None,
 ) -> dict[str, Any]:
     """``{"{algorithm}/{cached|uncached}/{clients}": phase}``; models load before measuring."""
     limits = httpx.Limits(max_connections=max(clients) + 2)
@@ -168,13 +173,21 @@ async def measure(
                     await run_phase(client, load, 1, len(load.tokens))
                 name = "cached" if is_cached else "uncached"
                 for c in clients:
-                    results[f"{algorithm}/{name}/{c}"] = await run_phase(client, load, c, requests)
+                    key = f"{algorithm}/{name}/{c}"
+                    if profiler is not None and key == profile_phase:
+                        profiler.start()
+                        results[key] = await run_phase(client, load, c, requests)
+                        results[key]["profile"] = profiler.stop(
+                            results[key]["requests"]
+                        ).per_process
+                    else:
+                        results[key] = await run_phase(client, load, c, requests)
     return results
 
 
-def process_rss(root_pid: int) -> dict[str, float]:
-    """MiB of resident memory of ``root_pid`` and its descendants, by process title (Ray names
-    replicas ``ray::ServeReplica:{app}:{deployment}``); Linux /proc only."""
+def process_tree(root_pid: int) -> list[tuple[int, str]]:
+    """``(pid, name)`` of ``root_pid`` and its descendants; Ray replicas are named by their
+    deployment (``ray::ServeReplica:{app}:{deployment}`` becomes ``{app}:{deployment}``)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -183,16 +196,30 @@ def process_rss(root_pid: int) -> dict[str, float]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(parent, []).append(int(entry.name))
-    rss: dict[str, float] = {}
+    found: list[tuple[int, str]] = []
     pending = [root_pid]
     while pending:
         pid = pending.pop()
         pending.extend(children.get(pid, ()))
         try:
             title = (Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]).decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if title:
+            name = (
+                title.split("ServeReplica:")[-1] if "ServeReplica:" in title else Path(title).name
+            )
+            found.append((pid, name))
+    return found
+
+
+def process_rss(root_pid: int) -> dict[str, float]:
+    """MiB of resident memory of ``root_pid`` and its descendants, by process name; Linux only."""
+    rss: dict[str, float] = {}
+    for pid, name in process_tree(root_pid):
+        try:
             pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        name = title.split("ServeReplica:")[-1] if "ServeReplica:" in title else Path(title).name
         rss[name] = rss.get(name, 0.0) + pages * 4096 / 2**20
     return rss

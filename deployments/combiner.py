@@ -8,7 +8,6 @@ Requests, queries and answers cross the handles as the dataclasses they are.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from deployments.vector_similar import VectorSimilar
 from deployments.version_events import VersionEvents
 from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
 from storage.settings import Settings
-from storage.tracing import configure_tracing, inject, tracer
+from storage.tracing import configure_tracing, inject
 
 
 class CombinerConfig(BaseModel):
@@ -55,17 +54,10 @@ class ServeEngines:
 
     async def versions(self, tenant_id: str, names: Sequence[str]) -> dict[str, str]:
         self.watch(tenant_id)
-
-        def lookup() -> dict[str, str]:
-            # to_thread copies the context: this span is a child of the request's.
-            with tracer().start_as_current_span("storage artifacts.current"):
-                found = {name: self._versions.get(tenant_id, name) for name in names}
-            return {name: version for name, version in found.items() if version is not None}
-
-        return await asyncio.to_thread(lookup)
+        return await self._versions.current(tenant_id, names)
 
     async def blend(self, tenant_id: str) -> dict[str, float] | None:
-        return await asyncio.to_thread(self._blends.get, tenant_id)
+        return await self._blends.current(tenant_id)
 
     def call(
         self, engine: str, method: str, tenant_id: str, version: str, query: Any

@@ -45,14 +45,10 @@ class InProcessEngines:
         self._loading: dict[tuple[str, str, str], asyncio.Future[Model]] = {}
 
     async def versions(self, tenant_id: str, names: Sequence[str]) -> dict[str, str]:
-        def lookup() -> dict[str, str]:
-            found = {name: self._versions.get(tenant_id, name) for name in names}
-            return {name: version for name, version in found.items() if version is not None}
-
-        return await asyncio.to_thread(lookup)
+        return await self._versions.current(tenant_id, names)
 
     async def blend(self, tenant_id: str) -> dict[str, float] | None:
-        return await asyncio.to_thread(self._blends.get, tenant_id)
+        return await self._blends.current(tenant_id)
 
     def invalidate(self, tenant_id: str | None = None) -> None:
         self._versions.invalidate(tenant_id)

@@ -7,14 +7,17 @@ in-memory source instead of monkeypatching Ray replicas.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from storage.errors import NotFound
 from storage.settings import Settings
+from storage.tracing import tracer
 from training.hybrid import BLEND
 
 logger = logging.getLogger("ray.serve")
@@ -91,6 +94,10 @@ def resolve_source(source: ModelSource | None, settings: Settings) -> ModelSourc
     return source if source is not None else ArtifactModelSource(settings)
 
 
+# A version lookup that has to ask the store (never looked up, or older than the TTL).
+_UNKNOWN = object()
+
+
 class BlendCache:
     """Each tenant's promoted blend, loaded once per version (its version comes through the
     ``VersionCache``, so a new training run's blend is picked up like a new model)."""
@@ -98,6 +105,13 @@ class BlendCache:
     def __init__(self, source: ModelSource, versions: VersionCache) -> None:
         self._source, self._versions = source, versions
         self._loaded: dict[tuple[str, str], dict[str, float] | None] = {}
+
+    async def current(self, tenant_id: str) -> dict[str, float] | None:
+        """``get`` without a thread hop when the version and the blend are already known."""
+        version = self._versions.cached(tenant_id, BLEND)
+        if version is not _UNKNOWN and (version is None or (tenant_id, version) in self._loaded):
+            return None if version is None else self._loaded[(tenant_id, version)]
+        return await asyncio.to_thread(self.get, tenant_id)
 
     def get(self, tenant_id: str) -> dict[str, float] | None:
         version = self._versions.get(tenant_id, BLEND)
@@ -123,6 +137,27 @@ class VersionCache:
         self._source = source
         self.ttl_seconds = ttl_seconds
         self._entries: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    def cached(self, tenant_id: str, algorithm: str) -> str | object | None:
+        """The version while fresh (None: no model), else ``_UNKNOWN``; never asks the store."""
+        entry = self._entries.get((tenant_id, algorithm))
+        if entry is not None and time.monotonic() - entry[0] < self.ttl_seconds:
+            return entry[1]
+        return _UNKNOWN
+
+    async def current(self, tenant_id: str, names: Sequence[str]) -> dict[str, str]:
+        """The trained ones among ``names`` and their versions. Lookups are answered from
+        memory while fresh; a stale or unknown one asks the store in a worker thread (it reads
+        files or a database), so the event loop never waits on it."""
+        found = {name: self.cached(tenant_id, name) for name in names}
+        if any(version is _UNKNOWN for version in found.values()):
+            found = await asyncio.to_thread(self._lookup, tenant_id, names)
+        return {name: version for name, version in found.items() if isinstance(version, str)}
+
+    def _lookup(self, tenant_id: str, names: Sequence[str]) -> dict[str, str | None]:
+        # to_thread copies the context: this span is a child of the request's.
+        with tracer().start_as_current_span("storage artifacts.current"):
+            return {name: self.get(tenant_id, name) for name in names}
 
     def get(self, tenant_id: str, algorithm: str) -> str | None:
         key = (tenant_id, algorithm)
