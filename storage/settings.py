@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         "enterprise": {"per_user": 6_000, "per_tenant": 60_000},
     }
 
+    # Largest HTTP request body the API reads (bytes); bigger ones get 413 unread.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
     # Schema introspection and the GraphiQL page; None: on, except when env is production.
     graphql_introspection: bool | None = None
     # Bearer token for /health and /metrics (the figures and per-tenant series). Unset: open in
