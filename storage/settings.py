@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.secret_strength import is_placeholder, url_password, weakness
+
 DEV_SECRET_FILE = ".dev-jwt-secret"
 
 
@@ -106,9 +108,27 @@ class Settings(BaseSettings):
                 )
             self.jwt_secret = SecretStr(_development_secret(self.data_dir))
             self._dev_secret = True
-        elif self.env == "production" and len(self.jwt_secret.get_secret_value()) < 32:
-            raise UnsafeSettingsError("RECSERVE_JWT_SECRET must be at least 32 characters")
+        if self.env == "production":
+            self._refuse_weak_secrets()
         return self
+
+    def _refuse_weak_secrets(self) -> None:
+        """Production signs tokens and guards data with these: no placeholders, nothing
+        guessable (see ``storage.secret_strength``)."""
+        tokens = {"RECSERVE_JWT_SECRET": self.jwt_secret, "RECSERVE_OPS_TOKEN": self.ops_token}
+        for name, secret in tokens.items():
+            reason = weakness(secret.get_secret_value()) if secret is not None else None
+            if reason is not None:
+                raise UnsafeSettingsError(f"{name} is {reason}: generate a random one")
+        passwords = {
+            "RECSERVE_DATABASE_URL": url_password(self.database_url),
+            "RECSERVE_REDIS_URL": url_password(self.redis_url),
+            "RECSERVE_QDRANT_API_KEY": self.qdrant_api_key
+            and self.qdrant_api_key.get_secret_value(),
+        }
+        for name, password in passwords.items():
+            if password and is_placeholder(password):
+                raise UnsafeSettingsError(f"{name} carries a placeholder password")
 
     @property
     def qdrant_path(self) -> Path:
