@@ -36,6 +36,24 @@ def _development_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+ENV_PREFIX = "RECSERVE_"
+# Words that mark an environment variable as a credential even when Settings does not know it.
+_SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "CREDENTIAL", "PRIVATE")
+
+
+def is_secret_setting(name: str, value: str) -> bool:
+    """Whether the ``RECSERVE_*`` variable ``name`` holds a credential: a ``SecretStr`` setting
+    (JWT secret, ops token, Qdrant key), a URL with a password in it, or a variable whose name
+    says so. Such values must never travel in a Serve config, where the dashboard shows them.
+    """
+    field = Settings.model_fields.get(name.removeprefix(ENV_PREFIX).lower())
+    if field is not None and "SecretStr" in repr(field.annotation):
+        return True
+    if url_password(value):
+        return True
+    return any(word in name.upper() for word in _SECRET_WORDS)
+
+
 class UnsafeSettingsError(Exception):
     """Raised when a production deployment would run with a development-only default."""
 
