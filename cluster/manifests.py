@@ -3,7 +3,14 @@
 ``python -m cluster.manifests`` (or ``recserve manifests``) rewrites
 ``cluster/kuberay/rayservice.yaml``; ``--check`` fails when the committed file is stale (CI and
 ``tests/cluster/test_manifests.py`` run it). ``serveConfigV2`` is ``serve_config.yaml`` verbatim
-(comments dropped); the pods get the ``RECSERVE_*`` environment the builder forwards to replicas.
+(comments dropped); the pods get the ``RECSERVE_*`` environment, secrets from the
+``recserve-secrets`` Secret: Ray workers inherit the pod's environment, so secrets reach the
+replicas without ever being written into the Serve config (which the dashboard shows).
+
+The Ray dashboard (and the GCS) require Ray's token auth (``authOptions: {mode: token}``: the
+operator generates the token and gives it to every Ray container). RayService and RayJob need
+the dashboard on the pod network (the operator deploys Serve configs and submits jobs through the
+head Service); the development RayCluster binds it to 127.0.0.1, reached by port-forward only.
 """
 
 from __future__ import annotations
@@ -29,9 +36,13 @@ def _secret(name: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": "recserve-secrets", "key": key}}}
 
 
+REDIS_URL = "redis+cluster://:$(REDIS_PASSWORD)@recserve-redis:6379"
+# Ray's own token auth for the dashboard and GCS; the operator creates the token Secret.
+AUTH_OPTIONS = {"mode": "token"}
+
 # Where the services of cluster/k8s/ are reached from the Ray pods (same namespace).
 POD_ENV: list[dict[str, Any]] = [
-    {"name": "RAY_AUTH_MODE", "value": "disabled"},
+    # RAY_AUTH_MODE / RAY_AUTH_TOKEN come from the operator (authOptions below).
     {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
     # gRPC between replicas: measured by benchmarks/serve.py, 15-18% more requests/s at 8
     # clients with the same or lower p50 (see the README's Operations section)
@@ -42,7 +53,9 @@ POD_ENV: list[dict[str, Any]] = [
     {"name": "RECSERVE_ENV", "value": "production"},
     {"name": "RECSERVE_DATA_DIR", "value": "/data"},
     {"name": "RECSERVE_ARTIFACT_URI", "value": "/data/artifacts"},
-    {"name": "RECSERVE_REDIS_URL", "value": "redis+cluster://recserve-redis:6379"},
+    # Kubernetes expands $(REDIS_PASSWORD) from the variable above it (hex: URL-safe).
+    _secret("REDIS_PASSWORD", "redis-password"),
+    {"name": "RECSERVE_REDIS_URL", "value": REDIS_URL},
     {"name": "RECSERVE_QDRANT_URL", "value": "http://recserve-qdrant:6333"},
     {"name": "RECSERVE_LOG_FORMAT", "value": "json"},
     {"name": "RECSERVE_OTLP_ENDPOINT", "value": "http://otel-collector:4318"},
@@ -81,14 +94,17 @@ HEAD_PORTS = [
 ]
 
 
-def ray_cluster_spec(workers: int = 2, max_workers: int = 6) -> dict[str, Any]:
+def ray_cluster_spec(
+    workers: int = 2, max_workers: int = 6, dashboard_host: str = "0.0.0.0"
+) -> dict[str, Any]:
     head = _container("ray-head", "2", "6Gi", HEAD_PORTS)
     worker = _container("ray-worker", "2", "6Gi", [{"name": "metrics", "containerPort": 8080}])
     return {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
+        "authOptions": AUTH_OPTIONS,
         "headGroupSpec": {
-            "rayStartParams": {"dashboard-host": "0.0.0.0", "metrics-export-port": "8080"},
+            "rayStartParams": {"dashboard-host": dashboard_host, "metrics-export-port": "8080"},
             "template": _pod(head),
         },
         "workerGroupSpecs": [
@@ -139,7 +155,8 @@ def raycluster_dev() -> dict[str, Any]:
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
         "metadata": {"name": "recserve-dev", "labels": {"app.kubernetes.io/name": "recserve"}},
-        "spec": ray_cluster_spec(workers=1, max_workers=2),
+        # Nothing in the cluster calls this dashboard: loopback only (kubectl port-forward).
+        "spec": ray_cluster_spec(workers=1, max_workers=2, dashboard_host="127.0.0.1"),
     }
 
 

@@ -2,8 +2,14 @@
 
 ``serve run serve_config.yaml`` (or ``serve.run(build_app(AppArgs(...)))``) wires one ``Engine``
 per algorithm, the ``HybridCombiner`` over their handles and, in front, the ``GraphQLIngress``.
-Every replica gets the builder's ``RECSERVE_*`` environment (plus ``settings`` overrides) in its
-runtime_env, so ``Settings()`` on a replica reads what the operator configured.
+Every replica gets the builder's non-secret ``RECSERVE_*`` environment (plus ``settings``
+overrides) in its runtime_env, so ``Settings()`` on a replica reads what the operator configured.
+
+Secrets (JWT secret, ops token, Qdrant key, database/Redis URLs with a password) never go there:
+the runtime_env is part of the Serve config the Ray dashboard shows. Replicas read them from
+their own process environment, which Ray workers inherit from the raylet, i.e. from whatever
+started Ray: ``serve run`` (``recserve serve``) when it starts the local cluster itself, the
+shell that ran ``ray start`` (export them first), or the pod's env from a Kubernetes Secret.
 """
 
 # No ``from __future__ import annotations`` here: Serve reads ``build_app``'s annotation at run
@@ -20,9 +26,9 @@ from deployments.ingress import GraphQLIngress
 from deployments.models import ModelSource
 from deployments.plan import catalog_for
 from storage.errors import InvalidData
+from storage.settings import ENV_PREFIX, is_secret_setting
 from training.algorithms import ALGORITHMS
 
-ENV_PREFIX = "RECSERVE_"
 # RECSERVE_TEST_* name the test suite's own services; they are not settings of the product.
 TEST_PREFIX = "RECSERVE_TEST_"
 
@@ -44,7 +50,8 @@ class AppArgs(BaseModel):
     hybrid: dict[str, Any] = Field(default_factory=dict)
     # Without the ingress the combiner is the app's entry (tests, batch jobs, other front ends).
     graphql: bool = True
-    # RECSERVE_* values for every replica, on top of the builder's own environment.
+    # RECSERVE_* values for every replica, on top of the builder's own environment; never
+    # secrets (refused): those come from the replicas' process environment.
     settings: dict[str, str] = Field(default_factory=dict)
     passthrough_env: bool = True
     sizes: dict[str, DeploymentSize] = Field(default_factory=dict)
@@ -52,16 +59,25 @@ class AppArgs(BaseModel):
 
 
 def replica_env(args: AppArgs) -> dict[str, str]:
+    """The ``RECSERVE_*`` settings put into every replica's runtime_env: none of them secret."""
     env = {}
     if args.passthrough_env:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k.startswith(ENV_PREFIX) and not k.startswith(TEST_PREFIX)
+            if k.startswith(ENV_PREFIX)
+            and not k.startswith(TEST_PREFIX)
+            and not is_secret_setting(k, v)
         }
     for key, value in args.settings.items():
         name = key.upper()
-        env[name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name] = str(value)
+        name = name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name
+        if is_secret_setting(name, str(value)):
+            raise InvalidData(
+                f"{name} is a secret: give it to the replicas' environment (a Kubernetes Secret, "
+                "or export it before `ray start` / `serve run`), not to the Serve config"
+            )
+        env[name] = str(value)
     return env
 
 

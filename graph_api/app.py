@@ -1,5 +1,7 @@
 """The FastAPI app: GraphQL at ``/graphql`` (HTTP + both websocket protocols) and ``/health``.
 
+Request bodies are capped at ``settings.max_body_bytes`` before any route sees them.
+
 ``create_app`` is what ``deployments`` calls on each Serve replica and what tests call
 in-process. Resources passed in belong to the caller; the ones created here are disposed of
 when the app shuts down.
@@ -20,6 +22,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 
 from graph_api.auth import TokenService
 from graph_api.context import RequestContext, Services
+from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.metrics import MetricsRecorder
 from graph_api.observability import mount_observability
@@ -96,6 +99,7 @@ def create_app(
     )
     app = FastAPI(title="Recserve", lifespan=_lifespan(services, owned))
     app.state.services = services
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(router, prefix="/graphql")
 
     mount_observability(app, services)

@@ -12,7 +12,7 @@ import strawberry
 from graph_api.auth import Principal, hash_password, verify_password
 from graph_api.context import Info, RequestContext
 from graph_api.errors import BadUserInput, Unauthenticated
-from graph_api.inputs import LoginInput, RegisterInput
+from graph_api.inputs import LoginInput, RegisterInput, check_login
 from graph_api.types import AuthPayload, User
 from storage.errors import Conflict, NotFound
 from storage.models import Tenant, UserRole
@@ -84,6 +84,7 @@ class AuthMutation:
 
     @strawberry.mutation
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
+        check_login(input)
         async with info.context.session() as session:
             try:
                 tenant = await tenants_repo.get_tenant_by_domain(

@@ -6,6 +6,7 @@ schema extension turns storage errors into their codes and masks anything unexpe
 
     NotFound              -> NOT_FOUND
     Conflict, InvalidData -> BAD_USER_INPUT
+    a variable's coercion -> BAD_USER_INPUT
     Unavailable           -> INTERNAL ("service temporarily unavailable")
     anything else         -> INTERNAL ("Internal server error.")
 """
@@ -95,6 +96,10 @@ def classify(error: GraphQLError) -> tuple[str, str, dict[str, Any]]:
         return code, error.message, {}
     if isinstance(original, ApiError):
         return original.code, original.message, original.extensions
+    if error.path is None and isinstance(original, GraphQLError):
+        # A variable that failed coercion (a UUID that is not one, a float for an Int): the
+        # request's fault, described by graphql-core in terms of the client's own value.
+        return BAD_USER_INPUT, error.message, {}
     for storage_type, code in _STORAGE_CODES:
         if isinstance(original, storage_type):
             return code, _storage_message(original, code), {}

@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
+from graph_api import bounds
 from graph_api.errors import BadUserInput
 from graph_api.recommendations import RecommendationParams
 
@@ -86,6 +87,8 @@ def parse_weights(raw: Any) -> dict[str, float] | None:
     """Accept ``{engine: weight}`` or ``[{engine, weight}]``; anything else is BAD_USER_INPUT."""
     if raw is None:
         return None
+    bounds.check_json("weights", raw)
+    bounds.check_list("weights", raw if isinstance(raw, list | dict) else None, bounds.WEIGHTS)
     pairs: list[tuple[Any, Any]]
     if isinstance(raw, dict):
         pairs = list(raw.items())
@@ -103,9 +106,20 @@ def parse_weights(raw: Any) -> dict[str, float] | None:
     return weights
 
 
+def _check_options(options: RecommendationOptions, filters: RecommendationFilters) -> None:
+    bounds.check_text("algorithm", options.algorithm, bounds.NAME_CHARS)
+    bounds.check_text("strategy", options.strategy, bounds.NAME_CHARS)
+    bounds.check_list("filters.categories", filters.categories, bounds.CATEGORIES)
+    for category in filters.categories or ():
+        bounds.check_text("filters.categories", category, bounds.CATEGORY_CHARS)
+    bounds.check_list("filters.excludeItemIds", filters.exclude_item_ids, bounds.EXCLUDE_ITEM_IDS)
+    bounds.check_number("filters.minRating", filters.min_rating)
+
+
 def to_params(options: RecommendationOptions | None) -> RecommendationParams:
     options = options or RecommendationOptions()
     filters = options.filters or RecommendationFilters()
+    _check_options(options, filters)
     params = RecommendationParams(
         algorithm=options.algorithm,
         k=options.num_recommendations,
@@ -121,6 +135,7 @@ def to_params(options: RecommendationOptions | None) -> RecommendationParams:
 
 
 def check_rating(rating: float) -> float:
+    bounds.check_number("rating", rating)
     if not 0.5 <= rating <= 5.0 or (rating / RATING_STEP) != int(rating / RATING_STEP):
         raise BadUserInput("rating must be between 0.5 and 5 in steps of 0.5.")
     return float(rating)
@@ -133,8 +148,27 @@ def check_page(limit: int, offset: int) -> None:
         raise BadUserInput("offset must not be negative.")
 
 
+def check_login(data: LoginInput) -> None:
+    bounds.check_text("email", data.email, bounds.EMAIL_CHARS)
+    bounds.check_text("password", data.password, bounds.PASSWORD_CHARS)
+    bounds.check_text("tenantDomain", data.tenant_domain, bounds.DOMAIN_CHARS)
+
+
+def _check_item(data: ItemInput | ItemUpdateInput) -> None:
+    bounds.check_text("externalId", getattr(data, "external_id", None), bounds.EXTERNAL_ID_CHARS)
+    bounds.check_text("title", data.title, bounds.TITLE_CHARS)
+    bounds.check_text("description", data.description, bounds.DESCRIPTION_CHARS)
+    bounds.check_text("category", data.category, bounds.CATEGORY_CHARS)
+    bounds.check_list("tags", data.tags, bounds.TAGS)
+    for tag in data.tags or ():
+        bounds.check_text("tags", tag, bounds.TAG_CHARS)
+    if data.metadata is not None:
+        bounds.check_json("metadata", data.metadata)
+
+
 def item_fields(data: ItemInput | ItemUpdateInput) -> dict[str, Any]:
     """The set fields of an item input as model keyword arguments, validated."""
+    _check_item(data)
     fields: dict[str, Any] = {}
     for name in ("title", "description", "category", "tags"):
         value = getattr(data, name)

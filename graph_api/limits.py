@@ -14,6 +14,7 @@ carrying ``retryAfter`` (whole seconds). Subscriptions are charged on ``authoriz
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -99,7 +100,10 @@ def _list_size(field: FieldNode, variables: dict[str, Any], root: bool) -> int:
     value = _argument(field, path, variables)
     if value is None and name == "items" and not root:
         return 1  # RecommendationResult.items: already sized by its parent
-    return max(int(value), 1) if isinstance(value, int | float) else default
+    # Variables are still raw JSON here: a non-finite number is refused later, by coercion.
+    if isinstance(value, int | float) and math.isfinite(value):
+        return max(int(value), 1)
+    return default
 
 
 def complexity(

@@ -14,11 +14,11 @@ from typing import Any
 
 import strawberry
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.fastapi import GraphQLRouter
 from strawberry.types.unset import UNSET, UnsetType
 
 from graph_api.auth import Principal
 from graph_api.context import RequestContext
+from graph_api.http import GraphQLOverHTTP
 from graph_api.mutations import events_channel
 from storage.cache.base import Subscription
 
@@ -33,7 +33,7 @@ def models_channel(tenant_id: uuid.UUID) -> str:
     return f"models:{tenant_id}"
 
 
-class AuthenticatedGraphQLRouter(GraphQLRouter[RequestContext, None]):
+class AuthenticatedGraphQLRouter(GraphQLOverHTTP):
     """Checks the token sent in ``connection_init`` before acknowledging a websocket.
 
     A token that fails verification closes the socket (4403, "Forbidden"); a socket without a

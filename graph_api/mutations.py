@@ -14,6 +14,7 @@ from typing import Any
 
 import strawberry
 
+from graph_api import bounds
 from graph_api.auth import Principal
 from graph_api.auth_mutations import AuthMutation
 from graph_api.context import Info, RequestContext
@@ -190,6 +191,7 @@ class Mutation(AuthMutation):
     @strawberry.mutation
     async def train_model(self, info: Info, algorithms: list[str] | None = None) -> TrainingJob:
         principal = await require_admin(info.context)
+        bounds.check_list("algorithms", algorithms, bounds.ALGORITHMS)
         unknown = sorted(
             set(algorithms or ()) - set(info.context.services.recommender.catalog.engines)
         )

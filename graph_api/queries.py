@@ -6,6 +6,7 @@ import uuid
 
 import strawberry
 
+from graph_api import bounds
 from graph_api.auth import Principal
 from graph_api.context import Info, RequestContext
 from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound, Unauthenticated
@@ -85,6 +86,8 @@ class Query:
     ) -> list[Item]:
         principal = await info.context.authorize()
         check_page(limit, offset)
+        bounds.check_text("category", category, bounds.CATEGORY_CHARS)
+        bounds.check_text("search", search, bounds.SEARCH_CHARS)
         async with info.context.session() as session:
             rows = await items_repo.list_items(
                 session=session,
@@ -117,6 +120,7 @@ class Query:
         principal = await info.context.authorize()
         if not 1 <= limit <= MAX_PAGE:
             raise BadUserInput(f"limit must be between 1 and {MAX_PAGE}.")
+        bounds.check_text("category", category, bounds.CATEGORY_CHARS)
         pairs = await info.context.services.recommender.trending(
             tenant_id=str(principal.tenant_id), category=category, limit=limit
         )

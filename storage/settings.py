@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.secret_strength import is_placeholder, url_password, weakness
+
 DEV_SECRET_FILE = ".dev-jwt-secret"
 
 
@@ -32,6 +34,24 @@ def _development_secret(data_dir: Path) -> str:
         else:
             candidate.unlink()
     return path.read_text().strip()
+
+
+ENV_PREFIX = "RECSERVE_"
+# Words that mark an environment variable as a credential even when Settings does not know it.
+_SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "CREDENTIAL", "PRIVATE")
+
+
+def is_secret_setting(name: str, value: str) -> bool:
+    """Whether the ``RECSERVE_*`` variable ``name`` holds a credential: a ``SecretStr`` setting
+    (JWT secret, ops token, Qdrant key), a URL with a password in it, or a variable whose name
+    says so. Such values must never travel in a Serve config, where the dashboard shows them.
+    """
+    field = Settings.model_fields.get(name.removeprefix(ENV_PREFIX).lower())
+    if field is not None and "SecretStr" in repr(field.annotation):
+        return True
+    if url_password(value):
+        return True
+    return any(word in name.upper() for word in _SECRET_WORDS)
 
 
 class UnsafeSettingsError(Exception):
@@ -72,6 +92,9 @@ class Settings(BaseSettings):
         "enterprise": {"per_user": 6_000, "per_tenant": 60_000},
     }
 
+    # Largest HTTP request body the API reads (bytes); bigger ones get 413 unread.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
     # Schema introspection and the GraphiQL page; None: on, except when env is production.
     graphql_introspection: bool | None = None
     # Bearer token for /health and /metrics (the figures and per-tenant series). Unset: open in
@@ -103,9 +126,27 @@ class Settings(BaseSettings):
                 )
             self.jwt_secret = SecretStr(_development_secret(self.data_dir))
             self._dev_secret = True
-        elif self.env == "production" and len(self.jwt_secret.get_secret_value()) < 32:
-            raise UnsafeSettingsError("RECSERVE_JWT_SECRET must be at least 32 characters")
+        if self.env == "production":
+            self._refuse_weak_secrets()
         return self
+
+    def _refuse_weak_secrets(self) -> None:
+        """Production signs tokens and guards data with these: no placeholders, nothing
+        guessable (see ``storage.secret_strength``)."""
+        tokens = {"RECSERVE_JWT_SECRET": self.jwt_secret, "RECSERVE_OPS_TOKEN": self.ops_token}
+        for name, secret in tokens.items():
+            reason = weakness(secret.get_secret_value()) if secret is not None else None
+            if reason is not None:
+                raise UnsafeSettingsError(f"{name} is {reason}: generate a random one")
+        passwords = {
+            "RECSERVE_DATABASE_URL": url_password(self.database_url),
+            "RECSERVE_REDIS_URL": url_password(self.redis_url),
+            "RECSERVE_QDRANT_API_KEY": self.qdrant_api_key
+            and self.qdrant_api_key.get_secret_value(),
+        }
+        for name, password in passwords.items():
+            if password and is_placeholder(password):
+                raise UnsafeSettingsError(f"{name} carries a placeholder password")
 
     @property
     def qdrant_path(self) -> Path:

@@ -49,13 +49,15 @@ def test_every_pod_runs_the_project_image_with_the_same_settings() -> None:
     job = _job()
     containers = _containers(job)
     assert len(containers) == 2 and {c["image"] for c in containers} == {_project_image()}
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert sum(g["replicas"] for g in workers) >= 2  # one pod per training worker
     settings_fields = {f"RECSERVE_{name.upper()}" for name in Settings.model_fields}
     for container in containers:
         env = {e["name"]: e for e in container["env"]}
         assert container["env"] == containers[0]["env"]
-        assert env["RAY_AUTH_MODE"]["value"] == "disabled"
+        # Ray's token auth is on: the operator sets RAY_AUTH_MODE/RAY_AUTH_TOKEN (authOptions).
+        assert "RAY_AUTH_MODE" not in env
         assert {n for n in env if n.startswith("RECSERVE_")} <= settings_fields
         assert {"RECSERVE_DATABASE_URL", "RECSERVE_ARTIFACT_URI"} <= set(env)
         secret = env["RECSERVE_JWT_SECRET"]["valueFrom"]["secretKeyRef"]

@@ -1,15 +1,18 @@
 """The cluster files agree with the code and validate against the Kubernetes and KubeRay schemas.
 
 Kubernetes objects (and the pod templates inside the KubeRay ones) are checked with
-``kubernetes-validate``'s bundled, offline v1.37 schemas in strict mode. No offline KubeRay CRD
-schema is available here, so the KubeRay objects are checked against ``KUBERAY_V1``: the
-documented ``ray.io/v1`` fields this project uses, closed to anything else (a typo fails).
+``kubernetes-validate``'s bundled, offline v1.37 schemas in strict mode. KubeRay objects are
+checked against the real ``ray.io/v1`` CRDs (``../shared/schemas/kuberay``, the operator's
+published ``openAPIV3Schema``), closed the way the API server prunes: an object schema with
+``properties`` and no ``additionalProperties`` admits no other field, unless it says
+``x-kubernetes-preserve-unknown-fields``. Without the CRDs (a fresh clone) that test skips.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,76 +26,40 @@ from storage.metrics import RAY_PREFIX, SPECS, exported_names
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"
-STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-OBJECT = {"type": "object"}
-
-
-def closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(required),
-        "additionalProperties": False,
-    }
-
-
-RAY_START = {"rayStartParams": STRING_MAP, "template": OBJECT}
-RAY_CLUSTER_SPEC = closed(
-    {
-        "rayVersion": {"type": "string"},
-        "enableInTreeAutoscaling": {"type": "boolean"},
-        "autoscalerOptions": OBJECT,
-        "headServiceAnnotations": STRING_MAP,
-        "headGroupSpec": closed({**RAY_START, "serviceType": {"type": "string"}}, ("template",)),
-        "workerGroupSpecs": {
-            "type": "array",
-            "items": closed(
-                {
-                    **RAY_START,
-                    "groupName": {"type": "string"},
-                    "replicas": {"type": "integer", "minimum": 0},
-                    "minReplicas": {"type": "integer", "minimum": 0},
-                    "maxReplicas": {"type": "integer", "minimum": 0},
-                    "numOfHosts": {"type": "integer", "minimum": 1},
-                },
-                ("groupName", "template"),
-            ),
-        },
-    },
-    ("headGroupSpec",),
-)
-KUBERAY_V1: dict[str, dict[str, Any]] = {
-    "RayCluster": RAY_CLUSTER_SPEC,
-    "RayService": closed(
-        {
-            "serveConfigV2": {"type": "string"},
-            "rayClusterConfig": RAY_CLUSTER_SPEC,
-            "upgradeStrategy": OBJECT,
-            "serveService": OBJECT,
-        },
-        ("rayClusterConfig",),
-    ),
-    "RayJob": closed(
-        {
-            "entrypoint": {"type": "string"},
-            "runtimeEnvYAML": {"type": "string"},
-            "jobId": {"type": "string"},
-            "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode"]},
-            "shutdownAfterJobFinishes": {"type": "boolean"},
-            "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
-            "activeDeadlineSeconds": {"type": "integer", "minimum": 0},
-            "backoffLimit": {"type": "integer", "minimum": 0},
-            "suspend": {"type": "boolean"},
-            "rayClusterSpec": RAY_CLUSTER_SPEC,
-            "clusterSelector": STRING_MAP,
-            "submitterPodTemplate": OBJECT,
-            "entrypointNumCpus": {"type": "number"},
-            "entrypointResources": {"type": "string"},
-            "metadata": STRING_MAP,
-        },
-        ("entrypoint",),
-    ),
+CRDS = ROOT.parent / "shared" / "schemas" / "kuberay"
+CRD_FILES = {
+    "RayCluster": "ray.io_rayclusters.yaml",
+    "RayJob": "ray.io_rayjobs.yaml",
+    "RayService": "ray.io_rayservices.yaml",
 }
+needs_crds = pytest.mark.skipif(
+    not (CRDS / CRD_FILES["RayService"]).exists(), reason=f"KubeRay CRDs not found at {CRDS}"
+)
+
+
+def json_schema(node: Any) -> Any:
+    """A CRD's structural OpenAPI schema as a JSON Schema that also refuses unknown fields."""
+    if isinstance(node, list):
+        return [json_schema(entry) for entry in node]
+    if not isinstance(node, dict):
+        return node
+    schema = {k: json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if node.get("x-kubernetes-int-or-string"):
+        schema.pop("type", None)
+        schema["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if schema.pop("nullable", False) and "type" in schema:
+        schema["type"] = [schema["type"], "null"]
+    open_object = node.get("x-kubernetes-preserve-unknown-fields", False)
+    if "properties" in node and "additionalProperties" not in node and not open_object:
+        schema["additionalProperties"] = False
+    return schema
+
+
+@cache
+def crd_schema(kind: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / CRD_FILES[kind]).read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return json_schema(version["schema"]["openAPIV3Schema"])
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -125,21 +92,36 @@ def test_kubernetes_objects_validate(path: Path) -> None:
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
 
 
+@needs_crds
 @pytest.mark.parametrize("path", KUBERAY_FILES, ids=lambda p: p.name)
 def test_kuberay_objects_validate(path: Path) -> None:
     for document in documents(path):
         assert document["apiVersion"] == "ray.io/v1"
-        jsonschema.validate(document["spec"], KUBERAY_V1[document["kind"]])
+        jsonschema.validate(document, crd_schema(document["kind"]))
         for template in pod_templates(document["spec"]):
             wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}}
             kubernetes_validate.validate(wrapped | {"template": template}, K8S_VERSION, strict=True)
 
 
-def test_the_structural_check_catches_a_typo() -> None:
+@needs_crds
+@pytest.mark.parametrize(
+    ("where", "field", "value"),
+    [
+        (("spec", "rayClusterConfig", "headGroupSpec"), "rayStartParam", {}),  # a typo
+        (("spec", "rayClusterConfig"), "authOptions", {"mode": "password"}),  # not in the enum
+        (("spec", "rayClusterConfig", "workerGroupSpecs", 0), "replicas", "two"),
+        (("spec", "rayClusterConfig", "headGroupSpec", "template", "spec"), "containerz", []),
+    ],
+)
+def test_the_crd_check_catches_mistakes(where: tuple[Any, ...], field: str, value: Any) -> None:
     service = documents(manifests.RAYSERVICE)[0]
-    service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParam"] = {}
+    jsonschema.validate(service, crd_schema("RayService"))
+    target: Any = service
+    for key in where:
+        target = target[key]
+    target[field] = value
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(service["spec"], KUBERAY_V1["RayService"])
+        jsonschema.validate(service, crd_schema("RayService"))
 
 
 METRIC = re.compile(r"\bray_[a-z_]+")

@@ -12,6 +12,7 @@ from ray.serve._private.build_app import build_app as serve_build
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import ALGORITHMS, AppArgs, build_app, engine_name, replica_env
+from storage.errors import InvalidData
 
 CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
 
@@ -58,3 +59,33 @@ def test_builder_forwards_recserve_settings(monkeypatch: pytest.MonkeyPatch) -> 
     assert env_vars["RECSERVE_DATA_DIR"] == "/srv/recserve"
     closed = AppArgs(engines=["popularity"], passthrough_env=False)
     assert replica_env(closed) == {}
+
+
+SECRET_ENV = {
+    "RECSERVE_JWT_SECRET": "jwt-value-that-must-stay-out-of-the-serve-config",
+    "RECSERVE_OPS_TOKEN": "ops-value-that-must-stay-out-of-the-serve-config",
+    "RECSERVE_QDRANT_API_KEY": "qdrant-value-that-must-stay-out",
+    "RECSERVE_DATABASE_URL": "postgresql+asyncpg://app:db-password-value@db/recserve",
+    "RECSERVE_REDIS_URL": "redis+cluster://:redis-password-value@recserve-redis:6379",
+}
+
+
+def test_secrets_never_reach_the_serve_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SECRET_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RECSERVE_ENV", "production")
+    args = AppArgs(engines=["popularity"])
+    assert replica_env(args) == {"RECSERVE_ENV": "production"}
+    shown = str({n: d.ray_actor_options for n, d in _deployments(build_app(args)).items()})
+    for value in SECRET_ENV.values():
+        assert value not in shown
+    # A URL without a password is configuration, not a secret: it is still forwarded.
+    monkeypatch.setenv("RECSERVE_DATABASE_URL", "postgresql+asyncpg://app@db/recserve")
+    assert replica_env(args)["RECSERVE_DATABASE_URL"] == "postgresql+asyncpg://app@db/recserve"
+
+
+@pytest.mark.parametrize("key", ["jwt_secret", "RECSERVE_OPS_TOKEN", "redis_url"])
+def test_a_secret_in_the_serve_config_args_is_refused(key: str) -> None:
+    value = "redis://:pw-value@r:6379" if key == "redis_url" else "some-secret-value"
+    with pytest.raises(InvalidData, match="secret"):
+        build_app(AppArgs(engines=["popularity"], settings={key: value}))

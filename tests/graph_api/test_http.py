@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from storage.errors import Unavailable
 from tests.graph_api.conftest import Api, make_settings, running_api
@@ -168,3 +171,40 @@ async def test_introspection_and_graphiql_are_on_in_development(api: Api) -> Non
     assert (await api.gql(INTROSPECT))["data"] == {"__schema": {"queryType": {"name": "Query"}}}
     page = await api.client.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
+
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+async def _post_accepting(api: Api, accept: str, body: dict[str, Any]) -> httpx.Response:
+    return await api.client.post("/graphql", json=body, headers={"accept": accept})
+
+
+async def test_graphql_response_json_is_negotiated_with_its_status_codes(api: Api) -> None:
+    ok = await _post_accepting(api, GRAPHQL_RESPONSE, {"query": "{ __typename }"})
+    assert ok.status_code == 200
+    assert ok.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+    assert ok.json() == {"data": {"__typename": "Query"}}
+    # Request errors (parse, validation, variable coercion) have no data entry and a 400.
+    for body in (
+        {"query": "{ me { id "},
+        {"query": "{ nope }"},
+        {"query": "query($id: UUID!) { item(id: $id) { id } }", "variables": {"id": "x"}},
+    ):
+        refused = await _post_accepting(api, f"{GRAPHQL_RESPONSE}, application/json;q=0.9", body)
+        assert refused.status_code == 400, body
+        assert refused.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+        assert "data" not in refused.json() and refused.json()["errors"]
+    # A field error is still a 200 with data, as the spec asks.
+    field_error = await _post_accepting(api, GRAPHQL_RESPONSE, {"query": "{ me { id } }"})
+    assert field_error.status_code == 200
+    assert field_error.json()["data"] is None
+    assert field_error.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_application_json_keeps_its_behaviour(api: Api) -> None:
+    for accept in ("application/json", "*/*", f"application/json, {GRAPHQL_RESPONSE};q=0.5"):
+        response = await _post_accepting(api, accept, {"query": "{ nope }"})
+        assert response.status_code == 200, accept
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["data"] is None

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from deployments.app import AppArgs, compose
 from storage.db import create_database, drop_database
@@ -30,7 +29,6 @@ from training.pipeline import train_tenant_async
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ENGINES = ["popularity", "item_knn", "ease", "content"]
-SECRET = "serve-e2e-test-secret-0123456789abcdef"
 PASSWORD = "correct horse battery"
 READY_TIMEOUT_S = 60.0
 
@@ -55,7 +53,9 @@ class Client:
 
 
 def replica_settings(data_dir: Path, database_url: str | None) -> dict[str, str]:
-    values = {"env": "test", "data_dir": str(data_dir), "jwt_secret": SECRET}
+    # No jwt_secret: a secret in AppArgs.settings is refused (the Serve config is public).
+    # Replicas and this process share the data dir's generated development secret instead.
+    values = {"env": "test", "data_dir": str(data_dir)}
     if database_url is not None:
         values["database_url"] = database_url
     return values
@@ -85,7 +85,7 @@ async def deployed_app(
     args = AppArgs(engines=ENGINES, engine_timeout_s=20.0, version_ttl_s=0.0, settings=values)
     route = f"/{name}"
     serve.run(compose(args), name=name, route_prefix=route)
-    settings = Settings(**(values | {"jwt_secret": SecretStr(SECRET)}))
+    settings = Settings(**values)
     try:
         base = f"http://127.0.0.1:{port}{route}"
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:

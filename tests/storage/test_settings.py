@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
+import yaml
 
 from storage.settings import Settings, UnsafeSettingsError
 
@@ -40,5 +42,54 @@ def test_production_refuses_the_development_jwt_secret(monkeypatch: pytest.Monke
         Settings(env="production")
     with pytest.raises(UnsafeSettingsError):
         Settings(env="production", jwt_secret="short")
-    settings = Settings(env="production", jwt_secret="x" * 40)
+    settings = Settings(env="production", jwt_secret=secrets.token_urlsafe(48))
     assert not settings.uses_dev_jwt_secret
+
+
+def _example_secrets() -> dict[str, str]:
+    example = Path(__file__).resolve().parents[2] / "cluster" / "k8s" / "secrets.example.yaml"
+    return yaml.safe_load(example.read_text())["stringData"]
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [
+        "x" * 40,
+        "changeme-changeme-changeme-changeme",
+        "my-super-secret-jwt-key-for-production-2024",
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+        "Ab1!" * 10,
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1234567890",
+    ],
+)
+def test_production_refuses_placeholder_and_low_entropy_secrets(weak: str) -> None:
+    with pytest.raises(UnsafeSettingsError):
+        Settings(env="production", jwt_secret=weak)
+    with pytest.raises(UnsafeSettingsError):
+        Settings(env="production", jwt_secret=secrets.token_urlsafe(48), ops_token=weak)
+
+
+def test_production_refuses_every_value_of_the_example_secret_file() -> None:
+    values = _example_secrets()
+    real = secrets.token_urlsafe(48)
+    with pytest.raises(UnsafeSettingsError):
+        Settings(env="production", jwt_secret=values["jwt-secret"])
+    with pytest.raises(UnsafeSettingsError):
+        Settings(env="production", jwt_secret=real, ops_token=values["ops-token"])
+    with pytest.raises(UnsafeSettingsError, match="DATABASE_URL"):
+        Settings(env="production", jwt_secret=real, database_url=values["database-url"])
+    with pytest.raises(UnsafeSettingsError, match="REDIS_URL"):
+        Settings(env="production", jwt_secret=real, redis_url="redis://:changeme@redis:6379/0")
+
+
+def test_production_accepts_generated_secrets() -> None:
+    for _ in range(200):
+        settings = Settings(
+            env="production",
+            jwt_secret=secrets.token_urlsafe(48),
+            ops_token=secrets.token_hex(16),
+            database_url=f"postgresql+asyncpg://app:{secrets.token_hex(16)}@db/recserve",
+        )
+        assert not settings.uses_dev_jwt_secret
+    # Development keeps accepting anything: the checks guard production only.
+    assert Settings(env="development", jwt_secret="change-me").jwt_secret is not None
