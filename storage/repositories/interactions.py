@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.errors import Conflict, InvalidData
 from storage.models import Interaction, Rating, utcnow
 from storage.repositories._bulk import copy_records, executemany_records, new_uuid_hex
-from storage.repositories._common import chunks, savepoint, table_of
+from storage.repositories._common import chunks, first_per_user, savepoint, table_of
 
 MAX_TYPE_LENGTH = 32
 _BATCH = 1000
@@ -125,19 +125,22 @@ async def interactions_for_users(
     tenant_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
     interaction_type: str | None = None,
+    per_user: int | None = None,
 ) -> list[list[Interaction]]:
-    """Batch lookup for DataLoaders: each user's interactions (newest first), in input order.
+    """Batch lookup for DataLoaders: each user's interactions (newest first), in input order;
+    at most ``per_user`` of each (cut in SQL, so a long history is never read whole).
 
     Unknown ids and other tenants' users get an empty list.
     """
     by_user: dict[uuid.UUID, list[Interaction]] = {key: [] for key in user_ids}
+    newest_first = (Interaction.created_at.desc(), Interaction.id)
     for batch in chunks(by_user, _BATCH):
-        query = select(Interaction).where(
-            Interaction.tenant_id == tenant_id, Interaction.user_id.in_(batch)
-        )
+        where = [Interaction.tenant_id == tenant_id, Interaction.user_id.in_(batch)]
         if interaction_type is not None:
-            query = query.where(Interaction.interaction_type == interaction_type)
-        query = query.order_by(Interaction.created_at.desc(), Interaction.id)
+            where.append(Interaction.interaction_type == interaction_type)
+        query = select(Interaction).where(*where).order_by(*newest_first)
+        if per_user is not None:
+            query = first_per_user(Interaction, where, newest_first, per_user)
         for interaction in (await session.scalars(query)).all():
             by_user[interaction.user_id].append(interaction)
     return [by_user[key] for key in user_ids]
