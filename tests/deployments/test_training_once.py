@@ -15,18 +15,21 @@ from storage.settings import Settings
 from tests.deployments.fakes import fake_train
 
 GATE = threading.Event()
+STARTED = threading.Event()
 CALLS: list[str] = []
 
 
 def gated_train(settings: Any, tenant_id: str, algorithms: list[str] | None) -> Any:
     """``fake_train`` that holds until the test opens the gate, counting its runs."""
     CALLS.append(tenant_id)
+    STARTED.set()
     GATE.wait(timeout=10)
     return fake_train(settings, tenant_id, algorithms)
 
 
 async def test_a_second_call_while_training_returns_the_running_job(tmp_path: Path) -> None:
     GATE.clear()
+    STARTED.clear()
     CALLS.clear()
     local = InProcessRecommender(
         Settings(data_dir=tmp_path),
@@ -35,8 +38,7 @@ async def test_a_second_call_while_training_returns_the_running_job(tmp_path: Pa
         train_entrypoint="tests.deployments.test_training_once:gated_train",
     )
     first = asyncio.create_task(local.train(tenant_id="acme", algorithms=["ease"]))
-    while not CALLS:
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(STARTED.wait, 10)
     again = await local.train(tenant_id="acme", algorithms=["ease"])
     everything = await local.train(tenant_id="acme", algorithms=None)  # covers ease too
     GATE.set()
