@@ -3,6 +3,7 @@ subscriptions, client addresses behind proxies, and the bounded metrics labels."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,7 +58,7 @@ async def test_nested_similar_items_are_priced_per_parent(api: Api) -> None:
 
 
 async def test_a_nested_engine_field_beyond_the_budget_is_refused_unexecuted(api: Api) -> None:
-    token, item = await _admin_with_item(api)
+    token, _item = await _admin_with_item(api)
     _limit(api, per_user=300)
     asked = len(api.recommender.requests)
     refused = await api.post("{ items(limit: 100) { similarItems { score } } }", token=token)
@@ -73,7 +74,7 @@ async def test_user_interactions_and_ratings_take_a_bounded_limit(api: Api) -> N
     await api.ok(RECORD, {"input": {"itemId": item, "interactionType": "like"}}, token)
     data = await api.ok(
         """{ me { all: interactions { id } two: interactions(limit: 2) { interactionType }
-                  likes: interactions(type: "like", limit: 5) { id } ratings(limit: 1) { rating } } }""",
+          likes: interactions(type: "like", limit: 5) { id } ratings(limit: 1) { rating } } }""",
         token=token,
     )
     me = data["me"]
@@ -125,12 +126,12 @@ async def served(
     """The app behind uvicorn, started with the environment ``recserve serve`` gives Serve."""
     settings = make_settings(tmp_path, rate_limit_ip=3)
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", serve_environment(settings)["FORWARDED_ALLOW_IPS"])
-    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/s.db", settings) as api:
-        async with (
-            live_server(api.app) as address,
-            httpx.AsyncClient(base_url=f"http://{address}") as http,
-        ):
-            yield api, http, address
+    async with (
+        running_api(f"sqlite+aiosqlite:///{tmp_path}/s.db", settings) as api,
+        live_server(api.app) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+    ):
+        yield api, http, address
 
 
 async def test_a_forged_forwarded_for_gets_no_fresh_bucket_and_no_500(
@@ -182,3 +183,88 @@ def test_the_label_set_is_bounded_across_tenants() -> None:
     labels = {recorder.names.label(f"t{n}", f"Op{n}") for n in range(50)}
     assert len(labels) == 11 and OTHER in labels
     assert recorder.names.label("t0", "Op0") == "Op0"  # admitted names stay
+
+
+# --- 1 and 2. websockets: every operation pays; subscriptions capped and complexity-checked --
+
+
+@pytest.fixture
+async def ws(api: Api) -> AsyncIterator[str]:
+    async with live_server(api.app) as address:
+        yield f"ws://{address}/graphql"
+
+
+async def test_every_operation_on_a_websocket_is_charged(api: Api, ws: str) -> None:
+    token, _ = await _admin_with_item(api)
+    spent = await _used(api, token)
+    _limit(api, per_user=spent + 10)
+    codes = []
+    async with graphql_socket(ws, token) as socket:
+        for _ in range(12):  # 25 used to cost one unit in all
+            await socket.subscribe("{ rateLimitStatus { used } }")
+            message = await socket.receive()
+            payload = message["payload"]
+            if "errors" in payload:
+                codes.append(payload["errors"][0]["extensions"]["code"])
+            else:
+                codes.append(payload["data"]["rateLimitStatus"]["used"])
+            assert (await socket.receive())["type"] == "complete"
+    assert codes == [*range(spent + 1, spent + 11), "RATE_LIMITED", "RATE_LIMITED"]
+
+
+async def test_open_subscriptions_are_capped_per_connection_and_user(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        tmp_path, max_subscriptions_per_connection=2, max_subscriptions_per_user=3
+    )
+    activity = "subscription { userActivity { kind } }"
+    async with (
+        running_api(f"sqlite+aiosqlite:///{tmp_path}/w.db", settings) as api,
+        live_server(api.app) as address,
+    ):
+        url = f"ws://{address}/graphql"
+        token, _ = await api.register("ada@w.example", "w.example")
+        async with graphql_socket(url, token) as first, graphql_socket(url, token) as second:
+            one = await first.subscribe(activity)
+            await first.subscribe(activity)
+            await first.subscribe(activity)  # a third on this connection
+            refused = await first.receive()
+            assert refused["payload"]["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+            assert (await first.receive())["type"] == "complete"
+            await second.subscribe(activity)  # the user's third
+            await second.subscribe(activity)  # a fourth for the user
+            refused = await second.receive()
+            error = refused["payload"]["errors"][0]
+            assert error["extensions"]["code"] == "RATE_LIMITED"
+            assert error["extensions"]["scope"] == "subscriptions"
+            assert (await second.receive())["type"] == "complete"
+            await first.complete(one)  # a slot comes free
+            await asyncio.sleep(0.2)  # the server ends that stream
+            await second.subscribe(activity)
+            assert await second.nothing_within(0.5)  # accepted: nothing to say yet
+
+
+async def test_subscriptions_pass_the_complexity_check(api: Api, ws: str) -> None:
+    token, _ = await _admin_with_item(api)
+    deep = """subscription { recommendationUpdates(numRecommendations: 100) {
+      item { similarItems(topK: 100) { item { similarItems(topK: 100) { score } } } } } }"""
+    query = (
+        deep.replace("subscription", "query", 1)
+        .replace(
+            "recommendationUpdates(numRecommendations: 100)",
+            "recommendations(options: {numRecommendations: 100}) { items",
+        )
+        .rstrip()
+        + " }"
+    )
+    refused_query = await api.gql(query, token=token)
+    assert refused_query["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    asked = len(api.recommender.requests)
+    async with graphql_socket(ws, token) as socket:
+        await socket.subscribe(deep)
+        message = await socket.receive()
+        error = message["payload"]["errors"][0]
+        assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        assert error["extensions"]["complexity"] > error["extensions"]["maxComplexity"]
+    assert len(api.recommender.requests) == asked  # never computed
