@@ -68,25 +68,27 @@ class Loaders:
         return [own if key == self.tenant_id else None for key in ids]
 
     async def _interactions(self, keys: list[InteractionKey]) -> list[list[Interaction]]:
-        # One statement per interaction type asked for (almost always one), each cut to the
-        # largest limit asked for in SQL; each key then gets its own first entries.
-        by_type: dict[str | None, list[uuid.UUID]] = {}
-        for user_id, kind, _limit in keys:
-            by_type.setdefault(kind, []).append(user_id)
-        found: dict[tuple[uuid.UUID, str | None], list[Interaction]] = {}
+        user_ids = list(dict.fromkeys(user_id for user_id, _, _ in keys))
+        types = {kind for _, kind, _ in keys}
+        # One type asked for (the common case) is filtered in SQL; a mix is one statement that
+        # keeps each user's and each type's newest rows, filtered here: a batch is always one
+        # statement, cut in SQL to the largest limit asked for.
+        sql_type = next(iter(types)) if len(types) == 1 else None
         async with self._database.session() as session:
-            for kind, users in by_type.items():
-                user_ids = list(dict.fromkeys(users))
-                lists = await repo.interactions_for_users(
-                    session=session,
-                    tenant_id=self.tenant_id,
-                    user_ids=user_ids,
-                    interaction_type=kind,
-                    per_user=max(limit for _, k, limit in keys if k == kind),
-                )
-                for user_id, rows in zip(user_ids, lists, strict=True):
-                    found[(user_id, kind)] = rows
-        return [found[(user_id, kind)][:limit] for user_id, kind, limit in keys]
+            lists = await repo.interactions_for_users(
+                session=session,
+                tenant_id=self.tenant_id,
+                user_ids=user_ids,
+                interaction_type=sql_type,
+                per_user=max(limit for _, _, limit in keys),
+            )
+        by_user = dict(zip(user_ids, lists, strict=True))
+        return [
+            [row for row in by_user[user_id] if kind is None or row.interaction_type == kind][
+                :limit
+            ]
+            for user_id, kind, limit in keys
+        ]
 
     async def _ratings(self, keys: list[RatingKey]) -> list[list[Rating]]:
         user_ids = list(dict.fromkeys(user_id for user_id, _ in keys))

@@ -15,11 +15,12 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Select, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from storage.errors import Conflict, InvalidData
 from storage.models import Interaction, Rating, utcnow
 from storage.repositories._bulk import copy_records, executemany_records, new_uuid_hex
-from storage.repositories._common import chunks, first_per_user, savepoint, table_of
+from storage.repositories._common import chunks, savepoint, table_of
 
 MAX_TYPE_LENGTH = 32
 _BATCH = 1000
@@ -127,10 +128,12 @@ async def interactions_for_users(
     interaction_type: str | None = None,
     per_user: int | None = None,
 ) -> list[list[Interaction]]:
-    """Batch lookup for DataLoaders: each user's interactions (newest first), in input order;
-    at most ``per_user`` of each (cut in SQL, so a long history is never read whole).
+    """Batch lookup for DataLoaders: each user's interactions (newest first), in input order.
 
-    Unknown ids and other tenants' users get an empty list.
+    With ``per_user``, only each user's newest ``per_user`` rows, and each type's newest
+    ``per_user`` rows too (so a caller can serve mixed type filters from one statement); the
+    cut is made in SQL, so a long history is never read whole. Unknown ids and other
+    tenants' users get an empty list.
     """
     by_user: dict[uuid.UUID, list[Interaction]] = {key: [] for key in user_ids}
     newest_first = (Interaction.created_at.desc(), Interaction.id)
@@ -140,10 +143,24 @@ async def interactions_for_users(
             where.append(Interaction.interaction_type == interaction_type)
         query = select(Interaction).where(*where).order_by(*newest_first)
         if per_user is not None:
-            query = first_per_user(Interaction, where, newest_first, per_user)
+            query = _newest(where, newest_first, per_user)
         for interaction in (await session.scalars(query)).all():
             by_user[interaction.user_id].append(interaction)
     return [by_user[key] for key in user_ids]
+
+
+def _newest(where: list[Any], order: tuple[Any, ...], per_user: int) -> Select[Any]:
+    """The newest ``per_user`` of each user, plus the newest ``per_user`` of each of their
+    interaction types: window functions, one statement on SQLite and PostgreSQL alike."""
+    number = func.row_number()
+    by_user = number.over(partition_by=Interaction.user_id, order_by=order).label("by_user")
+    by_type = number.over(
+        partition_by=(Interaction.user_id, Interaction.interaction_type), order_by=order
+    ).label("by_type")
+    ranked = select(Interaction, by_user, by_type).where(*where).subquery()
+    rows = aliased(Interaction, ranked)
+    wanted = (ranked.c.by_user <= per_user) | (ranked.c.by_type <= per_user)
+    return select(rows).where(wanted).order_by(ranked.c.created_at.desc(), ranked.c.id)
 
 
 def _bulk_records(
