@@ -35,6 +35,10 @@ def serve_environment(settings: Settings) -> dict[str, str]:
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Serve's throughput mode (gRPC between replicas) won in benchmarks/serve.py: on by default.
     env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # Serve's HTTP server (uvicorn) would otherwise believe X-Forwarded-For from any local
+    # peer and hand the app a client-chosen address; the app reads that header itself, from
+    # RECSERVE_TRUSTED_PROXIES only (graph_api.clients).
+    env["FORWARDED_ALLOW_IPS"] = ""
     return env
 
 

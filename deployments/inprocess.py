@@ -10,11 +10,13 @@ benchmarks serve exactly what the Serve app serves.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from deployments.jobs import RunningJobs
 from deployments.models import (
     BlendCache,
     ModelSource,
@@ -102,6 +104,7 @@ class InProcessRecommender:
             self.engines, config, vectors if vectors is not None else VectorSimilar(settings)
         )
         self.catalog = self.core.catalog
+        self._jobs = RunningJobs()
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         return await self.core.recommend(request)
@@ -113,16 +116,29 @@ class InProcessRecommender:
         return await self.core.trending(tenant_id=tenant_id, category=category, limit=limit)
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
-        """Trains in this process and returns when done: there is no cluster to hand it to."""
+        """Trains in this process and returns when done: there is no cluster to hand it to.
+        Called while the tenant's job for any of these algorithms runs: that job, at once."""
+        running = self._jobs.running(tenant_id, algorithms)
+        if running is not None:
+            return running
         module_name, _, attribute = self._train_entrypoint.partition(":")
         # Imported by name, as the Serve side does: serving code never loads the pipeline.
         train = getattr(importlib.import_module(module_name), attribute)
-        result = await asyncio.to_thread(train, self._settings, tenant_id, algorithms)
-        self.engines.invalidate(tenant_id)
-        versions = {str(k): str(v) for k, v in result.versions.items()}
-        return TrainingJob(
+        job = TrainingJob(
             job_id=uuid.uuid4().hex,
             tenant_id=tenant_id,
+            algorithms=list(algorithms or []),
+            status="running",
+        )
+        task = asyncio.ensure_future(
+            asyncio.to_thread(train, self._settings, tenant_id, algorithms)
+        )
+        self._jobs.add(job, algorithms, task.done)  # no await since the check: one claim
+        result = await task
+        self.engines.invalidate(tenant_id)
+        versions = {str(k): str(v) for k, v in result.versions.items()}
+        return dataclasses.replace(
+            job,
             algorithms=list(versions),
             status="succeeded",
             model_version=version_label(versions),

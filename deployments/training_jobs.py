@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from deployments.jobs import RunningJobs
 from deployments.models import version_label
 from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import TrainingJob
@@ -75,16 +76,23 @@ class _Submitted:
 
 
 class TrainingJobs:
-    """Jobs of this replica, by id. A restart forgets them; the artifacts stay promoted."""
+    """Jobs of this replica, by id. A restart forgets them; the artifacts stay promoted.
+
+    A tenant's job still running for any of the asked algorithms is returned instead of
+    submitting another (``deployments.jobs``)."""
 
     def __init__(self, entrypoint: str, *, num_cpus: float = 0.5) -> None:
         self.entrypoint = entrypoint
         self.num_cpus = num_cpus
         self._jobs: dict[str, _Submitted] = {}
+        self._running = RunningJobs()
 
     def submit(
         self, settings: Settings, tenant_id: str, algorithms: list[str] | None
     ) -> TrainingJob:
+        running = self._running.running(tenant_id, algorithms)
+        if running is not None:
+            return running
         task = _run_training.options(num_cpus=self.num_cpus)
         ref = task.remote(self.entrypoint, settings, tenant_id, algorithms)
         job = TrainingJob(
@@ -94,6 +102,7 @@ class TrainingJobs:
             status="submitted",
         )
         self._jobs[job.job_id] = _Submitted(job, ref)
+        self._running.add(job, algorithms, lambda: bool(ray.wait([ref], timeout=0)[0]))
         return job
 
     async def status(self, job_id: str) -> TrainingJob | None:

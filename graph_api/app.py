@@ -21,12 +21,13 @@ from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from graph_api.auth import TokenService
+from graph_api.clients import ClientAddresses
 from graph_api.context import RequestContext, Services
 from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.metrics import MetricsRecorder
 from graph_api.observability import mount_observability
-from graph_api.ratelimit import RateLimiter
+from graph_api.ratelimit import RateLimiter, SubscriptionSlots
 from graph_api.recommender import Recommender
 from graph_api.result_cache import ResultCache
 from graph_api.schema import build_schema
@@ -86,10 +87,15 @@ def create_app(
         metrics=metrics,
         rate_limiter=RateLimiter.from_settings(cache, settings),
         results=ResultCache(cache, ttl=float(settings.cache_default_ttl_seconds)),
+        subscriptions=SubscriptionSlots(
+            settings.max_subscriptions_per_connection, settings.max_subscriptions_per_user
+        ),
     )
+    addresses = ClientAddresses(settings.trusted_proxies)
 
     async def get_context(connection: HTTPConnection) -> RequestContext:
-        return RequestContext(services, connection.headers.get("authorization"))
+        authorization = connection.headers.get("authorization")
+        return RequestContext(services, authorization, addresses.of(connection))
 
     router = AuthenticatedGraphQLRouter(
         build_schema(metrics, introspection=settings.introspection_enabled),

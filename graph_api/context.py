@@ -9,8 +9,9 @@ scoped to the principal's tenant, so nothing cached can cross requests or tenant
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -22,7 +23,7 @@ from graph_api.auth import Principal, TokenService, bearer_token
 from graph_api.errors import ApiError, Unauthenticated
 from graph_api.loaders import Loaders
 from graph_api.metrics import MetricsRecorder
-from graph_api.ratelimit import Admission, RateLimiter
+from graph_api.ratelimit import Admission, RateLimiter, SubscriptionSlots
 from graph_api.recommender import Recommender
 from graph_api.row_cache import RowCache
 from storage.settings import Settings
@@ -40,13 +41,24 @@ class Services:
     metrics: MetricsRecorder
     rate_limiter: RateLimiter
     results: Any = None  # graph_api.result_cache.ResultCache over ``cache``
+    subscriptions: SubscriptionSlots | None = None  # open subscriptions, this replica
 
 
 class RequestContext(BaseContext):
-    def __init__(self, services: Services, authorization: str | None = None) -> None:
+    """One HTTP request, or one websocket connection with all its operations."""
+
+    def __init__(
+        self,
+        services: Services,
+        authorization: str | None = None,
+        client_address: str = "unknown",
+    ) -> None:
         super().__init__()
         self.services = services
         self._authorization = authorization
+        # Resolved from trusted proxies only (graph_api.clients): the per-IP limit's key.
+        self.client_address = client_address
+        self.connection_id = uuid.uuid4().hex
         self._principal: Principal | None = None
         self._auth_error: ApiError | None = None
         self._verified = False
@@ -79,7 +91,8 @@ class RequestContext(BaseContext):
         return self._principal
 
     async def authorize(self) -> Principal:
-        """The verified caller; raises UNAUTHENTICATED or RATE_LIMITED. Counts once per request."""
+        """The verified caller; raises UNAUTHENTICATED or RATE_LIMITED. ``RequestLimits`` has
+        charged the operation already; this charges 1 only if nothing did."""
         principal = self.principal
         if self._auth_error is not None:
             raise self._auth_error
@@ -94,6 +107,19 @@ class RequestContext(BaseContext):
     def credentials_rejected(self) -> bool:
         """True when a token was presented and failed verification (not when none was sent)."""
         return self.principal is None and self._auth_error is not None
+
+    @contextmanager
+    def subscription_slot(self) -> Iterator[None]:
+        """Held while a subscription streams: RATE_LIMITED when the connection or the user has
+        too many open already."""
+        slots = self.services.subscriptions
+        if slots is None:
+            yield
+            return
+        principal = self.principal
+        user = (principal.tenant_id, principal.user_id) if principal is not None else None
+        with slots.hold(self.connection_id, user):
+            yield
 
     def refresh_loaders(self) -> None:
         """Forget loaded rows: a subscription lives on, and must see writes made since."""

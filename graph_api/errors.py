@@ -110,6 +110,18 @@ def classify(error: GraphQLError) -> tuple[str, str, dict[str, Any]]:
     return INTERNAL, "Internal server error.", {}
 
 
+def is_server_fault(error: GraphQLError) -> bool:
+    """True when ``error`` is the server's fault (``INTERNAL``: an unexpected exception, an
+    unreachable backend or engine), not the client's (invalid query, refusal, rate limit),
+    whether ``ErrorMapping`` has rebuilt it yet or not. Only these count against health."""
+    original = error.original_error
+    if original is None:
+        return (error.extensions or {}).get("code") == INTERNAL
+    if isinstance(original, ApiError):
+        return original.code == INTERNAL
+    return not any(isinstance(original, kind) for kind, _code in _STORAGE_CODES)
+
+
 def _rebuild(error: GraphQLError) -> GraphQLError:
     code, message, extra = classify(error)
     return GraphQLError(
@@ -121,6 +133,12 @@ def _rebuild(error: GraphQLError) -> GraphQLError:
         original_error=None,
         extensions={**extra, "code": code, **_trace_extension()},
     )
+
+
+def final_error(error: ApiError) -> GraphQLError:
+    """``error`` as it is sent, for code that runs after ``ErrorMapping`` has done its pass."""
+    extensions = {**error.extensions, "code": error.code, **_trace_extension()}
+    return GraphQLError(error.message, extensions=extensions)
 
 
 def _trace_extension() -> dict[str, str]:

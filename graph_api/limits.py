@@ -2,14 +2,19 @@
 
 Complexity estimates how many objects a query can make the server produce: each field costs 1
 plus its children's complexity times its list size (``limit``, ``topK``,
-``options.numRecommendations``, or the field's default). Queries above ``MAX_COMPLEXITY`` are
-rejected unexecuted, as are queries deeper than the depth limit (``schema.py``).
+``options.numRecommendations``, or the field's default). Operations above ``MAX_COMPLEXITY``
+are rejected unexecuted, as are those deeper than the depth limit (``schema.py``); the same
+rules hold for queries, mutations and subscriptions.
 
-The rate-limit charge is the sum of the operation's root-field costs (``recommendations`` 5,
-``similarItems`` 3, ``trainModel`` 10, others 1; an alias repeats the charge). With a valid
-token it is charged to the user and tenant windows, without one to the client IP's window. A
-refusal answers HTTP 429 with a ``Retry-After`` header and a ``RATE_LIMITED`` GraphQL error
-carrying ``retryAfter`` (whole seconds). Subscriptions are charged on ``authorize()`` instead.
+The rate-limit charge is the operation's price: each root field costs its price
+(``recommendations`` and ``recommendationUpdates`` 5, ``similarItems`` 3, ``trainModel`` 10,
+others 1; an alias repeats the charge), and an engine-backed field nested anywhere below costs
+its price once per parent it can run for (the product of the list sizes above it), so
+``items(limit: 100) { similarItems }`` is 1 + 100 x 3. With a valid token it is charged to the
+user and tenant windows, without one to the client address's window. Every operation is
+charged, each one sent over a websocket included; a request that fails parsing, validation or
+the complexity check is charged the base price. A refusal answers HTTP 429 with a
+``Retry-After`` header and a ``RATE_LIMITED`` GraphQL error carrying ``retryAfter`` (seconds).
 """
 
 from __future__ import annotations
@@ -32,21 +37,30 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from graph_api.errors import GRAPHQL_VALIDATION_FAILED, ApiError, RateLimited
+from graph_api.errors import GRAPHQL_VALIDATION_FAILED, ApiError, RateLimited, final_error
 
-FIELD_COSTS = {"recommendations": 5, "similarItems": 3, "trainModel": 10}
+# Fields priced wherever they appear (they call the engines); other fields cost
+# DEFAULT_FIELD_COST at the root and nothing nested.
+FIELD_COSTS = {
+    "recommendations": 5,
+    "recommendationUpdates": 5,
+    "similarItems": 3,
+    "trainModel": 10,
+}
 DEFAULT_FIELD_COST = 1
 MAX_COMPLEXITY = 20_000
-# field -> (argument path giving its list size, size when the argument is absent)
+# field -> (argument path giving its list size, size when the argument is absent); the
+# defaults are the resolvers' defaults, the maxima are enforced by the resolvers.
 LIST_SIZES: dict[str, tuple[tuple[str, ...], int]] = {
     "users": (("limit",), 20),
     "items": (("limit",), 20),
+    "interactions": (("limit",), 20),
+    "ratings": (("limit",), 20),
     "trendingItems": (("limit",), 10),
     "similarItems": (("topK",), 10),
     "recommendations": (("options", "numRecommendations"), 10),
+    "recommendationUpdates": (("numRecommendations",), 10),
 }
-# Lists under a user with no size argument: counted as this many entries.
-UNSIZED_LISTS = {"interactions": 10, "ratings": 10}
 
 Fragments = dict[str, FragmentDefinitionNode]
 
@@ -75,11 +89,30 @@ def _fields(selections: Any, fragments: Fragments) -> Iterator[FieldNode]:
                 yield from _fields(fragment.selection_set.selections, fragments)
 
 
-def operation_cost(operation: OperationDefinitionNode, fragments: Fragments) -> int:
-    """Rate-limit units: the summed cost of the root fields (``__typename`` is free)."""
-    names = [f.name.value for f in _fields(operation.selection_set.selections, fragments)]
-    cost = sum(FIELD_COSTS.get(n, DEFAULT_FIELD_COST) for n in names if n != "__typename")
-    return max(cost, 1)
+def operation_cost(
+    operation: OperationDefinitionNode, fragments: Fragments, variables: dict[str, Any]
+) -> int:
+    """Rate-limit units: root fields at their price, nested engine-backed fields at their price
+    times the number of parents they can run for (``__typename`` is free)."""
+    return max(_cost(operation.selection_set.selections, fragments, variables, 1, True), 1)
+
+
+def _cost(
+    selections: Any, fragments: Fragments, variables: dict[str, Any], runs: int, root: bool
+) -> int:
+    total = 0
+    for field in _fields(selections, fragments):
+        name = field.name.value
+        if name == "__typename":
+            continue
+        if root:
+            total += FIELD_COSTS.get(name, DEFAULT_FIELD_COST)
+        elif name in FIELD_COSTS:
+            total += FIELD_COSTS[name] * runs
+        if field.selection_set:
+            inner_runs = runs * _list_size(field, variables, root)
+            total += _cost(field.selection_set.selections, fragments, variables, inner_runs, False)
+    return total
 
 
 def _argument(field: FieldNode, path: tuple[str, ...], variables: dict[str, Any]) -> Any:
@@ -92,8 +125,6 @@ def _argument(field: FieldNode, path: tuple[str, ...], variables: dict[str, Any]
 
 def _list_size(field: FieldNode, variables: dict[str, Any], root: bool) -> int:
     name = field.name.value
-    if name in UNSIZED_LISTS and not root:
-        return UNSIZED_LISTS[name]
     if name not in LIST_SIZES:
         return 1
     path, default = LIST_SIZES[name]
@@ -101,7 +132,7 @@ def _list_size(field: FieldNode, variables: dict[str, Any], root: bool) -> int:
     if value is None and name == "items" and not root:
         return 1  # RecommendationResult.items: already sized by its parent
     # Variables are still raw JSON here: a non-finite number is refused later, by coercion.
-    if isinstance(value, int | float) and math.isfinite(value):
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return max(int(value), 1)
     return default
 
@@ -122,21 +153,36 @@ def _fragments(document: DocumentNode) -> Fragments:
 
 
 class RequestLimits(SchemaExtension):
-    """Rejects too-complex operations and charges the rate limits, both before execution."""
+    """Rejects too-complex operations and charges the rate limits, both before execution; an
+    operation that never got that far (it did not parse or validate) pays the base price."""
+
+    def __init__(self) -> None:
+        self._charged = False
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        self._charged = False
+        yield
+        execution = self.execution_context
+        result = execution.result
+        if self._charged or not (execution.pre_execution_errors or (result and result.errors)):
+            return
+        try:
+            await charge(execution.context, DEFAULT_FIELD_COST)
+        except RateLimited as error:
+            # ErrorMapping has passed already (hooks unwind in reverse): the error goes final.
+            _refuse(execution, final_error(error), error)
 
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
         document = execution.graphql_document
         operation = select_operation(document, execution.operation_name) if document else None
-        if operation is not None and operation.operation != OperationType.SUBSCRIPTION:
+        if operation is not None:
             try:
                 await self._check(operation, _fragments(document))
             except ApiError as error:
-                execution.result = ExecutionResult(
-                    data=None, errors=[GraphQLError(error.message, original_error=error)]
-                )
-                if isinstance(error, RateLimited):
-                    _answer_429(execution.context, error)
+                if operation.operation == OperationType.SUBSCRIPTION:
+                    raise  # a stream cannot be answered by setting a result: it ends with this
+                _refuse(execution, GraphQLError(error.message, original_error=error), error)
         yield
 
     async def _check(self, operation: OperationDefinitionNode, fragments: Fragments) -> None:
@@ -148,21 +194,30 @@ class RequestLimits(SchemaExtension):
                 complexity=score,
                 maxComplexity=MAX_COMPLEXITY,
             )
-        await charge(self.execution_context.context, operation_cost(operation, fragments))
+        self._charged = True  # refused or admitted, this operation is settled
+        await charge(
+            self.execution_context.context, operation_cost(operation, fragments, variables)
+        )
+
+
+def _refuse(execution: Any, graphql_error: GraphQLError, error: ApiError) -> None:
+    """Answer with ``error`` instead of executing (and HTTP 429 for a rate-limit refusal)."""
+    execution.result = ExecutionResult(data=None, errors=[graphql_error])
+    if isinstance(error, RateLimited):
+        _answer_429(execution.context, error)
 
 
 async def charge(ctx: Any, cost: int) -> None:
-    """Charge the caller's windows (user + tenant, or client IP) once for this request."""
+    """Charge the caller's windows (user + tenant, or client address) for one operation.
+
+    Every operation pays, so a websocket carrying many operations pays for each; the latest
+    admission is what ``rateLimitStatus`` reports."""
     limiter = ctx.services.rate_limiter
     principal = ctx.principal
     if principal is not None:
-        async with ctx._admission_lock:
-            if ctx.admission is None:
-                ctx.admission = await limiter.admit(principal, cost)
+        ctx.admission = await limiter.admit(principal, cost)
         return
-    request = getattr(ctx, "request", None)
-    client = getattr(request, "client", None)
-    await limiter.admit_ip(client.host if client is not None else "unknown", cost)
+    await limiter.admit_ip(getattr(ctx, "client_address", "unknown"), cost)
 
 
 def _answer_429(ctx: Any, error: RateLimited) -> None:

@@ -20,7 +20,9 @@ from storage.models import Interaction, Item, Rating, Tenant, User
 
 K = TypeVar("K")
 V = TypeVar("V")
-InteractionKey = tuple[uuid.UUID, str | None]
+# (user, interaction type or None, how many at most)
+InteractionKey = tuple[uuid.UUID, str | None, int]
+RatingKey = tuple[uuid.UUID, int]  # (user, how many at most)
 
 
 class Loaders:
@@ -34,7 +36,7 @@ class Loaders:
         self.interactions: DataLoader[InteractionKey, list[Interaction]] = DataLoader(
             self._interactions
         )
-        self.ratings: DataLoader[uuid.UUID, list[Rating]] = DataLoader(self._ratings)
+        self.ratings: DataLoader[RatingKey, list[Rating]] = DataLoader(self._ratings)
         self.average_rating: DataLoader[uuid.UUID, float | None] = DataLoader(self._average_ratings)
 
     async def _users(self, ids: list[uuid.UUID]) -> list[User | None]:
@@ -66,10 +68,11 @@ class Loaders:
         return [own if key == self.tenant_id else None for key in ids]
 
     async def _interactions(self, keys: list[InteractionKey]) -> list[list[Interaction]]:
-        user_ids = list(dict.fromkeys(user_id for user_id, _ in keys))
-        types = {kind for _, kind in keys}
-        # One type asked for (the common case) is filtered in SQL; a mix is one unfiltered
-        # statement filtered here, so a batch is always one statement.
+        user_ids = list(dict.fromkeys(user_id for user_id, _, _ in keys))
+        types = {kind for _, kind, _ in keys}
+        # One type asked for (the common case) is filtered in SQL; a mix is one statement that
+        # keeps each user's and each type's newest rows, filtered here: a batch is always one
+        # statement, cut in SQL to the largest limit asked for.
         sql_type = next(iter(types)) if len(types) == 1 else None
         async with self._database.session() as session:
             lists = await repo.interactions_for_users(
@@ -77,18 +80,27 @@ class Loaders:
                 tenant_id=self.tenant_id,
                 user_ids=user_ids,
                 interaction_type=sql_type,
+                per_user=max(limit for _, _, limit in keys),
             )
         by_user = dict(zip(user_ids, lists, strict=True))
         return [
-            [row for row in by_user[user_id] if kind is None or row.interaction_type == kind]
-            for user_id, kind in keys
+            [row for row in by_user[user_id] if kind is None or row.interaction_type == kind][
+                :limit
+            ]
+            for user_id, kind, limit in keys
         ]
 
-    async def _ratings(self, user_ids: list[uuid.UUID]) -> list[list[Rating]]:
+    async def _ratings(self, keys: list[RatingKey]) -> list[list[Rating]]:
+        user_ids = list(dict.fromkeys(user_id for user_id, _ in keys))
         async with self._database.session() as session:
-            return await repo.ratings_for_users(
-                session=session, tenant_id=self.tenant_id, user_ids=user_ids
+            lists = await repo.ratings_for_users(
+                session=session,
+                tenant_id=self.tenant_id,
+                user_ids=user_ids,
+                per_user=max(limit for _, limit in keys),
             )
+        by_user = dict(zip(user_ids, lists, strict=True))
+        return [by_user[user_id][:limit] for user_id, limit in keys]
 
     async def _average_ratings(self, item_ids: list[uuid.UUID]) -> list[float | None]:
         async with self._database.session() as session:

@@ -3,10 +3,16 @@
 One ``MetricsRecorder`` lives per app (per Serve replica); ``performanceMetrics`` reads the
 caller's tenant's share of it, ``/health`` the whole. Latency percentiles cover a recent window
 so they follow the current load, while the totals count everything since start.
+
+Errors are split by fault: ``errors`` (and the error rate behind ``/health/ready``) count the
+server's faults only (``INTERNAL``); a client's invalid query, a refusal or a 429 counts in
+``client_errors``, so no client can make a replica look unhealthy. Operation names are the
+client's choice: they are counted under a bounded label set (``OperationNames``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections import deque
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 
 from strawberry.extensions import SchemaExtension
 
+from graph_api.errors import is_server_fault
 from storage import meters
 from storage.logs import bind_request, update_request
 from storage.tracing import tracer
@@ -24,6 +31,7 @@ from storage.tracing import tracer
 class MetricsSnapshot:
     total_requests: int
     total_errors: int
+    total_client_errors: int
     window_seconds: float
     window_requests: int
     requests_per_second: float
@@ -44,10 +52,51 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[rank]
 
 
+# A GraphQL name of at most this many characters; anything else is counted as OTHER.
+_NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
+OTHER = "other"
+MAX_NAMES_PER_TENANT = 50
+MAX_NAMES = 1_000
+
+
+class OperationNames:
+    """The bounded label set for client-chosen operation names.
+
+    A name is kept when it is a GraphQL name of at most 64 characters and its tenant (or the
+    unauthenticated pool) has fewer than ``per_tenant`` distinct names, and the replica fewer
+    than ``total``; every other name is counted as ``other``. Labels once admitted stay, so the
+    figures of well-behaved clients never churn.
+    """
+
+    def __init__(self, per_tenant: int = MAX_NAMES_PER_TENANT, total: int = MAX_NAMES) -> None:
+        self.per_tenant = per_tenant
+        self.total = total
+        self._by_tenant: dict[str | None, set[str]] = {}
+        self._all: set[str] = set()
+
+    def label(self, tenant_id: object, name: str | None) -> str:
+        if not name:
+            return "anonymous"
+        if not _NAME.match(name):
+            return OTHER
+        tenant = str(tenant_id) if tenant_id is not None else None
+        known = self._by_tenant.setdefault(tenant, set())
+        if name in known:
+            return name
+        if len(known) >= self.per_tenant or (
+            name not in self._all and len(self._all) >= self.total
+        ):
+            return OTHER
+        known.add(name)
+        self._all.add(name)
+        return name
+
+
 @dataclass
 class _Totals:
     requests: int = 0
     errors: int = 0
+    client_errors: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
     operations: dict[str, int] = field(default_factory=dict)
@@ -63,6 +112,7 @@ class MetricsRecorder:
         self._samples: deque[tuple[float, float, bool, str | None]] = deque()
         self._all = _Totals()
         self._tenants: dict[str, _Totals] = {}
+        self.names = OperationNames()
 
     def _totals(self, tenant_id: object) -> list[_Totals]:
         if tenant_id is None:
@@ -70,14 +120,22 @@ class MetricsRecorder:
         return [self._all, self._tenants.setdefault(str(tenant_id), _Totals())]
 
     def record_request(
-        self, operation: str, latency_ms: float, failed: bool, tenant_id: object = None
+        self,
+        operation: str,
+        latency_ms: float,
+        failed: bool,
+        tenant_id: object = None,
+        rejected: bool = False,
     ) -> None:
+        """``failed``: the server's fault; ``rejected``: the client's (only ``failed`` feeds the
+        error rate). ``operation`` must come from ``names.label`` (a bounded set)."""
         now = self._clock()
         tenant = str(tenant_id) if tenant_id is not None else None
         self._samples.append((now, latency_ms, failed, tenant))
         for totals in self._totals(tenant_id):
             totals.requests += 1
             totals.errors += int(failed)
+            totals.client_errors += int(rejected and not failed)
             totals.operations[operation] = totals.operations.get(operation, 0) + 1
         self._expire(now)
 
@@ -108,6 +166,7 @@ class MetricsRecorder:
         return MetricsSnapshot(
             total_requests=totals.requests,
             total_errors=totals.errors,
+            total_client_errors=totals.client_errors,
             window_seconds=self.window_seconds,
             window_requests=count,
             requests_per_second=count / span,
@@ -122,7 +181,8 @@ class MetricsRecorder:
 
 
 class MetricsExtension(SchemaExtension):
-    """Times each operation and counts it as failed when the result carries errors."""
+    """Times each operation; it failed when the result carries a server fault, and was
+    rejected when it carries only the client's errors."""
 
     def __init__(self, recorder: MetricsRecorder) -> None:
         self.recorder = recorder
@@ -135,32 +195,34 @@ class MetricsExtension(SchemaExtension):
             bind_request(request_id=uuid.uuid4().hex[:16]),
         ):
             yield
-            span.set_attribute("graphql.operation.name", self._operation_label())
-            update_request(operation=self._operation_label(), tenant_id=self._tenant_id())
-        self._record(started)
+            kind, name = self._operation()
+            label = kind if kind == "invalid" else f"{kind}:{name}"
+            span.set_attribute("graphql.operation.name", label)
+            update_request(operation=label, tenant_id=self._tenant_id())
+        self._record(started, kind, name, label)
 
-    def _record(self, started: float) -> None:
+    def _record(self, started: float, kind: str, name: str, label: str) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         result = self.execution_context.result
-        failed = bool(result is not None and result.errors)
-        name = self._operation_label()
-        self.recorder.record_request(name, elapsed_ms, failed, self._tenant_id())
-        kind, _, operation = name.partition(":")
+        errors = list(result.errors or ()) if result is not None else []
+        failed = any(is_server_fault(error) for error in errors)
+        rejected = bool(errors) and not failed
+        tenant = self._tenant_id()
+        self.recorder.record_request(label, elapsed_ms, failed, tenant, rejected)
+        status = "error" if failed else "rejected" if rejected else "ok"
         meters.graphql_request(
-            kind,
-            operation if kind != "invalid" else None,
-            self._tenant_id(),
-            "error" if failed else "ok",
-            elapsed_ms / 1000.0,
+            kind, name if kind != "invalid" else None, tenant, status, elapsed_ms / 1000.0
         )
 
     def _tenant_id(self) -> str | None:
         principal = getattr(self.execution_context.context, "principal", None)
         return str(principal.tenant_id) if principal is not None else None
 
-    def _operation_label(self) -> str:
+    def _operation(self) -> tuple[str, str]:
+        """(operation type, bounded name label); ("invalid", "") for an unparseable document."""
         try:
             kind = self.execution_context.operation_type.value
         except RuntimeError:  # unparseable document: no operation type to report
-            return "invalid"
-        return f"{kind}:{self.execution_context.operation_name or 'anonymous'}"
+            return "invalid", ""
+        name = self.execution_context.operation_name
+        return kind, self.recorder.names.label(self._tenant_id(), name)

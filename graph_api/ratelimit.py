@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,3 +124,45 @@ def _refusal(scope: str, window: WindowResult) -> RateLimited:
         retryAfterSeconds=round(window.retry_after_seconds, 3),
         scope=scope,
     )
+
+
+class SubscriptionSlots:
+    """Open subscriptions on this replica, per connection and per user.
+
+    A subscription holds a socket, a pub/sub listener and a recomputation on every matching
+    write for as long as it lives; the caps keep one client from holding them without end.
+    Counted per replica: a user spreading sockets over replicas gets the cap on each.
+    """
+
+    def __init__(self, per_connection: int, per_user: int) -> None:
+        self.per_connection = per_connection
+        self.per_user = per_user
+        self._open: Counter[Hashable] = Counter()
+
+    def open_count(self, key: Hashable) -> int:
+        return self._open[key]
+
+    @contextmanager
+    def hold(self, connection: Hashable, user: Hashable | None) -> Iterator[None]:
+        """Occupy a slot for the body; RATE_LIMITED (scope ``subscriptions``) when none is free."""
+        keys = [("connection", connection, self.per_connection)]
+        if user is not None:
+            keys.append(("user", user, self.per_user))
+        for scope, key, cap in keys:
+            if self._open[(scope, key)] >= cap:
+                raise RateLimited(
+                    f"Too many open subscriptions for this {scope} (at most {cap}); "
+                    "complete one first.",
+                    scope="subscriptions",
+                    limit=cap,
+                    retryAfter=1,
+                )
+        for scope, key, _cap in keys:
+            self._open[(scope, key)] += 1
+        try:
+            yield
+        finally:
+            for scope, key, _cap in keys:
+                self._open[(scope, key)] -= 1
+                if self._open[(scope, key)] <= 0:
+                    del self._open[(scope, key)]

@@ -9,9 +9,11 @@ at most once per ``TRENDING_MIN_INTERVAL_S``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -26,6 +28,7 @@ from graph_api.queries import require_admin
 from graph_api.recommendations import RecommendationParams, hydrate_pairs, recommend
 from graph_api.types import PerformanceMetrics, RecommendationItem, SimilarItem
 
+T = TypeVar("T")
 TRENDING_MIN_INTERVAL_S = 1.0
 MIN_METRICS_INTERVAL_S = 0.5
 MAX_METRICS_INTERVAL_S = 300.0
@@ -60,9 +63,25 @@ async def _activity(
                 yield ActivityEvent.from_event(event, principal)
 
 
+def counted(
+    resolver: Callable[..., AsyncGenerator[T, None]],
+) -> Callable[..., AsyncGenerator[T, None]]:
+    """A subscription holds one of its connection's and its user's slots while it streams
+    (``RequestContext.subscription_slot``); none free: RATE_LIMITED before anything runs."""
+
+    @functools.wraps(resolver)
+    async def streaming(self: Any, info: Info, **arguments: Any) -> AsyncGenerator[T, None]:
+        with info.context.subscription_slot():
+            async for value in resolver(self, info, **arguments):
+                yield value
+
+    return streaming
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription
+    @counted
     async def tenant_events(self, info: Info, only_mine: bool = True) -> AsyncGenerator[JSON, None]:
         """Interactions and ratings recorded in the caller's tenant, as they are committed: the
         caller's own, or (``onlyMine: false``, admins only) everyone's."""
@@ -77,6 +96,7 @@ class Subscription:
                 yield event
 
     @strawberry.subscription
+    @counted
     async def recommendation_updates(
         self, info: Info, algorithm: str = "hybrid", num_recommendations: int = 10
     ) -> AsyncGenerator[list[RecommendationItem], None]:
@@ -94,6 +114,7 @@ class Subscription:
                     yield await _fresh_recommendations(context, principal, params)
 
     @strawberry.subscription
+    @counted
     async def item_interactions(
         self, info: Info, item_id: uuid.UUID
     ) -> AsyncGenerator[ActivityEvent, None]:
@@ -105,6 +126,7 @@ class Subscription:
             yield event
 
     @strawberry.subscription
+    @counted
     async def user_activity(self, info: Info) -> AsyncGenerator[ActivityEvent, None]:
         """The caller's own interactions and ratings, from any device or replica."""
         principal = await info.context.authorize()
@@ -112,6 +134,7 @@ class Subscription:
             yield event
 
     @strawberry.subscription
+    @counted
     async def trending_items(
         self, info: Info, category: str | None = None, limit: int = 10
     ) -> AsyncGenerator[list[SimilarItem], None]:
@@ -130,6 +153,7 @@ class Subscription:
                 last = time.monotonic()
 
     @strawberry.subscription
+    @counted
     async def performance_metrics_stream(
         self, info: Info, interval_seconds: float = 5.0
     ) -> AsyncGenerator[PerformanceMetrics, None]:

@@ -14,6 +14,16 @@ import strawberry
 from strawberry.scalars import JSON
 
 from graph_api.context import Info
+from graph_api.errors import BadUserInput
+
+# A user's interactions and ratings are lists without end: each is cut to a page.
+DEFAULT_NESTED_PAGE = 20
+MAX_NESTED_PAGE = 100
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_NESTED_PAGE:
+        raise BadUserInput(f"limit must be between 1 and {MAX_NESTED_PAGE}.")
 
 
 @strawberry.type
@@ -150,13 +160,19 @@ class User:
         return Tenant.from_row(row) if row is not None else None
 
     @strawberry.field
-    async def interactions(self, info: Info, type: str | None = None) -> list[Interaction]:
-        rows = await info.context.loaders.interactions.load((self.id, type))
+    async def interactions(
+        self, info: Info, type: str | None = None, limit: int = DEFAULT_NESTED_PAGE
+    ) -> list[Interaction]:
+        """The newest ``limit`` (1 to 100) interactions."""
+        _check_limit(limit)
+        rows = await info.context.loaders.interactions.load((self.id, type, limit))
         return [Interaction.from_row(row) for row in rows]
 
     @strawberry.field
-    async def ratings(self, info: Info) -> list[Rating]:
-        rows = await info.context.loaders.ratings.load(self.id)
+    async def ratings(self, info: Info, limit: int = DEFAULT_NESTED_PAGE) -> list[Rating]:
+        """The ``limit`` (1 to 100) most recently changed ratings."""
+        _check_limit(limit)
+        rows = await info.context.loaders.ratings.load((self.id, limit))
         return [Rating.from_row(row) for row in rows]
 
 
@@ -207,7 +223,8 @@ class RateLimitStatus:
 @strawberry.type
 class PerformanceMetrics:
     total_requests: int
-    total_errors: int
+    total_errors: int  # the server's faults
+    total_client_errors: int  # invalid queries, refusals, rate limits
     window_seconds: float
     window_requests: int
     requests_per_second: float

@@ -6,13 +6,15 @@ Each real backend is one setting away (see README, "Configuration").
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.secret_strength import is_placeholder, url_password, weakness
 
@@ -82,8 +84,9 @@ class Settings(BaseSettings):
     cache_row_ttl_seconds: int = Field(default=120, ge=0)
 
     # Sliding-window request budgets, in cost units per window (``recommendations`` costs 5,
-    # ``similarItems`` 3, ``trainModel`` 10, other fields 1). Per tier: per user and per tenant;
-    # requests without a valid token are counted per client IP.
+    # ``similarItems`` 3 wherever it is nested, times the parents it runs for, ``trainModel``
+    # 10, other root fields 1; every websocket operation and every invalid request pay too).
+    # Per tier: per user and per tenant; requests without a valid token per client address.
     rate_limit_window_seconds: int = Field(default=60, gt=0)
     rate_limit_ip: int = Field(default=60, ge=0)
     rate_limit_tiers: dict[str, dict[str, int]] = {
@@ -94,6 +97,14 @@ class Settings(BaseSettings):
 
     # Largest HTTP request body the API reads (bytes); bigger ones get 413 unread.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Addresses (IPs or CIDRs) of the proxies in front of the API whose X-Forwarded-For is
+    # believed; empty: the socket peer is the client (a client's own header is ignored).
+    # (``RECSERVE_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1``: comma-separated, or a JSON list.)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Open subscriptions (websocket operations that stream) per connection and per user, on
+    # one replica; one more is refused with RATE_LIMITED.
+    max_subscriptions_per_connection: int = Field(default=10, gt=0)
+    max_subscriptions_per_user: int = Field(default=20, gt=0)
 
     # Schema introspection and the GraphiQL page; None: on, except when env is production.
     graphql_introspection: bool | None = None
@@ -112,6 +123,22 @@ class Settings(BaseSettings):
         if self.graphql_introspection is not None:
             return self.graphql_introspection
         return self.env != "production"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        return [str(entry).strip() for entry in value or () if str(entry).strip()]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        # A typo must fail at startup, not silently trust nobody (or everybody).
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

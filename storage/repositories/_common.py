@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from storage.db import translate_error
 from storage.errors import InvalidData, NotFound
@@ -78,3 +79,12 @@ def align(ids: Sequence[uuid.UUID], rows: Iterable[Any]) -> list[Any]:
 
 def table_of(model: Any) -> Table:
     return model.__table__
+
+
+def first_per_user(model: Any, where: list[Any], order: tuple[Any, ...], per_user: int) -> Any:
+    """``select(model)`` of the first ``per_user`` rows of each user in ``order`` (one
+    statement: a window function, on SQLite and PostgreSQL alike)."""
+    rank = func.row_number().over(partition_by=model.user_id, order_by=order).label("rank")
+    ranked = select(model, rank).where(*where).subquery()
+    rows = aliased(model, ranked)
+    return select(rows).where(ranked.c.rank <= per_user).order_by(ranked.c.rank)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Select, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from storage.errors import Conflict, InvalidData
 from storage.models import Interaction, Rating, utcnow
@@ -125,22 +126,41 @@ async def interactions_for_users(
     tenant_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID],
     interaction_type: str | None = None,
+    per_user: int | None = None,
 ) -> list[list[Interaction]]:
     """Batch lookup for DataLoaders: each user's interactions (newest first), in input order.
 
-    Unknown ids and other tenants' users get an empty list.
+    With ``per_user``, only each user's newest ``per_user`` rows, and each type's newest
+    ``per_user`` rows too (so a caller can serve mixed type filters from one statement); the
+    cut is made in SQL, so a long history is never read whole. Unknown ids and other
+    tenants' users get an empty list.
     """
     by_user: dict[uuid.UUID, list[Interaction]] = {key: [] for key in user_ids}
+    newest_first = (Interaction.created_at.desc(), Interaction.id)
     for batch in chunks(by_user, _BATCH):
-        query = select(Interaction).where(
-            Interaction.tenant_id == tenant_id, Interaction.user_id.in_(batch)
-        )
+        where = [Interaction.tenant_id == tenant_id, Interaction.user_id.in_(batch)]
         if interaction_type is not None:
-            query = query.where(Interaction.interaction_type == interaction_type)
-        query = query.order_by(Interaction.created_at.desc(), Interaction.id)
+            where.append(Interaction.interaction_type == interaction_type)
+        query = select(Interaction).where(*where).order_by(*newest_first)
+        if per_user is not None:
+            query = _newest(where, newest_first, per_user)
         for interaction in (await session.scalars(query)).all():
             by_user[interaction.user_id].append(interaction)
     return [by_user[key] for key in user_ids]
+
+
+def _newest(where: list[Any], order: tuple[Any, ...], per_user: int) -> Select[Any]:
+    """The newest ``per_user`` of each user, plus the newest ``per_user`` of each of their
+    interaction types: window functions, one statement on SQLite and PostgreSQL alike."""
+    number = func.row_number()
+    by_user = number.over(partition_by=Interaction.user_id, order_by=order).label("by_user")
+    by_type = number.over(
+        partition_by=(Interaction.user_id, Interaction.interaction_type), order_by=order
+    ).label("by_type")
+    ranked = select(Interaction, by_user, by_type).where(*where).subquery()
+    rows = aliased(Interaction, ranked)
+    wanted = (ranked.c.by_user <= per_user) | (ranked.c.by_type <= per_user)
+    return select(rows).where(wanted).order_by(ranked.c.created_at.desc(), ranked.c.id)
 
 
 def _bulk_records(

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import InvalidData
 from storage.models import RATING_MAX, RATING_MIN, Rating, utcnow
-from storage.repositories._common import chunks, savepoint, table_of, upsert_insert
+from storage.repositories._common import (
+    chunks,
+    first_per_user,
+    savepoint,
+    table_of,
+    upsert_insert,
+)
 
 _BATCH = 1000
 
@@ -81,16 +87,21 @@ async def rate_item(
 
 
 async def ratings_for_users(
-    *, session: AsyncSession, tenant_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    per_user: int | None = None,
 ) -> list[list[Rating]]:
-    """Batch lookup for DataLoaders: each user's ratings (latest change first), in input order."""
+    """Batch lookup for DataLoaders: each user's ratings (latest change first), in input order;
+    at most ``per_user`` of each, cut in SQL."""
     by_user: dict[uuid.UUID, list[Rating]] = {key: [] for key in user_ids}
+    latest_first = (Rating.updated_at.desc(), Rating.id)
     for batch in chunks(by_user, _BATCH):
-        query = (
-            select(Rating)
-            .where(Rating.tenant_id == tenant_id, Rating.user_id.in_(batch))
-            .order_by(Rating.updated_at.desc(), Rating.id)
-        )
+        where = [Rating.tenant_id == tenant_id, Rating.user_id.in_(batch)]
+        query = select(Rating).where(*where).order_by(*latest_first)
+        if per_user is not None:
+            query = first_per_user(Rating, where, latest_first, per_user)
         for rating in (await session.scalars(query)).all():
             by_user[rating.user_id].append(rating)
     return [by_user[key] for key in user_ids]

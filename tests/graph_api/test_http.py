@@ -103,8 +103,8 @@ async def test_graphiql_is_served(api: Api) -> None:
 
 
 PERFORMANCE = (
-    "{ performanceMetrics { totalRequests totalErrors p50LatencyMs p95LatencyMs errorRate"
-    " cacheHitRate operations } }"
+    "{ performanceMetrics { totalRequests totalErrors totalClientErrors p50LatencyMs"
+    " p95LatencyMs errorRate cacheHitRate operations } }"
 )
 
 
@@ -114,11 +114,15 @@ async def test_metrics_count_requests_and_errors_of_the_callers_tenant(api: Api)
     for _ in range(3):
         await api.ok("query Listing { items { id } }", token=token)
     await api.gql("{ nope }", token=token)
+    api.recommender.fail_with = RuntimeError("engine down")
+    await api.gql("{ recommendations { totalCount } }", token=token)
     metrics = (await api.ok(PERFORMANCE, token=token))["performanceMetrics"]
-    assert metrics["totalRequests"] == 4  # the 3 lists and the invalid query, all tenant a's
-    assert metrics["totalErrors"] == 1
+    # the 3 lists, the invalid query and the failed recommendation, all tenant a's
+    assert metrics["totalRequests"] == 5
+    # The server's fault is an error; the client's invalid query is counted apart.
+    assert (metrics["totalErrors"], metrics["totalClientErrors"]) == (1, 1)
     assert 0 < metrics["p50LatencyMs"] <= metrics["p95LatencyMs"]
-    assert 0 < metrics["errorRate"] < 1
+    assert metrics["errorRate"] == 1 / 5
     assert metrics["operations"]["query:Listing"] == 3
     # Another tenant's admin sees none of it, not even the names of tenant a's operations.
     theirs = (await api.ok(PERFORMANCE, token=other))["performanceMetrics"]

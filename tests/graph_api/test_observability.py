@@ -99,7 +99,8 @@ async def test_metrics_route_exports_labelled_series(api: Api) -> None:
         if s["operation_name"] == "ListItems" and s["status"] == "ok"
     ]
     assert listed and listed[0]["operation_type"] == "query" and listed[0]["tenant_id"]
-    invalid = [s for s in samples(text, "graphql_requests_total") if s["status"] == "error"]
+    # The client's mistake is "rejected": "error" is kept for the server's faults.
+    invalid = [s for s in samples(text, "graphql_requests_total") if s["status"] == "rejected"]
     # No token, no tenant: the label is empty rather than guessed.
     assert any(s["tenant_id"] == "" and s["operation_name"] == "anonymous" for s in invalid)
     assert samples(text, "graphql_request_duration_seconds_count")
@@ -112,12 +113,35 @@ async def test_high_error_rate_makes_the_replica_unready(
     settings = make_settings(tmp_path)
     async with running_api(f"sqlite+aiosqlite:///{tmp_path}/u.db", settings) as api:
         assert (await api.client.get("/health/ready")).status_code == 200
+        token, _ = await api.register("ops@down.example", "down.example")
+        api.recommender.fail_with = RuntimeError("engine down")  # the server's fault
         for _ in range(4):
-            await api.gql("{ nope }")
+            await api.gql("{ recommendations { totalCount } }", token=token)
         response = await api.client.get("/health/ready")
         assert response.status_code == 503
         assert response.json()["rules"] == {"error_rate": UNHEALTHY}
         assert (await api.client.get("/health/live")).status_code == 200
+
+
+async def test_client_errors_never_make_the_replica_unready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invalid queries, refusals and 429s are the client's doing: a client flooding them must
+    not take the replica out of service (they used to count in the error rate)."""
+    monkeypatch.setenv("RECSERVE_HEALTH_MIN_REQUESTS", "3")
+    settings = make_settings(tmp_path, rate_limit_ip=5)
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/c.db", settings) as api:
+        await api.register("admin@c.example", "c.example")
+        token, _ = await api.register("user@c.example", "c.example")  # not an admin
+        for _ in range(3):
+            await api.gql("{ nope }", token=token)  # GRAPHQL_VALIDATION_FAILED
+            await api.gql("{ users { id } }", token=token)  # FORBIDDEN
+            await api.gql("{ items(limit: 0) { id } }", token=token)  # BAD_USER_INPUT
+        refused = [await api.post("{ nope }") for _ in range(8)]  # anonymous, then 429
+        assert refused[-1].status_code == 429
+        response = await api.client.get("/health/ready")
+        assert response.status_code == 200, response.json()
+        assert "error_rate" not in response.json()["rules"]
 
 
 async def test_websocket_gauge_counts_open_connections() -> None:

@@ -210,6 +210,35 @@ async def test_interactions_for_users_batches_in_order(session: AsyncSession) ->
     assert [[row.interaction_type for row in rows] for rows in views] == [["view"], [], ["view"]]
 
 
+async def test_user_lists_are_cut_per_user_in_sql(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    ann, bob = [await make_user(session, tenant) for _ in range(2)]
+    items = [await make_item(session, tenant) for _ in range(4)]
+    kinds = ["view", "view", "view", "like"]  # the like is ann's newest
+    for user in (ann, bob):
+        for item, kind in zip(items, kinds, strict=True):
+            await repo.record_interaction(
+                session=session,
+                tenant_id=tenant.id,
+                user_id=user.id,
+                item_id=item.id,
+                interaction_type=kind,
+            )
+            await repo.rate_item(
+                session=session, tenant_id=tenant.id, user_id=user.id, item_id=item.id, rating=4
+            )
+    ids = [ann.id, bob.id]
+    cut = await repo.interactions_for_users(
+        session=session, tenant_id=tenant.id, user_ids=ids, per_user=1
+    )
+    # Each user's newest, plus each type's newest (so mixed type filters share a statement).
+    assert [sorted(row.interaction_type for row in rows) for rows in cut] == [["like", "view"]] * 2
+    ratings = await repo.ratings_for_users(
+        session=session, tenant_id=tenant.id, user_ids=ids, per_user=2
+    )
+    assert [len(rows) for rows in ratings] == [2, 2]
+
+
 async def test_recent_items_merge_interactions_and_ratings_newest_first(
     session: AsyncSession,
 ) -> None:
