@@ -61,11 +61,12 @@ async def ensure_tenant(
     domain: str,
     name: str | None = None,
     tier: str = "basic",
-    registration: str = "closed",
+    registration: str | None = None,
 ) -> tuple[Tenant, bool]:
     """The tenant of ``domain``, created when missing; the flag says whether it was created.
 
-    ``registration`` is applied either way, so the tenant ends up in the mode asked for.
+    ``registration``, when given, is applied either way (so the tenant ends up in the mode
+    asked for); otherwise a new tenant is closed and an existing one keeps its mode.
     """
     async with database.session() as session:
         try:
@@ -76,10 +77,11 @@ async def ensure_tenant(
                 name=name or domain,
                 domain=domain,
                 tier=TenantTier(tier),
-                registration=Registration(registration),
+                registration=Registration(registration or Registration.CLOSED),
             )
             return tenant, True
-        tenant.registration = Registration(registration)
+        if registration is not None:
+            tenant.registration = Registration(registration)
         return tenant, False
 
 

@@ -135,7 +135,13 @@ class AccountGuard:
         """Return once the principal may no longer act: woken by an event about them or their
         tenant, and re-checked every ``state_ttl`` seconds in case an event was missed."""
         async with self._auth_events(principal.tenant_id) as events:
-            while await self.is_active(principal):
+            while True:
+                try:
+                    if not await self.is_active(principal):
+                        return
+                except Unavailable as error:
+                    # A database outage must not read as a deactivation; ask again later.
+                    logger.warning("account state unknown, database unavailable: %s", error)
                 await _next_event(events, self.state_ttl)
 
     def _auth_events(self, tenant_id: uuid.UUID) -> Any:
@@ -178,13 +184,12 @@ async def guarded(
     The stream's pending step is cancelled, so its cache subscription closes with it.
     """
     watcher = asyncio.ensure_future(guard.wait_until_inactive(principal))
+    step: asyncio.Future[Any] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(source))
             await asyncio.wait({step, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
-                step.cancel()
-                await asyncio.gather(step, return_exceptions=True)
                 raise refusal
             try:
                 item = step.result()
@@ -192,8 +197,12 @@ async def guarded(
                 return
             yield item
     finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        # Also when the client unsubscribes mid-wait: the pending step must end before the
+        # source can be closed (closing a running generator is an error).
+        for task in (step, watcher):
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(*(t for t in (step, watcher) if t is not None), return_exceptions=True)
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()

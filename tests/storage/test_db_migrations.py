@@ -12,7 +12,15 @@ from storage.errors import Unavailable
 from storage.models import Base
 from tests.storage.sql_support import BACKENDS, backend_url, temporary_database
 
-TABLES = {"tenants", "users", "items", "interactions", "ratings"}
+TABLES = {
+    "tenants",
+    "users",
+    "items",
+    "interactions",
+    "ratings",
+    "refresh_families",
+    "tenant_invites",
+}
 
 
 def _schema_differences(connection: Connection) -> list[object]:

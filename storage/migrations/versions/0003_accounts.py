@@ -90,4 +90,6 @@ def downgrade() -> None:
     op.drop_index("ix_refresh_families_tenant_user", table_name="refresh_families")
     op.drop_table("refresh_families")
     with op.batch_alter_table("tenants") as table:
+        # SQLite's table rebuild would otherwise keep the column's CHECK without the column.
+        table.drop_constraint("tenant_registration", type_="check")
         table.drop_column("registration")
