@@ -14,8 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from cluster import operations as ops
+from storage.db import create_database, drop_database
 from storage.models import Registration, Tenant, User
 from storage.repositories import invites as invites_repo
+from tests.graph_api.cache_backends import backend_api
 from tests.graph_api.conftest import (
     PASSWORD,
     REGISTER,
@@ -25,6 +27,8 @@ from tests.graph_api.conftest import (
     running_api,
 )
 from tests.graph_api.ws_client import graphql_socket, live_server
+
+__all__ = ["backend_api"]
 
 LOGIN = """mutation($i: LoginInput!) {
   login(input: $i) { accessToken refreshToken user { id email } }
@@ -353,3 +357,40 @@ async def test_an_unknown_user_id_token_is_refused(api: Api) -> None:
     tenant_id = await api.create_tenant("ghost.example")
     ghost = api.token_for(tenant_id, uuid.uuid4())
     assert _error(await api.gql(ME, token=ghost))[0] == "UNAUTHENTICATED"
+
+
+# -- the same on Redis / Redis Cluster and on PostgreSQL --------------------------------------
+
+
+async def test_lockout_sessions_and_deactivation_on_every_cache(backend_api: Api) -> None:
+    """The counters, ended-session markers and account states live in the shared cache."""
+    api = backend_api
+    domain = f"{uuid.uuid4().hex[:8]}.example"  # fresh keys on a shared Redis
+    admin, _ = await api.register(f"root@{domain}", domain)
+    login = await _session(api, f"sam@{domain}", domain)
+    for _ in range(api.settings.login_max_failures):
+        await _login(api, f"sam@{domain}", domain, "wrong password!")
+    assert _error(await _login(api, f"sam@{domain}", domain))[0] == "RATE_LIMITED"
+    renewed = (await api.ok(REFRESH, {"t": login["refreshToken"]}))["refreshToken"]
+    assert _error(await api.gql(REFRESH, {"t": login["refreshToken"]}))[0] == "UNAUTHENTICATED"
+    assert _error(await api.gql(ME, token=renewed["accessToken"]))[0] == "UNAUTHENTICATED"
+    other = await api.register(f"tom@{domain}", domain)
+    assert "errors" not in await api.gql(ME, token=other[0])
+    await api.ok(DEACTIVATE, {"id": other[1]}, admin)
+    assert _error(await api.gql(ME, token=other[0]))[0] == "UNAUTHENTICATED"
+
+
+@pytest.mark.services
+async def test_accounts_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    url = postgres_url.rsplit("/", 1)[0] + f"/recserve_acc_{uuid.uuid4().hex[:10]}"
+    await create_database(url)
+    try:
+        async with running_api(url, make_settings(tmp_path)) as api:
+            await test_register_never_creates_a_tenant(api)
+            await test_an_existing_email_is_refused_like_any_refusal(api)
+            await test_invite_only_tenant(api)
+            await test_reusing_a_refresh_token_revokes_its_family(api)
+            await test_logout_ends_the_session_only(api)
+            await test_a_deactivated_users_tokens_stop_at_once(api)
+    finally:
+        await drop_database(url)
