@@ -74,7 +74,7 @@ class AccountGuard:
             hits = await self._cache.get_many(keys)
         except Unavailable as error:
             logger.warning("account state read from the database, cache unavailable: %s", error)
-            return await self._read(principal)
+            return await self._read(principal, with_session=True)
         if any(hits.get(key) == INACTIVE for key in keys[1:]):
             return False
         state = hits.get(keys[0])
@@ -86,11 +86,19 @@ class AccountGuard:
             return active
         return bool(state == ACTIVE)
 
-    async def _read(self, principal: Principal) -> bool:
+    async def _read(self, principal: Principal, *, with_session: bool = False) -> bool:
+        """The database's answer; ``with_session`` also asks whether the session was ended
+        (normally the cache's markers say so: this is the path when the cache is down)."""
         async with self._database.session() as session:
-            return await users_repo.account_state(
+            active = await users_repo.account_state(
                 session=session, tenant_id=principal.tenant_id, user_id=principal.user_id
             )
+            if not (active and with_session and principal.session_id is not None):
+                return active
+            family = await sessions_repo.get_family(
+                session=session, tenant_id=principal.tenant_id, family_id=principal.session_id
+            )
+            return family is not None and family.revoked_at is None
 
     async def user_changed(self, tenant_id: uuid.UUID, user_id: uuid.UUID, active: bool) -> None:
         """Call after committing a user's (de)activation."""

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from cluster import operations as ops
 from storage.db import create_database, drop_database
+from storage.errors import Unavailable
 from storage.models import Registration, Tenant, User
 from storage.repositories import invites as invites_repo
 from tests.graph_api.cache_backends import backend_api
@@ -394,3 +395,22 @@ async def test_accounts_on_postgres(postgres_url: str, tmp_path: Path) -> None:
             await test_a_deactivated_users_tokens_stop_at_once(api)
     finally:
         await drop_database(url)
+
+
+async def test_without_the_cache_the_database_decides(api: Api, monkeypatch) -> None:
+    """A cache outage is slower, never more permissive: ended sessions and deactivated users
+    are still refused, from the database."""
+    admin, _ = await api.register("root@down.example", "down.example")
+    gone = await _session(api, "una@down.example", "down.example")
+    await api.ok("mutation { logout }", token=gone["accessToken"])
+    kept = (await api.ok(LOGIN, {"i": _credentials("una@down.example", "down.example")}))["login"]
+    vic, vic_id = await api.register("vic@down.example", "down.example")
+    await api.ok(DEACTIVATE, {"id": vic_id}, admin)
+
+    async def unavailable(keys: list[str]) -> list[Any]:
+        raise Unavailable("cache get failed: connection refused")
+
+    monkeypatch.setattr(api.cache, "_get_many_raw", unavailable)
+    assert _error(await api.gql(ME, token=gone["accessToken"]))[0] == "UNAUTHENTICATED"
+    assert _error(await api.gql(ME, token=vic))[0] == "UNAUTHENTICATED"
+    assert "errors" not in await api.gql(ME, token=kept["accessToken"])
