@@ -1,4 +1,4 @@
-"""The ``recserve`` command line: tenant, ingest, train, token, migrate, serve, demo."""
+"""The ``recserve`` command line: tenant, user, ingest, train, token, migrate, serve, demo."""
 
 from __future__ import annotations
 
@@ -26,13 +26,24 @@ from storage.settings import Settings, get_settings
 app = typer.Typer(help="Recserve: multi-tenant recommendations on Ray Serve.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Load data into a tenant.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage a tenant's users.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(user_app, name="user")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(models_app, name="models")
 app.command("retrain-due")(retrain_due_command)
 console = Console()
 T = TypeVar("T")
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]
+REGISTRATION_MODES = ("open", "invite", "closed")
+RegistrationOption = Annotated[
+    str,
+    typer.Option(
+        "--registration",
+        help="Who may sign up with the register mutation: open, invite (an admin's "
+        "createInvite token) or closed (nobody; users come from `recserve token`)",
+    ),
+]
 DEMO_DOMAIN = "demo.recserve"
 DEMO_ADMIN = "admin@demo.recserve"
 # A generated shopper with history, so the example query shows personalised, blended results.
@@ -81,12 +92,65 @@ def tenant_create(
     domain: Annotated[str, typer.Option(help="Unique domain, e.g. shop.example.com")],
     name: Annotated[str | None, typer.Option(help="Display name (defaults to the domain)")] = None,
     tier: Annotated[str, typer.Option(help="basic, premium or enterprise")] = "basic",
+    registration: RegistrationOption = "closed",
 ) -> None:
-    """Create a tenant and print its id."""
+    """Create a tenant and print its id (its first admin: ``recserve token --admin``)."""
     if tier not in ("basic", "premium", "enterprise"):
         raise typer.BadParameter("tier must be basic, premium or enterprise", param_hint="--tier")
-    tenant = run(ops.create_tenant(get_settings(), domain=domain, name=name, tier=tier))
+    _check_registration(registration)
+    tenant = run(
+        ops.create_tenant(
+            get_settings(), domain=domain, name=name, tier=tier, registration=registration
+        )
+    )
     print(tenant.id)
+
+
+def _check_registration(mode: str) -> None:
+    if mode not in REGISTRATION_MODES:
+        raise typer.BadParameter(
+            "registration must be open, invite or closed", param_hint="--registration"
+        )
+
+
+@tenant_app.command("set-registration")
+def tenant_set_registration(tenant: TenantOption, registration: RegistrationOption) -> None:
+    """Change who may register in the tenant."""
+    _check_registration(registration)
+    ops_result = run(ops.set_registration(get_settings(), domain=tenant, registration=registration))
+    console.print(f"{ops_result.domain}: registration {ops_result.registration}")
+
+
+@tenant_app.command("deactivate")
+def tenant_deactivate(tenant: TenantOption) -> None:
+    """Disable a tenant: its users' tokens, refreshes and live subscriptions stop."""
+    found = run(ops.set_tenant_active(get_settings(), domain=tenant, active=False))
+    console.print(f"{found.domain}: deactivated")
+
+
+@tenant_app.command("activate")
+def tenant_activate(tenant: TenantOption) -> None:
+    """Enable a tenant again."""
+    found = run(ops.set_tenant_active(get_settings(), domain=tenant, active=True))
+    console.print(f"{found.domain}: active")
+
+
+@user_app.command("deactivate")
+def user_deactivate(
+    tenant: TenantOption, email: Annotated[str, typer.Option(help="The user's e-mail")]
+) -> None:
+    """Disable a user: their tokens, refreshes and live subscriptions stop; data stays."""
+    user = run(ops.set_user_active(get_settings(), domain=tenant, email=email, active=False))
+    console.print(f"{user.email}: deactivated")
+
+
+@user_app.command("activate")
+def user_activate(
+    tenant: TenantOption, email: Annotated[str, typer.Option(help="The user's e-mail")]
+) -> None:
+    """Enable a user again (they sign in anew: their old sessions stay ended)."""
+    user = run(ops.set_user_active(get_settings(), domain=tenant, email=email, active=True))
+    console.print(f"{user.email}: active")
 
 
 @ingest_app.command("movielens")
@@ -258,8 +322,9 @@ def _prepare_demo(settings: Settings) -> None:
     async def prepare(report: Callable[[str, int, int], None]) -> None:
         database = await ops.open_database(settings)
         try:
+            # Open, so the demo's register flow works (real tenants start closed).
             tenant, created = await ops.ensure_tenant(
-                database, domain=DEMO_DOMAIN, name="Demo shop"
+                database, domain=DEMO_DOMAIN, name="Demo shop", registration="open"
             )
         finally:
             await database.dispose()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from graph_api.accounts import AccountGuard, change_tenant_active, change_user_active
 from graph_api.auth import Principal, TokenService
 from storage import repositories as repo
+from storage.cache import create_cache
 from storage.db import Database, migrate
 from storage.errors import NotFound
-from storage.models import Tenant, TenantTier, UserRole
+from storage.models import Registration, Tenant, TenantTier, User, UserRole
 from storage.settings import Settings
 from training.datasets import generate_catalogue, load_movielens
 from training.ingest import IngestCounts, Progress, ingest_dataset
@@ -32,30 +34,97 @@ async def open_database(settings: Settings) -> Database:
 
 
 async def create_tenant(
-    settings: Settings, *, domain: str, name: str | None = None, tier: str = "basic"
+    settings: Settings,
+    *,
+    domain: str,
+    name: str | None = None,
+    tier: str = "basic",
+    registration: str = "closed",
 ) -> Tenant:
     database = await open_database(settings)
     try:
         async with database.session() as session:
             return await repo.create_tenant(
-                session=session, name=name or domain, domain=domain, tier=TenantTier(tier)
+                session=session,
+                name=name or domain,
+                domain=domain,
+                tier=TenantTier(tier),
+                registration=Registration(registration),
             )
     finally:
         await database.dispose()
 
 
 async def ensure_tenant(
-    database: Database, *, domain: str, name: str | None = None, tier: str = "basic"
+    database: Database,
+    *,
+    domain: str,
+    name: str | None = None,
+    tier: str = "basic",
+    registration: str | None = None,
 ) -> tuple[Tenant, bool]:
-    """The tenant of ``domain``, created when missing; the flag says whether it was created."""
+    """The tenant of ``domain``, created when missing; the flag says whether it was created.
+
+    ``registration``, when given, is applied either way (so the tenant ends up in the mode
+    asked for); otherwise a new tenant is closed and an existing one keeps its mode.
+    """
     async with database.session() as session:
         try:
-            return await repo.get_tenant_by_domain(session=session, domain=domain), False
+            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
         except NotFound:
             tenant = await repo.create_tenant(
-                session=session, name=name or domain, domain=domain, tier=TenantTier(tier)
+                session=session,
+                name=name or domain,
+                domain=domain,
+                tier=TenantTier(tier),
+                registration=Registration(registration or Registration.CLOSED),
             )
             return tenant, True
+        if registration is not None:
+            tenant.registration = Registration(registration)
+        return tenant, False
+
+
+async def set_registration(settings: Settings, *, domain: str, registration: str) -> Tenant:
+    """Change who may register in the tenant: open, invite or closed."""
+    database = await open_database(settings)
+    try:
+        async with database.session() as session:
+            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+            return await repo.set_tenant_registration(
+                session=session, tenant_id=tenant.id, registration=Registration(registration)
+            )
+    finally:
+        await database.dispose()
+
+
+async def set_user_active(settings: Settings, *, domain: str, email: str, active: bool) -> User:
+    """(De)activate a user; the running API's cache is told, so their tokens stop at once
+    (on the embedded in-process cache, within ``account_state_ttl_seconds``)."""
+    database = await open_database(settings)
+    cache = create_cache(settings)
+    try:
+        async with database.session() as session:
+            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+            user = await repo.get_user_by_email(session=session, tenant_id=tenant.id, email=email)
+        guard = AccountGuard(cache, database, settings)
+        return await change_user_active(database, guard, tenant.id, user.id, active)
+    finally:
+        await cache.close()
+        await database.dispose()
+
+
+async def set_tenant_active(settings: Settings, *, domain: str, active: bool) -> Tenant:
+    """(De)activate a tenant; its users' tokens and live subscriptions stop with it."""
+    database = await open_database(settings)
+    cache = create_cache(settings)
+    try:
+        tenant = await tenant_by_domain(database, domain)
+        guard = AccountGuard(cache, database, settings)
+        return await change_tenant_active(database, guard, tenant.id, active)
+    finally:
+        await cache.close()
+        await database.dispose()
 
 
 async def tenant_by_domain(database: Database, domain: str) -> Tenant:
@@ -108,27 +177,32 @@ async def issue_token(
 ) -> IssuedToken:
     """A bearer token for ``email`` in the tenant, creating the user (no password) when missing."""
     database = await open_database(settings)
-    role = UserRole.ADMIN if admin else UserRole.USER
     try:
-        async with database.session() as session:
-            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
-            try:
-                user = await repo.get_user_by_email(
-                    session=session, tenant_id=tenant.id, email=email
-                )
-                if admin and user.role != UserRole.ADMIN:
-                    user.role = UserRole.ADMIN
-            except NotFound:
-                user = await repo.create_user(
-                    session=session,
-                    tenant_id=tenant.id,
-                    email=email,
-                    username=email.split("@")[0],
-                    password_hash=repo.NO_PASSWORD,
-                    role=role,
-                )
-            principal = Principal(tenant.id, user.id, str(user.role), str(tenant.tier))
-            token = TokenService(settings).issue(principal, "access")
-            return IssuedToken(tenant.id, user.id, user.email, str(user.role), token)
+        return await issue_token_in(database, settings, domain=domain, email=email, admin=admin)
     finally:
         await database.dispose()
+
+
+async def issue_token_in(
+    database: Database, settings: Settings, *, domain: str, email: str, admin: bool = False
+) -> IssuedToken:
+    """``issue_token`` on an open database (``admin`` also promotes an existing user)."""
+    role = UserRole.ADMIN if admin else UserRole.USER
+    async with database.session() as session:
+        tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+        try:
+            user = await repo.get_user_by_email(session=session, tenant_id=tenant.id, email=email)
+            if admin and user.role != UserRole.ADMIN:
+                user.role = UserRole.ADMIN
+        except NotFound:
+            user = await repo.create_user(
+                session=session,
+                tenant_id=tenant.id,
+                email=email,
+                username=email.split("@")[0],
+                password_hash=repo.NO_PASSWORD,
+                role=role,
+            )
+        principal = Principal(tenant.id, user.id, str(user.role), str(tenant.tier))
+        token = TokenService(settings).issue(principal, "access")
+        return IssuedToken(tenant.id, user.id, user.email, str(user.role), token)

@@ -20,6 +20,7 @@ from sqlalchemy import inspect
 from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
+from graph_api.accounts import AccountGuard, LoginThrottle
 from graph_api.auth import TokenService
 from graph_api.clients import ClientAddresses
 from graph_api.context import RequestContext, Services
@@ -86,6 +87,8 @@ def create_app(
         tokens=TokenService(settings),
         metrics=metrics,
         rate_limiter=RateLimiter.from_settings(cache, settings),
+        accounts=AccountGuard(cache, database, settings),
+        login_throttle=LoginThrottle(cache, settings),
         results=ResultCache(cache, ttl=float(settings.cache_default_ttl_seconds)),
         subscriptions=SubscriptionSlots(
             settings.max_subscriptions_per_connection, settings.max_subscriptions_per_user

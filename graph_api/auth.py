@@ -38,6 +38,8 @@ class Principal:
     user_id: uuid.UUID
     role: str
     tier: str = "basic"
+    # The refresh family (login) the token belongs to; None for operator-issued tokens.
+    session_id: uuid.UUID | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -75,9 +77,14 @@ class TokenService:
     def access_lifetime(self) -> timedelta:
         return self._lifetimes["access"]
 
-    def issue(self, principal: Principal, token_type: TokenType) -> str:
+    @property
+    def refresh_lifetime(self) -> timedelta:
+        return self._lifetimes["refresh"]
+
+    def issue(self, principal: Principal, token_type: TokenType, jti: str | None = None) -> str:
+        """A signed token; a refresh token's ``jti`` is the one its family expects next."""
         now = datetime.now(UTC)
-        claims = {
+        claims: dict[str, object] = {
             "sub": str(principal.user_id),
             "tid": str(principal.tenant_id),
             "role": principal.role,
@@ -86,11 +93,26 @@ class TokenService:
             "iss": ISSUER,
             "iat": now,
             "exp": now + self._lifetimes[token_type],
-            "jti": uuid.uuid4().hex,
+            "jti": jti or uuid.uuid4().hex,
         }
+        if principal.session_id is not None:
+            claims["sid"] = str(principal.session_id)
         return jwt.encode(claims, self._secret, algorithm=self._algorithm)
 
     def verify(self, token: str, expected_type: TokenType = "access") -> Principal:
+        return self._verify(token, expected_type)[0]
+
+    def verify_refresh(self, token: str) -> tuple[Principal, str]:
+        """The principal (with its family as ``session_id``) and ``jti`` of a refresh token.
+
+        A refresh token without a family (issued before rotation existed) is refused.
+        """
+        principal, jti = self._verify(token, "refresh")
+        if principal.session_id is None or not jti:
+            raise Unauthenticated("Invalid token.")
+        return principal, jti
+
+    def _verify(self, token: str, expected_type: TokenType) -> tuple[Principal, str]:
         try:
             claims = jwt.decode(
                 token,
@@ -106,12 +128,15 @@ class TokenService:
         if claims["type"] != expected_type:
             raise Unauthenticated(f"An {expected_type} token is required.")
         try:
-            return Principal(
+            session = claims.get("sid")
+            principal = Principal(
                 tenant_id=uuid.UUID(claims["tid"]),
                 user_id=uuid.UUID(claims["sub"]),
                 role=str(claims["role"]),
                 tier=str(claims.get("tier", "basic")),
+                session_id=uuid.UUID(session) if session is not None else None,
             )
+            return principal, str(claims.get("jti") or "")
         except (ValueError, TypeError, AttributeError) as error:
             raise Unauthenticated("Invalid token.") from error
 

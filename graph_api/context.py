@@ -2,13 +2,17 @@
 
 The token is verified once, on first use; a bad token is remembered rather than raised so that
 public mutations (``register``, ``login``) still work, while every field that needs a caller
-raises it through ``authorize()``. DataLoaders are created per request and
-scoped to the principal's tenant, so nothing cached can cross requests or tenants.
+raises it through ``authorize()``. ``authorize()`` also asks the ``AccountGuard`` whether the
+token's user and tenant are still active and its session not ended (one cache read; a
+websocket's context lives as long as the connection, so the answer is trusted for at most
+``ACCOUNT_RECHECK_SECONDS``, and subscriptions re-check on start). DataLoaders are created
+per request and scoped to the principal's tenant, so nothing cached can cross requests or tenants.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -19,6 +23,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.fastapi import BaseContext
 
+from graph_api.accounts import AccountGuard, LoginThrottle
 from graph_api.auth import Principal, TokenService, bearer_token
 from graph_api.errors import ApiError, Unauthenticated
 from graph_api.loaders import Loaders
@@ -40,8 +45,16 @@ class Services:
     tokens: TokenService
     metrics: MetricsRecorder
     rate_limiter: RateLimiter
+    accounts: AccountGuard
+    login_throttle: LoginThrottle
     results: Any = None  # graph_api.result_cache.ResultCache over ``cache``
     subscriptions: SubscriptionSlots | None = None  # open subscriptions, this replica
+
+
+# One HTTP request (several root fields) checks the account once; a long-lived websocket
+# context checks again when its last check is older than this.
+ACCOUNT_RECHECK_SECONDS = 1.0
+ACCOUNT_INACTIVE = "This session has ended or the account is not active."
 
 
 class RequestContext(BaseContext):
@@ -65,6 +78,8 @@ class RequestContext(BaseContext):
         self.admission: Admission | None = None
         # Top-level query fields resolve concurrently; the lock makes a request count once.
         self._admission_lock = asyncio.Lock()
+        self._account_lock = asyncio.Lock()
+        self._account_checked_at: float | None = None
         self._loaders: Loaders | None = None
 
     def _header(self) -> str | None:
@@ -90,18 +105,34 @@ class RequestContext(BaseContext):
                 self._auth_error = error
         return self._principal
 
-    async def authorize(self) -> Principal:
-        """The verified caller; raises UNAUTHENTICATED or RATE_LIMITED. ``RequestLimits`` has
-        charged the operation already; this charges 1 only if nothing did."""
+    async def authorize(self, *, recheck: bool = False) -> Principal:
+        """The verified, still active caller; raises UNAUTHENTICATED or RATE_LIMITED.
+
+        ``RequestLimits`` has charged the operation already; this charges 1 only if nothing
+        did. ``recheck`` asks the account guard again even if it answered moments ago (a
+        subscription starting on a long-lived websocket).
+        """
         principal = self.principal
         if self._auth_error is not None:
             raise self._auth_error
         if principal is None:
             raise Unauthenticated("Authentication required.")
+        await self._check_account(principal, recheck)
         async with self._admission_lock:
             if self.admission is None:
                 self.admission = await self.services.rate_limiter.admit(principal)
         return principal
+
+    async def _check_account(self, principal: Principal, recheck: bool) -> None:
+        async with self._account_lock:
+            checked = self._account_checked_at
+            fresh = checked is not None and time.monotonic() - checked < ACCOUNT_RECHECK_SECONDS
+            if fresh and not recheck:
+                return
+            if not await self.services.accounts.is_active(principal):
+                self._account_checked_at = None
+                raise Unauthenticated(ACCOUNT_INACTIVE)
+            self._account_checked_at = time.monotonic()
 
     @property
     def credentials_rejected(self) -> bool:

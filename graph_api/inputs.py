@@ -22,6 +22,8 @@ class RegisterInput:
     username: str
     password: str
     tenant_domain: str
+    # Required when the tenant's registration is "invite"; from an admin's createInvite.
+    invite_token: str | None = None
 
 
 @strawberry.input

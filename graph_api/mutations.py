@@ -15,6 +15,7 @@ from typing import Any
 import strawberry
 
 from graph_api import bounds
+from graph_api.account_mutations import AccountAdminMutation
 from graph_api.auth import Principal
 from graph_api.auth_mutations import AuthMutation
 from graph_api.context import Info, RequestContext
@@ -72,7 +73,7 @@ class ImportResult:
 
 
 @strawberry.type
-class Mutation(AuthMutation):
+class Mutation(AuthMutation, AccountAdminMutation):
     @strawberry.mutation
     async def record_interaction(self, info: Info, input: InteractionInput) -> Interaction:
         principal = await info.context.authorize()

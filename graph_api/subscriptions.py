@@ -4,6 +4,11 @@ Each stream listens on its own tenant's channels only; a subscriber can never na
 tenant, because the channel comes from the verified token. Recomputing streams coalesce bursts
 (one recomputation per burst), and ``trendingItems`` is throttled: it asks the trending engine
 at most once per ``TRENDING_MIN_INTERVAL_S``.
+
+A websocket authenticates once, at ``connection_init``; so every stream re-checks the caller's
+account when it starts and runs under ``guarded``: when the user or tenant is deactivated, or
+the session logged out, the stream ends with UNAUTHENTICATED (woken by the tenant's auth
+events, re-checked every ``RECSERVE_ACCOUNT_STATE_TTL_SECONDS`` in case one is missed).
 """
 
 from __future__ import annotations
@@ -12,15 +17,16 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
 
+from graph_api.accounts import guarded
 from graph_api.auth import Principal
-from graph_api.context import Info, RequestContext
-from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound
+from graph_api.context import ACCOUNT_INACTIVE, Info, RequestContext
+from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound, Unauthenticated
 from graph_api.inputs import MAX_PAGE
 from graph_api.live import ActivityEvent, drain, is_write_event, subscribe_tenant, touches_user
 from graph_api.mutations import events_channel
@@ -32,6 +38,17 @@ T = TypeVar("T")
 TRENDING_MIN_INTERVAL_S = 1.0
 MIN_METRICS_INTERVAL_S = 0.5
 MAX_METRICS_INTERVAL_S = 300.0
+
+
+async def _authorize(info: Info) -> Principal:
+    """The caller, re-checked now: the websocket's context may be hours old."""
+    return await info.context.authorize(recheck=True)
+
+
+def _live(info: Info, principal: Principal, source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``source`` until the caller's account or session stops being valid."""
+    refusal = Unauthenticated(ACCOUNT_INACTIVE)
+    return guarded(info.context.services.accounts, principal, source, refusal)
 
 
 async def _fresh_recommendations(
@@ -78,6 +95,50 @@ def counted(
     return streaming
 
 
+async def _tenant_events(
+    info: Info, principal: Principal, only_mine: bool
+) -> AsyncGenerator[Any, None]:
+    cache = info.context.services.cache
+    async with await cache.subscribe(events_channel(principal.tenant_id)) as subscription:
+        async for _channel, event in subscription:
+            if only_mine and event.get("user_id") != str(principal.user_id):
+                continue
+            yield event
+
+
+async def _recommendation_updates(
+    context: RequestContext, principal: Principal, params: RecommendationParams
+) -> AsyncGenerator[list[RecommendationItem], None]:
+    async with await subscribe_tenant(context, principal) as subscription:
+        yield await _fresh_recommendations(context, principal, params)
+        async for _channel, event in subscription:
+            if touches_user(event, principal.user_id):
+                await drain(subscription)
+                yield await _fresh_recommendations(context, principal, params)
+
+
+async def _trending(
+    context: RequestContext, principal: Principal, category: str | None, limit: int
+) -> AsyncGenerator[list[SimilarItem], None]:
+    async with await subscribe_tenant(context, principal) as subscription:
+        yield await _fresh_trending(context, principal, category, limit)
+        last = time.monotonic()
+        async for _channel, _event in subscription:
+            await asyncio.sleep(max(0.0, last + TRENDING_MIN_INTERVAL_S - time.monotonic()))
+            await drain(subscription)
+            yield await _fresh_trending(context, principal, category, limit)
+            last = time.monotonic()
+
+
+async def _metrics(
+    context: RequestContext, principal: Principal, interval_seconds: float
+) -> AsyncGenerator[PerformanceMetrics, None]:
+    metrics = context.services.metrics
+    while True:
+        yield PerformanceMetrics(**metrics.snapshot(principal.tenant_id).__dict__)
+        await asyncio.sleep(interval_seconds)
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription
@@ -85,15 +146,11 @@ class Subscription:
     async def tenant_events(self, info: Info, only_mine: bool = True) -> AsyncGenerator[JSON, None]:
         """Interactions and ratings recorded in the caller's tenant, as they are committed: the
         caller's own, or (``onlyMine: false``, admins only) everyone's."""
-        principal = await info.context.authorize()
+        principal = await _authorize(info)
         if not only_mine and not principal.is_admin:
             raise Forbidden("Only a tenant admin may follow other users' events.")
-        cache = info.context.services.cache
-        async with await cache.subscribe(events_channel(principal.tenant_id)) as subscription:
-            async for _channel, event in subscription:
-                if only_mine and event.get("user_id") != str(principal.user_id):
-                    continue
-                yield event
+        async for event in _live(info, principal, _tenant_events(info, principal, only_mine)):
+            yield event
 
     @strawberry.subscription
     @counted
@@ -102,16 +159,12 @@ class Subscription:
     ) -> AsyncGenerator[list[RecommendationItem], None]:
         """The caller's recommendations now, then again after each of their interactions or
         ratings (folded in without retraining) and after each model promotion."""
-        principal = await info.context.authorize()
+        principal = await _authorize(info)
         params = RecommendationParams(algorithm=algorithm, k=num_recommendations)
         params.validate(info.context.services.recommender.catalog)
-        context = info.context
-        async with await subscribe_tenant(context, principal) as subscription:
-            yield await _fresh_recommendations(context, principal, params)
-            async for _channel, event in subscription:
-                if touches_user(event, principal.user_id):
-                    await drain(subscription)
-                    yield await _fresh_recommendations(context, principal, params)
+        source = _recommendation_updates(info.context, principal, params)
+        async for items in _live(info, principal, source):
+            yield items
 
     @strawberry.subscription
     @counted
@@ -119,18 +172,20 @@ class Subscription:
         self, info: Info, item_id: uuid.UUID
     ) -> AsyncGenerator[ActivityEvent, None]:
         """Interactions and ratings on one of the tenant's items, by anyone in the tenant."""
-        principal = await info.context.authorize()
+        principal = await _authorize(info)
         if await info.context.loaders.items.load(item_id) is None:
             raise ObjectNotFound("Item not found.")  # another tenant's id reads as missing
-        async for event in _activity(info, principal, {"item_id": str(item_id)}):
+        source = _activity(info, principal, {"item_id": str(item_id)})
+        async for event in _live(info, principal, source):
             yield event
 
     @strawberry.subscription
     @counted
     async def user_activity(self, info: Info) -> AsyncGenerator[ActivityEvent, None]:
         """The caller's own interactions and ratings, from any device or replica."""
-        principal = await info.context.authorize()
-        async for event in _activity(info, principal, {"user_id": str(principal.user_id)}):
+        principal = await _authorize(info)
+        source = _activity(info, principal, {"user_id": str(principal.user_id)})
+        async for event in _live(info, principal, source):
             yield event
 
     @strawberry.subscription
@@ -139,18 +194,12 @@ class Subscription:
         self, info: Info, category: str | None = None, limit: int = 10
     ) -> AsyncGenerator[list[SimilarItem], None]:
         """The trending list now, then re-computed as interactions arrive (throttled)."""
-        principal = await info.context.authorize()
+        principal = await _authorize(info)
         if not 1 <= limit <= MAX_PAGE:
             raise BadUserInput(f"limit must be between 1 and {MAX_PAGE}.")
-        context = info.context
-        async with await subscribe_tenant(context, principal) as subscription:
-            yield await _fresh_trending(context, principal, category, limit)
-            last = time.monotonic()
-            async for _channel, _event in subscription:
-                await asyncio.sleep(max(0.0, last + TRENDING_MIN_INTERVAL_S - time.monotonic()))
-                await drain(subscription)
-                yield await _fresh_trending(context, principal, category, limit)
-                last = time.monotonic()
+        source = _trending(info.context, principal, category, limit)
+        async for items in _live(info, principal, source):
+            yield items
 
     @strawberry.subscription
     @counted
@@ -158,13 +207,13 @@ class Subscription:
         self, info: Info, interval_seconds: float = 5.0
     ) -> AsyncGenerator[PerformanceMetrics, None]:
         """``performanceMetrics`` every ``intervalSeconds`` (admins only, their tenant's share)."""
+        await _authorize(info)
         principal = await require_admin(info.context)
         if not MIN_METRICS_INTERVAL_S <= interval_seconds <= MAX_METRICS_INTERVAL_S:
             raise BadUserInput(
                 f"intervalSeconds must be between {MIN_METRICS_INTERVAL_S} "
                 f"and {MAX_METRICS_INTERVAL_S}."
             )
-        metrics = info.context.services.metrics
-        while True:
-            yield PerformanceMetrics(**metrics.snapshot(principal.tenant_id).__dict__)
-            await asyncio.sleep(interval_seconds)
+        source = _metrics(info.context, principal, interval_seconds)
+        async for snapshot in _live(info, principal, source):
+            yield snapshot

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -174,6 +175,25 @@ class User:
         _check_limit(limit)
         rows = await info.context.loaders.ratings.load((self.id, limit))
         return [Rating.from_row(row) for row in rows]
+
+
+@strawberry.enum
+class RegistrationMode(Enum):
+    """Who may ``register`` in a tenant: anyone, invite holders, or nobody."""
+
+    OPEN = "open"
+    INVITE = "invite"
+    CLOSED = "closed"
+
+
+@strawberry.type
+class InvitePayload:
+    """A minted invite. ``token`` is shown only here: the server keeps just its hash."""
+
+    token: str
+    expires_at: datetime
+    email: str | None
+    role: str
 
 
 @strawberry.type

@@ -77,6 +77,14 @@ class UserRole(StrEnum):
     ADMIN = "admin"
 
 
+class Registration(StrEnum):
+    """Who may sign up through ``register``: anyone, holders of an invite, or nobody."""
+
+    OPEN = "open"
+    INVITE = "invite"
+    CLOSED = "closed"
+
+
 def _str_enum(enum: type[StrEnum], name: str) -> Enum:
     return Enum(
         enum,
@@ -107,6 +115,12 @@ class Tenant(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Closed unless an operator opens it: registering never creates a tenant.
+    registration: Mapped[Registration] = mapped_column(
+        _str_enum(Registration, "tenant_registration"),
+        default=Registration.CLOSED,
+        server_default=Registration.CLOSED.value,
+    )
 
 
 class User(Base):
@@ -125,6 +139,54 @@ class User(Base):
     preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RefreshFamily(Base):
+    """One login's chain of refresh tokens: only ``current_jti`` may be exchanged next.
+
+    Each refresh replaces ``current_jti``; presenting an older token of the family means it was
+    copied, so the whole family is revoked (``revoked_at``) and every descendant stops working.
+    """
+
+    __tablename__ = "refresh_families"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_refresh_families_tenant_user", "tenant_id", "user_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    current_jti: Mapped[str] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class Invite(Base):
+    """A single-use, expiring permission to register in one tenant (only its hash is kept)."""
+
+    __tablename__ = "tenant_invites"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    role: Mapped[UserRole] = mapped_column(
+        _str_enum(UserRole, "invite_role"), default=UserRole.USER
+    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    used_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
 
 
 class Item(Base):

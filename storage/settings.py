@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     access_token_minutes: int = Field(default=30, gt=0)
     refresh_token_days: int = Field(default=14, gt=0)
+    # Sign-in throttle per account (tenant + email, known or not): after this many failed
+    # logins within the window, every login of that account is refused for the lockout.
+    login_max_failures: int = Field(default=5, gt=0)
+    login_failure_window_seconds: int = Field(default=900, gt=0)
+    login_lockout_seconds: int = Field(default=900, gt=0)
+    # Invites minted by a tenant admin (createInvite) expire after this many hours.
+    invite_hours: int = Field(default=72, gt=0)
+    # How long a user's "active" state is cached, and how often live subscriptions re-check it
+    # (a deactivation also invalidates the cache and wakes subscriptions at once).
+    account_state_ttl_seconds: int = Field(default=30, gt=0)
 
     cache_default_ttl_seconds: int = Field(default=300, gt=0)
     cache_compress_min_bytes: int = Field(default=4096, ge=0)

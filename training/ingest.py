@@ -1,8 +1,9 @@
 """Load a dataset (MovieLens, the synthetic catalogue, a customer export) into a tenant.
 
 Datasets name users and items by their own ids; those become ``external_id`` for items and the
-local part of a placeholder e-mail for users. Imported users cannot log in (no password) until
-they register or an operator issues them a token.
+local part of a placeholder e-mail for users. Imported users have no password, so they cannot
+log in (nor register: their email is taken); the tenant's backend gets them tokens from the
+operator (``recserve token``).
 """
 
 from __future__ import annotations

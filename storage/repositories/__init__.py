@@ -44,6 +44,7 @@ from storage.repositories.tenants import (
     get_tenant_by_domain,
     list_tenants,
     set_tenant_active,
+    set_tenant_registration,
 )
 from storage.repositories.users import (
     NO_PASSWORD,
@@ -52,6 +53,7 @@ from storage.repositories.users import (
     get_user,
     get_user_by_email,
     list_users,
+    set_user_active,
     users_by_ids,
 )
 
@@ -90,6 +92,8 @@ __all__ = [
     "recent_items",
     "record_interaction",
     "set_tenant_active",
+    "set_tenant_registration",
+    "set_user_active",
     "update_item",
     "users_by_ids",
 ]

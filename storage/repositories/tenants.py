@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Tenant, TenantTier
+from storage.models import Registration, Tenant, TenantTier
 from storage.repositories._common import check_page, found, savepoint
 
 
@@ -20,13 +20,19 @@ async def create_tenant(
     domain: str,
     tier: TenantTier | str = TenantTier.BASIC,
     settings: Mapping[str, Any] | None = None,
+    registration: Registration | str = Registration.CLOSED,
 ) -> Tenant:
-    """Create a tenant. ``domain`` is unique (case-insensitive); a duplicate raises Conflict."""
+    """Create a tenant. ``domain`` is unique (case-insensitive); a duplicate raises Conflict.
+
+    ``registration`` says who may sign up through the API: nobody (``closed``, the default),
+    invite holders (``invite``) or anyone (``open``).
+    """
     tenant = Tenant(
         name=name,
         domain=domain.strip().lower(),
         tier=TenantTier(tier),
         settings=dict(settings or {}),
+        registration=Registration(registration),
     )
     async with savepoint(session):
         session.add(tenant)
@@ -62,5 +68,15 @@ async def set_tenant_active(
     """Enable or disable a tenant (its data stays in place)."""
     tenant = await get_tenant(session=session, tenant_id=tenant_id)
     tenant.is_active = is_active
+    await session.flush()
+    return tenant
+
+
+async def set_tenant_registration(
+    *, session: AsyncSession, tenant_id: uuid.UUID, registration: Registration | str
+) -> Tenant:
+    """Change who may register in the tenant (``open``, ``invite`` or ``closed``)."""
+    tenant = await get_tenant(session=session, tenant_id=tenant_id)
+    tenant.registration = Registration(registration)
     await session.flush()
     return tenant

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import User, UserRole, utcnow
+from storage.models import Tenant, User, UserRole, utcnow
 from storage.repositories._common import (
     align,
     check_page,
@@ -67,6 +67,27 @@ async def get_user_by_email(*, session: AsyncSession, tenant_id: uuid.UUID, emai
         select(User).where(User.tenant_id == tenant_id, User.email == normalized)
     )
     return found(user, "user with email", normalized)
+
+
+async def set_user_active(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, is_active: bool
+) -> User:
+    """Enable or disable a user of this tenant (their data stays); NotFound if not theirs."""
+    user = await get_user(session=session, tenant_id=tenant_id, user_id=user_id)
+    user.is_active = is_active
+    await session.flush()
+    return user
+
+
+async def account_state(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Whether the user exists and both they and their tenant are active (one query)."""
+    query = (
+        select(User.is_active, Tenant.is_active)
+        .join(Tenant, Tenant.id == User.tenant_id)
+        .where(User.tenant_id == tenant_id, User.id == user_id)
+    )
+    row = (await session.execute(query)).first()
+    return row is not None and bool(row[0]) and bool(row[1])
 
 
 async def list_users(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from cluster import operations as ops
 from graph_api.app import create_app
 from graph_api.auth import Principal, TokenService
 from storage.cache import Cache, create_cache
@@ -32,6 +33,8 @@ class Api:
     cache: Cache
     recommender: CatalogueRecommender
     settings: Settings
+    # Domains whose tenant this harness created (as an operator would).
+    tenants: set[str] = field(default_factory=set)
 
     async def post(
         self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
@@ -54,21 +57,35 @@ class Api:
         assert "errors" not in payload, payload
         return payload["data"]
 
-    async def register(self, email: str, domain: str) -> tuple[str, str]:
-        """(access token, user id) of a new user; the first of a domain is its admin."""
-        data = await self.ok(
-            REGISTER,
-            {
-                "input": {
-                    "email": email,
-                    "username": email.split("@")[0],
-                    "password": PASSWORD,
-                    "tenantDomain": domain,
-                }
-            },
+    async def create_tenant(
+        self, domain: str, registration: str = "open", tier: str = "basic"
+    ) -> uuid.UUID:
+        """The tenant of ``domain``, made the operator's way (``recserve tenant create``)."""
+        tenant, _ = await ops.ensure_tenant(
+            self.database, domain=domain, registration=registration, tier=tier
         )
-        payload = data["register"]
-        return payload["accessToken"], payload["user"]["id"]
+        self.tenants.add(domain)
+        return tenant.id
+
+    async def register(self, email: str, domain: str) -> tuple[str, str]:
+        """(access token, user id) of a user who signs up with ``register``.
+
+        Registering never creates a tenant: a domain this harness has not seen is first created
+        by the operator with open registration, and its first user is then made its admin the
+        operator's way (``recserve token --admin``), whose token is returned.
+        """
+        created = False
+        if domain not in self.tenants:
+            _, created = await ops.ensure_tenant(self.database, domain=domain, registration="open")
+            self.tenants.add(domain)
+        data = await self.ok(REGISTER, {"input": registration_input(email, domain)})
+        token, user_id = data["register"]["accessToken"], data["register"]["user"]["id"]
+        if created:
+            issued = await ops.issue_token_in(
+                self.database, self.settings, domain=domain, email=email, admin=True
+            )
+            token = issued.access_token
+        return token, user_id
 
     def token_for(self, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str = "user") -> str:
         return TokenService(self.settings).issue(Principal(tenant_id, user_id, role), "access")
@@ -78,6 +95,16 @@ REGISTER = """
 mutation($input: RegisterInput!) {
   register(input: $input) { accessToken refreshToken user { id email role } }
 }"""
+
+
+def registration_input(email: str, domain: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "email": email,
+        "username": email.split("@")[0],
+        "password": PASSWORD,
+        "tenantDomain": domain,
+        **extra,
+    }
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -85,6 +85,7 @@ async def test_registration_rules(api: Api) -> None:
         "password": "long enough pw",
         "tenantDomain": "y.example",
     }
+    await api.create_tenant("y.example")
     for change in (
         {"email": "nope"},
         {"password": "short"},

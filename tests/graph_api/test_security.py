@@ -187,14 +187,16 @@ async def test_tenant_b_cannot_reach_tenant_a(api: Api, two_tenants: dict[str, A
 
 
 async def test_a_forged_tenant_claim_sees_nothing(api: Api, two_tenants: dict[str, Any]) -> None:
-    """Even a validly signed token for an unknown tenant/user reaches no data."""
+    """Even a validly signed token for an unknown tenant/user reaches no data: the account
+    check finds no such user in that tenant and refuses the token outright."""
     forged = TokenService(api.settings).issue(
         Principal(uuid.uuid4(), uuid.UUID(two_tenants["user_a"]), "admin"), "access"
     )
     response = await api.post(
         "query($id: UUID!) { item(id: $id) { id } }", {"id": two_tenants["item_a"]}, forged
     )
-    assert response.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert response.json()["data"] is None
     me = await api.gql("{ me { id } }", token=forged)
     assert me["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 

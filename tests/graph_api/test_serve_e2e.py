@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from cluster import operations as ops
 from deployments.app import AppArgs, compose
-from storage.db import create_database, drop_database
+from storage.db import Database, create_database, drop_database
 from storage.settings import Settings
-from tests.graph_api.conftest import REGISTER
+from tests.graph_api.conftest import REGISTER, registration_input
 from tests.graph_api.test_flow import CREATE_ITEM, RECOMMEND, RECORD, SIMILAR
 from training.pipeline import train_tenant_async
 
@@ -34,8 +35,10 @@ READY_TIMEOUT_S = 60.0
 
 
 class Client:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
         self.http = http
+        self.settings = settings  # the replicas' own: the operator works on their database
+        self.tenants: set[str] = set()
 
     async def ok(self, query: str, variables: dict | None = None, token: str | None = None) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -47,9 +50,25 @@ class Client:
         return payload["data"]
 
     async def register(self, email: str, domain: str) -> tuple[str, str]:
-        user = {"email": email, "username": email.split("@")[0], "password": PASSWORD}
-        data = await self.ok(REGISTER, {"input": user | {"tenantDomain": domain}})
-        return data["register"]["accessToken"], data["register"]["user"]["id"]
+        """As ``tests.graph_api.conftest.Api.register``: the operator creates an unseen domain's
+        tenant (open registration) and makes its first user the admin (``recserve token
+        --admin``), whose token is returned; everyone signs up through ``register``."""
+        database = Database.from_settings(self.settings)
+        try:
+            created = False
+            if domain not in self.tenants:
+                _, created = await ops.ensure_tenant(database, domain=domain, registration="open")
+                self.tenants.add(domain)
+            data = await self.ok(REGISTER, {"input": registration_input(email, domain)})
+            token, user_id = data["register"]["accessToken"], data["register"]["user"]["id"]
+            if created:
+                issued = await ops.issue_token_in(
+                    database, self.settings, domain=domain, email=email, admin=True
+                )
+                token = issued.access_token
+            return token, user_id
+        finally:
+            await database.dispose()
 
 
 def replica_settings(data_dir: Path, database_url: str | None) -> dict[str, str]:
@@ -90,7 +109,7 @@ async def deployed_app(
         base = f"http://127.0.0.1:{port}{route}"
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             await wait_ready(http)
-            yield Client(http), settings
+            yield Client(http, settings), settings
     finally:
         serve.delete(name)
 
