@@ -21,7 +21,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from graph_api.auth import Principal
@@ -66,25 +66,34 @@ class AccountGuard:
 
     async def is_active(self, principal: Principal) -> bool:
         """True while the user and tenant exist and are active and the session was not ended."""
+        active, _ = await self.check(principal)
+        return active
+
+    async def check(
+        self, principal: Principal, read_along: Sequence[str] = ()
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """``is_active``, reading the tenant's keys ``read_along`` in the same round trip (a
+        request's cached result): ``(active, {key: value})``, None when the cache is down."""
         tenant, user = principal.tenant_id, principal.user_id
         keys = [user_state_key(tenant, user), tenant_state_key(tenant)]
         if principal.session_id is not None:
             keys.append(ended_session_key(tenant, principal.session_id))
         try:
-            hits = await self._cache.get_many(keys)
+            hits = await self._cache.get_many([*keys, *read_along])
         except Unavailable as error:
             logger.warning("account state read from the database, cache unavailable: %s", error)
-            return await self._read(principal, with_session=True)
+            return await self._read(principal, with_session=True), None
+        along = {key: hits.get(key) for key in read_along}
         if any(hits.get(key) == INACTIVE for key in keys[1:]):
-            return False
+            return False, along
         state = hits.get(keys[0])
         if state is None:
             active = await self._read(principal)
             await self._quietly(
                 self._cache.set(keys[0], ACTIVE if active else INACTIVE, self.state_ttl)
             )
-            return active
-        return bool(state == ACTIVE)
+            return active, along
+        return bool(state == ACTIVE), along
 
     async def _read(self, principal: Principal, *, with_session: bool = False) -> bool:
         """The database's answer; ``with_session`` also asks whether the session was ended

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -80,6 +80,8 @@ class RequestContext(BaseContext):
         self._admission_lock = asyncio.Lock()
         self._account_lock = asyncio.Lock()
         self._account_checked_at: float | None = None
+        # Cache values read along with the account check (``authorize(read_along=...)``).
+        self.read_ahead: dict[str, Any] = {}
         self._loaders: Loaders | None = None
 
     def _header(self) -> str | None:
@@ -105,34 +107,43 @@ class RequestContext(BaseContext):
                 self._auth_error = error
         return self._principal
 
-    async def authorize(self, *, recheck: bool = False) -> Principal:
+    async def authorize(
+        self, *, recheck: bool = False, read_along: Sequence[str] = ()
+    ) -> Principal:
         """The verified, still active caller; raises UNAUTHENTICATED or RATE_LIMITED.
 
         ``RequestLimits`` has charged the operation already; this charges 1 only if nothing
         did. ``recheck`` asks the account guard again even if it answered moments ago (a
-        subscription starting on a long-lived websocket).
+        subscription starting on a long-lived websocket). ``read_along``: cache keys of the
+        caller's tenant to read in the account check's round trip; their values land in
+        ``read_ahead`` (absent when the check did not run or the cache was down).
         """
         principal = self.principal
         if self._auth_error is not None:
             raise self._auth_error
         if principal is None:
             raise Unauthenticated("Authentication required.")
-        await self._check_account(principal, recheck)
+        await self._check_account(principal, recheck, read_along)
         async with self._admission_lock:
             if self.admission is None:
                 self.admission = await self.services.rate_limiter.admit(principal)
         return principal
 
-    async def _check_account(self, principal: Principal, recheck: bool) -> None:
+    async def _check_account(
+        self, principal: Principal, recheck: bool, read_along: Sequence[str]
+    ) -> None:
         async with self._account_lock:
             checked = self._account_checked_at
             fresh = checked is not None and time.monotonic() - checked < ACCOUNT_RECHECK_SECONDS
             if fresh and not recheck:
                 return
-            if not await self.services.accounts.is_active(principal):
+            active, along = await self.services.accounts.check(principal, read_along)
+            if not active:
                 self._account_checked_at = None
                 raise Unauthenticated(ACCOUNT_INACTIVE)
             self._account_checked_at = time.monotonic()
+            if along is not None:
+                self.read_ahead.update(along)
 
     @property
     def credentials_rejected(self) -> bool:

@@ -12,7 +12,7 @@ from graph_api.context import Info, RequestContext
 from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound, Unauthenticated
 from graph_api.inputs import MAX_PAGE, RecommendationOptions, check_page, to_params
 from graph_api.loaders import prime
-from graph_api.recommendations import hydrate_pairs, recommend, similar_items
+from graph_api.recommendations import hydrate_pairs, recommend, result_lookup, similar_items
 from graph_api.types import (
     Item,
     PerformanceMetrics,
@@ -104,8 +104,12 @@ class Query:
     async def recommendations(
         self, info: Info, options: RecommendationOptions | None = None
     ) -> RecommendationResult:
-        principal = await info.context.authorize()
-        return await recommend(info.context, principal, to_params(options))
+        if info.context.principal is None:
+            await info.context.authorize()  # UNAUTHENTICATED before any input error
+        params = to_params(options)
+        lookup = result_lookup(info.context, params)
+        principal = await info.context.authorize(read_along=lookup)
+        return await recommend(info.context, principal, params)
 
     @strawberry.field
     async def similar_items(

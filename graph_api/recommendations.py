@@ -84,6 +84,21 @@ def result_key(tenant_id: uuid.UUID, user_id: uuid.UUID, params: RecommendationP
     return f"{user_cache_prefix(tenant_id, user_id)}{params.fingerprint()}"
 
 
+def result_keys(principal: Principal, params: RecommendationParams) -> tuple[str, str]:
+    """The result's key and its tenant's model-epoch key."""
+    key = result_key(principal.tenant_id, principal.user_id, params)
+    return key, model_epoch_key(principal.tenant_id)
+
+
+def result_lookup(ctx: RequestContext, params: RecommendationParams) -> list[str]:
+    """The cache keys ``recommend`` reads for the token's caller: for ``authorize(read_along=)``,
+    so the account check and the result lookup share one round trip. Empty without a token."""
+    principal = ctx.principal
+    if principal is None:
+        return []
+    return ctx.services.results.lookup_keys(*result_keys(principal, params))
+
+
 def tenant_cache_prefix(tenant_id: uuid.UUID) -> str:
     return tenant_key(tenant_id, "recs") + ":"
 
@@ -106,9 +121,14 @@ async def recommend(
         response = await _ask_recommender(ctx, principal, params)
         return _response_to_json(response, await _item_rows(ctx, response))
 
-    key = result_key(principal.tenant_id, principal.user_id, params)
-    epoch_key = model_epoch_key(principal.tenant_id)
-    payload, cached = await results.get_or_compute(key, compute, epoch_key=epoch_key)
+    key, epoch_key = result_keys(principal, params)
+    # Read with the account check when the resolver asked for them (``result_lookup``): a
+    # hit then costs that one round trip. Taken, not kept: a subscription re-reads each time.
+    lookup = results.lookup_keys(key, epoch_key)
+    known = {k: ctx.read_ahead.pop(k) for k in lookup if k in ctx.read_ahead}
+    payload, cached = await results.get_or_compute(
+        key, compute, epoch_key=epoch_key, known=known or None
+    )
     # The cached payload carries the item rows too: a hit reads nothing else. (Any item change
     # drops the tenant's cached results, so the rows in them are never older than the list.)
     response, rows = _response_from_json(payload)

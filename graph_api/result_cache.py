@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from storage.cache.base import Cache
@@ -57,11 +57,17 @@ class ResultCache:
             logger.warning("cache %s skipped, serving uncached: %s", operation, error)
             return default
 
-    async def _lookup(self, key: str, epoch_key: str | None) -> tuple[int | None, Any]:
+    async def _lookup(
+        self, key: str, epoch_key: str | None, known: Mapping[str, Any] | None = None
+    ) -> tuple[int | None, Any]:
         """``(epoch, value)`` in one round trip: the value only if it was computed under the
-        current epoch; ``(None, None)`` when the cache cannot be reached."""
-        keys = [key] if epoch_key is None else [epoch_key, key]
-        found = await self._safe("get", self.cache.get_many(keys))
+        current epoch; ``(None, None)`` when the cache cannot be reached. ``known``: values
+        already read in this request's round trip (see ``lookup_keys``); no read then."""
+        keys = self.lookup_keys(key, epoch_key)
+        if known is not None and all(k in known for k in keys):
+            found: dict[str, Any] | None = {k: known[k] for k in keys if known[k] is not None}
+        else:
+            found = await self._safe("get", self.cache.get_many(keys))
         if found is None:
             return None, None
         epoch = int(found.get(epoch_key, 0)) if epoch_key is not None else 0
@@ -70,18 +76,29 @@ class ResultCache:
             return epoch, stored.get("value")
         return epoch, None
 
+    @staticmethod
+    def lookup_keys(key: str, epoch_key: str | None) -> list[str]:
+        """The keys a lookup reads: a caller may read them earlier, in its own round trip."""
+        return [key] if epoch_key is None else [epoch_key, key]
+
     async def drop_prefix(self, prefix: str) -> None:
         await self._safe("invalidate", self.cache.delete_prefix(prefix))
 
     async def get_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[Any]], *, epoch_key: str | None = None
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[Any]],
+        *,
+        epoch_key: str | None = None,
+        known: Mapping[str, Any] | None = None,
     ) -> tuple[Any, bool]:
         """``(value, cached)``: ``cached`` is False only for the call that ran ``compute``.
 
         ``epoch_key`` names the counter whose current value a cached value must carry (the
         tenant's model epoch); without it values are stamped 0. An unreachable cache computes.
+        ``known`` holds the lookup keys' values when the caller read them already.
         """
-        epoch, hit = await self._lookup(key, epoch_key)
+        epoch, hit = await self._lookup(key, epoch_key, known)
         if epoch is None:  # cache unreachable: answer uncached rather than fail
             return await compute(), False
         if hit is not None:
