@@ -52,7 +52,7 @@ def list_command(
     known = [*REGISTRY, BLEND]
     names = [algorithm] if algorithm else trained_algorithms(store, tenant_id, known)
     rows = run(asyncio.to_thread(list_models, store, tenant_id, names))
-    table = Table("algorithm", "version", "current", "created_at", "seconds", "metrics")
+    table = Table("algorithm", "version", "current", "created_at", "seconds", "fit", "metrics")
     for row in rows:
         seconds = f"{row.duration_seconds:.2f}" if row.duration_seconds is not None else ""
         table.add_row(
@@ -61,6 +61,7 @@ def list_command(
             "*" if row.current else "",
             row.created_at or "",
             seconds,
+            row.fit,
             _metrics_text(row.metrics),
         )
     console.print(table)

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         "enterprise": {"per_user": 6_000, "per_tenant": 60_000},
     }
 
+    # Memory one training run may use (GiB) when planning each engine's fit (training.limits):
+    # an engine that would need more is scaled down or skipped. None: half of the machine.
+    train_memory_gb: float | None = Field(default=None, gt=0)
     # Largest HTTP request body the API reads (bytes); bigger ones get 413 unread.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Addresses (IPs or CIDRs) of the proxies in front of the API whose X-Forwarded-For is

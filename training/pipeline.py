@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from storage import meters
 from storage import repositories as repo
@@ -38,6 +39,7 @@ from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 from training.evaluation import evaluate_ranking, stratified_pair_split
 from training.hybrid import BLEND, HybridConfig
 from training.hybrid_tuning import choose_blend
+from training.limits import Shape, budget_bytes, plan_fit
 from training.registry import code_version
 
 log = logging.getLogger(__name__)
@@ -146,10 +148,10 @@ class Holdout:
         self.data, self.seed, self.k = data, seed, k
         self.models: dict[str, Recommender] = {}
 
-    def metrics(self, name: str) -> dict[str, float]:
+    def metrics(self, name: str, config: BaseModel | None = None) -> dict[str, float]:
         if self.train is None:
             return {}
-        model = create(name, seed=self.seed).fit(self.train, self.data.items)
+        model = create(name, config, seed=self.seed).fit(self.train, self.data.items)
         self.models[name] = model
         found = evaluate_ranking(model, self.train, self.positives, self.k)
         keys = (f"precision@{self.k}", f"recall@{self.k}", f"ndcg@{self.k}", "map")
@@ -311,15 +313,27 @@ async def train_tenant_async(
     result = TrainingResult(str(tenant_id), {}, {}, counts, 0.0)
     holdout = Holdout(data, seed) if evaluate else None
     vectors: dict[str, np.ndarray] = {}
+    shape, budget = Shape.of(full), budget_bytes(settings.train_memory_gb)
     for step, name in enumerate(names, start=1):
         if progress:
             progress(f"train: {name}", step - 1, len(names))
         fit_started = time.perf_counter()
+        plan = plan_fit(name, shape, budget)
+        if plan.action == "skipped":
+            result.skipped[name] = plan.note
+            log.warning("tenant %s: %s skipped: %s", tenant_id, name, plan.note)
+            meters.training_run(name, "skipped", 0.0)
+            continue
+        if plan.action == "scaled":
+            log.warning("tenant %s: %s scaled to fit memory: %s", tenant_id, name, plan.note)
         try:
-            model = _fit(name, full, data.items, seed, workers if distributed else 0, address)
+            model = _fit(
+                name, full, data.items, seed, workers if distributed else 0, address, plan.config
+            )
             fit_seconds = time.perf_counter() - fit_started
-            metrics = holdout.metrics(name) if holdout is not None else {}
+            metrics = holdout.metrics(name, plan.config) if holdout is not None else {}
             metadata = {
+                "limits": plan.metadata(),
                 "params": model.config.model_dump(mode="json"),
                 "seed": seed,
                 "counts": counts,
@@ -368,8 +382,10 @@ def _fit(
     seed: int,
     workers: int,
     address: str | None,
+    config: BaseModel | None = None,
 ) -> Recommender:
-    """Fit in this process, or on Ray Train when ``workers`` > 0 and a distributed form exists."""
+    """Fit in this process, or on Ray Train when ``workers`` > 0 and a distributed form exists
+    (with its own settings: ``config``, the memory plan's, applies in process)."""
     from training.distributed.runner import DISTRIBUTED_ALGORITHMS  # no Ray/torch import here
 
     if workers and name in DISTRIBUTED_ALGORITHMS:
@@ -378,7 +394,7 @@ def _fit(
         return train_distributed(
             name, data, workers=workers, seed=seed, address=address, items=items
         )
-    return create(name, seed=seed).fit(data, items)
+    return create(name, config, seed=seed).fit(data, items)
 
 
 async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> None:

@@ -59,6 +59,8 @@ class ModelVersion:
     metrics: dict[str, float]
     duration_seconds: float | None
     counts: dict[str, int]
+    # how the memory plan fitted it (training.limits): "fit", or "scaled: <what it gave up>"
+    fit: str = "fit"
 
 
 def list_models(store: ArtifactStore, tenant_id: str, algorithms: list[str]) -> list[ModelVersion]:
@@ -82,7 +84,14 @@ def _row(algorithm: str, version: str, current: bool, meta: dict[str, Any]) -> M
         metrics=dict(meta.get("metrics") or meta.get("weights") or {}),
         duration_seconds=meta.get("duration_seconds"),
         counts=dict(meta.get("counts") or {}),
+        fit=_fit_text(meta.get("limits")),
     )
+
+
+def _fit_text(limits: Any) -> str:
+    if not isinstance(limits, dict) or limits.get("action", "fit") == "fit":
+        return "fit"
+    return f"{limits.get('action')}: {limits.get('note', '')}".strip()
 
 
 def trained_algorithms(store: ArtifactStore, tenant_id: str, known: list[str]) -> list[str]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from pydantic import BaseModel
 
 from training.algorithms._persist import State
 from training.algorithms.base import Recommender
+
+if TYPE_CHECKING:
+    from training.limits import Shape
 
 
 class FactorModel(Recommender):
@@ -13,6 +19,13 @@ class FactorModel(Recommender):
 
     user_factors: np.ndarray
     item_factors: np.ndarray
+
+    @classmethod
+    def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
+        """Besides the matrix: user and item factors in float64 with two more copies (solves,
+        optimiser moments)."""
+        factors = int(getattr(config, "factors", 64))
+        return super().estimated_bytes(shape, config) + 24 * factors * (shape.users + shape.items)
 
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.user_factors[rows] @ self.item_factors.T

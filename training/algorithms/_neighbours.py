@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-_BLOCK = 512
+BLOCK = 512
 
 
 def cosine_block(
@@ -40,8 +40,8 @@ def item_similarity(
     norms = np.sqrt(np.clip(gram.diagonal(), 0.0, None))
     n_items = matrix.shape[1]
     blocks = []
-    for start in range(0, n_items, _BLOCK):
-        stop = min(start + _BLOCK, n_items)
+    for start in range(0, n_items, BLOCK):
+        stop = min(start + BLOCK, n_items)
         dense = cosine_block(gram[start:stop].toarray(), norms[start:stop], norms, shrinkage)
         dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
         blocks.append(sp.csr_matrix(sharpen(keep_top_k(dense, neighbours), alpha)))

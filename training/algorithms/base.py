@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,6 +20,9 @@ from pydantic import BaseModel
 from storage.errors import InvalidData
 from training.algorithms import _persist
 from training.data import InteractionMatrix, ItemInfo
+
+if TYPE_CHECKING:
+    from training.limits import Shape
 
 Recommendation = tuple[str, float]
 
@@ -75,6 +78,21 @@ class Recommender(ABC):
         self.item_ids = np.empty(0, dtype=object)
         self.categories: list[str | None] = []
         self._set_vocabularies()
+
+    # ---- limits (training.limits plans a fit before it runs) -----------------------------
+    @classmethod
+    def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
+        """Peak memory of fitting ``shape``. The base: the interaction matrix's copies a fit
+        holds (CSR, 8 bytes per entry: value and index; four copies) and the id vocabularies."""
+        return 32 * shape.nnz + 64 * (shape.users + shape.items)
+
+    @classmethod
+    def scaled_config(
+        cls, shape: Shape, config: BaseModel, budget: int
+    ) -> tuple[BaseModel, str] | None:
+        """A configuration that fits ``budget`` bytes and a note saying what it gives up, or
+        None when the algorithm has no scalable form."""
+        return None
 
     @classmethod
     def predicts_ratings(cls) -> bool:

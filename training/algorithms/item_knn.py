@@ -7,15 +7,19 @@ score of item j is x_i · S[i, j], so :meth:`ItemKNN.because` names the largest 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from training.algorithms._neighbours import item_similarity
+from training.algorithms._neighbours import BLOCK, item_similarity
 from training.algorithms._persist import State
 from training.algorithms.base import Recommender
 from training.data import InteractionMatrix, ItemInfo
+
+if TYPE_CHECKING:
+    from training.limits import Shape
 
 
 class ItemKNNConfig(BaseModel):
@@ -38,6 +42,15 @@ class ItemKNN(Recommender):
     Config = ItemKNNConfig
 
     similarity: sp.csr_matrix
+
+    @classmethod
+    def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
+        """The sparse item-item product (one entry per co-occurring pair, at most items²; 12
+        bytes each, three copies while it is converted), dense blocks of it, the kept rows."""
+        pairs = min(shape.items * shape.items, shape.user_pairs)
+        blocks = 3 * 8 * BLOCK * shape.items
+        kept = 12 * shape.items * int(getattr(config, "neighbours", 400))
+        return super().estimated_bytes(shape, config) + 36 * pairs + blocks + kept
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
         x = self._inputs(self.user_items)

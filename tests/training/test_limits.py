@@ -1,0 +1,141 @@
+"""Fits are planned against the training memory budget: fit, scaled or skipped, and recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from storage import repositories as repo
+from storage.artifacts import create_artifact_store
+from storage.db import Database, migrate
+from storage.settings import Settings
+from training.algorithms import EASE, REGISTRY, create, load
+from training.algorithms import ease as ease_module
+from training.data import InteractionMatrix
+from training.datasets.synthetic import generate_catalogue
+from training.ingest import ingest_dataset
+from training.limits import GIB, Shape, budget_bytes, plan_fit
+from training.pipeline import train_tenant_async
+from training.registry import list_models
+
+# A large catalogue's shape: 200k users, 50k items, 10M interactions.
+LARGE = Shape(
+    users=200_000, items=50_000, nnz=10_000_000, user_pairs=2_000_000_000, item_pairs=10**10
+)
+
+
+def _matrix(rng: np.random.Generator, users: int = 120, items: int = 60) -> InteractionMatrix:
+    popularity = np.linspace(3.0, 0.2, items)
+    dense = rng.random((users, items)) < popularity / items * 8
+    matrix = sp.csr_matrix(dense.astype(np.float32))
+    user_ids = np.array([f"u{i}" for i in range(users)], dtype=object)
+    item_ids = np.array([f"i{j}" for j in range(items)], dtype=object)
+    return InteractionMatrix(matrix, user_ids, item_ids)
+
+
+def test_every_engine_declares_its_growth() -> None:
+    small = Shape(users=1_000, items=2_000, nnz=100_000, user_pairs=10**7, item_pairs=10**7)
+    for name, algorithm in REGISTRY.items():
+        config = algorithm.Config()
+        assert (
+            0 < algorithm.estimated_bytes(small, config) < algorithm.estimated_bytes(LARGE, config)
+        ), name
+    # EASE grows with the square of the catalogue: 50k items are three 20 GB matrices
+    assert EASE.estimated_bytes(LARGE, EASE.Config()) > 3 * 8 * 50_000**2
+
+
+def test_ease_beyond_the_budget_keeps_the_items_it_can_afford() -> None:
+    plan = plan_fit("ease", LARGE, 12 * GIB)
+    assert plan.action == "scaled"
+    kept = plan.config.max_items
+    assert 20_000 < kept < 23_000
+    assert plan.estimated_bytes <= 12 * GIB < EASE.estimated_bytes(LARGE, EASE.Config())
+    assert plan.note == f"top {kept:,} of 50,000 items by popularity"
+    assert plan.metadata()["action"] == "scaled"
+
+
+def test_what_cannot_fit_is_skipped_with_what_it_would_need() -> None:
+    plan = plan_fit("ease", LARGE, GIB // 100)
+    assert plan.action == "skipped" and plan.config is None
+    assert plan.note.startswith("would need ") and "budget 0.0 GiB" in plan.note
+    # item-kNN's co-occurrence product has no cheaper form
+    assert plan_fit("item_knn", LARGE, GIB).action == "skipped"
+    assert plan_fit("popularity", LARGE, GIB).action == "fit"
+
+
+def test_the_default_budget_is_half_the_machine() -> None:
+    assert budget_bytes(2.5) == int(2.5 * GIB)
+    assert 0 < budget_bytes(None) < 2**50
+
+
+def test_a_scaled_ease_recommends_only_the_items_it_covers(rng: np.random.Generator) -> None:
+    data = _matrix(rng)
+    full = create("ease").fit(data)
+    scaled = create("ease", {"max_items": 20}).fit(data)
+    kept = set(scaled.item_ids[scaled.kept])
+    assert len(kept) == 20
+    popularity = np.diff(data.matrix.tocsc().indptr)
+    assert kept == set(data.item_ids[np.argsort(-popularity, kind="stable")[:20]])
+    for user in data.user_ids[:30]:
+        items = [item for item, _ in scaled.recommend(str(user), 10)]
+        assert items and set(items) <= kept
+    # a kept item's neighbours are kept items; an uncovered item has none
+    first = next(iter(kept))
+    assert {item for item, _ in scaled.similar_items(first, 5)} <= kept
+    outside = next(str(i) for i in data.item_ids if i not in kept)
+    assert scaled.similar_items(outside, 5) == []
+    assert len(full.recommend(str(data.user_ids[0]), 50)) > 20
+
+
+def test_a_scaled_ease_survives_save_and_load(tmp_path: Path, rng: np.random.Generator) -> None:
+    data = _matrix(rng)
+    scaled = create("ease", {"max_items": 15}).fit(data)
+    scaled.save(tmp_path / "ease")
+    restored = load(tmp_path / "ease")
+    assert np.array_equal(restored.kept, scaled.kept)
+    user = str(data.user_ids[3])
+    assert restored.recommend(user, 10) == scaled.recommend(user, 10)
+
+
+async def test_training_plans_each_fit_and_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue = generate_catalogue(n_users=60, n_items=80, n_clusters=4, interactions_per_user=12)
+    monkeypatch.setattr(ease_module, "MIN_SCALED_ITEMS", 10)
+    # room for the matrix copies and a 40-item EASE, not for the 80-item one or item-kNN
+    settings = Settings(data_dir=tmp_path)
+    assert settings.database_url
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    async with database.session() as session:
+        tenant = await repo.create_tenant(session=session, name="big", domain="big.example")
+    await ingest_dataset(
+        database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    await database.dispose()
+    nnz = len({(u, i) for u, i, *_ in catalogue.interactions})
+    budget = 32 * nnz + 64 * (60 + 80) + 24 * 40 * 40
+    settings = Settings(data_dir=tmp_path, train_memory_gb=budget / GIB)
+
+    result = await train_tenant_async(
+        settings, str(tenant.id), ["popularity", "ease", "item_knn"], evaluate=False
+    )
+
+    assert sorted(result.versions) == ["ease", "popularity"]
+    assert result.skipped["item_knn"].startswith("would need ")
+    store = create_artifact_store(settings)
+    rows = await asyncio.to_thread(list_models, store, str(tenant.id), ["ease", "popularity"])
+    fits = {row.algorithm: row.fit for row in rows}
+    assert fits["popularity"] == "fit"
+    assert fits["ease"].startswith("scaled: top ") and fits["ease"].endswith(
+        "of 80 items by popularity"
+    )
+    meta = store.metadata(str(tenant.id), "ease", result.versions["ease"])
+    assert meta["limits"]["action"] == "scaled" and meta["limits"]["budget_bytes"] == int(budget)
+    store.load(str(tenant.id), "ease", result.versions["ease"], tmp_path / "fetched")
+    model = load(tmp_path / "fetched")
+    assert model.kept is not None and 10 <= len(model.kept) <= 40
