@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,8 @@ class Engine:
         self._settings = Settings()
         self._source = resolve_source(source, self._settings)
         self._config = EngineConfig()
+        # model id -> (tenant, bytes) of the models Serve's multiplexer holds in this replica
+        self._held: dict[str, tuple[str, int]] = {}
         self._build_model_cache(self._config.max_models_per_replica)
         if config is not None:
             self.reconfigure(config)
@@ -86,9 +89,25 @@ class Engine:
                     self._source.load, tenant_id, self.algorithm, version
                 )
             meters.model_version_served(tenant_id, self.algorithm, version)
+            self._hold(model_id, tenant_id, model)
             return model
 
         self._model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
+
+    def _hold(self, model_id: str, tenant_id: str, model: Any) -> None:
+        """Count a loaded model's bytes until Serve unloads it (and it is collected)."""
+        self._held[model_id] = (tenant_id, int(getattr(model, "nbytes", 0)))
+        self._report_bytes(tenant_id)
+        weakref.finalize(model, self._release, model_id)
+
+    def _release(self, model_id: str) -> None:
+        held = self._held.pop(model_id, None)
+        if held is not None:
+            self._report_bytes(held[0])
+
+    def _report_bytes(self, tenant_id: str) -> None:
+        size = sum(n for tenant, n in self._held.values() if tenant == tenant_id)
+        meters.model_bytes(tenant_id, self.algorithm, size)
 
     async def _current_model(self) -> Any:
         return await self._model(serve.get_multiplexed_model_id())
@@ -136,4 +155,6 @@ class Engine:
             # Names only: values include secrets (JWT secret, database URL) that health checks
             # and the dashboard must never show.
             "recserve_settings": sorted(k for k in os.environ if k.startswith("RECSERVE_")),
+            # the models this replica holds and their bytes (mapped: shared within the node)
+            "models": {model_id: size for model_id, (_, size) in self._held.items()},
         }

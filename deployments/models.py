@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from storage.tracing import tracer
 from training.hybrid import BLEND
 
 logger = logging.getLogger("ray.serve")
+MODEL_CACHE_DIR = "model-cache"
 
 if TYPE_CHECKING:
     from training.algorithms.base import Recommender
@@ -51,12 +53,18 @@ def split_model_id(value: str) -> tuple[str, str]:
 
 
 class ArtifactModelSource:
-    """The production source: the artifact store named by ``Settings.artifact_uri``."""
+    """The production source: the artifact store named by ``Settings.artifact_uri``.
+
+    A version is downloaded once per node into ``{data_dir}/model-cache/{tenant}/{algorithm}/
+    {version}`` (versions never change, so a copy there is always good) and memory-mapped from
+    it: every replica on the node that serves the version shares the same pages.
+    """
 
     def __init__(self, settings: Settings) -> None:
         from storage.artifacts import create_artifact_store
 
         self._store = create_artifact_store(settings)
+        self._cache_dir = settings.data_dir.resolve() / MODEL_CACHE_DIR
 
     def current_version(self, tenant_id: str, algorithm: str) -> str | None:
         try:
@@ -67,11 +75,26 @@ class ArtifactModelSource:
     def load(self, tenant_id: str, algorithm: str, version: str) -> Recommender:
         from training.algorithms import load as load_recommender
 
-        # The arrays are read fully into memory by load(), so the copy can go right after.
-        with tempfile.TemporaryDirectory(prefix="recserve-model-") as tmp:
-            local_dir = Path(tmp) / algorithm
-            self._store.load(tenant_id, algorithm, version, local_dir)
-            return load_recommender(local_dir)
+        return load_recommender(self.local_copy(tenant_id, algorithm, version), mmap=True)
+
+    def local_copy(self, tenant_id: str, algorithm: str, version: str) -> Path:
+        """The node's copy of a version, downloaded when missing. A copy appears whole or not
+        at all (downloaded beside it, then renamed), so concurrent replicas never read half."""
+        target = self._cache_dir / tenant_id / algorithm / version
+        if target.is_dir():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+        try:
+            self._store.load(tenant_id, algorithm, version, staging / "model")
+            try:
+                (staging / "model").rename(target)
+            except OSError:  # another replica's copy landed first: use that one
+                if not target.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     def load_blend(self, tenant_id: str, version: str) -> dict[str, float]:
         weights = self._store.metadata(tenant_id, BLEND, version).get("weights")

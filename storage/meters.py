@@ -78,6 +78,12 @@ def training_run(algorithm: str, status: str, seconds: float) -> None:
     backend().observe(SPECS["training_duration_seconds"], labels, seconds)
 
 
+def model_bytes(tenant_id: object, algorithm: str, size: int) -> None:
+    """What the models of one tenant and algorithm take in this replica (0: none loaded)."""
+    labels = {"tenant_id": _label(tenant_id), "algorithm": algorithm}
+    backend().set(SPECS["model_bytes"], labels, float(size))
+
+
 def model_version_served(tenant_id: object, algorithm: str, version: str) -> None:
     """The gauge's value is the version's number (``v0007`` -> 7): a rollback shows as a drop."""
     match = _VERSION_NUMBER.search(version)

@@ -97,6 +97,13 @@ SPECS: dict[str, MetricSpec] = {
             TRAINING_BUCKETS,
         ),
         MetricSpec(
+            "model_bytes",
+            "gauge",
+            "Bytes of the models an engine replica holds (memory-mapped: shared between the"
+            " replicas of a node), per tenant and algorithm.",
+            ("tenant_id", "algorithm"),
+        ),
+        MetricSpec(
             "model_version_served",
             "gauge",
             "The version number of the model an engine serves, per tenant and algorithm.",

@@ -59,6 +59,15 @@ def planted() -> InteractionMatrix:
     return InteractionMatrix.from_interactions(rows, items=catalogue(), weights=weights)
 
 
+def _mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` is (a view of) a memory map."""
+    while array is not None:
+        if isinstance(array, np.memmap):
+            return True
+        array = array.base if isinstance(array.base, np.ndarray) else None
+    return False
+
+
 def ids(recs: Sequence[tuple[str, float]]) -> list[str]:
     return [item for item, _ in recs]
 
@@ -165,6 +174,18 @@ class RecommenderContract:
         history = ["a-1", "a-2"]
         assert restored.recommend("x", history=history) == model.recommend("x", history=history)
         assert restored.similar_items("a-3") == model.similar_items("a-3")
+
+    def test_a_memory_mapped_load_serves_the_same(self, model: Recommender, tmp_path: Path) -> None:
+        """Replicas map artifacts read-only (shared pages): serving must never write to them."""
+        model.save(tmp_path / "artifact")
+        mapped = load(tmp_path / "artifact", mmap=True)
+        assert _mapped(mapped.user_items.data)  # the largest part of most models
+        assert mapped.nbytes == model.nbytes > 0
+        users = ["ua0", "ub1", "uc2", "nobody"]
+        assert mapped.recommend_many(users, k=8) == model.recommend_many(users, k=8)
+        history = ["a-1", "a-2"]
+        assert mapped.recommend("x", history=history) == model.recommend("x", history=history)
+        assert mapped.similar_items("a-3") == model.similar_items("a-3")
 
 
 class TestPopularity(RecommenderContract):

@@ -56,9 +56,10 @@ def create(
     return algorithm(config, seed=seed)
 
 
-def load(directory: str | Path) -> Recommender:
-    """Restore a model saved with ``Recommender.save``, whatever its algorithm."""
-    return Recommender.load(directory)
+def load(directory: str | Path, *, mmap: bool = False) -> Recommender:
+    """Restore a model saved with ``Recommender.save``, whatever its algorithm (``mmap``: its
+    arrays mapped read-only from the files, see ``training.algorithms._persist``)."""
+    return Recommender.load(directory, mmap=mmap)
 
 
 __all__ = [

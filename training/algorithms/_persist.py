@@ -1,4 +1,10 @@
-"""Model artifacts as ``meta.json`` + ``arrays.npz``: readable anywhere, no pickle."""
+"""Model artifacts as ``meta.json`` + one ``.npy`` file per array: readable anywhere, no pickle.
+
+``read(..., mmap=True)`` maps the arrays instead of reading them: replicas on one node that load
+the same files (``deployments.models.ArtifactModelSource`` keeps one copy per node) share the
+pages, and a model costs memory only for what it touches. Format 1 (one ``arrays.npz``) is
+still read, fully.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,10 @@ import scipy.sparse as sp
 from storage.errors import InvalidData, NotFound
 
 META_FILE = "meta.json"
-ARRAYS_FILE = "arrays.npz"
-FORMAT_VERSION = 1
+ARRAYS_FILE = "arrays.npz"  # format 1
+ARRAYS_DIR = "arrays"
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 _SPARSE_PARTS = ("data", "indices", "indptr", "shape")
 
 State = dict[str, np.ndarray | sp.csr_matrix]
@@ -46,19 +54,33 @@ def unflatten(flat: dict[str, np.ndarray]) -> State:
 
 def write(directory: str | Path, meta: dict[str, Any], state: State) -> None:
     path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    np.savez(path / ARRAYS_FILE, **flatten(state))
+    (path / ARRAYS_DIR).mkdir(parents=True, exist_ok=True)
+    for key, value in flatten(state).items():
+        np.save(path / ARRAYS_DIR / f"{key}.npy", np.ascontiguousarray(value), allow_pickle=False)
     # meta last: a directory with meta.json is a complete artifact
     (path / META_FILE).write_text(json.dumps({**meta, "format": FORMAT_VERSION}))
 
 
-def read(directory: str | Path) -> tuple[dict[str, Any], State]:
+def read(directory: str | Path, *, mmap: bool = False) -> tuple[dict[str, Any], State]:
+    """The artifact's meta and state; ``mmap`` maps the arrays read-only (format 2)."""
     path = Path(directory)
     if not (path / META_FILE).exists():
         raise NotFound(f"no model artifact in {path}")
     meta = json.loads((path / META_FILE).read_text())
-    if meta.get("format") != FORMAT_VERSION:
+    if meta.get("format") not in READABLE_FORMATS:
         raise InvalidData(f"unsupported artifact format {meta.get('format')!r} in {path}")
-    with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
-        flat = {key: npz[key] for key in npz.files}
+    if meta["format"] == 1:
+        with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
+            flat = {key: npz[key] for key in npz.files}
+    else:
+        mode = "r" if mmap else None
+        flat = {
+            file.name.removesuffix(".npy"): np.load(file, mmap_mode=mode, allow_pickle=False)
+            for file in sorted((path / ARRAYS_DIR).glob("*.npy"))
+        }
     return meta, unflatten(flat)
+
+
+def nbytes(state: State) -> int:
+    """Bytes of a model's arrays (mapped ones included: what it may occupy when touched)."""
+    return sum(int(value.nbytes) for value in flatten(state).values())

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
 from training.algorithms._factors import FactorModel
+from training.algorithms._persist import State
 from training.data import InteractionMatrix, ItemInfo
 
 
@@ -61,6 +62,12 @@ class ALS(FactorModel):
         binary = rows.copy()
         binary.data = np.sign(binary.data).astype(np.float32)
         return binary
+
+    def _restore(self, state: State) -> None:
+        super()._restore(state)
+        # implicit's fold-in solver takes writable buffers: a mapped (read-only) artifact's
+        # item factors are copied; the user factors, the larger part, stay mapped
+        self.item_factors = np.array(self.item_factors, dtype=np.float32)
 
     def score_history(self, history: sp.csr_matrix) -> np.ndarray:
         with threadpool_limits(1, "blas"):

@@ -305,9 +305,15 @@ class Recommender(ABC):
         model_state = {f"model.{key}": value for key, value in self._state().items()}
         _persist.write(directory, meta, {"user_items": self.user_items, **model_state})
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the fitted arrays and the interaction matrix this model serves from."""
+        return _persist.nbytes({"user_items": self.user_items, **self._state()})
+
     @classmethod
-    def load(cls, directory: str | Path) -> Recommender:
-        meta, state = _persist.read(directory)
+    def load(cls, directory: str | Path, *, mmap: bool = False) -> Recommender:
+        """``mmap``: the arrays stay in the files, mapped read-only (see ``_persist``)."""
+        meta, state = _persist.read(directory, mmap=mmap)
         import training.algorithms  # noqa: F401  (fills the registry)
 
         algorithm = _REGISTRY.get(meta["algorithm"])

@@ -1,0 +1,108 @@
+"""Replicas of a node share one mapped copy of a model version, and report what they hold."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cluster import operations as ops
+from deployments.engine import Engine
+from deployments.models import MODEL_CACHE_DIR, ArtifactModelSource, MemoryModelSource
+from storage.artifacts import ArtifactStore
+from storage.errors import NotFound
+from storage.metrics import PrometheusBackend, use_backend
+from storage.settings import Settings
+from training.algorithms import create
+from training.data import InteractionMatrix
+from training.pipeline import train_tenant_async
+
+DOMAIN = "mapped.example"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str, str]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("mapped"), env="test")
+
+    async def prepare() -> tuple[str, str]:
+        tenant = await ops.create_tenant(settings, domain=DOMAIN)
+        await ops.ingest_synthetic(
+            settings, domain=DOMAIN, users=60, items=40, clusters=4, per_user=8, seed=3
+        )
+        result = await train_tenant_async(settings, str(tenant.id), ["ease"], evaluate=False)
+        return str(tenant.id), result.versions["ease"]
+
+    tenant, version = asyncio.run(prepare())
+    return settings, tenant, version
+
+
+def _file(array: np.ndarray) -> str | None:
+    while array is not None:
+        if isinstance(array, np.memmap):
+            return str(array.filename)
+        array = array.base if isinstance(array.base, np.ndarray) else None
+    return None
+
+
+def test_two_replicas_map_one_downloaded_copy(
+    trained: tuple[Settings, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, tenant, version = trained
+    downloads: list[str] = []
+    real = ArtifactStore.load
+
+    def counted(self, tenant_id, algorithm, version_, local_dir):  # type: ignore[no-untyped-def]
+        downloads.append(version_)
+        return real(self, tenant_id, algorithm, version_, local_dir)
+
+    monkeypatch.setattr(ArtifactStore, "load", counted)
+    first = ArtifactModelSource(settings).load(tenant, "ease", version)
+    second = ArtifactModelSource(settings).load(tenant, "ease", version)
+
+    assert downloads == [version]
+    copy = settings.data_dir.resolve() / MODEL_CACHE_DIR / tenant / "ease" / version
+    assert _file(first.weights) == _file(second.weights)
+    assert _file(first.weights) is not None and Path(_file(first.weights)).is_relative_to(copy)
+    assert first.recommend_many(["user-00001@imported.recserve"], 5) == second.recommend_many(
+        ["user-00001@imported.recserve"], 5
+    )
+    # nothing half-downloaded is left beside the copy
+    assert [p.name for p in copy.parent.iterdir()] == [version]
+
+
+def test_a_missing_version_leaves_no_copy(trained: tuple[Settings, str, str]) -> None:
+    settings, tenant, _ = trained
+    with pytest.raises(NotFound):
+        ArtifactModelSource(settings).load(tenant, "ease", "v999999")
+    root = settings.data_dir.resolve() / MODEL_CACHE_DIR / tenant / "ease"
+    assert not (root / "v999999").exists()
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_an_engine_reports_the_bytes_it_holds_until_they_are_released() -> None:
+    rng = np.random.default_rng(0)
+    matrix = (rng.random((30, 20)) < 0.3).astype(np.float32)
+    data = InteractionMatrix(
+        sp.csr_matrix(matrix),
+        np.array([f"u{i}" for i in range(30)], dtype=object),
+        np.array([f"i{j}" for j in range(20)], dtype=object),
+    )
+    model = create("ease").fit(data)
+    engine = Engine.func_or_class("ease", source=MemoryModelSource("t1", {}))
+    meters = PrometheusBackend()
+    previous = use_backend(meters)
+    try:
+        engine._hold("t1:v1", "t1", model)
+        labels = {"tenant_id": "t1", "algorithm": "ease"}
+        assert meters.registry.get_sample_value("model_bytes", labels) == model.nbytes > 0
+        assert engine.info()["models"] == {"t1:v1": model.nbytes}
+        del model
+        gc.collect()
+        assert meters.registry.get_sample_value("model_bytes", labels) == 0.0
+        assert engine.info()["models"] == {}
+    finally:
+        use_backend(previous)
