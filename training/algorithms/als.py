@@ -24,6 +24,9 @@ class ALSConfig(BaseModel):
     regularization: float = Field(default=30.0, ge=0)
     alpha: float = Field(default=4.0, gt=0)
     iterations: int = Field(default=15, ge=1)
+    # the distributed form's solver: conjugate-gradient steps per row and half-iteration, warm
+    # started (implicit's CPU solver also takes 3); 0 solves each row exactly
+    cg_steps: int = Field(default=3, ge=0)
     binary: bool = False
     num_threads: int = Field(default=0, ge=0)
 

@@ -1,8 +1,10 @@
 """Distributed implicit ALS: the Ray Train worker loop (runs inside each TorchTrainer worker).
 
 Each worker owns a contiguous shard of users and of items. A half-iteration solves the shard's
-rows exactly — ``(YᵀY + λI + Yᵀ(Cu - I)Y) x_u = YᵀCu p_u``, stacked into one batched
-``torch.linalg.solve`` per block — then ``all_gather`` gives every worker the full factors.
+rows of ``(YᵀY + λI + Yᵀ(Cu - I)Y) x_u = YᵀCu p_u`` — by default with a few conjugate-gradient
+steps warm-started from the previous iteration's row (as implicit does: O(n·f) per step, never
+forming a per-row f × f matrix), or exactly (``cg_steps=0``: one batched ``torch.linalg.solve``
+per block, O(n·f² + f³) per row) — then ``all_gather`` gives every worker the full factors.
 """
 
 from __future__ import annotations
@@ -30,6 +32,46 @@ def _solve_shard(torch: Any, blocks: list[Block], other: Any, size: int, reg: fl
         gram = base + torch.bmm(weighted, gathered)
         rhs = (gathered * block.rhs_weight[..., None]).sum(dim=1)
         solved[block.rows] = torch.linalg.solve(gram, rhs)
+    return solved
+
+
+def _cg_shard(
+    torch: Any, blocks: list[Block], other: Any, current: Any, reg: float, steps: int
+) -> Any:
+    """``steps`` conjugate-gradient steps per row from ``current`` (the shard's rows now).
+
+    A·v = (OᵀO + λI)v + Σ_i (c_i - 1)(o_i·v) o_i over the row's stored pairs: two batched
+    products over the gathered factors, no per-row Gram matrix.
+    """
+    factors = other.shape[1]
+    padded = torch.cat([other, other.new_zeros(1, factors)])
+    base = other.T @ other + reg * torch.eye(factors, dtype=other.dtype, device=other.device)
+    solved = current.clone()
+    for block in blocks:
+        gathered = padded[block.cols]  # (B, L, f)
+
+        def apply(v: Any, gathered: Any = gathered, block: Block = block) -> Any:
+            along = (gathered * v[:, None, :]).sum(dim=-1) * block.gram_weight
+            return v @ base + (gathered * along[..., None]).sum(dim=1)
+
+        x = current[block.rows]
+        rhs = (gathered * block.rhs_weight[..., None]).sum(dim=1)
+        residual = rhs - apply(x)
+        direction = residual.clone()
+        before = (residual * residual).sum(dim=1)
+        for _ in range(steps):
+            product = apply(direction)
+            curvature = (direction * product).sum(dim=1)
+            step = torch.where(curvature > 0, before / curvature.clamp_min(1e-30), 0.0)
+            x = x + step[:, None] * direction
+            residual = residual - step[:, None] * product
+            after = (residual * residual).sum(dim=1)
+            if bool((after < 1e-20).all()):
+                break
+            ratio = torch.where(before > 0, after / before.clamp_min(1e-30), 0.0)
+            direction = residual + ratio[:, None] * direction
+            before = after
+        solved[block.rows] = x
     return solved
 
 
@@ -93,6 +135,7 @@ def als_worker(config: dict[str, Any]) -> None:
     item_users = user_items.T.tocsr()
     n_users, n_items = user_items.shape
     alpha, reg, factors = config["alpha"], config["regularization"], config["factors"]
+    steps = int(config.get("cg_steps", 0))
     user_lo, user_hi = shard_bounds(n_users, world, rank)
     item_lo, item_hi = shard_bounds(n_items, world, rank)
     user_blocks = build_blocks(torch, user_items, user_lo, user_hi, alpha, device)
@@ -104,9 +147,15 @@ def als_worker(config: dict[str, Any]) -> None:
     elapsed = 0.0
     for iteration in range(1, config["iterations"] + 1):
         started = time.perf_counter()
-        x_shard = _solve_shard(torch, user_blocks, y, user_hi - user_lo, reg)
+        if steps:
+            x_shard = _cg_shard(torch, user_blocks, y, x[user_lo:user_hi], reg, steps)
+        else:
+            x_shard = _solve_shard(torch, user_blocks, y, user_hi - user_lo, reg)
         x = _all_gather(torch, dist, x_shard, user_sizes)
-        y_shard = _solve_shard(torch, item_blocks, x, item_hi - item_lo, reg)
+        if steps:
+            y_shard = _cg_shard(torch, item_blocks, x, y[item_lo:item_hi], reg, steps)
+        else:
+            y_shard = _solve_shard(torch, item_blocks, x, item_hi - item_lo, reg)
         y = _all_gather(torch, dist, y_shard, item_sizes)
         elapsed += time.perf_counter() - started
         metrics = {

@@ -142,6 +142,7 @@ def _worker_and_config(ray: Any, model: Recommender, data: InteractionMatrix) ->
             "regularization": cfg.regularization,
             "alpha": cfg.alpha,
             "iterations": cfg.iterations,
+            "cg_steps": cfg.cg_steps,
         }
     from training.distributed.svd import svd_worker
 
