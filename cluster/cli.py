@@ -207,11 +207,20 @@ def train(
     address: Annotated[
         str | None, typer.Option(help="Existing Ray cluster, e.g. auto (default: local Ray)")
     ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray Train run storage every node reaches (a shared path or s3://…); default "
+            "RECSERVE_TRAIN_STORAGE_URI, else a local temporary directory (one node only)"
+        ),
+    ] = None,
 ) -> None:
     """Fit the tenant's models, publish them as new versions and print their holdout metrics."""
     from training.pipeline import train_tenant_async  # torch and friends load only here
 
     settings = get_settings()
+    if storage is not None:
+        settings = settings.model_copy(update={"train_storage_uri": storage})
     names = [a.strip() for a in algorithms.split(",")] if algorithms else None
 
     async def go(report: Callable[[str, int, int], None]) -> Any:

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # Memory one training run may use (GiB) when planning each engine's fit (training.limits):
     # an engine that would need more is scaled down or skipped. None: half of the machine.
     train_memory_gb: float | None = Field(default=None, gt=0)
+    # Where Ray Train keeps its runs and checkpoints (the fitted factors travel through one):
+    # on a multi-node cluster, storage every node reaches (shared volume, s3://…). None: a
+    # temporary local directory, removed after the run (single node only).
+    train_storage_uri: str | None = None
     # Largest HTTP request body the API reads (bytes); bigger ones get 413 unread.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Addresses (IPs or CIDRs) of the proxies in front of the API whose X-Forwarded-For is

@@ -328,7 +328,14 @@ async def train_tenant_async(
             log.warning("tenant %s: %s scaled to fit memory: %s", tenant_id, name, plan.note)
         try:
             model = _fit(
-                name, full, data.items, seed, workers if distributed else 0, address, plan.config
+                name,
+                full,
+                data.items,
+                seed,
+                workers if distributed else 0,
+                address,
+                plan.config,
+                storage_path=settings.train_storage_uri,
             )
             fit_seconds = time.perf_counter() - fit_started
             metrics = holdout.metrics(name, plan.config) if holdout is not None else {}
@@ -383,6 +390,8 @@ def _fit(
     workers: int,
     address: str | None,
     config: BaseModel | None = None,
+    *,
+    storage_path: str | None = None,
 ) -> Recommender:
     """Fit in this process, or on Ray Train when ``workers`` > 0 and a distributed form exists
     (with its own settings: ``config``, the memory plan's, applies in process)."""
@@ -392,7 +401,13 @@ def _fit(
         from training.distributed import train_distributed
 
         return train_distributed(
-            name, data, workers=workers, seed=seed, address=address, items=items
+            name,
+            data,
+            workers=workers,
+            seed=seed,
+            address=address,
+            items=items,
+            storage_path=storage_path,
         )
     return create(name, config, seed=seed).fit(data, items)
 

@@ -249,3 +249,31 @@ def test_the_training_matrix_does_not_depend_on_the_row_order(catalogue) -> None
     assert list(first.user_ids) == list(second.user_ids)
     assert list(first.item_ids) == list(second.item_ids)
     assert (first.matrix != second.matrix).nnz == 0
+
+
+async def test_distributed_fits_use_the_shared_train_storage(
+    tmp_path: Path, catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a multi-node cluster the Ray Train run lives where every node reaches it:
+    RECSERVE_TRAIN_STORAGE_URI (``recserve train --storage``) reaches the trainer."""
+    import training.distributed as distributed
+
+    calls: list[dict] = []
+
+    def fake(name, data, **options):  # type: ignore[no-untyped-def]
+        calls.append({"name": name, **options})
+        return REGISTRY[name]({"iterations": 2}, seed=options["seed"]).fit(data, options["items"])
+
+    monkeypatch.setattr(distributed, "train_distributed", fake)
+    shared = str(tmp_path / "shared-ray-train")
+    settings = Settings(data_dir=tmp_path, train_storage_uri=shared)
+    database, tenant_id = await _tenant(settings, "shared.example")
+    await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions[:400]
+    )
+    await database.dispose()
+    result = await train_tenant_async(
+        settings, str(tenant_id), ["als", "popularity"], evaluate=False, distributed=True
+    )
+    assert sorted(result.versions) == ["als", "popularity"]
+    assert [(c["name"], c["storage_path"], c["workers"]) for c in calls] == [("als", shared, 2)]
