@@ -60,13 +60,13 @@ async def test_a_second_call_while_training_returns_the_running_job(settings: Se
     everything = await local.train(tenant_id=tenant, algorithms=None)  # covers ease too
     GATE.set()
     done = await first
-    assert CALLS == [tenant]  # one run, not three
+    assert [tenant] == CALLS  # one run, not three
     assert again.status == everything.status == "running"
     assert again.job_id == everything.job_id == done.job_id
     assert done.status == "succeeded"
     # Once it ended, the next call trains again.
     after = await local.train(tenant_id=tenant, algorithms=["ease"])
-    assert after.job_id != done.job_id and CALLS == [tenant, tenant]
+    assert after.job_id != done.job_id and [tenant, tenant] == CALLS
     await local.stop_background()
 
 
