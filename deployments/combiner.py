@@ -101,9 +101,8 @@ class HybridCombiner:
         )
         ledger = JobLedger(self._settings)
         self._jobs = TrainingJobs(train_entrypoint, ledger, num_cpus=self._config.train_num_cpus)
-        # A finished job promoted new versions: the next request must not serve the old ones.
-        self._jobs.on_done = versions.invalidate
-        self._scheduler = Scheduler(self._jobs, ledger.database)
+        self._jobs.on_done = self._job_ended
+        self._scheduler = Scheduler(self._jobs, ledger.database, algorithms=list(engines))
         if self._settings.scheduler_enabled:
             self._scheduler.start()  # Serve runs the constructor on the replica's event loop
 
@@ -137,6 +136,10 @@ class HybridCombiner:
     async def training_job(self, job_id: str) -> TrainingJob | None:
         """The job's record (from the database: any replica answers for any job)."""
         return await self._jobs.status(job_id)
+
+    async def _job_ended(self, tenant_id: str) -> None:
+        # A finished job promoted new versions: the next request must not serve the old ones.
+        self._versions.invalidate(tenant_id)
 
     async def schedule_once(self) -> list[TrainingJob]:
         """One scheduler round now (as the leader only); for operators and tests."""

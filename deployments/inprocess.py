@@ -22,6 +22,8 @@ from deployments.scheduler import Scheduler
 from deployments.scoring import Pairs, answer
 from deployments.vector_similar import VectorSimilar
 from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
+from storage.cache import Cache
+from storage.cache.keys import bump_model_epoch
 from storage.db import Database
 from storage.settings import Settings
 from training.algorithms import ALGORITHMS
@@ -100,8 +102,9 @@ class InProcessRecommender:
         )
         self.catalog = self.core.catalog
         self.jobs = ThreadJobs(JobLedger(settings, database), train_entrypoint)
-        self.jobs.on_done = self.engines.invalidate  # the next request sees the new versions
-        self.scheduler = Scheduler(self.jobs, self.jobs.ledger.database)
+        self.jobs.on_done = self._job_ended
+        self.scheduler = Scheduler(self.jobs, self.jobs.ledger.database, algorithms=engines)
+        self._cache: Cache | None = None
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         return await self.core.recommend(request)
@@ -120,8 +123,17 @@ class InProcessRecommender:
             return job
         return await self.jobs.wait(job.job_id) or job
 
-    async def start_background(self) -> None:
-        """The retraining scheduler, while the app runs (``scheduler_enabled``)."""
+    async def _job_ended(self, tenant_id: str) -> None:
+        """The next request sees the new versions, and no result cached for the old ones (the
+        pipeline moves the model epoch on its own cache, which is not the app's without Redis)."""
+        self.engines.invalidate(tenant_id)
+        if self._cache is not None:
+            await bump_model_epoch(self._cache, tenant_id)
+
+    async def start_background(self, cache: Cache) -> None:
+        """The retraining scheduler, while the app runs (``scheduler_enabled``); ``cache`` is
+        the app's, whose cached results a finished job outdates."""
+        self._cache = cache
         if self._settings.scheduler_enabled:
             self.scheduler.start()
 

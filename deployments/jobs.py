@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
@@ -31,7 +32,7 @@ from typing import Any
 from graph_api.recommender import TrainingJob
 from graph_api.training import job_from_record
 from storage.db import Database, migrate
-from storage.errors import StorageError
+from storage.errors import StorageError, Unavailable
 from storage.models import JobTrigger
 from storage.repositories import count_interactions
 from storage.repositories import jobs as jobs_repo
@@ -40,6 +41,7 @@ from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY
 
 logger = logging.getLogger(__name__)
 REPORT_TIMEOUT_S = 30.0
+REPORT_ATTEMPTS = 5
 
 
 def error_text(error: BaseException) -> str:
@@ -155,13 +157,18 @@ class JobLedger:
             await self.database.dispose()
 
 
+async def _nothing(_tenant_id: str) -> None:
+    return None
+
+
 class TrainingRunner:
     """Starts jobs on one training path; ``_launch`` hands a claimed job to that path."""
 
     def __init__(self, ledger: JobLedger, *, allow_distributed: bool) -> None:
         self.ledger = ledger
         self.allow_distributed = allow_distributed
-        self.on_done: Callable[[str], None] = lambda tenant_id: None
+        # Called with the tenant once a job ended (however): serving drops stale versions.
+        self.on_done: Callable[[str], Awaitable[None]] = _nothing
 
     async def start(
         self,
@@ -199,7 +206,7 @@ class TrainingRunner:
         except Exception as error:
             await self.ledger.fail(job.job_id, error_text(error))
         finally:
-            self.on_done(job.tenant_id)
+            await self.on_done(job.tenant_id)
 
 
 class ThreadJobs(TrainingRunner):
@@ -265,10 +272,17 @@ class JobReporter:
             async with self._database.session() as session:
                 await action(session=session, job_id=self._job_id, **values)
 
-        try:
-            self._submit(write()).result(REPORT_TIMEOUT_S)
-        except Exception as error:
-            logger.warning("training job %s: record not written: %s", self._job_id, error)
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                self._submit(write()).result(REPORT_TIMEOUT_S)
+                return
+            except Unavailable as error:  # a busy database: worth another try
+                logger.info("training job %s: write %d failed: %s", self._job_id, attempt, error)
+                time.sleep(0.2 * (attempt + 1))
+            except Exception as error:
+                logger.warning("training job %s: record not written: %s", self._job_id, error)
+                return
+        logger.warning("training job %s: record not written, database busy", self._job_id)
 
     async def _beat(self, seconds: float) -> None:
         while True:

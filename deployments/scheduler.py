@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from deployments.jobs import TrainingRunner
@@ -43,8 +43,11 @@ class Scheduler:
         *,
         clock: Callable[[], datetime] = utcnow,
         holder: str | None = None,
+        algorithms: Sequence[str] | None = None,
     ) -> None:
         self.runner = runner
+        # What a scheduled job trains: the engines this app serves (None: the defaults).
+        self.algorithms = list(algorithms) if algorithms else None
         self.settings = runner.ledger.settings
         self.database = database
         self.clock = clock
@@ -92,7 +95,10 @@ class Scheduler:
             return None
         try:
             job, created = await self.runner.start(
-                due.tenant_id, None, trigger=JobTrigger.SCHEDULER, reason=due.reason[:200]
+                due.tenant_id,
+                self.algorithms,
+                trigger=JobTrigger.SCHEDULER,
+                reason=due.reason[:200],
             )
         except Exception:  # one tenant's trouble must not stop the others
             logger.exception("scheduled training of %s could not start", due.domain)

@@ -54,7 +54,7 @@ def _lifespan(services: Services, owned: list[Any]) -> Any:
             await migrate(services.database.url)
         background = services.recommender
         if isinstance(background, BackgroundWork):
-            await background.start_background()
+            await background.start_background(services.cache)
         try:
             yield
         finally:

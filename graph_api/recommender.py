@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from storage.cache import Cache
 
 HYBRID = "hybrid"
 
@@ -118,8 +121,9 @@ class Recommender(Protocol):
 @runtime_checkable
 class BackgroundWork(Protocol):
     """A recommender with work of its own while the app runs (the in-process server's
-    retraining scheduler): the app starts it on startup and stops it on shutdown."""
+    retraining scheduler): the app starts it on startup, with the app's cache (whose cached
+    results a new model outdates), and stops it on shutdown."""
 
-    async def start_background(self) -> None: ...
+    async def start_background(self, cache: Cache) -> None: ...
 
     async def stop_background(self) -> None: ...

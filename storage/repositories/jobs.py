@@ -128,8 +128,14 @@ async def list_jobs(
     return list(await session.scalars(query))
 
 
-async def _open_job(session: AsyncSession, job_id: uuid.UUID) -> TrainingJobRecord | None:
-    """The job if it has not finished: a late report never rewrites an ended job."""
+async def _open_job(
+    session: AsyncSession, job_id: uuid.UUID, now: datetime
+) -> TrainingJobRecord | None:
+    """The job if it has not finished: a late report never rewrites an ended job.
+
+    The write comes first (the heartbeat): on SQLite it takes the write lock before the read,
+    so a commit by another connection in between cannot void this transaction."""
+    await touch_job(session=session, job_id=job_id, now=now)
     job = await session.get(TrainingJobRecord, job_id, populate_existing=True)
     return job if job is not None and job.status in ACTIVE else None
 
@@ -138,7 +144,7 @@ async def mark_running(
     *, session: AsyncSession, job_id: uuid.UUID, now: datetime | None = None
 ) -> TrainingJobRecord | None:
     now = now or utcnow()
-    job = await _open_job(session, job_id)
+    job = await _open_job(session, job_id, now)
     if job is not None:
         job.status, job.started_at, job.updated_at = JobStatus.RUNNING, now, now
         await session.flush()
@@ -155,14 +161,13 @@ async def record_progress(
     now: datetime | None = None,
 ) -> None:
     """One algorithm's state (``running``, ``succeeded``, ``skipped``), and a heartbeat."""
-    job = await _open_job(session, job_id)
+    job = await _open_job(session, job_id, now or utcnow())
     if job is None:
         return
     entry: dict[str, Any] = {"state": state}
     if detail:
         entry["detail"] = detail
     job.progress = {**job.progress, algorithm: entry}  # JSON: assign, never edit in place
-    job.updated_at = now or utcnow()
     await session.flush()
 
 
@@ -185,7 +190,7 @@ async def finish_job(
 ) -> TrainingJobRecord | None:
     """Succeeded: the versions it promoted, their holdout metrics, the skipped algorithms."""
     now = now or utcnow()
-    job = await _open_job(session, job_id)
+    job = await _open_job(session, job_id, now)
     if job is None:
         return None
     progress = dict(job.progress)
@@ -203,10 +208,11 @@ async def fail_job(
     *, session: AsyncSession, job_id: uuid.UUID, error: str, now: datetime | None = None
 ) -> TrainingJobRecord | None:
     """Failed, with one line saying why (never a traceback: admins read it)."""
-    job = await _open_job(session, job_id)
+    now = now or utcnow()
+    job = await _open_job(session, job_id, now)
     if job is None:
         return None
-    _finish(job, JobStatus.FAILED, now or utcnow(), error=error[:2000])
+    _finish(job, JobStatus.FAILED, now, error=error[:2000])
     await session.flush()
     return job
 
