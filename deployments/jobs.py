@@ -93,8 +93,9 @@ class JobLedger:
     def stale_after(self) -> timedelta:
         return timedelta(seconds=self.settings.training_job_stale_seconds)
 
-    async def _ready(self) -> None:
-        # The combiner may be the first to touch a new database (the ingress migrates too).
+    async def ready(self) -> None:
+        """The schema is current: the combiner may be the first to touch a new database (the
+        ingress migrates too, and an app without one has only the combiner)."""
         async with self._migrating:
             if not self._migrated:
                 await migrate(self.database.url)
@@ -110,7 +111,7 @@ class JobLedger:
         distributed: bool = False,
     ) -> tuple[TrainingJob, bool]:
         """A new queued job (True), or the tenant's active one covering these algorithms."""
-        await self._ready()
+        await self.ready()
         async with self.database.session() as session:
             claim = await jobs_repo.claim_job(
                 session=session,
@@ -129,7 +130,7 @@ class JobLedger:
         key = _job_uuid(job_id)
         if key is None:
             return None
-        await self._ready()
+        await self.ready()
         tenant = uuid.UUID(str(tenant_id)) if tenant_id is not None else None
         async with self.database.session() as session:
             record = await jobs_repo.get_job(session=session, tenant_id=tenant, job_id=key)
@@ -147,7 +148,7 @@ class JobLedger:
         names = list(algorithms or DEFAULT_ALGORITHMS)
         if not threshold or not any(REGISTRY[n].distributed for n in names if n in REGISTRY):
             return False
-        await self._ready()
+        await self.ready()
         async with self.database.session() as session:
             count = await count_interactions(session=session, tenant_id=uuid.UUID(tenant_id))
         return count >= threshold
@@ -212,9 +213,12 @@ class TrainingRunner:
 class ThreadJobs(TrainingRunner):
     """Jobs run in a thread of this process (the in-process server, tests, benchmarks)."""
 
-    def __init__(self, ledger: JobLedger, entrypoint: str) -> None:
-        super().__init__(ledger, allow_distributed=False)
+    def __init__(self, ledger: JobLedger, entrypoint: str, *, address: str | None = None) -> None:
+        # Ray Train needs a Ray cluster: only with an ``address`` (``recserve retrain-due
+        # --address auto`` in a RayJob) do large tenants' ALS and SVD fit there.
+        super().__init__(ledger, allow_distributed=address is not None)
         self.entrypoint = entrypoint
+        self.address = address
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def _launch(self, job: TrainingJob, algorithms: list[str] | None) -> None:
@@ -226,6 +230,7 @@ class ThreadJobs(TrainingRunner):
             job.tenant_id,
             algorithms,
             job.distributed,
+            self.address,
         )
         task = asyncio.ensure_future(self._finished(job, run))
         self._tasks[job.job_id] = task
@@ -324,17 +329,22 @@ def run_recorded(
     tenant_id: str,
     algorithms: list[str] | None,
     distributed: bool = False,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run ``entrypoint`` (``training.pipeline:train_tenant``) for the job, recording it.
 
     Called in the training process: a Ray worker, or a thread of the in-process server. The
-    entry point takes ``(settings, tenant_id, algorithms, *, report, distributed, workers)``."""
+    entry point takes ``(settings, tenant_id, algorithms, *, report, distributed, workers,
+    address)``; ``address`` names the Ray cluster for Ray Train (None: the one this process is
+    part of, as in a Ray task)."""
     reporter = JobReporter(settings, job_id)
     try:
         reporter.running()
         options: dict[str, Any] = {"report": reporter.report}
         if distributed:
             options |= {"distributed": True, "workers": settings.train_distributed_workers}
+            if address is not None:
+                options["address"] = address
         try:
             result = _resolve(entrypoint)(settings, tenant_id, algorithms, **options)
         except Exception as error:

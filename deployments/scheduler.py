@@ -80,6 +80,7 @@ class Scheduler:
 
     async def tick(self) -> list[TrainingJob]:
         """One round: as the leader, a job for every due tenant; returns the jobs started."""
+        await self.runner.ledger.ready()
         now = self.clock()
         if not await self.lead(now):
             return []
