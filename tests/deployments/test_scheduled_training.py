@@ -24,8 +24,6 @@ from storage.cache import create_cache
 from storage.db import Database, migrate
 from storage.settings import Settings
 
-pytestmark = pytest.mark.slow
-
 ENGINES = ["popularity", "item_knn"]
 DOMAIN = "shop.example"
 ITEMS, USERS = 20, 6
@@ -96,10 +94,14 @@ class Shop:
 
 
 @asynccontextmanager
-async def shop(settings: Settings) -> AsyncIterator[Shop]:
+async def shop(
+    settings: Settings, entrypoint: str = "training.pipeline:train_tenant"
+) -> AsyncIterator[Shop]:
     database = Database.from_settings(settings)
     cache = create_cache(settings)
-    recommender = InProcessRecommender(settings, ENGINES, database=database)
+    recommender = InProcessRecommender(
+        settings, ENGINES, database=database, train_entrypoint=entrypoint
+    )
     app = create_app(recommender=recommender, settings=settings, database=database, cache=cache)
     try:
         # The operator's part, before the app (and its scheduler) starts.
@@ -131,6 +133,23 @@ async def shop(settings: Settings) -> AsyncIterator[Shop]:
         await database.dispose()
 
 
+TRAIN = """mutation { trainModel(algorithms: ["popularity", "item_knn"]) {
+  jobId status progress } }"""
+JOB = "query($id: String!) { trainingJob(id: $id) { status progress metrics trigger } }"
+
+
+async def test_train_model_returns_a_recorded_job(tmp_path: Path) -> None:
+    settings = scheduled_settings(tmp_path, scheduler_enabled=False)
+    async with shop(settings, "tests.deployments.fakes:fake_train") as running:
+        job = (await running.ok(TRAIN, {}, running.admin))["trainModel"]
+        assert job["status"] == "succeeded"  # in-process: trains before it answers
+        read = (await running.ok(JOB, {"id": job["jobId"]}, running.admin))["trainingJob"]
+        assert read["progress"] == {name: {"state": "succeeded"} for name in ENGINES}
+        assert read["trigger"] == "api" and set(read["metrics"]) == set(ENGINES)
+        assert [j["jobId"] for j in await running.jobs()] == [job["jobId"]]
+
+
+@pytest.mark.slow
 async def test_the_scheduler_trains_and_retrains_with_no_operator(tmp_path: Path) -> None:
     async with shop(scheduled_settings(tmp_path)) as running:
         await running.interactions(40)
