@@ -109,15 +109,18 @@ class Scheduler:
         return job if created else None
 
     async def run(self) -> None:
-        """Tick every interval until cancelled; an error in one tick is logged, not fatal."""
+        """Tick every interval until cancelled; an error in one tick is logged, not fatal.
+
+        The first round waits one interval: a new app's ingress creates the schema as it
+        starts, and two processes migrating one database at once would trip each other."""
         while True:
+            await asyncio.sleep(self.settings.scheduler_interval_seconds)
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("retraining scheduler tick failed")
-            await asyncio.sleep(self.settings.scheduler_interval_seconds)
 
     def start(self) -> None:
         """Run in the background of the running event loop (idempotent)."""
