@@ -45,10 +45,14 @@ REPORT_ATTEMPTS = 5
 
 
 def error_text(error: BaseException) -> str:
-    """One line for the job's ``error``: our own errors by message, others by type too."""
+    """One line for the job's ``error``, which the tenant's admins read: our own data errors
+    by their message (e.g. "no interactions to train on"); anything else by its type only, the
+    details staying in the training process's log (they may name hosts, paths or SQL)."""
+    if isinstance(error, Unavailable):
+        return "storage unavailable during training (details in the training logs)"
     if isinstance(error, StorageError):
-        return str(error)
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return str(error) or type(error).__name__
+    return f"{type(error).__name__} (details in the training logs)"
 
 
 def _plain(result: Any) -> dict[str, Any]:
@@ -348,6 +352,7 @@ def run_recorded(
         try:
             result = _resolve(entrypoint)(settings, tenant_id, algorithms, **options)
         except Exception as error:
+            logger.exception("training job %s of tenant %s failed", job_id, tenant_id)
             reporter.failed(error_text(error))
             raise
         summary = summarise(result)
