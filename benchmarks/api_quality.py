@@ -110,6 +110,8 @@ def write_training_folder(source: Path, train: Sequence[tuple], target: Path) ->
 # ---- production ingest, training, tokens ---------------------------------------------------
 def make_settings(data_dir: Path, database_url: str | None = None) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir.resolve(), "jwt_secret": secrets.token_hex(32)}
+    # The benchmark trains when it means to: no retraining scheduler beside it.
+    values["scheduler_enabled"] = False
     if database_url:
         values["database_url"] = database_url
     return Settings(**values)

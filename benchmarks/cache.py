@@ -81,7 +81,12 @@ async def _phase(client: httpx.AsyncClient, tokens: list[str], clients: int) -> 
 async def _backend(
     data_dir: Path, redis_url: str | None, tokens: list[str], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    settings = Settings(data_dir=data_dir, redis_url=redis_url, rate_limit_tiers=UNLIMITED)
+    settings = Settings(
+        data_dir=data_dir,
+        redis_url=redis_url,
+        rate_limit_tiers=UNLIMITED,
+        scheduler_enabled=False,  # no retraining in the middle of a measurement
+    )
     app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
     rows = []
     async with app.router.lifespan_context(app):

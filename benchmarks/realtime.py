@@ -95,7 +95,7 @@ async def run_single(tokens: list[str], args: Any) -> dict:
     from graph_api.app import create_app
     from storage.settings import Settings
 
-    settings = Settings()
+    settings = Settings(scheduler_enabled=False)  # no retraining in the middle of a measurement
     app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
     async with live_server(app, lifespan="on") as address:
         return await measure(f"http://{address}", tokens, args.interactions, args.subscribers)

@@ -1,7 +1,7 @@
 """``recserve models list|promote|rollback`` and ``recserve retrain-due``.
 
-The registry itself lives in ``training.registry``; here the domain given on the command line is
-turned into the tenant id, and results are printed.
+The registry itself lives in ``storage.model_registry``; here the domain given on the command
+line is turned into the tenant id, and results are printed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from cluster import operations as ops
+from graph_api.recommender import TrainingJob
 from storage.artifacts import create_artifact_store
 from storage.settings import Settings, get_settings
 
@@ -104,17 +105,26 @@ def retrain_due_command(
         float | None, typer.Option(help="Check again every this many seconds, until Ctrl-C")
     ] = None,
     algorithms: Annotated[str | None, typer.Option(help="Comma-separated, default: all")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster (e.g. auto) on which ALS and SVD of tenants past "
+            "RECSERVE_TRAIN_DISTRIBUTED_MIN_INTERACTIONS fit with Ray Train (default: never)"
+        ),
+    ] = None,
 ) -> None:
-    """Train every tenant whose retraining policy says it is due."""
+    """Train every tenant whose retraining policy says it is due.
+
+    Each run is a training job recorded like the app's (``trainingJobs``): a tenant already
+    training (started by the app's scheduler or ``trainModel``) is not trained twice."""
     from cluster.cli import console, run
-    from training.pipeline import train_tenant_async
     from training.scheduler import retrain_due
 
     settings = get_settings()
     names = [a.strip() for a in algorithms.split(",")] if algorithms else None
 
-    async def trainer(settings: Settings, tenant_id: str) -> Any:
-        return await train_tenant_async(settings, tenant_id, names)
+    async def trainer(settings: Settings, tenant_id: str) -> TrainingJob:
+        return await run_job(settings, tenant_id, names, address)
 
     while True:
         for due, outcome in run(retrain_due(settings, trainer)):
@@ -124,7 +134,32 @@ def retrain_due_command(
         time.sleep(loop)
 
 
+async def run_job(
+    settings: Settings, tenant_id: str, algorithms: list[str] | None, address: str | None
+) -> TrainingJob:
+    """One recorded training job in this process (the scheduler's path), awaited."""
+    from deployments.jobs import JobLedger, ThreadJobs
+    from storage.models import JobTrigger
+
+    ledger = JobLedger(settings)
+    jobs = ThreadJobs(ledger, "training.pipeline:train_tenant", address=address)
+    try:
+        job, created = await jobs.start(
+            tenant_id, algorithms, trigger=JobTrigger.SCHEDULER, reason="recserve retrain-due"
+        )
+        return (await jobs.wait(job.job_id) or job) if created else job
+    finally:
+        await ledger.close()
+
+
 def _outcome_text(outcome: Any) -> str:
     if isinstance(outcome, Exception):
         return f"[red]failed:[/red] {outcome}"
-    return f"trained {outcome.version}"
+    if outcome.status == "failed":
+        return f"[red]failed:[/red] {outcome.error} (job {outcome.job_id})"
+    if outcome.status != "succeeded":
+        return f"already training (job {outcome.job_id}, {outcome.status})"
+    label = outcome.model_version or ""
+    if "=" not in label:
+        label = ",".join(f"{name}={label}" for name in outcome.algorithms)
+    return f"trained {label}"

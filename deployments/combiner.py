@@ -2,7 +2,9 @@
 
 All of the recommendation step lives in ``plan``; this shell resolves model versions (cached
 briefly, dropped at once when a promotion is announced), turns an engine call into a call on
-that engine's handle with the tenant's multiplexed model id, and runs training jobs.
+that engine's handle with the tenant's multiplexed model id, and runs training jobs: those
+asked for (``trainModel``) and those its retraining scheduler starts (one leader among the
+replicas, ``deployments.scheduler``), all recorded in the database (``deployments.jobs``).
 Requests, queries and answers cross the handles as the dataclasses they are.
 """
 
@@ -17,9 +19,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.fanout import failed_calls
+from deployments.jobs import JobLedger
 from deployments.models import BlendCache, ModelSource, VersionCache, model_id, resolve_source
 from deployments.plan import PlanConfig, RecommendationCore
 from deployments.ray_metrics import install_ray_metrics
+from deployments.scheduler import Scheduler
 from deployments.scoring import Pairs
 from deployments.training_jobs import TrainingJobs
 from deployments.vector_similar import VectorSimilar
@@ -95,7 +99,12 @@ class HybridCombiner:
         self._core = RecommendationCore(
             self._engines, self._config.plan(), VectorSimilar(self._settings)
         )
-        self._jobs = TrainingJobs(train_entrypoint, num_cpus=self._config.train_num_cpus)
+        ledger = JobLedger(self._settings)
+        self._jobs = TrainingJobs(train_entrypoint, ledger, num_cpus=self._config.train_num_cpus)
+        self._jobs.on_done = self._job_ended
+        self._scheduler = Scheduler(self._jobs, ledger.database, algorithms=list(engines))
+        if self._settings.scheduler_enabled:
+            self._scheduler.start()  # Serve runs the constructor on the replica's event loop
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self._config = CombinerConfig.model_validate({**self._config.model_dump(), **config})
@@ -120,13 +129,22 @@ class HybridCombiner:
         return {name: "unavailable" if name in outcome else "ok" for name in names}
 
     async def train(self, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
-        job = self._jobs.submit(self._settings, tenant_id, algorithms)
-        self._versions.invalidate(tenant_id)
+        """A new job, or the tenant's running one covering these algorithms."""
+        job, _created = await self._jobs.start(tenant_id, algorithms)
         return job
 
     async def training_job(self, job_id: str) -> TrainingJob | None:
-        job = await self._jobs.status(job_id)
-        if job is not None and job.status == "succeeded":
-            # The new versions are promoted: the next request must not serve the old ones.
-            self._versions.invalidate(job.tenant_id)
-        return job
+        """The job's record (from the database: any replica answers for any job)."""
+        return await self._jobs.status(job_id)
+
+    async def _job_ended(self, tenant_id: str) -> None:
+        # A finished job promoted new versions: the next request must not serve the old ones.
+        self._versions.invalidate(tenant_id)
+
+    async def schedule_once(self) -> list[TrainingJob]:
+        """One scheduler round now (as the leader only); for operators and tests."""
+        return await self._scheduler.tick()
+
+    async def __del__(self) -> None:
+        # Serve calls this on shutdown: hand the scheduler's lease to another replica.
+        await self._scheduler.stop()

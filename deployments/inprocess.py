@@ -3,31 +3,28 @@
 ``InProcessEngines`` is the ``deployments.plan.Engines`` of one process: each engine's model is
 loaded on first use and kept per (tenant, engine, version), and a call runs the same
 ``deployments.scoring.answer`` an engine replica runs, in a worker thread. ``InProcessRecommender``
-puts ``RecommendationCore`` over it and trains in this process, so small installs and the
-benchmarks serve exactly what the Serve app serves.
+puts ``RecommendationCore`` over it and trains in this process (jobs recorded in the database,
+``deployments.jobs``, and started by the same retraining scheduler as the Serve app's,
+``deployments.scheduler``, while the app runs), so small installs and the benchmarks serve
+exactly what the Serve app serves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from deployments.jobs import RunningJobs
-from deployments.models import (
-    BlendCache,
-    ModelSource,
-    VersionCache,
-    resolve_source,
-    version_label,
-)
+from deployments.jobs import JobLedger, ThreadJobs
+from deployments.models import BlendCache, ModelSource, VersionCache, resolve_source
 from deployments.plan import PlanConfig, RecommendationCore
+from deployments.scheduler import Scheduler
 from deployments.scoring import Pairs, answer
 from deployments.vector_similar import VectorSimilar
 from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
+from storage.cache import Cache
+from storage.cache.keys import bump_model_epoch
+from storage.db import Database
 from storage.settings import Settings
 from training.algorithms import ALGORITHMS
 
@@ -94,9 +91,9 @@ class InProcessRecommender:
         version_ttl_s: float = 2.0,
         train_entrypoint: str = "training.pipeline:train_tenant",
         vectors: VectorSimilar | None = None,
+        database: Database | None = None,
     ) -> None:
         self._settings = settings
-        self._train_entrypoint = train_entrypoint
         self.engines = InProcessEngines(
             engines, resolve_source(source, settings), version_ttl_s=version_ttl_s
         )
@@ -104,7 +101,10 @@ class InProcessRecommender:
             self.engines, config, vectors if vectors is not None else VectorSimilar(settings)
         )
         self.catalog = self.core.catalog
-        self._jobs = RunningJobs()
+        self.jobs = ThreadJobs(JobLedger(settings, database), train_entrypoint)
+        self.jobs.on_done = self._job_ended
+        self.scheduler = Scheduler(self.jobs, self.jobs.ledger.database, algorithms=engines)
+        self._cache: Cache | None = None
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         return await self.core.recommend(request)
@@ -116,31 +116,28 @@ class InProcessRecommender:
         return await self.core.trending(tenant_id=tenant_id, category=category, limit=limit)
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
-        """Trains in this process and returns when done: there is no cluster to hand it to.
-        Called while the tenant's job for any of these algorithms runs: that job, at once."""
-        running = self._jobs.running(tenant_id, algorithms)
-        if running is not None:
-            return running
-        module_name, _, attribute = self._train_entrypoint.partition(":")
-        # Imported by name, as the Serve side does: serving code never loads the pipeline.
-        train = getattr(importlib.import_module(module_name), attribute)
-        job = TrainingJob(
-            job_id=uuid.uuid4().hex,
-            tenant_id=tenant_id,
-            algorithms=list(algorithms or []),
-            status="running",
-        )
-        task = asyncio.ensure_future(
-            asyncio.to_thread(train, self._settings, tenant_id, algorithms)
-        )
-        self._jobs.add(job, algorithms, task.done)  # no await since the check: one claim
-        result = await task
+        """Trains in this process and returns the job once it ended: there is no cluster to
+        hand it to. While the tenant's job for any of these algorithms runs: that job, at once."""
+        job, created = await self.jobs.start(tenant_id, algorithms)
+        if not created:
+            return job
+        return await self.jobs.wait(job.job_id) or job
+
+    async def _job_ended(self, tenant_id: str) -> None:
+        """The next request sees the new versions, and no result cached for the old ones (the
+        pipeline moves the model epoch on its own cache, which is not the app's without Redis)."""
         self.engines.invalidate(tenant_id)
-        versions = {str(k): str(v) for k, v in result.versions.items()}
-        return dataclasses.replace(
-            job,
-            algorithms=list(versions),
-            status="succeeded",
-            model_version=version_label(versions),
-            metrics={str(a): dict(m) for a, m in result.metrics.items()},
-        )
+        if self._cache is not None:
+            await bump_model_epoch(self._cache, tenant_id)
+
+    async def start_background(self, cache: Cache) -> None:
+        """The retraining scheduler, while the app runs (``scheduler_enabled``); ``cache`` is
+        the app's, whose cached results a finished job outdates."""
+        self._cache = cache
+        if self._settings.scheduler_enabled:
+            self.scheduler.start()
+
+    async def stop_background(self) -> None:
+        await self.scheduler.stop()
+        await self.jobs.close()
+        await self.jobs.ledger.close()

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from storage.errors import NotFound
+
+# Kept importable from here (the recommendation core names versions with it).
+from storage.model_registry import version_label as version_label
 from storage.settings import Settings
 from storage.tracing import tracer
 from training.hybrid import BLEND
@@ -101,16 +104,6 @@ class ArtifactModelSource:
         if not isinstance(weights, dict):
             raise NotFound(f"blend {version} of tenant {tenant_id} has no weights")
         return {str(engine): float(weight) for engine, weight in weights.items()}
-
-
-def version_label(versions: dict[str, str]) -> str | None:
-    """One version when every engine agrees (one training run), else ``engine=version`` pairs."""
-    distinct = sorted(set(versions.values()))
-    if not distinct:
-        return None
-    if len(distinct) == 1:
-        return distinct[0]
-    return ",".join(f"{name}={versions[name]}" for name in sorted(versions))
 
 
 def resolve_source(source: ModelSource | None, settings: Settings) -> ModelSource:

@@ -29,7 +29,7 @@ from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.metrics import MetricsRecorder
 from graph_api.observability import mount_observability
 from graph_api.ratelimit import RateLimiter, SubscriptionSlots
-from graph_api.recommender import Recommender
+from graph_api.recommender import BackgroundWork, Recommender
 from graph_api.result_cache import ResultCache
 from graph_api.schema import build_schema
 from storage.cache import Cache, create_cache
@@ -52,9 +52,14 @@ def _lifespan(services: Services, owned: list[Any]) -> Any:
         if await database_is_empty(services.database):
             logger.info("empty database: running migrations")
             await migrate(services.database.url)
+        background = services.recommender
+        if isinstance(background, BackgroundWork):
+            await background.start_background(services.cache)
         try:
             yield
         finally:
+            if isinstance(background, BackgroundWork):
+                await background.stop_background()
             for resource in owned:
                 if isinstance(resource, Database):
                     await resource.dispose()

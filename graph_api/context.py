@@ -25,7 +25,7 @@ from strawberry.fastapi import BaseContext
 
 from graph_api.accounts import AccountGuard, LoginThrottle
 from graph_api.auth import Principal, TokenService, bearer_token
-from graph_api.errors import ApiError, Unauthenticated
+from graph_api.errors import ApiError, Forbidden, Unauthenticated
 from graph_api.loaders import Loaders
 from graph_api.metrics import MetricsRecorder
 from graph_api.ratelimit import Admission, RateLimiter, SubscriptionSlots
@@ -193,3 +193,10 @@ class RequestContext(BaseContext):
 
 
 Info: TypeAlias = strawberry.Info[RequestContext, None]
+
+
+async def require_admin(ctx: RequestContext) -> Principal:
+    principal = await ctx.authorize()
+    if not principal.is_admin:
+        raise Forbidden("Only a tenant admin may do this.")
+    return principal

@@ -8,7 +8,8 @@ rules hold for queries, mutations and subscriptions.
 
 The rate-limit charge is the operation's price: each root field costs its price
 (``recommendations`` and ``recommendationUpdates`` 5, ``similarItems`` 3, ``trainModel`` 10,
-others 1; an alias repeats the charge), and an engine-backed field nested anywhere below costs
+``promoteModel`` and ``rollbackModel`` 5, ``modelVersions`` 2, others 1; an alias repeats the
+charge), and an engine-backed field nested anywhere below costs
 its price once per parent it can run for (the product of the list sizes above it), so
 ``items(limit: 100) { similarItems }`` is 1 + 100 x 3. With a valid token it is charged to the
 user and tenant windows, without one to the client address's window. Every operation is
@@ -46,6 +47,10 @@ FIELD_COSTS = {
     "recommendationUpdates": 5,
     "similarItems": 3,
     "trainModel": 10,
+    # They rewrite the served pointer and drop the tenant's cached results.
+    "promoteModel": 5,
+    "rollbackModel": 5,
+    "modelVersions": 2,  # reads every stored version's metadata
 }
 DEFAULT_FIELD_COST = 1
 MAX_COMPLEXITY = 20_000
@@ -60,6 +65,7 @@ LIST_SIZES: dict[str, tuple[tuple[str, ...], int]] = {
     "similarItems": (("topK",), 10),
     "recommendations": (("options", "numRecommendations"), 10),
     "recommendationUpdates": (("numRecommendations",), 10),
+    "trainingJobs": (("limit",), 20),
 }
 
 Fragments = dict[str, FragmentDefinitionNode]

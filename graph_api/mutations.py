@@ -30,6 +30,7 @@ from graph_api.inputs import (
 from graph_api.queries import require_admin
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
 from graph_api.row_cache import row_prefix
+from graph_api.training import TrainingMutation
 from graph_api.types import Interaction, Item, Rating, TrainingJob
 from storage.cache.base import tenant_key
 from storage.errors import Unavailable
@@ -73,7 +74,7 @@ class ImportResult:
 
 
 @strawberry.type
-class Mutation(AuthMutation, AccountAdminMutation):
+class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
     @strawberry.mutation
     async def record_interaction(self, info: Info, input: InteractionInput) -> Interaction:
         principal = await info.context.authorize()
@@ -202,10 +203,4 @@ class Mutation(AuthMutation, AccountAdminMutation):
             tenant_id=str(principal.tenant_id), algorithms=algorithms
         )
         await _after_item_change(info.context, principal)
-        return TrainingJob(
-            job_id=job.job_id,
-            algorithms=list(job.algorithms),
-            status=job.status,
-            model_version=job.model_version,
-            metrics=job.metrics,
-        )
+        return TrainingJob.from_job(job)

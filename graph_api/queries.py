@@ -7,12 +7,12 @@ import uuid
 import strawberry
 
 from graph_api import bounds
-from graph_api.auth import Principal
-from graph_api.context import Info, RequestContext
+from graph_api.context import Info, RequestContext, require_admin
 from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound, Unauthenticated
 from graph_api.inputs import MAX_PAGE, RecommendationOptions, check_page, to_params
 from graph_api.loaders import prime
 from graph_api.recommendations import hydrate_pairs, recommend, result_lookup, similar_items
+from graph_api.training import TrainingQuery
 from graph_api.types import (
     Item,
     PerformanceMetrics,
@@ -25,13 +25,6 @@ from storage.repositories import items as items_repo
 from storage.repositories import users as users_repo
 
 
-async def require_admin(ctx: RequestContext) -> Principal:
-    principal = await ctx.authorize()
-    if not principal.is_admin:
-        raise Forbidden("Only a tenant admin may do this.")
-    return principal
-
-
 async def load_item(ctx: RequestContext, item_id: uuid.UUID) -> Item:
     await ctx.authorize()
     row = await ctx.loaders.items.load(item_id)
@@ -40,8 +33,11 @@ async def load_item(ctx: RequestContext, item_id: uuid.UUID) -> Item:
     return Item.from_row(row)
 
 
+__all__ = ["Query", "load_item", "require_admin"]
+
+
 @strawberry.type
-class Query:
+class Query(TrainingQuery):
     @strawberry.field
     async def me(self, info: Info) -> User:
         principal = await info.context.authorize()

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from storage.cache import Cache
 
 HYBRID = "hybrid"
 
@@ -78,12 +82,23 @@ class RecommendationResponse:
 
 @dataclass(frozen=True)
 class TrainingJob:
+    """A training job as its record says (``storage.repositories.jobs``)."""
+
     job_id: str
     tenant_id: str
     algorithms: list[str]
-    status: str  # "submitted", "running", "succeeded", "failed"
+    status: str  # "queued", "running", "succeeded", "failed"
     model_version: str | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    progress: dict[str, dict[str, str]] = field(default_factory=dict)
+    error: str | None = None
+    trigger: str | None = None  # "api" or "scheduler"
+    reason: str | None = None  # why the scheduler started it
+    distributed: bool = False
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
 
 
 @runtime_checkable
@@ -101,3 +116,14 @@ class Recommender(Protocol):
     ) -> list[tuple[str, float]]: ...
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob: ...
+
+
+@runtime_checkable
+class BackgroundWork(Protocol):
+    """A recommender with work of its own while the app runs (the in-process server's
+    retraining scheduler): the app starts it on startup, with the app's cache (whose cached
+    results a new model outdates), and stops it on shutdown."""
+
+    async def start_background(self, cache: Cache) -> None: ...
+
+    async def stop_background(self) -> None: ...

@@ -32,7 +32,8 @@ from graph_api.live import ActivityEvent, drain, is_write_event, subscribe_tenan
 from graph_api.mutations import events_channel
 from graph_api.queries import require_admin
 from graph_api.recommendations import RecommendationParams, hydrate_pairs, recommend
-from graph_api.types import PerformanceMetrics, RecommendationItem, SimilarItem
+from graph_api.training import job_updates
+from graph_api.types import PerformanceMetrics, RecommendationItem, SimilarItem, TrainingJob
 
 T = TypeVar("T")
 TRENDING_MIN_INTERVAL_S = 1.0
@@ -217,3 +218,14 @@ class Subscription:
         source = _metrics(info.context, principal, interval_seconds)
         async for snapshot in _live(info, principal, source):
             yield snapshot
+
+    @strawberry.subscription
+    @counted
+    async def training_job_updates(self, info: Info, id: str) -> AsyncGenerator[TrainingJob, None]:
+        """A training job of the caller's tenant now, then at each change of its record
+        (status, per-algorithm progress), ending once it succeeded or failed (admins only)."""
+        await _authorize(info)
+        principal = await require_admin(info.context)
+        source = job_updates(info.context, principal.tenant_id, id)
+        async for job in _live(info, principal, source):
+            yield job

@@ -14,6 +14,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
+from graph_api import recommender
 from graph_api.context import Info
 from graph_api.errors import BadUserInput
 
@@ -223,11 +224,56 @@ class RecommendationResult:
 
 @strawberry.type
 class TrainingJob:
+    """A training run as its record says; ``progress`` maps each algorithm to its state
+    (``{"state": "queued" | "running" | "succeeded" | "skipped", "detail": why}``) and
+    ``metrics`` each trained algorithm to its holdout metrics."""
+
     job_id: str
     algorithms: list[str]
-    status: str
+    status: str  # queued, running, succeeded, failed
     model_version: str | None
     metrics: JSON
+    progress: JSON
+    error: str | None
+    trigger: str | None  # api (trainModel) or scheduler
+    reason: str | None  # why the scheduler started it
+    distributed: bool  # ALS and SVD on Ray Train
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+    @classmethod
+    def from_job(cls, job: recommender.TrainingJob) -> TrainingJob:
+        return cls(
+            job_id=job.job_id,
+            algorithms=list(job.algorithms),
+            status=job.status,
+            model_version=job.model_version,
+            metrics=job.metrics,
+            progress=job.progress,
+            error=job.error,
+            trigger=job.trigger,
+            reason=job.reason,
+            distributed=job.distributed,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            duration_seconds=job.duration_seconds,
+        )
+
+
+@strawberry.type
+class ModelVersion:
+    """One stored version of a tenant's model; ``current`` marks the one served."""
+
+    algorithm: str
+    version: str
+    current: bool
+    created_at: str | None
+    metrics: JSON
+    duration_seconds: float | None
+    counts: JSON
 
 
 @strawberry.type

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -263,3 +264,57 @@ class Rating(Base):
     rating: Mapped[float]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobTrigger(StrEnum):
+    API = "api"  # trainModel
+    SCHEDULER = "scheduler"  # the retraining policy, or a tenant's first training
+
+
+class TrainingJobRecord(Base):
+    """One training run of a tenant, as every replica sees it (``storage.repositories.jobs``).
+
+    ``progress`` maps each algorithm to its state (``queued``, ``running``, ``succeeded``,
+    ``skipped`` with a reason); ``updated_at`` moves with every write, so a job whose process
+    died stops counting as running once it is older than the stale limit."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (Index("ix_training_jobs_tenant_status", "tenant_id", "status", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    algorithms: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    status: Mapped[JobStatus] = mapped_column(
+        _str_enum(JobStatus, "training_job_status"), default=JobStatus.QUEUED
+    )
+    trigger: Mapped[JobTrigger | None] = mapped_column(
+        _str_enum(JobTrigger, "training_job_trigger"), default=JobTrigger.API
+    )
+    reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    distributed: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    duration_seconds: Mapped[float | None] = mapped_column(default=None)
+
+
+class Lease(Base):
+    """A named lease held by one process until ``expires_at`` (e.g. the scheduler's leader)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime]

@@ -132,6 +132,21 @@ class Settings(BaseSettings):
     # Automatic retraining defaults; a tenant's settings {"retrain": {...}} override them.
     retrain_after_interactions: int = Field(default=1000, ge=0)  # 0: never by count
     retrain_after_minutes: float = Field(default=24 * 60, ge=0)  # 0: never by age
+    # A tenant's first training starts by itself once it has this much data.
+    first_train_min_interactions: int = Field(default=50, ge=1)
+    first_train_min_users: int = Field(default=2, ge=1)
+    # The scheduler in the serving app (one leader across replicas, by a lease in the
+    # database): checks every tenant's policy this often; off: only `recserve retrain-due`.
+    scheduler_enabled: bool = True
+    scheduler_interval_seconds: float = Field(default=60.0, gt=0)
+    # A training job that has not reported (progress or heartbeat) for this long is taken for
+    # dead: it is marked failed and no longer blocks the tenant's next training.
+    training_job_stale_seconds: float = Field(default=600.0, gt=0)
+    training_heartbeat_seconds: float = Field(default=30.0, gt=0)
+    # ALS and SVD fit on Ray Train (2 workers of 0.5 CPU) for tenants with at least this many
+    # interactions, when training runs on Ray (the Serve app); 0: never.
+    train_distributed_min_interactions: int = Field(default=200_000, ge=0)
+    train_distributed_workers: int = Field(default=2, ge=1)
 
     _dev_secret: bool = PrivateAttr(default=False)
 

@@ -24,6 +24,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "training.algorithms",
         "training.hybrid",
         "training.data",
+        # The retraining rules, one implementation for `recserve retrain-due` and the
+        # scheduler of the serving app (no torch, no pipeline: only storage and the registry).
+        "training.scheduler",
     ),
     "cluster": tuple(OURS),
 }

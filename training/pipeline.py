@@ -52,6 +52,8 @@ MAX_BLEND_USERS = 1000
 
 Event = tuple[str, str, str, float | None, float]
 Progress = Callable[[str, int, int], None]
+# (algorithm, state, detail): "running" before its fit, then "succeeded" or "skipped" (why).
+Report = Callable[[str, str, str | None], None]
 
 
 @dataclass
@@ -287,6 +289,7 @@ async def train_tenant_async(
     seed: int = 42,
     evaluate: bool = True,
     progress: Progress | None = None,
+    report: Report | None = None,
     distributed: bool = False,
     workers: int = 2,
     address: str | None = None,
@@ -317,6 +320,8 @@ async def train_tenant_async(
     for step, name in enumerate(names, start=1):
         if progress:
             progress(f"train: {name}", step - 1, len(names))
+        if report:
+            report(name, "running", None)
         fit_started = time.perf_counter()
         plan = plan_fit(name, shape, budget)
         if plan.action == "skipped":
@@ -355,8 +360,12 @@ async def train_tenant_async(
             log.warning("tenant %s: %s skipped: %s", tenant_id, name, result.skipped[name])
             log.debug("tenant %s: %s failed", tenant_id, name, exc_info=True)
             meters.training_run(name, "skipped", time.perf_counter() - fit_started)
+            if report:
+                report(name, "skipped", result.skipped[name])
             continue
         result.versions[name] = version
+        if report:
+            report(name, "succeeded", None)
         meters.training_run(name, "succeeded", time.perf_counter() - fit_started)
         result.metrics[name] = metrics
         if not model.vector_collection:
@@ -424,7 +433,8 @@ async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> 
 
 
 def train_tenant(
-    settings: Settings, tenant_id: str, algorithms: Sequence[str] | None = None
+    settings: Settings, tenant_id: str, algorithms: Sequence[str] | None = None, **options: Any
 ) -> TrainingResult:
-    """Synchronous entry point for Ray tasks and the command line."""
-    return asyncio.run(train_tenant_async(settings, tenant_id, algorithms))
+    """Synchronous entry point for Ray tasks and the command line; ``options`` are
+    ``train_tenant_async``'s keywords (``report``, ``distributed``, ``workers``, ...)."""
+    return asyncio.run(train_tenant_async(settings, tenant_id, algorithms, **options))

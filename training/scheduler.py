@@ -2,9 +2,12 @@
 
 A tenant is due when its current models are older than ``after_minutes`` (and something new
 happened since), or when at least ``after_interactions`` interactions arrived since they were
-trained, or when it has interactions but was never trained. The policy comes from the tenant's
-settings JSON (``{"retrain": {"after_interactions": N, "after_minutes": T}}``) over the
-defaults in ``Settings``; a value of 0 turns that rule off.
+trained, or, never trained, once it has enough data to train on: at least
+``first_train_min_interactions`` interactions from ``first_train_min_users`` users (defaults 50
+and 2). The policy comes from the tenant's settings JSON
+(``{"retrain": {"after_interactions": N, "after_minutes": T}}``) over the defaults in
+``Settings``; a value of 0 turns that rule off. One implementation serves ``recserve
+retrain-due`` and the scheduler of the serving app (``deployments.scheduler``).
 """
 
 from __future__ import annotations
@@ -67,14 +70,36 @@ def last_trained_at(store: ArtifactStore, tenant_id: str) -> datetime | None:
     return max(stamps) if stamps else None
 
 
+@dataclass(frozen=True)
+class FirstTraining:
+    """How much data a never-trained tenant needs before its first training starts."""
+
+    min_interactions: int = 1
+    min_users: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FirstTraining:
+        return cls(settings.first_train_min_interactions, settings.first_train_min_users)
+
+
 def why_due(
-    policy: RetrainPolicy, trained_at: datetime | None, new_interactions: int, now: datetime
+    policy: RetrainPolicy,
+    trained_at: datetime | None,
+    new_interactions: int,
+    now: datetime,
+    *,
+    users: int | None = None,
+    first: FirstTraining = FirstTraining(),
 ) -> str | None:
-    """The reason the tenant must be retrained now, or None."""
+    """The reason the tenant must be retrained now, or None (``users``: how many users the
+    interactions come from, asked only when it was never trained)."""
     if new_interactions == 0:
         return None
     if trained_at is None:
-        return "never trained"
+        enough_users = users is None or users >= first.min_users
+        if new_interactions >= first.min_interactions and enough_users:
+            return "never trained"
+        return None
     if policy.after_interactions and new_interactions >= policy.after_interactions:
         return f"{new_interactions} new interactions (threshold {policy.after_interactions})"
     if policy.after_minutes and now - trained_at >= timedelta(minutes=policy.after_minutes):
@@ -93,18 +118,27 @@ async def _check_tenant(
     trained_at = await asyncio.to_thread(last_trained_at, store, str(tenant.id))
     async with database.session() as session:
         new = await repo.count_interactions(session=session, tenant_id=tenant.id, since=trained_at)
-    reason = why_due(policy, trained_at, new, now)
+        users = None
+        if trained_at is None and new:
+            users = await repo.count_interacting_users(session=session, tenant_id=tenant.id)
+    first = FirstTraining.from_settings(settings)
+    reason = why_due(policy, trained_at, new, now, users=users, first=first)
     if reason is None:
         return None
     return DueTenant(str(tenant.id), tenant.domain, reason, new, trained_at)
 
 
-async def due_tenants(settings: Settings, *, now: datetime | None = None) -> list[DueTenant]:
-    """Every active tenant whose retraining policy says it is due at ``now``."""
+async def due_tenants(
+    settings: Settings, *, now: datetime | None = None, database: Database | None = None
+) -> list[DueTenant]:
+    """Every active tenant whose retraining policy says it is due at ``now`` (on ``database``,
+    or on one opened for this look)."""
     now = now or datetime.now(UTC)
-    assert settings.database_url is not None
-    await migrate(settings.database_url)
-    database = Database.from_settings(settings)
+    own = database is None
+    if database is None:
+        assert settings.database_url is not None
+        await migrate(settings.database_url)
+        database = Database.from_settings(settings)
     store = create_artifact_store(settings)
     due: list[DueTenant] = []
     try:
@@ -123,7 +157,8 @@ async def due_tenants(settings: Settings, *, now: datetime | None = None) -> lis
                 return due
             offset += 100
     finally:
-        await database.dispose()
+        if own:
+            await database.dispose()
 
 
 async def retrain_due(

@@ -263,6 +263,14 @@ async def count_interactions(
     return int(await session.scalar(query) or 0)
 
 
+async def count_interacting_users(*, session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """How many distinct users of the tenant have interactions."""
+    query = select(func.count(func.distinct(Interaction.user_id))).where(
+        Interaction.tenant_id == tenant_id
+    )
+    return int(await session.scalar(query) or 0)
+
+
 async def recent_items(
     *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, limit: int
 ) -> list[uuid.UUID]:

@@ -1,4 +1,5 @@
-"""The KubeRay RayJob manifest parses and runs the same `recserve train` a user runs locally."""
+"""The KubeRay RayJob manifest parses and runs the same `recserve train` a user runs locally;
+the RayCronJob runs `recserve retrain-due` on a schedule, on the same cluster spec."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from storage.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "cluster" / "kuberay" / "rayjob-train.yaml"
+CRON = ROOT / "cluster" / "kuberay" / "raycronjob-retrain.yaml"
 DOCKERFILE = ROOT / "cluster" / "Dockerfile"
 
 
@@ -64,3 +66,17 @@ def test_every_pod_runs_the_project_image_with_the_same_settings() -> None:
         assert secret["name"] == "recserve-secrets"
     if DOCKERFILE.exists():  # the image the manifest names is the one the Dockerfile builds
         assert f"-t {_project_image()}" in DOCKERFILE.read_text()
+
+
+def test_raycronjob_runs_retrain_due_on_the_training_cluster() -> None:
+    cron = yaml.safe_load(CRON.read_text())
+    assert (cron["apiVersion"], cron["kind"]) == ("ray.io/v1", "RayCronJob")
+    assert len(cron["spec"]["schedule"].split()) == 5  # a cron expression
+    template = cron["spec"]["jobTemplate"]
+    command = shlex.split(template["entrypoint"])
+    assert command[:2] == ["recserve", "retrain-due"]
+    assert command[command.index("--address") + 1] == "auto"  # Ray Train on this cluster
+    assert "--loop" not in command  # the schedule repeats it, not the process
+    assert template["shutdownAfterJobFinishes"] is True
+    # The same cluster, image and settings as the one-off training job.
+    assert template["rayClusterSpec"] == _job()["spec"]["rayClusterSpec"]

@@ -31,6 +31,7 @@ CRD_FILES = {
     "RayCluster": "ray.io_rayclusters.yaml",
     "RayJob": "ray.io_rayjobs.yaml",
     "RayService": "ray.io_rayservices.yaml",
+    "RayCronJob": "ray.io_raycronjobs.yaml",
 }
 needs_crds = pytest.mark.skipif(
     not (CRDS / CRD_FILES["RayService"]).exists(), reason=f"KubeRay CRDs not found at {CRDS}"
@@ -67,6 +68,7 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 
 def pod_templates(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = spec.get("jobTemplate") or spec  # a RayCronJob's runs are RayJobs
     cluster = spec.get("rayClusterConfig") or spec.get("rayClusterSpec") or spec
     groups = [cluster.get("headGroupSpec", {}), *cluster.get("workerGroupSpecs", [])]
     return [group["template"] for group in groups if "template" in group]
@@ -101,6 +103,15 @@ def test_kuberay_objects_validate(path: Path) -> None:
         for template in pod_templates(document["spec"]):
             wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}}
             kubernetes_validate.validate(wrapped | {"template": template}, K8S_VERSION, strict=True)
+
+
+@needs_crds
+def test_the_cron_job_is_checked_down_to_its_pods() -> None:
+    [cron] = documents(ROOT / "cluster" / "kuberay" / "raycronjob-retrain.yaml")
+    assert len(pod_templates(cron["spec"])) == 2  # head and workers, as Kubernetes pods
+    cron["spec"]["jobTemplate"]["entrypont"] = "typo"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cron, crd_schema("RayCronJob"))
 
 
 @needs_crds

@@ -134,8 +134,32 @@ def test_retrain_due_trains_only_tenants_past_their_policy(trained: dict) -> Non
     args = ("--users", "10", "--items", "8", "--per-user", "3")
     assert invoke("ingest", "synthetic", "--tenant", "fresh.example", *args)[0] == 0
     code, out = invoke("retrain-due", "--algorithms", "popularity")
+    assert code == 0 and "fresh.example" not in out  # 30 interactions: too few to start
+    assert invoke("ingest", "synthetic", "--tenant", "fresh.example", *args)[0] == 0
+    code, out = invoke("retrain-due", "--algorithms", "popularity")
     assert code == 0, out
     assert "fresh.example: never trained -> trained popularity=v000001" in out
     assert DOMAIN not in out
+    [job] = asyncio.run(_jobs("fresh.example"))  # recorded like the app's scheduled jobs
+    assert (job.status, job.trigger, job.reason) == (
+        "succeeded",
+        "scheduler",
+        "recserve retrain-due",
+    )
+    assert job.progress == {"popularity": {"state": "succeeded"}}
     code, out = invoke("retrain-due", "--algorithms", "popularity")
     assert "fresh.example" not in out  # trained now: nothing new since
+
+
+async def _jobs(domain: str) -> list:
+    from storage import repositories as repo
+    from storage.db import Database
+    from storage.repositories import jobs as jobs_repo
+
+    database = Database.from_settings(get_settings())
+    try:
+        async with database.session() as session:
+            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+            return list(await jobs_repo.list_jobs(session=session, tenant_id=tenant.id))
+    finally:
+        await database.dispose()

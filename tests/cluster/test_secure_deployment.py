@@ -21,6 +21,7 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 def cluster_spec(document: dict[str, Any]) -> dict[str, Any]:
     spec = document["spec"]
+    spec = spec.get("jobTemplate") or spec  # a RayCronJob's runs are RayJobs
     return spec.get("rayClusterConfig") or spec.get("rayClusterSpec") or spec
 
 

@@ -39,9 +39,17 @@ class FakeTrainingResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def fake_train(settings: Any, tenant_id: str, algorithms: list[str] | None) -> FakeTrainingResult:
-    """Stands in for ``training.pipeline.train_tenant``; proves the task got the settings."""
+def fake_train(
+    settings: Any, tenant_id: str, algorithms: list[str] | None, **options: Any
+) -> FakeTrainingResult:
+    """Stands in for ``training.pipeline.train_tenant``; proves the task got the settings, and
+    reports each algorithm as the pipeline does."""
     names = algorithms or ["popularity"]
+    report = options.get("report")
+    for name in names:
+        if report is not None:
+            report(name, "running", None)
+            report(name, "succeeded", None)
     return FakeTrainingResult(
         tenant_id=tenant_id,
         versions={name: f"trained-{Path(settings.data_dir).name}" for name in names},
@@ -91,3 +99,18 @@ class FakeHandle:
         if name.startswith("_"):
             raise AttributeError(name)
         return FakeMethod(self, name)
+
+
+async def database_tenant(settings: Any, domain: str = "acme.example") -> str:
+    """A tenant row in ``settings``' database (migrated first): training jobs are recorded
+    against it. Returns its id as the serving side names tenants."""
+    from cluster import operations as ops
+    from storage.db import Database, migrate
+
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    try:
+        tenant, _ = await ops.ensure_tenant(database, domain=domain)
+        return str(tenant.id)
+    finally:
+        await database.dispose()

@@ -9,8 +9,8 @@ import time
 
 from deployments.fanout import fan_out, first_answer
 from deployments.ingress import HandleRecommender
+from deployments.jobs import summarise
 from deployments.plan import catalog_for
-from deployments.training_jobs import summarise
 from graph_api.recommender import (
     RecommendationRequest,
     RecommendationResponse,
@@ -54,7 +54,7 @@ async def test_handle_recommender_passes_the_dataclasses_through() -> None:
         engines_failed=["als"],
         model_version="v000001",
     )
-    job = TrainingJob(job_id="j", tenant_id="t", algorithms=["ease"], status="submitted")
+    job = TrainingJob(job_id="j", tenant_id="t", algorithms=["ease"], status="queued")
     handle = FakeHandle(
         {
             "recommend": response,
@@ -88,9 +88,9 @@ def test_a_pipeline_result_becomes_job_fields() -> None:
         counts={"users": 3},
         duration_seconds=1.0,
     )
+    result.skipped = {"svd": "too few users"}
     summary = summarise(result)
-    assert summary["model_version"] == "als=v000001,ease=v000002"
-    assert summary["algorithms"] == ["ease", "als"]
+    assert summary["versions"] == {"ease": "v000002", "als": "v000001"}
     assert summary["metrics"] == {"ease": {"ndcg@10": 0.31}}
-    same = summarise({"versions": {"ease": "v3", "als": "v3"}, "metrics": {}})
-    assert same["model_version"] == "v3"
+    assert summary["skipped"] == {"svd": "too few users"}
+    assert summarise({"versions": {"ease": "v3"}})["skipped"] == {}

@@ -16,7 +16,7 @@ from deployments.models import MemoryModelSource
 from deployments.plan import PlanConfig
 from graph_api.recommender import RecommendationRequest
 from storage.settings import Settings
-from tests.deployments.fakes import synthetic_matrix
+from tests.deployments.fakes import database_tenant, synthetic_matrix
 from training.algorithms import Recommender, create
 from training.hybrid import HybridConfig
 
@@ -207,13 +207,17 @@ async def test_similar_items_and_trending(models, tmp_path) -> None:
 
 
 async def test_training_runs_in_process_and_invalidates_versions(models, tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    tenant = await database_tenant(settings)
     local = InProcessRecommender(
-        Settings(data_dir=tmp_path),
+        settings,
         ["ease"],
-        source=MemoryModelSource(TENANT, {"ease": models["ease"]}),
+        source=MemoryModelSource(tenant, {"ease": models["ease"]}),
         train_entrypoint="tests.deployments.fakes:fake_train",
     )
-    job = await local.train(tenant_id=TENANT, algorithms=["ease"])
+    job = await local.train(tenant_id=tenant, algorithms=["ease"])
     assert job.status == "succeeded" and job.algorithms == ["ease"]
     assert job.model_version == f"trained-{tmp_path.name}"
     assert job.metrics == {"ease": {"ndcg@10": 0.5}}
+    assert job.progress == {"ease": {"state": "succeeded"}} and job.trigger == "api"
+    await local.stop_background()

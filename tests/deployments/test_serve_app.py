@@ -17,7 +17,8 @@ import pytest
 from deployments.app import AppArgs, build_app
 from graph_api.recommender import RecommendationRequest, RecommendationResponse
 from storage.artifacts import ArtifactStore
-from tests.deployments.fakes import synthetic_matrix
+from storage.settings import Settings
+from tests.deployments.fakes import database_tenant, synthetic_matrix
 from training.algorithms import create
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -152,17 +153,23 @@ async def test_replicas_see_the_builder_environment(deployed: dict) -> None:
 
 
 async def test_training_runs_as_a_ray_task(deployed: dict) -> None:
-    job = await deployed["combiner"].train.remote(TENANT, ["ease"])
-    assert job.status == "submitted"
+    # Jobs are recorded against a tenant of the replicas' database (the data dir's SQLite).
+    tenant = await database_tenant(Settings(data_dir=deployed["root"], env="test"))
+    job = await deployed["combiner"].train.remote(tenant, ["ease"])
+    assert job.status == "queued"
+    again = await deployed["combiner"].train.remote(tenant, None)  # overlaps: the same job
+    assert again.job_id == job.job_id
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         job = await deployed["combiner"].training_job.remote(job.job_id)
         if job.status in ("succeeded", "failed"):
             break
         await asyncio.sleep(0.2)
-    assert job.status == "succeeded"
+    assert job.status == "succeeded", job
     assert job.model_version == f"trained-{deployed['root'].name}"
     assert job.metrics == {"ease": {"ndcg@10": 0.5}}
+    assert job.progress == {"ease": {"state": "succeeded"}}
+    assert job.duration_seconds is not None and job.trigger == "api"
 
 
 async def test_graphql_ingress_answers_http(deployed: dict) -> None:

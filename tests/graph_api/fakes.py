@@ -84,5 +84,5 @@ class CatalogueRecommender:
             job_id=f"job-{len(self.trained)}",
             tenant_id=tenant_id,
             algorithms=algorithms or ["popularity"],
-            status="submitted",
+            status="queued",
         )

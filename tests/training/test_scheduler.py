@@ -13,7 +13,7 @@ from storage.artifacts import ArtifactStore
 from storage.db import Database, migrate
 from storage.settings import Settings
 from tests.storage.sql_support import view_at
-from training.scheduler import RetrainPolicy, due_tenants, retrain_due, why_due
+from training.scheduler import FirstTraining, RetrainPolicy, due_tenants, retrain_due, why_due
 
 TRAINED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -21,7 +21,12 @@ TRAINED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path, env="test", retrain_after_interactions=5, retrain_after_minutes=60
+        data_dir=tmp_path,
+        env="test",
+        retrain_after_interactions=5,
+        retrain_after_minutes=60,
+        first_train_min_interactions=3,  # "never" has 3 interactions from 1 user
+        first_train_min_users=1,
     )
 
 
@@ -123,3 +128,25 @@ def test_policy_merges_tenant_settings_over_defaults(settings: Settings) -> None
     assert why_due(policy, old, 4, TRAINED_AT) is None  # age rule off, count below threshold
     assert why_due(policy, old, 5, TRAINED_AT) == "5 new interactions (threshold 5)"
     assert why_due(policy, None, 0, TRAINED_AT) is None
+
+
+async def test_a_first_training_waits_for_enough_data(
+    settings: Settings, tenants: dict[str, str]
+) -> None:
+    """Defaults: 50 interactions from 2 users; "never" has 3 from 1, so it is not due yet."""
+    strict = settings.model_copy(update={"first_train_min_interactions": 50})
+    soon = await due_tenants(strict, now=TRAINED_AT + timedelta(minutes=10))
+    assert tenants["never"] not in {d.tenant_id for d in soon}
+    two_users = settings.model_copy(update={"first_train_min_users": 2})
+    soon = await due_tenants(two_users, now=TRAINED_AT + timedelta(minutes=10))
+    assert tenants["never"] not in {d.tenant_id for d in soon}
+    assert tenants["eager"] in {d.tenant_id for d in soon}  # trained ones are not affected
+
+
+def test_first_training_thresholds() -> None:
+    policy = RetrainPolicy(after_interactions=0, after_minutes=0)
+    first = FirstTraining(min_interactions=50, min_users=2)
+    assert why_due(policy, None, 49, TRAINED_AT, users=5, first=first) is None
+    assert why_due(policy, None, 50, TRAINED_AT, users=1, first=first) is None
+    assert why_due(policy, None, 50, TRAINED_AT, users=2, first=first) == "never trained"
+    assert FirstTraining.from_settings(Settings()) == FirstTraining(50, 2)
