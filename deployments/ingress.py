@@ -15,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import (
     AlgorithmCatalog,
+    ItemContent,
     RecommendationRequest,
     RecommendationResponse,
     TrainingJob,
@@ -43,6 +44,12 @@ class HandleRecommender:
         self, *, tenant_id: str, category: str | None, limit: int
     ) -> list[tuple[str, float]]:
         return await self._combiner.trending.remote(tenant_id, category, limit)
+
+    async def items_changed(self, *, tenant_id: str, items: list[ItemContent]) -> None:
+        await self._combiner.items_changed.remote(tenant_id, items)
+
+    async def items_deleted(self, *, tenant_id: str, item_ids: list[str]) -> None:
+        await self._combiner.items_deleted.remote(tenant_id, item_ids)
 
     async def health(self) -> dict[str, str]:
         """Each engine's state, as the combiner sees it (read by the ``/health`` report)."""

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from deployments.cold import ColdSource
 from deployments.jobs import RunningJobs
 from deployments.models import (
     BlendCache,
@@ -27,7 +28,14 @@ from deployments.models import (
 from deployments.plan import PlanConfig, RecommendationCore
 from deployments.scoring import Pairs, answer
 from deployments.vector_similar import VectorSimilar
-from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
+from graph_api.recommender import (
+    ItemContent,
+    RecommendationRequest,
+    RecommendationResponse,
+    TrainingJob,
+)
+from storage.cache import Cache
+from storage.db import Database
 from storage.settings import Settings
 from training.algorithms import ALGORITHMS
 
@@ -82,7 +90,12 @@ class InProcessEngines:
 
 
 class InProcessRecommender:
-    """``graph_api.recommender.Recommender`` with every engine in this process, no Ray."""
+    """``graph_api.recommender.Recommender`` with every engine in this process, no Ray.
+
+    This process is the only one serving, so without a Qdrant server the hashed content
+    vectors of new items live in the embedded store it holds (``VectorSimilar(local=True)``);
+    the cold source reads the database named by ``settings`` (``deployments.cold``).
+    """
 
     def __init__(
         self,
@@ -94,14 +107,20 @@ class InProcessRecommender:
         version_ttl_s: float = 2.0,
         train_entrypoint: str = "training.pipeline:train_tenant",
         vectors: VectorSimilar | None = None,
+        database: Database | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self._settings = settings
         self._train_entrypoint = train_entrypoint
         self.engines = InProcessEngines(
             engines, resolve_source(source, settings), version_ttl_s=version_ttl_s
         )
+        vectors = vectors if vectors is not None else VectorSimilar(settings, local=True)
         self.core = RecommendationCore(
-            self.engines, config, vectors if vectors is not None else VectorSimilar(settings)
+            self.engines,
+            config,
+            vectors,
+            ColdSource(settings, vectors, database=database, cache=cache),
         )
         self.catalog = self.core.catalog
         self._jobs = RunningJobs()
@@ -114,6 +133,12 @@ class InProcessRecommender:
 
     async def trending(self, *, tenant_id: str, category: str | None, limit: int) -> Pairs:
         return await self.core.trending(tenant_id=tenant_id, category=category, limit=limit)
+
+    async def items_changed(self, *, tenant_id: str, items: list[ItemContent]) -> None:
+        await self.core.items_changed(tenant_id, items)
+
+    async def items_deleted(self, *, tenant_id: str, item_ids: list[str]) -> None:
+        await self.core.items_deleted(tenant_id, item_ids)
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
         """Trains in this process and returns when done: there is no cluster to hand it to.
