@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # on at most this many of them (each engine scores them densely).
 MIN_BLEND_USERS = 30
 BLEND_FILE = "blend.json"
+# The hashed content vectors' mark for items in the models (item writes mark theirs "new").
+TRAINED = {"stage": "trained"}
 MAX_BLEND_USERS = 1000
 
 Event = tuple[str, str, str, float | None, float]
@@ -261,23 +263,19 @@ async def _upsert_text_vectors(settings: Settings, tenant: str, items: list[Item
     ``training.algorithms.content.hashed_vectors``), marked ``stage`` "trained": these items
     are in the models now. Upserted, not replaced: an item written while this run trained
     stays "new", and deleted items lost their points when they were deleted."""
-    matrix = hashed_vectors(items)
-    points: list[Point] = [
-        (
-            item.id,
-            row.tolist(),
-            {"tenant_id": tenant, "category": item.category, "stage": "trained"},
-        )
-        for item, row in zip(items, matrix, strict=True)
-        if np.any(row)
-    ]
-    if not points:
+    if not items:
         return
     store = create_vector_store(settings)
     try:
         await store.ensure_collection(TEXT_COLLECTION, TEXT_DIMS)
-        for start in range(0, len(points), 1000):
-            await store.upsert(TEXT_COLLECTION, points[start : start + 1000])
+        for start in range(0, len(items), 1000):  # bounded memory whatever the catalogue size
+            chunk = items[start : start + 1000]
+            points: list[Point] = [
+                (item.id, row.tolist(), {"tenant_id": tenant, "category": item.category, **TRAINED})
+                for item, row in zip(chunk, hashed_vectors(chunk), strict=True)
+                if np.any(row)
+            ]
+            await store.upsert(TEXT_COLLECTION, points)
     except Exception as error:  # the models are published; only content search suffers
         log.warning("tenant %s: content vectors not stored: %s", tenant, _reason(error))
     finally:
