@@ -13,7 +13,7 @@ the user has not seen, so every push is a fresh fold-in (the user's cached resul
 dropped). Prints one table: p50 / p99 / max of the push latency and of the mutation alone.
 
 Then new items (``--new-items``): an admin creates an item like an existing one X (X's title,
-description, category and tags: the same product listed again), after a user viewed X; the
+description, category and tags: the same product listed again), after a new user viewed X; the
 clock runs from sending ``createItem`` until the new item is listed by ``similarItems(X)`` and
 until it is in that user's ``recommendations`` (the exploration slot for items newer than the
 last training). Second table: p50 / p99 / max of
@@ -123,18 +123,20 @@ async def _until_listed(
     return NEW_ITEM_TIMEOUT_S
 
 
-async def measure_new_items(base: str, admin: str, tokens: list[str], count: int) -> dict:
-    """Per new item: ms from sending createItem to it being in similarItems of its model item,
-    and to it being in the recommendations of a user who viewed that item."""
+async def measure_new_items(base: str, admin: str, tokens: list[str]) -> dict:
+    """Per new item (one per token): ms from sending createItem to it being in similarItems of
+    its model item, and to it being in the recommendations of a new user who viewed that item.
+    """
     rng = np.random.default_rng(11)
     created_ms, similar_ms, recommended_ms = [], [], []
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         catalogue: list[dict] = []
         while batch := (await _post(http, ITEM_TEXT, {"offset": len(catalogue)}, admin))["items"]:
             catalogue.extend(batch)
-        for _ in range(count):
-            model = catalogue[int(rng.integers(len(catalogue)))]
-            user = tokens[int(rng.integers(len(tokens)))]
+        # Distinct model items: two identical new items would tie for the one exploration slot.
+        picks = rng.choice(len(catalogue), size=len(tokens), replace=False)
+        for user, pick in zip(tokens, picks, strict=True):
+            model = catalogue[int(pick)]
             variables = {"input": {"itemId": model["id"], "interactionType": "view"}}
             await _post(http, RECORD, variables, user)
             item = {
@@ -158,20 +160,27 @@ async def measure_new_items(base: str, admin: str, tokens: list[str], count: int
     return {"create": created_ms, "similar": similar_ms, "recommended": recommended_ms}
 
 
-async def admin_token(data_dir: Path) -> str:
-    """An admin of the benchmark tenant (items are created by admins)."""
+async def new_item_tokens(data_dir: Path, users: int) -> tuple[str, list[str]]:
+    """An admin of the benchmark tenant (items are created by admins) and ``users`` users
+    without any history, one per new item: their list is about the one item they view."""
     from cluster import operations as ops
     from storage.settings import Settings
 
     settings = Settings(data_dir=data_dir)
     database = await ops.open_database(settings)
     try:
-        issued = await ops.issue_token_in(
+        admin = await ops.issue_token_in(
             database, settings, domain=DOMAIN, email="bench-admin@bench.example", admin=True
         )
+        fresh = [
+            await ops.issue_token_in(
+                database, settings, domain=DOMAIN, email=f"bench-new-{n}@bench.example"
+            )
+            for n in range(users)
+        ]
     finally:
         await database.dispose()
-    return issued.access_token
+    return admin.access_token, [issued.access_token for issued in fresh]
 
 
 async def run_single(tokens: list[str], args: Any) -> dict:
@@ -185,7 +194,7 @@ async def run_single(tokens: list[str], args: Any) -> dict:
         base = f"http://{address}"
         result = await measure(base, tokens, args.interactions, args.subscribers)
         if args.new_items:
-            result["new_items"] = await measure_new_items(base, args.admin, tokens, args.new_items)
+            result["new_items"] = await measure_new_items(base, args.admin, args.new_users)
         return result
 
 
@@ -199,7 +208,7 @@ def run_serve(tokens: list[str], args: Any) -> dict:
             await wait_ready(http, READY_TIMEOUT_S, process)
         result = await measure(base, tokens, args.interactions, args.subscribers)
         if args.new_items:
-            result["new_items"] = await measure_new_items(base, args.admin, tokens, args.new_items)
+            result["new_items"] = await measure_new_items(base, args.admin, args.new_users)
         return result
 
     try:
@@ -242,7 +251,7 @@ def print_table(results: dict[str, dict]) -> None:
         print(line)
     print(
         "(milliseconds from sending createItem until the new item is in similarItems of the item"
-        " it resembles / in the recommendations of a user who viewed that item)"
+        " it resembles / in the recommendations of a new user who viewed that item)"
     )
 
 
@@ -260,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(_child_environment(Path(tmp)))
         started = time.perf_counter()
         tokens = asyncio.run(prepare_tenant(Path(tmp), ENGINES))
-        args.admin = asyncio.run(admin_token(Path(tmp)))
+        args.admin, args.new_users = asyncio.run(new_item_tokens(Path(tmp), args.new_items))
         print(
             f"trained {', '.join(ENGINES)} in {time.perf_counter() - started:.1f}s", file=sys.stderr
         )
