@@ -18,10 +18,13 @@ import numpy as np
 
 from deployments.cold import EXPLORE, exploration_slots
 from deployments.inprocess import InProcessRecommender
+from deployments.vector_similar import VectorSimilar
 from graph_api.app import create_app
 from storage import repositories as repo
 from storage.cache import create_cache
 from storage.db import Database
+from storage.errors import Unavailable
+from storage.vectors import EdgeVectorStore
 from tests.graph_api.conftest import Api, make_settings
 from training.algorithms.content import hashed_vectors
 from training.data import ItemInfo
@@ -56,9 +59,19 @@ CATALOGUE = [
 ]
 
 
+class DownStore(EdgeVectorStore):
+    """A vector store that is unreachable for every call."""
+
+    async def _shard(self, collection: str) -> Any:
+        raise Unavailable("vector store down")
+
+    async def ensure_collection(self, name: str, dim: int, distance: Any = "cosine") -> None:
+        raise Unavailable("vector store down")
+
+
 @asynccontextmanager
 async def single_process_api(
-    tmp_path: Path, **overrides: Any
+    tmp_path: Path, vectors: VectorSimilar | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[Api, InProcessRecommender]]:
     url = f"sqlite+aiosqlite:///{tmp_path}/api.db"
     settings = make_settings(tmp_path, database_url=url, **overrides)
@@ -68,6 +81,7 @@ async def single_process_api(
         settings,
         ["popularity"],
         version_ttl_s=0.0,
+        vectors=vectors,
         database=database,
         cache=cache,
     )
@@ -218,6 +232,24 @@ async def test_exploration_share_zero_turns_it_off(tmp_path: Path) -> None:
 async def _tenant_of(api: Api, domain: str) -> uuid.UUID:
     async with api.database.session() as session:
         return (await repo.get_tenant_by_domain(session=session, domain=domain)).id
+
+
+async def test_a_vector_store_outage_keeps_item_writes_and_cold_lists_working(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    down = VectorSimilar(settings, DownStore(tmp_path / "down"))
+    async with single_process_api(tmp_path, down) as (api, _):
+        token, _ = await api.register("ada@shop.example", "shop.example")
+        ids = await _catalogue(api, token)  # committed and answered although no vector is kept
+        await _interact(api, token, ids[:3])
+        result = (await api.ok(RECOMMEND, {"options": {"numRecommendations": 3}}, token))[
+            "recommendations"
+        ]
+        assert result["explanation"]["enginesUsed"] == ["cold:popular-db"]
+        assert result["totalCount"] == 3
+        assert (await api.ok(DELETE_ITEM, {"id": ids[7]}, token))["deleteItem"] is True
+        assert (await api.ok(SIMILAR, {"id": ids[0]}, token))["similarItems"] == []
 
 
 def test_exploration_slots() -> None:
