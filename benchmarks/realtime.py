@@ -12,7 +12,16 @@ A few users each hold one subscription; interactions rotate over them, one at a 
 the user has not seen, so every push is a fresh fold-in (the user's cached results were just
 dropped). Prints one table: p50 / p99 / max of the push latency and of the mutation alone.
 
-    python -m benchmarks.realtime [--interactions 50] [--subscribers 5] [--variants single,serve]
+Then new items (``--new-items``): an admin creates an item like an existing one X (X's title,
+description, category and tags: the same product listed again), after a new user viewed X; the
+clock runs from sending ``createItem`` until the new item is listed by ``similarItems(X)`` and
+until it is in that user's ``recommendations`` (the exploration slot for items newer than the
+last training). Second table: p50 / p99 / max of
+both, and the share within 1 s. In the ``serve`` variant new items need a Qdrant server
+(``RECSERVE_QDRANT_URL``): the embedded store cannot be shared by the replicas.
+
+    python -m benchmarks.realtime [--interactions 50] [--subscribers 5] [--new-items 20]
+        [--variants single,serve]
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import httpx
 import numpy as np
 
 from benchmarks.serve import READY_TIMEOUT_S, _child_environment, _free_port, _start, _stop
-from benchmarks.serve_load import prepare_tenant, wait_ready
+from benchmarks.serve_load import DOMAIN, prepare_tenant, wait_ready
 from tests.graph_api.ws_client import GraphQLSocket, graphql_socket, live_server
 
 ENGINES = ["popularity", "item_knn", "ease", "als"]
@@ -39,6 +48,16 @@ UPDATES = "subscription { recommendationUpdates(numRecommendations: 10) { score 
 RECORD = """mutation($input: InteractionInput!) { recordInteraction(input: $input) { id } }"""
 ITEMS = "query($offset: Int!) { items(limit: 100, offset: $offset) { id } }"
 PUSH_TIMEOUT_S = 30.0
+CREATE_ITEM = "mutation($input: ItemInput!) { createItem(input: $input) { id } }"
+ITEM_TEXT = """
+query($offset: Int!) {
+  items(limit: 100, offset: $offset) { id title description category tags }
+}"""
+SIMILAR = "query($id: UUID!) { similarItems(itemId: $id, topK: 10) { item { id } } }"
+RECOMMEND = "query { recommendations(options: {numRecommendations: 10}) { items { item { id } } } }"
+# A new item not found by then counts as this long (and as missing the 1 s target).
+NEW_ITEM_TIMEOUT_S = 5.0
+POLL_S = 0.01
 
 
 async def _post(http: httpx.AsyncClient, query: str, variables: dict, token: str) -> Any:
@@ -90,6 +109,80 @@ async def measure(base: str, tokens: list[str], interactions: int, subscribers: 
     return {"push": push_ms, "mutation": mutation_ms}
 
 
+async def _until_listed(
+    http: httpx.AsyncClient, query: str, variables: dict, token: str, field: str, item_id: str
+) -> float:
+    """Seconds (from now) until ``item_id`` is in the list ``field``; the timeout if never."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < NEW_ITEM_TIMEOUT_S:
+        data = await _post(http, query, variables, token)
+        entries = data[field]["items"] if field == "recommendations" else data[field]
+        if item_id in {entry["item"]["id"] for entry in entries}:
+            return time.perf_counter() - started
+        await asyncio.sleep(POLL_S)
+    return NEW_ITEM_TIMEOUT_S
+
+
+async def measure_new_items(base: str, admin: str, tokens: list[str]) -> dict:
+    """Per new item (one per token): ms from sending createItem to it being in similarItems of
+    its model item, and to it being in the recommendations of a new user who viewed that item.
+    """
+    rng = np.random.default_rng(11)
+    created_ms, similar_ms, recommended_ms = [], [], []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        catalogue: list[dict] = []
+        while batch := (await _post(http, ITEM_TEXT, {"offset": len(catalogue)}, admin))["items"]:
+            catalogue.extend(batch)
+        # Distinct model items: two identical new items would tie for the one exploration slot.
+        picks = rng.choice(len(catalogue), size=len(tokens), replace=False)
+        for user, pick in zip(tokens, picks, strict=True):
+            model = catalogue[int(pick)]
+            variables = {"input": {"itemId": model["id"], "interactionType": "view"}}
+            await _post(http, RECORD, variables, user)
+            item = {
+                "title": model["title"],
+                "description": model["description"],
+                "category": model["category"],
+                "tags": model["tags"],
+            }
+            started = time.perf_counter()
+            new = (await _post(http, CREATE_ITEM, {"input": item}, admin))["createItem"]["id"]
+            created = time.perf_counter() - started
+            similar = created + await _until_listed(
+                http, SIMILAR, {"id": model["id"]}, user, "similarItems", new
+            )
+            recommended = created + await _until_listed(
+                http, RECOMMEND, {}, user, "recommendations", new
+            )
+            created_ms.append(created * 1000.0)
+            similar_ms.append(min(similar, NEW_ITEM_TIMEOUT_S) * 1000.0)
+            recommended_ms.append(min(recommended, NEW_ITEM_TIMEOUT_S) * 1000.0)
+    return {"create": created_ms, "similar": similar_ms, "recommended": recommended_ms}
+
+
+async def new_item_tokens(data_dir: Path, users: int) -> tuple[str, list[str]]:
+    """An admin of the benchmark tenant (items are created by admins) and ``users`` users
+    without any history, one per new item: their list is about the one item they view."""
+    from cluster import operations as ops
+    from storage.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    database = await ops.open_database(settings)
+    try:
+        admin = await ops.issue_token_in(
+            database, settings, domain=DOMAIN, email="bench-admin@bench.example", admin=True
+        )
+        fresh = [
+            await ops.issue_token_in(
+                database, settings, domain=DOMAIN, email=f"bench-new-{n}@bench.example"
+            )
+            for n in range(users)
+        ]
+    finally:
+        await database.dispose()
+    return admin.access_token, [issued.access_token for issued in fresh]
+
+
 async def run_single(tokens: list[str], args: Any) -> dict:
     from deployments.inprocess import InProcessRecommender
     from graph_api.app import create_app
@@ -98,7 +191,11 @@ async def run_single(tokens: list[str], args: Any) -> dict:
     settings = Settings(scheduler_enabled=False)  # no retraining in the middle of a measurement
     app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
     async with live_server(app, lifespan="on") as address:
-        return await measure(f"http://{address}", tokens, args.interactions, args.subscribers)
+        base = f"http://{address}"
+        result = await measure(base, tokens, args.interactions, args.subscribers)
+        if args.new_items:
+            result["new_items"] = await measure_new_items(base, args.admin, args.new_users)
+        return result
 
 
 def run_serve(tokens: list[str], args: Any) -> dict:
@@ -109,7 +206,10 @@ def run_serve(tokens: list[str], args: Any) -> dict:
     async def go() -> dict:
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             await wait_ready(http, READY_TIMEOUT_S, process)
-        return await measure(base, tokens, args.interactions, args.subscribers)
+        result = await measure(base, tokens, args.interactions, args.subscribers)
+        if args.new_items:
+            result["new_items"] = await measure_new_items(base, args.admin, args.new_users)
+        return result
 
     try:
         return asyncio.run(go())
@@ -132,12 +232,34 @@ def print_table(results: dict[str, dict]) -> None:
             f"{within:>8.0f}"
         )
     print("(milliseconds; push = recordInteraction sent -> recommendationUpdates received)")
+    rows = {variant: row["new_items"] for variant, row in results.items() if "new_items" in row}
+    if not rows:
+        return
+    print()
+    header = f"{'variant':<10}{'n':>5}{'create p50':>12}"
+    for name in ("similar", "recommended"):
+        header += f"{name[:5] + ' p50':>12}{name[:5] + ' p99':>12}{name[:5] + ' max':>12}"
+        header += f"{'<1s %':>8}"
+    print(header)
+    print("-" * len(header))
+    for variant, row in rows.items():
+        line = f"{variant:<10}{len(row['create']):>5}{np.percentile(row['create'], 50):>12.1f}"
+        for name in ("similar", "recommended"):
+            values = np.array(row[name])
+            line += f"{np.percentile(values, 50):>12.1f}{np.percentile(values, 99):>12.1f}"
+            line += f"{values.max():>12.1f}{100.0 * float(np.mean(values < 1000.0)):>8.0f}"
+        print(line)
+    print(
+        "(milliseconds from sending createItem until the new item is in similarItems of the item"
+        " it resembles / in the recommendations of a new user who viewed that item)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--interactions", type=int, default=50)
     parser.add_argument("--subscribers", type=int, default=5)
+    parser.add_argument("--new-items", type=int, default=20)
     parser.add_argument("--variants", default="single,serve")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",")]
@@ -147,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(_child_environment(Path(tmp)))
         started = time.perf_counter()
         tokens = asyncio.run(prepare_tenant(Path(tmp), ENGINES))
+        args.admin, args.new_users = asyncio.run(new_item_tokens(Path(tmp), args.new_items))
         print(
             f"trained {', '.join(ENGINES)} in {time.perf_counter() - started:.1f}s", file=sys.stderr
         )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
+from deployments.cold import ColdSource
 from deployments.fanout import failed_calls
 from deployments.jobs import JobLedger
 from deployments.models import BlendCache, ModelSource, VersionCache, model_id, resolve_source
@@ -28,7 +29,12 @@ from deployments.scoring import Pairs
 from deployments.training_jobs import TrainingJobs
 from deployments.vector_similar import VectorSimilar
 from deployments.version_events import VersionEvents
-from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
+from graph_api.recommender import (
+    ItemContent,
+    RecommendationRequest,
+    RecommendationResponse,
+    TrainingJob,
+)
 from storage.settings import Settings
 from storage.tracing import configure_tracing, inject
 
@@ -96,8 +102,11 @@ class HybridCombiner:
         self._events = VersionEvents(self._settings, versions.invalidate)
         self._engines.watch = self._events.watch
         self._versions = versions
+        # The cold source opens the database and the cache from Settings, as the ingress does:
+        # cold answers are computed here, in the one recommendation step, like every other.
+        vectors = VectorSimilar(self._settings)
         self._core = RecommendationCore(
-            self._engines, self._config.plan(), VectorSimilar(self._settings)
+            self._engines, self._config.plan(), vectors, ColdSource(self._settings, vectors)
         )
         ledger = JobLedger(self._settings)
         self._jobs = TrainingJobs(train_entrypoint, ledger, num_cpus=self._config.train_num_cpus)
@@ -120,6 +129,12 @@ class HybridCombiner:
 
     async def trending(self, tenant_id: str, category: str | None, limit: int) -> Pairs:
         return await self._core.trending(tenant_id=tenant_id, category=category, limit=limit)
+
+    async def items_changed(self, tenant_id: str, items: list[ItemContent]) -> None:
+        await self._core.items_changed(tenant_id, items)
+
+    async def items_deleted(self, tenant_id: str, item_ids: list[str]) -> None:
+        await self._core.items_deleted(tenant_id, item_ids)
 
     async def health(self) -> dict[str, str]:
         """Each engine's state: "ok" when a replica answers ``info`` within the timeout."""

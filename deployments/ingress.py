@@ -6,6 +6,7 @@ the combiner's ``DeploymentHandle``; the request and reply dataclasses cross the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import (
     AlgorithmCatalog,
+    ItemContent,
     RecommendationRequest,
     RecommendationResponse,
     TrainingJob,
@@ -22,6 +24,8 @@ from graph_api.recommender import (
 from storage.logs import configure_logging
 from storage.settings import Settings
 from storage.tracing import configure_tracing, inject
+
+logger = logging.getLogger(__name__)
 
 
 class HandleRecommender:
@@ -43,6 +47,18 @@ class HandleRecommender:
         self, *, tenant_id: str, category: str | None, limit: int
     ) -> list[tuple[str, float]]:
         return await self._combiner.trending.remote(tenant_id, category, limit)
+
+    async def items_changed(self, *, tenant_id: str, items: list[ItemContent]) -> None:
+        try:
+            await self._combiner.items_changed.remote(tenant_id, items)
+        except Exception as error:  # the item is committed; its vector waits for training
+            logger.warning("content vectors of %d items not written: %s", len(items), error)
+
+    async def items_deleted(self, *, tenant_id: str, item_ids: list[str]) -> None:
+        try:
+            await self._combiner.items_deleted.remote(tenant_id, item_ids)
+        except Exception as error:  # the item is deleted; hydration never shows it anyway
+            logger.warning("content vectors of deleted items kept: %s", error)
 
     async def health(self) -> dict[str, str]:
         """Each engine's state, as the combiner sees it (read by the ``/health`` report)."""

@@ -15,13 +15,19 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from deployments.cold import ColdSource
 from deployments.jobs import JobLedger, ThreadJobs
 from deployments.models import BlendCache, ModelSource, VersionCache, resolve_source
 from deployments.plan import PlanConfig, RecommendationCore
 from deployments.scheduler import Scheduler
 from deployments.scoring import Pairs, answer
 from deployments.vector_similar import VectorSimilar
-from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
+from graph_api.recommender import (
+    ItemContent,
+    RecommendationRequest,
+    RecommendationResponse,
+    TrainingJob,
+)
 from storage.cache import Cache
 from storage.cache.keys import bump_model_epoch
 from storage.db import Database
@@ -79,7 +85,12 @@ class InProcessEngines:
 
 
 class InProcessRecommender:
-    """``graph_api.recommender.Recommender`` with every engine in this process, no Ray."""
+    """``graph_api.recommender.Recommender`` with every engine in this process, no Ray.
+
+    This process is the only one serving, so without a Qdrant server the hashed content
+    vectors of new items live in the embedded store it holds (``VectorSimilar(local=True)``);
+    the cold source reads the database named by ``settings`` (``deployments.cold``).
+    """
 
     def __init__(
         self,
@@ -92,13 +103,18 @@ class InProcessRecommender:
         train_entrypoint: str = "training.pipeline:train_tenant",
         vectors: VectorSimilar | None = None,
         database: Database | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self._settings = settings
         self.engines = InProcessEngines(
             engines, resolve_source(source, settings), version_ttl_s=version_ttl_s
         )
+        vectors = vectors if vectors is not None else VectorSimilar(settings, local=True)
         self.core = RecommendationCore(
-            self.engines, config, vectors if vectors is not None else VectorSimilar(settings)
+            self.engines,
+            config,
+            vectors,
+            ColdSource(settings, vectors, database=database, cache=cache),
         )
         self.catalog = self.core.catalog
         self.jobs = ThreadJobs(JobLedger(settings, database), train_entrypoint)
@@ -114,6 +130,12 @@ class InProcessRecommender:
 
     async def trending(self, *, tenant_id: str, category: str | None, limit: int) -> Pairs:
         return await self.core.trending(tenant_id=tenant_id, category=category, limit=limit)
+
+    async def items_changed(self, *, tenant_id: str, items: list[ItemContent]) -> None:
+        await self.core.items_changed(tenant_id, items)
+
+    async def items_deleted(self, *, tenant_id: str, item_ids: list[str]) -> None:
+        await self.core.items_deleted(tenant_id, item_ids)
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
         """Trains in this process and returns the job once it ended: there is no cluster to

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
+from deployments.cold import EXPLORE, ColdSource, exploration_slots
 from deployments.fanout import FanOutResult, fan_out, first_answer
 from deployments.models import version_label
 from deployments.scoring import EngineQuery, Pairs, SimilarityQuery, SimilarQuery, make_filter
@@ -24,6 +25,7 @@ from deployments.vector_similar import VectorSimilar
 from graph_api.recommender import (
     HYBRID,
     AlgorithmCatalog,
+    ItemContent,
     RecommendationRequest,
     RecommendationResponse,
     ScoredItem,
@@ -102,18 +104,25 @@ class Similarity:
 
 
 class RecommendationCore:
-    """``graph_api.recommender.Recommender``'s read side over any ``Engines``."""
+    """``graph_api.recommender.Recommender``'s read side over any ``Engines``.
+
+    ``cold`` (``deployments.cold.ColdSource``) is the last fallback, asked only when no trained
+    engine answers, and the source of the exploration slots for items newer than the last
+    training; without it an untrained tenant gets empty lists.
+    """
 
     def __init__(
         self,
         engines: Engines,
         config: PlanConfig | None = None,
         vectors: VectorSimilar | None = None,
+        cold: ColdSource | None = None,
     ) -> None:
         self.engines = engines
         self.config = config or PlanConfig()
         self.catalog = catalog_for(engines.names)
         self._vectors = vectors
+        self._cold = cold
         # popularity before trending: the engine that answers anybody, whatever the time
         self._fallback = sorted(non_personal(self.catalog.engines), key=_by_recency)[:1]
         self._similar = similarity_engines(self.catalog.engines)
@@ -151,15 +160,42 @@ class RecommendationCore:
             answered = {n: recs for n, recs in extra.results.items() if recs}
             outcome.failed.extend(extra.failed)
             weights = {n: 1.0 for n in answered}
+        trained_answer = bool(answered)
+        if not answered and self._cold is not None:
+            # No trained engine has anything: the database and the content vectors answer.
+            answered = await self._cold.recommend(request, query.k)
+            weights = {n: 1.0 for n in answered}
         candidates = self._blend(answered, weights, request)
+        used = list(answered)
+        if trained_answer:
+            candidates, explored = await self._explore(request, candidates)
+            used += [EXPLORE] if explored else []
         similarity = await self._similarity(request, candidates)
         return RecommendationResponse(
             items=self._finish(candidates, request, similarity),
             algorithm=request.algorithm,
-            engines_used=list(answered),
+            engines_used=used,
             engines_failed=outcome.failed,
-            model_version=version_label({n: versions[n] for n in answered}),
+            model_version=version_label({n: versions[n] for n in answered if n in versions}),
         )
+
+    async def _explore(
+        self, request: RecommendationRequest, candidates: list[HybridItem]
+    ) -> tuple[list[HybridItem], bool]:
+        """The last ``exploration_slots`` of the top ``k`` go to items newer than the last
+        training nearest to the user's history, when the tenant has any."""
+        if self._cold is None or not await self._cold.has_fresh(request.tenant_id):
+            return candidates, False
+        slots = exploration_slots(request.k, self._cold.exploration_share)
+        kept = request.k - slots
+        listed = [item.item_id for item in candidates[:kept]]
+        fresh = await self._cold.fresh_for_user(request, slots, listed)
+        if not fresh:
+            return candidates, False
+        new = [HybridItem(item, score, {EXPLORE: score}) for item, score in fresh]
+        taken = {item for item, _ in fresh}
+        rest = [item for item in candidates[kept:] if item.item_id not in taken]
+        return [*candidates[:kept], *new, *rest], True
 
     async def _weights(self, request: RecommendationRequest) -> dict[str, float]:
         """Engine -> weight for this request, in the order the engines are asked."""
@@ -290,6 +326,21 @@ class RecommendationCore:
 
     # ---- similar and trending items -----------------------------------------------------------
     async def similar_items(self, *, tenant_id: str, item_id: str, k: int) -> Pairs:
+        found = await self._trained_similar(tenant_id, item_id, k)
+        if self._cold is None:
+            return found
+        if not found:  # untrained tenant, or an item newer than the models: content vectors
+            return await self._cold.similar(tenant_id, item_id, k)
+        if not await self._cold.has_fresh(tenant_id):
+            return found
+        slots = exploration_slots(k, self._cold.exploration_share)
+        kept = [pair for pair in found if pair[0] != item_id][: k - slots]
+        listed = [item_id, *(i for i, _ in kept)]
+        fresh = await self._cold.fresh_near_item(tenant_id, item_id, slots, listed)
+        taken = {*listed, *(i for i, _ in fresh)}
+        return [*kept, *fresh, *(p for p in found if p[0] not in taken)][:k]
+
+    async def _trained_similar(self, tenant_id: str, item_id: str, k: int) -> Pairs:
         if self._vectors is not None:
             found = await self._vectors.similar(tenant_id, item_id, k)
             if found is not None:
@@ -303,7 +354,18 @@ class RecommendationCore:
         )
         ordered = sorted(non_personal(self.catalog.engines), key=_by_recency, reverse=True)
         answer = await self._first_answer(tenant_id, "top_items", query, names=ordered)
+        if not answer and self._cold is not None:
+            return await self._cold.trending(tenant_id, category, limit)
         return list(answer or [])
+
+    # ---- item writes -------------------------------------------------------------------------
+    async def items_changed(self, tenant_id: str, items: list[ItemContent]) -> None:
+        if self._cold is not None:
+            await self._cold.items_changed(tenant_id, items)
+
+    async def items_deleted(self, tenant_id: str, item_ids: list[str]) -> None:
+        if self._cold is not None:
+            await self._cold.items_deleted(tenant_id, item_ids)
 
     async def _first_answer(
         self,

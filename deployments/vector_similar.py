@@ -5,19 +5,29 @@ tenant. With a Qdrant server configured (``RECSERVE_QDRANT_URL``) similar items 
 nearest-neighbour search there, so a catalogue far larger than a replica's models still answers
 fast. The embedded store is a folder only one process may hold open, so without a server the
 trained models answer instead, as they also do when the search finds nothing.
+
+The hashed content vectors (``TEXT``, ``training.algorithms.content.hashed_vectors``) need no
+trained model: every item write puts its vector there (payload ``stage`` "new": newer than the last
+training, which rewrites them ``trained``), so cold tenants and new items have content
+neighbours at once. They are kept wherever a store is reachable: the Qdrant server, or (``local``,
+the single-process server) the embedded store this process holds.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from graph_api.recommender import ItemContent
 from storage.errors import NotFound, StorageError
 from storage.settings import Settings
 from storage.vectors import VectorStore, create_vector_store
 from training.algorithms import REGISTRY, similarity_engines
+from training.algorithms.content import TEXT_COLLECTION, TEXT_DIMS, hashed_vectors
+from training.data import ItemInfo
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +44,112 @@ CONTENT = next(
     for cls in REGISTRY.values()
     if cls.candidates_from_vectors and cls.vector_collection
 )
+TEXT = TEXT_COLLECTION
 # The most recent items that make up a user's content profile.
 PROFILE_ITEMS = 20
+# Payload mark of items written since the tenant's last training (exploration candidates):
+# ``stage`` is "new" until training rewrites it "trained" (a keyword: every backend matches it).
+STAGE, NEW, TRAINED = "stage", "new", "trained"
+
+Pairs = list[tuple[str, float]]
 
 
 class VectorSimilar:
-    def __init__(self, settings: Settings, store: VectorStore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: VectorStore | None = None, *, local: bool = False
+    ) -> None:
         self._settings = settings
         self._store = store
+        self._local = local
 
     @property
     def enabled(self) -> bool:
         return self._store is not None or self._settings.qdrant_url is not None
+
+    @property
+    def text_enabled(self) -> bool:
+        """Hashed content vectors are kept: a server, a given store, or the local embedded one."""
+        return self.enabled or self._local
+
+    def _opened(self) -> VectorStore:
+        if self._store is None:
+            self._store = create_vector_store(self._settings)
+        return self._store
+
+    async def write_items(self, tenant_id: str, items: Sequence[ItemContent]) -> bool:
+        """Upsert the items' hashed content vectors, marked fresh; an item without any words
+        or category loses its point. False (logged) when the store failed or is absent."""
+        if not self.text_enabled or not items:
+            return False
+        infos = [
+            ItemInfo(i.item_id, i.title, i.description, i.category, tuple(i.tags)) for i in items
+        ]
+        matrix = hashed_vectors(infos)
+        points = [
+            (i.item_id, row.tolist(), {"tenant_id": tenant_id, "category": i.category, STAGE: NEW})
+            for i, row in zip(items, matrix, strict=True)
+            if np.any(row)
+        ]
+        blank = [i.item_id for i, row in zip(items, matrix, strict=True) if not np.any(row)]
+        try:
+            store = self._opened()
+            await store.ensure_collection(TEXT, TEXT_DIMS)
+            if points:
+                await store.upsert(TEXT, points)
+            if blank:
+                await store.delete(TEXT, blank)
+        except StorageError as error:
+            logger.warning("content vectors of %d items not written: %s", len(items), error)
+            return False
+        return True
+
+    async def delete_items(self, tenant_id: str, item_ids: Sequence[str]) -> None:
+        """Points of deleted items go, so nothing recommends or lists them as similar."""
+        if not self.text_enabled or not item_ids:
+            return
+        try:
+            await self._opened().delete(TEXT, item_ids)
+        except NotFound:  # no collection yet: nothing to delete
+            return
+        except StorageError as error:
+            logger.warning("content vectors of deleted items kept: %s", error)
+
+    async def text_similar(
+        self, tenant_id: str, item_id: str, k: int, *, fresh_only: bool = False
+    ) -> Pairs | None:
+        """Nearest items by hashed content; None when there is no store or no vector."""
+        if not self.text_enabled:
+            return None
+        try:
+            hits = await self._opened().similar_to(
+                TEXT, item_id, k, tenant_id, {STAGE: NEW} if fresh_only else None
+            )
+        except NotFound:
+            return None
+        except StorageError as error:
+            logger.warning("content neighbours unavailable: %s", error)
+            return None
+        return [(hit.id, float(hit.score)) for hit in hits if hit.score > 0] or None
+
+    async def text_candidates(
+        self,
+        tenant_id: str,
+        history: Sequence[str],
+        k: int,
+        *,
+        exclude: Sequence[str] = (),
+        categories: Sequence[str] | None = None,
+        fresh_only: bool = False,
+    ) -> Pairs | None:
+        """Items nearest to the mean hashed content vector of the user's recent items."""
+        if not self.text_enabled or not history:
+            return None
+        matches: dict[str, Any] = {"category": list(categories)} if categories else {}
+        if fresh_only:
+            matches[STAGE] = NEW
+        found = await self._nearest(TEXT, tenant_id, history, k, exclude, matches or None)
+        # Nothing in common (score 0 or less) is no reason to recommend an item.
+        return [(item, score) for item, score in found or () if score > 0] or None
 
     async def similar(self, tenant_id: str, item_id: str, k: int) -> list[tuple[str, float]] | None:
         """Nearest items of the tenant, or None when the models should answer instead."""
@@ -78,31 +182,41 @@ class VectorSimilar:
         user's recent items' content vectors. None when there is no store or no profile."""
         if not self.enabled or not history:
             return None
-        if self._store is None:
-            self._store = create_vector_store(self._settings)
+        matches = {"category": list(categories)} if categories else None
+        return await self._nearest(CONTENT, tenant_id, history, k, exclude, matches)
+
+    async def _nearest(
+        self,
+        collection: str,
+        tenant_id: str,
+        history: Sequence[str],
+        k: int,
+        exclude: Sequence[str],
+        matches: dict[str, Any] | None,
+    ) -> Pairs | None:
         try:
-            profile = await self._profile(tenant_id, history[:PROFILE_ITEMS])
+            store = self._opened()
+            profile = await self._profile(collection, tenant_id, history[:PROFILE_ITEMS])
             if profile is None:
                 return None
-            hits = await self._store.search(
-                CONTENT,
-                profile,
-                k,
-                tenant_id,
-                {"category": list(categories)} if categories else None,
-                exclude_ids=[*history, *exclude],
+            hits = await store.search(
+                collection, profile, k, tenant_id, matches, exclude_ids=[*history, *exclude]
             )
+        except NotFound:  # no such collection yet
+            return None
         except StorageError as error:
             logger.warning("content candidates from the model instead: %s", error)
             return None
         return [(hit.id, float(hit.score)) for hit in hits] or None
 
-    async def _profile(self, tenant_id: str, items: Sequence[str]) -> list[float] | None:
+    async def _profile(
+        self, collection: str, tenant_id: str, items: Sequence[str]
+    ) -> list[float] | None:
         assert self._store is not None
         vectors = []
         for item in items:
             try:
-                vector = np.asarray(await self._store.get_vector(CONTENT, item, tenant_id))
+                vector = np.asarray(await self._store.get_vector(collection, item, tenant_id))
             except NotFound:
                 continue
             vectors.append(vector / (np.linalg.norm(vector) or 1.0))

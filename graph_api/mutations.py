@@ -29,6 +29,7 @@ from graph_api.inputs import (
 )
 from graph_api.queries import require_admin
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
+from graph_api.recommender import ItemContent
 from graph_api.row_cache import row_prefix
 from graph_api.training import TrainingMutation
 from graph_api.types import Interaction, Item, Rating, TrainingJob
@@ -65,6 +66,24 @@ async def _after_item_change(ctx: RequestContext, principal: Principal) -> None:
     cached item rows may be stale."""
     await ctx.services.results.drop_prefix(tenant_cache_prefix(principal.tenant_id))
     await ctx.services.results.drop_prefix(row_prefix(principal.tenant_id, "item"))
+
+
+async def _write_content(ctx: RequestContext, principal: Principal, items: list[Any]) -> None:
+    """The items' content vectors, written before the reply (and before cached results are
+    dropped), so a request after this one can already recommend them. Rows or ItemContent."""
+    content = [
+        item
+        if isinstance(item, ItemContent)
+        else ItemContent(
+            item_id=str(item.id),
+            title=item.title,
+            description=item.description or "",
+            category=item.category,
+            tags=tuple(item.tags or ()),
+        )
+        for item in items
+    ]
+    await ctx.services.recommender.items_changed(tenant_id=str(principal.tenant_id), items=content)
 
 
 @strawberry.type
@@ -146,6 +165,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
                 external_id=input.external_id or uuid.uuid4().hex,
                 **fields,
             )
+        await _write_content(info.context, principal, [row])
         await _after_item_change(info.context, principal)
         return Item.from_row(row)
 
@@ -159,6 +179,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
             row = await items_repo.update_item(
                 session=session, tenant_id=principal.tenant_id, item_id=id, **fields
             )
+        await _write_content(info.context, principal, [row])
         await _after_item_change(info.context, principal)
         return Item.from_row(row)
 
@@ -167,6 +188,9 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         principal = await require_admin(info.context)
         async with info.context.session() as session:
             await items_repo.delete_item(session=session, tenant_id=principal.tenant_id, item_id=id)
+        await info.context.services.recommender.items_deleted(
+            tenant_id=str(principal.tenant_id), item_ids=[str(id)]
+        )
         await _after_item_change(info.context, principal)
         return True
 
@@ -187,6 +211,20 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
             ids = await items_repo.bulk_upsert_items(
                 session=session, tenant_id=principal.tenant_id, rows=rows
             )
+        await _write_content(
+            info.context,
+            principal,
+            [
+                ItemContent(
+                    item_id=str(ids[row["external_id"]]),
+                    title=row["title"],
+                    description=row.get("description") or "",
+                    category=row.get("category"),
+                    tags=tuple(row.get("tags") or ()),
+                )
+                for row in rows
+            ],
+        )
         await _after_item_change(info.context, principal)
         return ImportResult(imported=len(ids), item_ids=[ids[row["external_id"]] for row in rows])
 

@@ -81,6 +81,18 @@ class RecommendationResponse:
 
 
 @dataclass(frozen=True)
+class ItemContent:
+    """What the content vectors are built from: sent on every item write so a new or changed
+    item is placed among the others at once (``deployments.cold``)."""
+
+    item_id: str
+    title: str
+    description: str = ""
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TrainingJob:
     """A training job as its record says (``storage.repositories.jobs``)."""
 
@@ -116,6 +128,12 @@ class Recommender(Protocol):
     ) -> list[tuple[str, float]]: ...
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob: ...
+
+    async def items_changed(self, *, tenant_id: str, items: list[ItemContent]) -> None:
+        """Created, imported or updated items: their content vectors are written now."""
+        ...
+
+    async def items_deleted(self, *, tenant_id: str, item_ids: list[str]) -> None: ...
 
 
 @runtime_checkable

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     # one replica; one more is refused with RATE_LIMITED.
     max_subscriptions_per_connection: int = Field(default=10, gt=0)
     max_subscriptions_per_user: int = Field(default=20, gt=0)
+    # Cold start (deployments.cold): a tenant without trained models is answered from the
+    # database's recent counts (its last ``cold_window_interactions`` interactions within
+    # ``cold_window_days``), cached ``cold_cache_seconds`` per tenant, and from content vectors.
+    cold_window_days: int = Field(default=30, gt=0)
+    cold_window_interactions: int = Field(default=10_000, gt=0)
+    cold_cache_seconds: float = Field(default=10.0, ge=0)
+    # Share of a list reserved for items newer than the last training (0 turns it off): at
+    # least one slot whenever the share is positive and such items exist.
+    exploration_share: float = Field(default=0.05, ge=0, le=0.5)
 
     # Schema introspection and the GraphiQL page; None: on, except when env is production.
     graphql_introspection: bool | None = None

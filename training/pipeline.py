@@ -29,12 +29,13 @@ from storage import meters
 from storage import repositories as repo
 from storage.artifacts import ArtifactStore, create_artifact_store
 from storage.cache import create_cache
-from storage.cache.keys import bump_model_epoch
+from storage.cache.keys import bump_model_epoch, fresh_items_key
 from storage.db import Database, migrate
 from storage.errors import InvalidData, NotFound
 from storage.settings import Settings
 from storage.vectors import Point, VectorStore, create_vector_store
 from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY, Recommender, create
+from training.algorithms.content import TEXT_COLLECTION, TEXT_DIMS, hashed_vectors
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 from training.evaluation import evaluate_ranking, stratified_pair_split
 from training.hybrid import BLEND, HybridConfig
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 # on at most this many of them (each engine scores them densely).
 MIN_BLEND_USERS = 30
 BLEND_FILE = "blend.json"
+# The hashed content vectors' mark for items in the models (item writes mark theirs "new").
+TRAINED = {"stage": "trained"}
 MAX_BLEND_USERS = 1000
 
 Event = tuple[str, str, str, float | None, float]
@@ -259,6 +262,30 @@ async def _upsert_vectors(
         await store.close()
 
 
+async def _upsert_text_vectors(settings: Settings, tenant: str, items: list[ItemInfo]) -> None:
+    """The catalogue's hashed content vectors (what item writes store, see
+    ``training.algorithms.content.hashed_vectors``), marked ``stage`` "trained": these items
+    are in the models now. Upserted, not replaced: an item written while this run trained
+    stays "new", and deleted items lost their points when they were deleted."""
+    if not items:
+        return
+    store = create_vector_store(settings)
+    try:
+        await store.ensure_collection(TEXT_COLLECTION, TEXT_DIMS)
+        for start in range(0, len(items), 1000):  # bounded memory whatever the catalogue size
+            chunk = items[start : start + 1000]
+            points: list[Point] = [
+                (item.id, row.tolist(), {"tenant_id": tenant, "category": item.category, **TRAINED})
+                for item, row in zip(chunk, hashed_vectors(chunk), strict=True)
+                if np.any(row)
+            ]
+            await store.upsert(TEXT_COLLECTION, points)
+    except Exception as error:  # the models are published; only content search suffers
+        log.warning("tenant %s: content vectors not stored: %s", tenant, _reason(error))
+    finally:
+        await store.close()
+
+
 async def _replace_vectors(
     store: VectorStore, collection: str, tenant: str, dim: int, points: list[Point]
 ) -> None:
@@ -386,6 +413,7 @@ async def train_tenant_async(
     if progress:
         progress("train: item vectors", len(names), len(names))
     await _upsert_vectors(settings, str(tenant_id), vectors, data, full.item_ids)
+    await _upsert_text_vectors(settings, str(tenant_id), data.items)
     await _announce(settings, str(tenant_id), result)
     result.duration_seconds = time.perf_counter() - started
     return result
@@ -427,6 +455,8 @@ async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> 
     try:
         # The epoch first: once replicas hear of the new versions, old cached results are gone.
         await bump_model_epoch(cache, tenant)
+        # Every item is in the models now (or was written since, and keeps its vector's mark).
+        await cache.delete(fresh_items_key(tenant))
         await cache.publish(f"models:{tenant}", {"tenant_id": tenant, "versions": result.versions})
     finally:
         await cache.close()

@@ -28,3 +28,9 @@ async def bump_model_epoch(cache: Cache, tenant_id: object) -> int:
     never read again and expire by their TTL.
     """
     return await cache.incr(model_epoch_key(tenant_id))
+
+
+def fresh_items_key(tenant_id: object) -> str:
+    """Set while the tenant has items newer than its last training (they have vector-store
+    points marked ``fresh``); training deletes it. Lets requests skip the exploration search."""
+    return tenant_key(tenant_id, "fresh_items")

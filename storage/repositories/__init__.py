@@ -17,6 +17,7 @@ from storage.repositories.interactions import (
     interactions_for_users,
     iter_interactions,
     load_interactions,
+    popular_items,
     recent_items,
     record_interaction,
 )
@@ -29,6 +30,7 @@ from storage.repositories.items import (
     get_item_by_external_id,
     items_by_ids,
     list_items,
+    newest_items,
     update_item,
 )
 from storage.repositories.ratings import (
@@ -89,6 +91,8 @@ __all__ = [
     "list_users",
     "load_interactions",
     "load_ratings",
+    "newest_items",
+    "popular_items",
     "rate_item",
     "ratings_for_users",
     "recent_items",

@@ -289,3 +289,30 @@ async def recent_items(
         .limit(limit)
     )
     return [row.item_id for row in (await session.execute(query)).all()]
+
+
+async def popular_items(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    since: datetime,
+    window: int,
+    limit: int,
+) -> list[tuple[uuid.UUID, int]]:
+    """The items most interacted with among the tenant's latest ``window`` interactions since
+    ``since``, most first: a bounded scan for cold-start lists (no trained model yet)."""
+    recent = (
+        select(Interaction.item_id.label("item_id"))
+        .where(Interaction.tenant_id == tenant_id, Interaction.created_at >= since)
+        .order_by(Interaction.created_at.desc())
+        .limit(window)
+        .subquery()
+    )
+    count = func.count().label("n")
+    query = (
+        select(recent.c.item_id, count)
+        .group_by(recent.c.item_id)
+        .order_by(count.desc(), recent.c.item_id)
+        .limit(limit)
+    )
+    return [(row.item_id, int(row.n)) for row in (await session.execute(query)).all()]

@@ -212,6 +212,19 @@ async def bulk_upsert_items(
     return ids
 
 
+async def newest_items(
+    *, session: AsyncSession, tenant_id: uuid.UUID, limit: int
+) -> Sequence[Item]:
+    """The tenant's ``limit`` most recently created active items, newest first."""
+    query = (
+        select(Item)
+        .where(*_visible(tenant_id, False))
+        .order_by(Item.created_at.desc(), Item.id)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
+
+
 async def catalogue_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[Item]:
     """The tenant's whole active catalogue, for training (content features, cold items)."""
     # Items created together (one import) in the order of their own ids: training sees the same

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from graph_api.recommender import (
     AlgorithmCatalog,
+    ItemContent,
     RecommendationRequest,
     RecommendationResponse,
     ScoredItem,
@@ -27,6 +28,8 @@ class CatalogueRecommender:
     database: Database
     requests: list[RecommendationRequest] = field(default_factory=list)
     trained: list[tuple[str, list[str] | None]] = field(default_factory=list)
+    changed: list[tuple[str, list[ItemContent]]] = field(default_factory=list)
+    deleted: list[tuple[str, list[str]]] = field(default_factory=list)
     fail_with: Exception | None = None
     catalog: AlgorithmCatalog = field(default_factory=lambda: AlgorithmCatalog(ALGORITHMS, ALIASES))
 
@@ -86,3 +89,9 @@ class CatalogueRecommender:
             algorithms=algorithms or ["popularity"],
             status="queued",
         )
+
+    async def items_changed(self, *, tenant_id: str, items: list[ItemContent]) -> None:
+        self.changed.append((tenant_id, list(items)))
+
+    async def items_deleted(self, *, tenant_id: str, item_ids: list[str]) -> None:
+        self.deleted.append((tenant_id, list(item_ids)))

@@ -15,6 +15,7 @@ from storage.settings import Settings
 from storage.vectors import (
     EdgeVectorStore,
     QdrantServerStore,
+    SharedEdgeStore,
     VectorStore,
     create_vector_store,
 )
@@ -201,11 +202,28 @@ async def test_edge_store_persists_across_reopen(tmp_path: Path, rng) -> None:
     await second.close()
 
 
-def test_factory_picks_backend_from_settings(tmp_path: Path) -> None:
+async def test_factory_picks_backend_from_settings(tmp_path: Path) -> None:
     embedded = create_vector_store(Settings(data_dir=tmp_path))
-    assert isinstance(embedded, EdgeVectorStore)
+    assert isinstance(embedded, SharedEdgeStore)  # a handle on this process's EdgeVectorStore
+    await embedded.close()
     server = create_vector_store(Settings(data_dir=tmp_path, qdrant_url="http://127.0.0.1:1"))
     assert isinstance(server, QdrantServerStore)
+
+
+async def test_embedded_stores_of_one_folder_share_one_engine(tmp_path: Path) -> None:
+    """The single-process server holds the store while its training runs write to it: a second
+    ``EdgeVectorStore`` on the same folder could not open the shard (its WAL is locked)."""
+    settings = Settings(data_dir=tmp_path)
+    serving, training = create_vector_store(settings), create_vector_store(settings)
+    await serving.ensure_collection("shared", 3)
+    await serving.upsert("shared", [("a", [1.0, 0.0, 0.0], {"tenant_id": "t"})])
+    await training.upsert("shared", [("b", [0.0, 1.0, 0.0], {"tenant_id": "t"})])
+    await training.close()  # the serving handle keeps the engine open
+    assert await serving.count("shared", "t") == 2
+    await serving.close()
+    reopened = create_vector_store(settings)  # the last close flushed: a new engine reads it
+    assert await reopened.count("shared", "t") == 2
+    await reopened.close()
 
 
 async def test_similar_to_a_stored_point_is_exact_cosine_without_itself(

@@ -92,6 +92,10 @@ async def test_ingest_then_train_publishes_every_model(tmp_path: Path, catalogue
     try:
         assert await vectors.count("items_content", str(tenant_id)) == 80
         assert await vectors.count("items_content", str(other_tenant)) == 0
+        # The hashed content vectors of the whole catalogue, marked as in the models.
+        assert await vectors.count("items_text", str(tenant_id)) == 80
+        hits = await vectors.search("items_text", [1.0] * 256, 80, str(tenant_id))
+        assert {hit.payload["stage"] for hit in hits} == {"trained"}
     finally:
         await vectors.close()
     await database.dispose()

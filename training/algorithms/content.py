@@ -4,6 +4,14 @@ Items carry their own features, so an item nobody has touched yet is recommendab
 similar items; a user is the weighted mean of the items they interacted with. An item with no
 text and no category has no features: it is neither recommended nor similar to anything, and a
 user whose items all lack features gets nothing from this engine (other engines still answer).
+
+``hashed_vectors`` maps items into a FIXED space that needs no fitting: the same words and the
+same category as the engine reads, but feature-hashed (signed, ``TEXT_DIMS`` buckets, unigrams
+and bigrams) instead of a TF-IDF vocabulary fitted on the catalogue. A fitted vocabulary cannot
+place an item created after training (its new words have no column, and the SVD reduction is
+fitted too); hashed vectors can, so ``createItem`` writes an item's vector into the
+``TEXT_COLLECTION`` at once and it is comparable with every other item's, trained or not. The
+engine's own scoring keeps its TF-IDF features: trained quality does not change.
 """
 
 from __future__ import annotations
@@ -12,12 +20,34 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from training.algorithms._persist import State
 from training.algorithms.base import Recommender
 from training.data import InteractionMatrix, ItemInfo
+
+# The collection of hashed content vectors (every item, trained or new) and its width: signed
+# hashing keeps dot products unbiased, and 256 buckets keep collisions rare for short texts.
+TEXT_COLLECTION = "items_text"
+TEXT_DIMS = 256
+# The category's share against the text block, as the engine's default ``category_weight``.
+_CATEGORY_WEIGHT = 1.0
+
+
+def hashed_vectors(items: list[ItemInfo]) -> np.ndarray:
+    """Unit-length ``len(items) x TEXT_DIMS`` float32 vectors of title, description, tags and
+    category; all-zero rows for items with no words and no category. Stateless: an item gets
+    the same vector whenever and wherever it is computed."""
+    documents = [" ".join([i.title, i.description, *i.tags]) for i in items]
+    words = HashingVectorizer(
+        n_features=TEXT_DIMS, ngram_range=(1, 2), alternate_sign=True, norm="l2"
+    ).transform(documents)
+    categories = HashingVectorizer(
+        n_features=TEXT_DIMS, analyzer=lambda c: [c] if c else [], alternate_sign=True, norm="l2"
+    ).transform([f"category={i.category}" if i.category is not None else "" for i in items])
+    both = sp.csr_matrix(words + categories * _CATEGORY_WEIGHT)
+    return normalize(both).toarray().astype(np.float32)
 
 
 class ContentConfig(BaseModel):
