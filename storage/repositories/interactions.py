@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, func, select, union_all
+from sqlalchemy import Select, func, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -211,6 +211,69 @@ async def bulk_insert_interactions(
                     connection, table, _COLUMNS, records, preprocessed=frozenset({"id"})
                 )
             written += len(records)
+    return written
+
+
+InteractionKey = tuple[uuid.UUID, uuid.UUID, str, datetime]  # user, item, type, created_at
+# Rows per lookup of existing keys: 4 parameters each stays far below both drivers' limits.
+_KEY_BATCH = 2000
+
+
+def _key(row: Mapping[str, Any]) -> InteractionKey:
+    return (row["user_id"], row["item_id"], row["interaction_type"], row["created_at"])
+
+
+async def existing_interaction_keys(
+    *, session: AsyncSession, tenant_id: uuid.UUID, keys: Iterable[InteractionKey]
+) -> set[InteractionKey]:
+    """Which of ``keys`` (user, item, type, created_at) the tenant already has.
+
+    One row-value ``IN`` per batch, answered from the (tenant, user, created_at) index.
+    """
+    found: set[InteractionKey] = set()
+    columns = tuple_(
+        Interaction.user_id,
+        Interaction.item_id,
+        Interaction.interaction_type,
+        Interaction.created_at,
+    )
+    for batch in chunks(dict.fromkeys(keys), _KEY_BATCH):
+        query = select(
+            Interaction.user_id,
+            Interaction.item_id,
+            Interaction.interaction_type,
+            Interaction.created_at,
+        ).where(Interaction.tenant_id == tenant_id, columns.in_(batch))
+        found.update((await session.execute(query)).tuples().all())
+    return found
+
+
+async def import_interactions(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    rows: Sequence[Mapping[str, Any]],
+    chunk_size: int = 20_000,
+) -> list[Mapping[str, Any]]:
+    """Insert the rows whose (user, item, type, created_at) the tenant does not have yet;
+    returns those rows (the ones written).
+
+    This makes an import idempotent without a natural key in the schema: re-importing the
+    same events (same users, items, types and timestamps) writes nothing, and a repeated
+    event within ``rows`` is written once (the first one wins). Every row needs
+    ``created_at``. Otherwise as ``bulk_insert_interactions`` (all-or-nothing per call).
+    """
+    fresh: dict[InteractionKey, Mapping[str, Any]] = {}
+    for row in rows:
+        if row.get("created_at") is None:
+            raise InvalidData("an imported interaction needs its time (created_at)")
+        fresh.setdefault(_key(row), row)
+    for key in await existing_interaction_keys(session=session, tenant_id=tenant_id, keys=fresh):
+        del fresh[key]
+    written = list(fresh.values())
+    await bulk_insert_interactions(
+        session=session, tenant_id=tenant_id, rows=written, chunk_size=chunk_size
+    )
     return written
 
 

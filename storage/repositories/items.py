@@ -212,6 +212,20 @@ async def bulk_upsert_items(
     return ids
 
 
+async def item_ids_by_external_ids(
+    *, session: AsyncSession, tenant_id: uuid.UUID, external_ids: Iterable[str]
+) -> dict[str, uuid.UUID]:
+    """``{external_id: id}`` for those of ``external_ids`` the tenant has, deleted ones too
+    (history may point at an item that left the catalogue); unknown ids are left out."""
+    ids: dict[str, uuid.UUID] = {}
+    for batch in chunks(dict.fromkeys(external_ids), _BATCH):
+        query = select(Item.external_id, Item.id).where(
+            Item.tenant_id == tenant_id, Item.external_id.in_(batch)
+        )
+        ids.update((await session.execute(query)).tuples().all())
+    return ids
+
+
 async def catalogue_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[Item]:
     """The tenant's whole active catalogue, for training (content features, cold items)."""
     # Items created together (one import) in the order of their own ids: training sees the same
