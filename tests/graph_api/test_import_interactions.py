@@ -53,7 +53,7 @@ async def _stored(api: Api, seeded: dict[str, Any]) -> list[tuple[str, str, str,
             columns.values,
             columns.created_at,
             strict=True,
-        )  # fmt: skip
+        )
     )
 
 
