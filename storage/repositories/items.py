@@ -201,13 +201,16 @@ async def bulk_upsert_items(
     latest = {row["external_id"]: row for row in (_upsert_row(tenant_id, r) for r in rows)}
     ids: dict[str, uuid.UUID] = {}
     for chunk in chunks(latest.values(), chunk_size):
-        insert = upsert_insert(session, table).values(chunk)
+        insert = upsert_insert(session, table)
         updated = {name: insert.excluded[name] for name in chunk[0] if name not in _KEEP}
         statement = insert.on_conflict_do_update(
             index_elements=["tenant_id", "external_id"], set_=updated
         ).returning(table.c.external_id, table.c.id)
         async with savepoint(session):
-            result = await session.execute(statement)
+            # A parameter list, not .values(chunk): the statement is compiled once and sent
+            # in batches ("insertmanyvalues"), where a 1000-row VALUES clause cost ~0.3 s of
+            # SQLAlchemy compilation per chunk.
+            result = await session.execute(statement, chunk)
         ids.update(result.tuples().all())
     return ids
 

@@ -150,9 +150,10 @@ async def bulk_upsert_users(
                 }
                 for email, row in chunk
             ]
-            insert = upsert_insert(session, table).values(values)
+            # A parameter list (compiled once, sent in batches), not a compiled VALUES clause.
+            insert = upsert_insert(session, table)
             await session.execute(
-                insert.on_conflict_do_nothing(index_elements=["tenant_id", "email"])
+                insert.on_conflict_do_nothing(index_elements=["tenant_id", "email"]), values
             )
     ids: dict[str, uuid.UUID] = {}
     for batch in chunks(list(wanted), _BATCH):
