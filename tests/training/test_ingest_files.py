@@ -326,3 +326,25 @@ def test_column_maps() -> None:
     for bad in ("user", "colour=c", "ratings.title=t", "user="):
         with pytest.raises(ImportFileError, match="bad mapping"):
             ColumnMap([bad])
+
+
+async def test_ingesting_a_dataset_twice_does_not_duplicate_its_events(
+    database: Database,
+) -> None:
+    """``recserve ingest synthetic`` / ``movielens`` share the write step: a re-run used to
+    insert every interaction a second time."""
+    from training.datasets import generate_catalogue
+    from training.ingest import ingest_dataset
+
+    tenant_id = await _tenant(database)
+    catalogue = generate_catalogue(30, 20, 3, 5, 7)
+    first = await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    second = await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    assert first.interactions == len(catalogue.interactions) and second.interactions == 0
+    async with database.session() as session:
+        stored = await repo.count_interactions(session=session, tenant_id=tenant_id)
+    assert stored == len(catalogue.interactions)
