@@ -38,6 +38,21 @@ class IngestCounts:
     ratings: int
 
 
+class IdCache(dict[str, uuid.UUID]):
+    """Ids already resolved during one import (user keys or item external ids), so each is
+    looked up once rather than once per batch; it forgets everything past ``limit`` entries
+    (memory stays bounded, lookups simply happen again)."""
+
+    def __init__(self, limit: int = 2_000_000) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def update(self, other: Mapping[str, uuid.UUID]) -> None:  # type: ignore[override]
+        if len(self) + len(other) > self.limit:
+            self.clear()
+        super().update(other)
+
+
 def imported_email(external_user_id: str) -> str:
     return f"{external_user_id}@{IMPORTED_USER_DOMAIN}".lower()
 
@@ -96,14 +111,18 @@ async def write_events(
     *,
     interactions: Sequence[InteractionEvent] = (),
     ratings: Sequence[RatingEvent] = (),
+    known_users: IdCache | None = None,
 ) -> tuple[int, int]:
     """The one write step of every import: create missing users, add the interactions the
     tenant does not have yet (same user, item, type and time: none are duplicated, so a
     re-import is harmless) and upsert the ratings. ``item_ids`` maps every item the events
-    name to its id. Returns (interactions written, ratings written)."""
-    users = await upsert_users(
-        session, tenant_id, {row[0] for row in interactions} | {row[0] for row in ratings}
-    )
+    name to its id; ``known_users`` holds user ids found by earlier batches of the same
+    import (it is filled here). Returns (interactions written, ratings written)."""
+    keys = {row[0] for row in interactions} | {row[0] for row in ratings}
+    cache = known_users if known_users is not None else IdCache()
+    missing = [key for key in keys if cache.get(key) is None]
+    cache.update(await upsert_users(session, tenant_id, missing))
+    users = {key: cache[key] for key in keys}
     written = await repo.import_interactions(
         session=session,
         tenant_id=tenant_id,
@@ -152,13 +171,20 @@ async def ingest_dataset(
         )
         _report(progress, "items", len(item_map), len(items))
         written = rated = 0
+        users = IdCache()
         for start in range(0, len(interactions), _CHUNK):
             chunk = interactions[start : start + _CHUNK]
-            written += (await write_events(session, tenant_id, item_map, interactions=chunk))[0]
+            written += (
+                await write_events(
+                    session, tenant_id, item_map, interactions=chunk, known_users=users
+                )
+            )[0]
             _report(progress, "interactions", start + len(chunk), len(interactions))
         for start in range(0, len(ratings), _CHUNK):
             chunk_r = ratings[start : start + _CHUNK]
-            rated += (await write_events(session, tenant_id, item_map, ratings=chunk_r))[1]
+            rated += (
+                await write_events(session, tenant_id, item_map, ratings=chunk_r, known_users=users)
+            )[1]
             _report(progress, "ratings", start + len(chunk_r), len(ratings))
     return IngestCounts(len(item_map), len(user_keys), written, rated)
 

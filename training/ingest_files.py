@@ -42,7 +42,14 @@ from storage.db import Database
 from storage.errors import InvalidData, StorageError
 from storage.models import RATING_MAX, RATING_MIN, Item
 from storage.repositories.interactions import MAX_TYPE_LENGTH
-from training.ingest import InteractionEvent, Progress, RatingEvent, upsert_users, write_events
+from training.ingest import (
+    IdCache,
+    InteractionEvent,
+    Progress,
+    RatingEvent,
+    upsert_users,
+    write_events,
+)
 
 KINDS = ("items", "users", "interactions", "ratings")
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -381,6 +388,10 @@ class _Source:
     kind: str
     path: Path
     columns: ColumnMap
+    # Ids resolved by earlier batches of this file (one import, one transaction per batch:
+    # what an earlier batch committed stays).
+    users: IdCache = field(default_factory=IdCache)
+    items: IdCache = field(default_factory=IdCache)
 
     def check_columns(self) -> None:
         """ImportFileError now, before any file is written, if a required column is absent
@@ -539,9 +550,16 @@ async def _known_items(
     session: AsyncSession, tenant_id: uuid.UUID, source: _Source, rows: list, report: ImportReport
 ) -> tuple[dict[str, uuid.UUID], list]:
     """The item ids the rows name, and the rows whose item the tenant has (others are bad)."""
-    ids = await repo.item_ids_by_external_ids(
-        session=session, tenant_id=tenant_id, external_ids={row[1] for _line, row in rows}
+    cache = source.items
+    wanted = {row[1] for _line, row in rows}
+    cache.update(
+        await repo.item_ids_by_external_ids(
+            session=session,
+            tenant_id=tenant_id,
+            external_ids=[key for key in wanted if key not in cache],
+        )
     )
+    ids = {key: cache[key] for key in wanted if key in cache}
     known = []
     for line, row in rows:
         if row[1] in ids:
@@ -555,7 +573,9 @@ async def _write_interactions(
     session: AsyncSession, tenant_id: uuid.UUID, source: _Source, rows: list, report: ImportReport
 ) -> None:
     ids, known = await _known_items(session, tenant_id, source, rows, report)
-    written, _ = await write_events(session, tenant_id, ids, interactions=known)
+    written, _ = await write_events(
+        session, tenant_id, ids, interactions=known, known_users=source.users
+    )
     report.interactions += written
     report.duplicates += len(known) - written
 
@@ -564,7 +584,7 @@ async def _write_ratings(
     session: AsyncSession, tenant_id: uuid.UUID, source: _Source, rows: list, report: ImportReport
 ) -> None:
     ids, known = await _known_items(session, tenant_id, source, rows, report)
-    _, rated = await write_events(session, tenant_id, ids, ratings=known)
+    _, rated = await write_events(session, tenant_id, ids, ratings=known, known_users=source.users)
     report.ratings += rated
 
 

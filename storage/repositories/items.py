@@ -19,6 +19,7 @@ from storage.repositories._common import (
     check_page,
     chunks,
     found,
+    ids_by_key,
     savepoint,
     table_of,
     upsert_insert,
@@ -220,13 +221,7 @@ async def item_ids_by_external_ids(
 ) -> dict[str, uuid.UUID]:
     """``{external_id: id}`` for those of ``external_ids`` the tenant has, deleted ones too
     (history may point at an item that left the catalogue); unknown ids are left out."""
-    ids: dict[str, uuid.UUID] = {}
-    for batch in chunks(dict.fromkeys(external_ids), _BATCH):
-        query = select(Item.external_id, Item.id).where(
-            Item.tenant_id == tenant_id, Item.external_id.in_(batch)
-        )
-        ids.update((await session.execute(query)).tuples().all())
-    return ids
+    return await ids_by_key(session, Item, "external_id", tenant_id, external_ids)
 
 
 async def catalogue_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[Item]:
