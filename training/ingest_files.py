@@ -33,7 +33,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,6 +51,7 @@ from training.ingest import (
     write_events,
 )
 
+T = TypeVar("T")
 KINDS = ("items", "users", "interactions", "ratings")
 FIELDS: dict[str, tuple[str, ...]] = {
     "items": ("external_id", "title", "description", "category", "tags", "metadata", "active"),
@@ -71,6 +72,13 @@ MAX_KEPT_BAD_ROWS = 1_000  # reported in full up to here; beyond, only counted
 USER_KEY_CHARS = 255
 _ITEM_CHARS = {name: Item.__table__.c[name].type.length for name in ("external_id", "title")}
 _CATEGORY_CHARS = Item.__table__.c["category"].type.length
+# The API's bounds on an item (graph_api/bounds.py; training may not import graph_api, and
+# tests/training/test_ingest_files.py checks the two agree): an imported item can be served.
+DESCRIPTION_CHARS = 20_000
+TAGS = 50
+TAG_CHARS = 100
+METADATA_BYTES = 16 * 1024
+JSON_DEPTH = 16
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -169,7 +177,7 @@ def _csv_records(
         _check_header(path, header, required)
         positions = {name: index for index, name in enumerate(header) if name in wanted}
         width = len(header)
-        for row in reader:
+        for row in _decoded(path, reader, lambda: reader.line_num):
             if not row:
                 continue  # a blank line
             if len(row) != width:
@@ -181,8 +189,13 @@ def _csv_records(
 def _jsonl_records(
     path: Path, wanted: set[str], required: set[str], bad: BadSink
 ) -> Iterator[Record]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for line, text in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if line == 1 else "utf-8")
+            except UnicodeDecodeError:
+                bad(line, "not UTF-8 text")
+                continue
             if not text.strip():
                 continue
             try:
@@ -210,6 +223,16 @@ def _parquet_records(
         for values in batch.to_pylist():
             row += 1
             yield row, values
+
+
+def _decoded(path: Path, rows: Iterator[T], line: Callable[[], int]) -> Iterator[T]:
+    """``rows`` of a text file; text that is not UTF-8 stops the file (CSV cannot resync)."""
+    try:
+        yield from rows
+    except UnicodeDecodeError as error:
+        raise ImportFileError(
+            f"{path.name}: not UTF-8 text (somewhere after line {line()})"
+        ) from error
 
 
 def _check_header(path: Path, header: Sequence[str], required: set[str]) -> None:
@@ -300,7 +323,10 @@ def _tags(value: Any) -> list[str]:
         value = value.split("|")  # CSV: tags separated by |
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
         raise ValueError("tags must be a list of text (in CSV: separated by |)")
-    return [tag.strip() for tag in value if tag.strip()]
+    tags = [tag.strip() for tag in value if tag.strip()]
+    if len(tags) > TAGS or any(len(tag) > TAG_CHARS for tag in tags):
+        raise ValueError(f"at most {TAGS} tags of at most {TAG_CHARS} characters")
+    return tags
 
 
 def _metadata(value: Any) -> dict[str, Any]:
@@ -313,7 +339,24 @@ def _metadata(value: Any) -> dict[str, Any]:
             raise ValueError("metadata must be a JSON object") from None
     if not isinstance(value, dict):
         raise ValueError("metadata must be a JSON object")
+    try:
+        size = len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode())
+    except ValueError:
+        raise ValueError("metadata must contain only finite numbers") from None
+    if size > METADATA_BYTES or _depth(value) > JSON_DEPTH:
+        raise ValueError(f"metadata must be at most {METADATA_BYTES} bytes, {JSON_DEPTH} levels")
     return value
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
 
 
 def _flag(value: Any) -> bool:
@@ -336,7 +379,7 @@ def _item(get: Callable[[str], Any]) -> dict[str, Any]:
     return {
         "external_id": external_id,
         "title": title or external_id,
-        "description": _text(get("description"), "description", required=False),
+        "description": _text(get("description"), "description", DESCRIPTION_CHARS, False),
         "category": _text(get("category"), "category", _CATEGORY_CHARS, required=False),
         "tags": _tags(get("tags")),
         "item_metadata": _metadata(get("metadata")),
@@ -400,7 +443,8 @@ class _Source:
         found = file_format(self.path)
         if found == "csv":
             with self.path.open(newline="", encoding="utf-8-sig") as handle:
-                _check_header(self.path, next(csv.reader(handle), None) or [], required)
+                header = next(_decoded(self.path, csv.reader(handle), lambda: 0), None)
+                _check_header(self.path, header or [], required)
         elif found == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -480,8 +524,11 @@ async def _run(
         return report
     checked = ImportReport()
     for source in sources:  # the streaming validation pass: nothing is written
-        for _ in source.batches(checked):
-            pass
+        total, done = _rows_in(source.path), 0
+        for read, _rows in source.batches(checked):
+            done += read
+            if progress is not None:
+                progress(f"check {source.kind}", done, max(total, done))
     if checked.bad_count:
         checked.strict_rejected = True
         return checked
@@ -493,7 +540,9 @@ async def _run(
             async def same_session() -> AsyncIterator[AsyncSession]:
                 yield session
 
-            await _import(same_session, tenant_id, sources, report, progress)
+            await _import(
+                same_session, tenant_id, sources, report, progress, "nothing was imported"
+            )
             if report.bad_count:
                 raise _RolledBack
     except _RolledBack:
@@ -509,6 +558,7 @@ async def _import(
     sources: list[_Source],
     report: ImportReport,
     progress: Progress | None,
+    after_failure: str = "earlier batches were, and re-running the import skips them",
 ) -> None:
     for source in sources:
         total, done = _rows_in(source.path), 0
@@ -520,7 +570,7 @@ async def _import(
             except StorageError as error:
                 raise ImportFailed(
                     f"{source.path.name}: the batch of lines {first}..{last} was not written "
-                    f"({error}); earlier batches were, and re-running the import skips them"
+                    f"({error}); {after_failure}"
                 ) from error
             done += read
             if progress is not None:

@@ -348,3 +348,93 @@ async def test_ingesting_a_dataset_twice_does_not_duplicate_its_events(
     async with database.session() as session:
         stored = await repo.count_interactions(session=session, tenant_id=tenant_id)
     assert stored == len(catalogue.interactions)
+
+
+def test_item_bounds_are_the_apis() -> None:
+    from graph_api import bounds
+    from training import ingest_files
+
+    for name in ("DESCRIPTION_CHARS", "TAGS", "TAG_CHARS", "METADATA_BYTES", "JSON_DEPTH"):
+        assert getattr(ingest_files, name) == getattr(bounds, name), name
+
+
+async def test_items_beyond_the_apis_bounds_are_bad_rows(
+    database: Database, tmp_path: Path
+) -> None:
+    tenant_id = await _tenant(database)
+    rows = [
+        {"external_id": "ok", "title": "Fine", "tags": ["a"], "metadata": {"k": 1}},
+        {"external_id": "long", "description": "x" * 20_001},
+        {"external_id": "tags", "tags": [f"t{n}" for n in range(51)]},
+        {"external_id": "meta", "metadata": {"blob": "x" * 17_000}},
+        {"external_id": "deep", "metadata": _nested(17)},
+        {"external_id": "nan", "metadata": '{"x": NaN}'},
+    ]
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    report = await import_files(database, tenant_id, items=path)
+    assert report.items == 1
+    assert [bad.line for bad in report.bad_rows] == [2, 3, 4, 5, 6]
+    assert "description longer than 20000" in report.bad_rows[0].reason
+    assert "at most 50 tags" in report.bad_rows[1].reason
+    assert "metadata must be at most 16384 bytes" in report.bad_rows[2].reason
+    assert "16 levels" in report.bad_rows[3].reason
+    assert "finite numbers" in report.bad_rows[4].reason
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+async def test_text_that_is_not_utf8(database: Database, tmp_path: Path) -> None:
+    tenant_id = await _tenant(database)
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_bytes(b'{"external_id": "a"}\n{"external_id": "\xff"}\n{"external_id": "b"}\n')
+    report = await import_files(database, tenant_id, items=jsonl)
+    assert report.items == 2 and [(b.line, b.reason) for b in report.bad_rows] == [
+        (2, "not UTF-8 text")
+    ]
+    csv_path = tmp_path / "items.csv"
+    csv_path.write_bytes(b"external_id\nc\n\xff\n")
+    with pytest.raises(ImportFileError, match=r"items\.csv: not UTF-8 text"):
+        await import_files(database, tenant_id, items=csv_path)
+    # Further in, past the first read of the file: the file stops there, no trace.
+    csv_path.write_bytes(b"external_id\n" + b"".join(b"i%d\n" % n for n in range(5000)) + b"\xff\n")
+    with pytest.raises(ImportFileError, match=r"not UTF-8 text \(somewhere after line \d+\)"):
+        await import_files(database, tenant_id, items=csv_path)
+
+
+async def test_a_failed_batch_stops_the_import_and_says_what_stayed(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.errors import Unavailable
+    from training import ingest_files
+
+    monkeypatch.setattr(ingest_files, "BATCH_ROWS", 2)
+    real = ingest_files.write_events
+    calls = 0
+
+    async def failing_second_batch(*args: Any, **kwargs: Any) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Unavailable("database went away")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_files, "write_events", failing_second_batch)
+    tenant_id = await _tenant(database)
+    with pytest.raises(ingest_files.ImportFailed, match=r"lines 4\.\.5 was not written") as failed:
+        await _import_csv(database, tenant_id, tmp_path)
+    assert "earlier batches were" in str(failed.value)
+    assert len((await _state(database, tenant_id))["interactions"]) == 2  # the first batch
+
+    calls = 0
+    other = await _tenant(database)
+    with pytest.raises(ingest_files.ImportFailed, match="nothing was imported"):
+        await _import_csv(database, other, tmp_path, strict=True)
+    assert await _state(database, other) == {
+        "items": [], "users": [], "interactions": [], "ratings": []
+    }  # fmt: skip
