@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster import operations as ops
@@ -167,6 +168,89 @@ def ingest_movielens(
             ops.ingest_movielens(get_settings(), source=path, domain=tenant, progress=report)
         )
     console.print(f"ingested {counts.items} items, {counts.users} users, {counts.ratings} ratings")
+
+
+def _data_file(help_text: str) -> Any:
+    return typer.Option(exists=True, dir_okay=False, readable=True, help=help_text)
+
+
+MAPPING_HELP = (
+    "Column mapping FIELD=COLUMN, comma-separated, repeatable: "
+    "user=customer_id,item=sku,type=event,value=qty,time=ts,external_id=sku,title=name. "
+    "KIND.FIELD (e.g. ratings.time=rated_at) maps one kind of file only. Defaults: the field "
+    "names (items: external_id,title,description,category,tags,metadata,active; users: "
+    "user,username; interactions: user,item,type,value,time; ratings: user,item,rating,time)"
+)
+
+
+@ingest_app.command("file")
+def ingest_file(
+    tenant: TenantOption,
+    items: Annotated[Path | None, _data_file("Items: .csv, .jsonl or .parquet")] = None,
+    interactions: Annotated[Path | None, _data_file("Interactions (events)")] = None,
+    users: Annotated[Path | None, _data_file("Users (optional: events create theirs)")] = None,
+    ratings: Annotated[Path | None, _data_file("Ratings, 0.5 to 5")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help=MAPPING_HELP)] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Import nothing if any row is bad (checked first)")
+    ] = False,
+) -> None:
+    """Import the tenant's own items, users, interactions and ratings from files.
+
+    Re-importing the same files adds nothing twice. Bad rows are listed with their line and
+    reason; without --strict the good rows are imported anyway.
+    """
+    if not any((items, interactions, users, ratings)):
+        raise typer.BadParameter("give at least one of --items, --interactions, --users, --ratings")
+    with progress_bar() as report:
+        result = run(
+            ops.ingest_files(
+                get_settings(),
+                domain=tenant,
+                items=items,
+                users=users,
+                interactions=interactions,
+                ratings=ratings,
+                mapping=map_,
+                strict=strict,
+                progress=report,
+            )
+        )
+    for bad in result.bad_rows:
+        console.print(f"[yellow]bad row[/yellow] {escape(f'{bad.file}:{bad.line}: {bad.reason}')}")
+    if result.bad_count > len(result.bad_rows):
+        console.print(f"... and {result.bad_count - len(result.bad_rows)} more bad rows")
+    if result.strict_rejected:
+        console.print(f"[red]nothing imported:[/red] {result.bad_count} bad rows (--strict)")
+        raise typer.Exit(1)
+    console.print(
+        f"imported {result.items} items, {result.users} users of the users file, "
+        f"{result.interactions} "
+        f"interactions ({result.duplicates} already present), {result.ratings} ratings; "
+        f"{result.bad_count} bad rows skipped"
+    )
+
+
+@app.command()
+def export(
+    tenant: TenantOption,
+    out: Annotated[Path, typer.Option(file_okay=False, help="Directory to write into")],
+    file_format: Annotated[str, typer.Option("--format", help="jsonl or parquet")] = "jsonl",
+) -> None:
+    """Write the tenant's items, users (no password hashes), interactions and ratings out in
+    the columns `recserve ingest file` reads, so an export imports into another tenant."""
+    if file_format not in ("jsonl", "parquet"):
+        raise typer.BadParameter("format must be jsonl or parquet", param_hint="--format")
+    with progress_bar() as report:
+        counts = run(
+            ops.export(
+                get_settings(), domain=tenant, out=out, file_format=file_format, progress=report
+            )
+        )
+    console.print(
+        f"exported {counts.items} items, {counts.users} users, {counts.interactions} "
+        f"interactions, {counts.ratings} ratings to {out}"
+    )
 
 
 @ingest_app.command("synthetic")

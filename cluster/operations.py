@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from graph_api.accounts import AccountGuard, change_tenant_active, change_user_active
 from graph_api.auth import Principal, TokenService
@@ -14,7 +15,9 @@ from storage.errors import NotFound
 from storage.models import Registration, Tenant, TenantTier, User, UserRole
 from storage.settings import Settings
 from training.datasets import generate_catalogue, load_movielens
+from training.export import ExportCounts, export_tenant
 from training.ingest import IngestCounts, Progress, ingest_dataset
+from training.ingest_files import ColumnMap, ImportReport, import_files
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,57 @@ async def ingest_synthetic(
             items=catalogue.items,
             interactions=catalogue.interactions,
             progress=progress,
+        )
+    finally:
+        await database.dispose()
+
+
+async def ingest_files(
+    settings: Settings,
+    *,
+    domain: str,
+    items: Path | None = None,
+    users: Path | None = None,
+    interactions: Path | None = None,
+    ratings: Path | None = None,
+    mapping: list[str] | None = None,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import the tenant's own files (``training.ingest_files``)."""
+    columns = ColumnMap(mapping or ())  # a bad mapping fails before the database is opened
+    database = await open_database(settings)
+    try:
+        tenant = await tenant_by_domain(database, domain)
+        return await import_files(
+            database,
+            tenant.id,
+            items=items,
+            users=users,
+            interactions=interactions,
+            ratings=ratings,
+            columns=columns,
+            strict=strict,
+            progress=progress,
+        )
+    finally:
+        await database.dispose()
+
+
+async def export(
+    settings: Settings,
+    *,
+    domain: str,
+    out: Path,
+    file_format: str = "jsonl",
+    progress: Progress | None = None,
+) -> ExportCounts:
+    """Write the tenant's items, users, interactions and ratings into ``out``."""
+    database = await open_database(settings)
+    try:
+        tenant = await tenant_by_domain(database, domain)
+        return await export_tenant(
+            database, tenant.id, out, file_format=file_format, progress=progress
         )
     finally:
         await database.dispose()

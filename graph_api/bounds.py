@@ -42,6 +42,9 @@ EXCLUDE_ITEM_IDS = 500
 WEIGHTS = 32
 ALGORITHMS = 32
 
+# Bulk writes: rows per importItems / importInteractions call.
+IMPORT_ROWS = 10_000
+
 # Login: anything longer cannot match a registered account (registration bounds the same).
 EMAIL_CHARS = 320
 PASSWORD_CHARS = 1024

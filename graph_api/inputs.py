@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -39,6 +40,20 @@ class InteractionInput:
     interaction_type: str
     interaction_value: float | None = None
     idempotency_key: str | None = None
+
+
+@strawberry.input
+class InteractionImportInput:
+    """One past event of any user of the tenant, for an admin's bulk import."""
+
+    user_id: uuid.UUID
+    item_id: uuid.UUID
+    interaction_type: str
+    occurred_at: datetime = strawberry.field(
+        description="When it happened (no offset means UTC); with user, item and type it "
+        "identifies the event, so importing it again adds nothing."
+    )
+    interaction_value: float | None = None
 
 
 @strawberry.input

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import strawberry
@@ -21,6 +21,7 @@ from graph_api.auth_mutations import AuthMutation
 from graph_api.context import Info, RequestContext
 from graph_api.errors import BadUserInput, ObjectNotFound
 from graph_api.inputs import (
+    InteractionImportInput,
     InteractionInput,
     ItemInput,
     ItemUpdateInput,
@@ -38,11 +39,15 @@ from storage.errors import Unavailable
 from storage.repositories import interactions as interactions_repo
 from storage.repositories import items as items_repo
 from storage.repositories import ratings as ratings_repo
+from storage.repositories import users as users_repo
 
 INTERACTION_TYPES = frozenset(
     {"view", "click", "like", "dislike", "purchase", "add_to_cart", "share", "bookmark"}
 )
-MAX_IMPORT = 10_000
+# Beyond this many users in one import, the tenant's cached results are dropped at once
+# rather than user by user (one prefix delete instead of thousands).
+USER_DROPS = 100
+FUTURE_SLACK = timedelta(minutes=5)  # clocks differ; an event much later than now is a mistake
 logger = logging.getLogger(__name__)
 
 
@@ -90,6 +95,86 @@ async def _write_content(ctx: RequestContext, principal: Principal, items: list[
 class ImportResult:
     imported: int
     item_ids: list[uuid.UUID]
+
+
+@strawberry.type
+class ImportRowError:
+    index: int = strawberry.field(description="0-based position of the row in the input.")
+    message: str
+
+
+@strawberry.type
+class InteractionImportResult:
+    imported: int = strawberry.field(description="Rows written.")
+    duplicates: int = strawberry.field(
+        description="Good rows not written because the tenant already had that event."
+    )
+    errors: list[ImportRowError] = strawberry.field(
+        description="The rows refused, and why; nothing of them was stored."
+    )
+
+
+def _interaction_row_error(entry: InteractionImportInput, now: datetime) -> str | None:
+    """Why one imported row is refused (its own values only), or None."""
+    if entry.interaction_type not in INTERACTION_TYPES:
+        return f"interactionType must be one of: {', '.join(sorted(INTERACTION_TYPES))}."
+    value = entry.interaction_value
+    if value is not None and not math.isfinite(value):
+        return "interactionValue must be a finite number."
+    if _utc(entry.occurred_at) > now + FUTURE_SLACK:
+        return "occurredAt must not be in the future."
+    return None
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def _unknown_ids(
+    ctx: RequestContext, tenant_id: uuid.UUID, rows: list[InteractionImportInput]
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The user ids and item ids of ``rows`` that are not the tenant's (active items only,
+    as for recordInteraction)."""
+    user_ids = list({row.user_id for row in rows})
+    item_ids = list({row.item_id for row in rows})
+    async with ctx.session() as session:
+        users = await users_repo.users_by_ids(
+            session=session, tenant_id=tenant_id, user_ids=user_ids
+        )
+        items = await items_repo.items_by_ids(
+            session=session, tenant_id=tenant_id, item_ids=item_ids
+        )
+    return (
+        {key for key, row in zip(user_ids, users, strict=True) if row is None},
+        {key for key, row in zip(item_ids, items, strict=True) if row is None},
+    )
+
+
+async def _after_import(
+    ctx: RequestContext, tenant_id: uuid.UUID, written: list[dict[str, Any]]
+) -> None:
+    """What recordInteraction does after a write, for every written row: drop the users'
+    cached results and publish one event each."""
+    users = {row["user_id"] for row in written}
+    if len(users) > USER_DROPS:
+        await ctx.services.results.drop_prefix(tenant_cache_prefix(tenant_id))
+    else:
+        for user_id in users:
+            await ctx.services.results.drop_prefix(user_cache_prefix(tenant_id, user_id))
+    channel = events_channel(tenant_id)
+    try:
+        for row in written:
+            event = {
+                "kind": "interaction",
+                "user_id": str(row["user_id"]),
+                "item_id": str(row["item_id"]),
+                "interaction_type": row["interaction_type"],
+                "value": float(row["value"]),
+                "at": row["created_at"].isoformat(),
+            }
+            await ctx.services.cache.publish(channel, event)
+    except Unavailable as error:  # the rows are committed; live listeners miss these events
+        logger.warning("import events not published, cache unavailable: %s", error)
 
 
 @strawberry.type
@@ -197,8 +282,8 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
     @strawberry.mutation
     async def import_items(self, info: Info, items: list[ItemInput]) -> ImportResult:
         principal = await require_admin(info.context)
-        if not 1 <= len(items) <= MAX_IMPORT:
-            raise BadUserInput(f"importItems takes 1 to {MAX_IMPORT} items.")
+        if not 1 <= len(items) <= bounds.IMPORT_ROWS:
+            raise BadUserInput(f"importItems takes 1 to {bounds.IMPORT_ROWS} items.")
         rows = []
         for entry in items:
             fields = item_fields(entry)
@@ -227,6 +312,58 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         )
         await _after_item_change(info.context, principal)
         return ImportResult(imported=len(ids), item_ids=[ids[row["external_id"]] for row in rows])
+
+    @strawberry.mutation(
+        description="Admin: import past interactions of the tenant's users. Bad rows are "
+        "reported in errors and not stored; the good ones are. An event the tenant already "
+        "has (same user, item, type and occurredAt) is not stored again."
+    )
+    async def import_interactions(
+        self, info: Info, input: list[InteractionImportInput]
+    ) -> InteractionImportResult:
+        principal = await require_admin(info.context)
+        if not 1 <= len(input) <= bounds.IMPORT_ROWS:
+            raise BadUserInput(f"importInteractions takes 1 to {bounds.IMPORT_ROWS} rows.")
+        now = datetime.now(UTC)
+        errors: dict[int, str] = {}
+        for index, entry in enumerate(input):
+            reason = _interaction_row_error(entry, now)
+            if reason is not None:
+                errors[index] = reason
+        unknown_users, unknown_items = await _unknown_ids(info.context, principal.tenant_id, input)
+        rows = []
+        for index, entry in enumerate(input):
+            if index in errors:
+                continue
+            if entry.user_id in unknown_users:
+                errors[index] = "User not found."
+            elif entry.item_id in unknown_items:
+                errors[index] = "Item not found."
+            else:
+                value = entry.interaction_value
+                rows.append(
+                    {
+                        "user_id": entry.user_id,
+                        "item_id": entry.item_id,
+                        "interaction_type": entry.interaction_type,
+                        "value": 1.0 if value is None else float(value),
+                        "created_at": _utc(entry.occurred_at),
+                    }
+                )
+        written: list[dict[str, Any]] = []
+        if rows:
+            async with info.context.session() as session:
+                written = list(
+                    await interactions_repo.import_interactions(
+                        session=session, tenant_id=principal.tenant_id, rows=rows
+                    )
+                )
+            await _after_import(info.context, principal.tenant_id, written)
+        return InteractionImportResult(
+            imported=len(written),
+            duplicates=len(rows) - len(written),
+            errors=[ImportRowError(index=i, message=m) for i, m in sorted(errors.items())],
+        )
 
     @strawberry.mutation
     async def train_model(self, info: Info, algorithms: list[str] | None = None) -> TrainingJob:

@@ -9,19 +9,25 @@ operator (``recserve token``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from storage import repositories as repo
 from storage.db import Database
+from storage.models import User
+from storage.repositories.users import normalize_email
 from training.data import ItemInfo
 
-InteractionEvent = tuple[str, str, str, float | None, float]  # user, item, type, value, unix time
-RatingEvent = tuple[str, str, float, float]  # user, item, rating, unix time
+Timestamp = float | datetime  # unix seconds, or an aware datetime
+InteractionEvent = tuple[str, str, str, float | None, Timestamp]  # user, item, type, value, time
+RatingEvent = tuple[str, str, float, Timestamp]  # user, item, rating, time
 Progress = Callable[[str, int, int], None]
 IMPORTED_USER_DOMAIN = "imported.recserve"
 _CHUNK = 20_000
+USERNAME_CHARS: int = User.__table__.c["username"].type.length  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,37 @@ class IngestCounts:
     ratings: int
 
 
+class IdCache(dict[str, uuid.UUID]):
+    """Ids already resolved during one import (user keys or item external ids), so each is
+    looked up once rather than once per batch; it forgets everything past ``limit`` entries
+    (memory stays bounded, lookups simply happen again)."""
+
+    def __init__(self, limit: int = 2_000_000) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def update(self, other: Mapping[str, uuid.UUID]) -> None:  # type: ignore[override]
+        if len(self) + len(other) > self.limit:
+            self.clear()
+        super().update(other)
+
+
 def imported_email(external_user_id: str) -> str:
     return f"{external_user_id}@{IMPORTED_USER_DOMAIN}".lower()
+
+
+def user_email(user_key: str) -> str:
+    """The e-mail a dataset's user key stands for: a key that is an e-mail is the user's own
+    (so exported users of any origin come back as themselves); any other id is an imported
+    user's placeholder."""
+    key = user_key.strip()
+    return normalize_email(key) if "@" in key else imported_email(key)
+
+
+def user_key(email: str) -> str:
+    """The inverse of ``user_email``: what an export writes in its ``user`` column."""
+    suffix = f"@{IMPORTED_USER_DOMAIN}"
+    return email[: -len(suffix)] if email.endswith(suffix) else email
 
 
 def _item_row(item: ItemInfo) -> dict[str, object]:
@@ -46,8 +81,76 @@ def _item_row(item: ItemInfo) -> dict[str, object]:
     }
 
 
-def _when(unix_time: float) -> datetime:
-    return datetime.fromtimestamp(unix_time, tz=UTC)
+def _when(time: Timestamp) -> datetime:
+    if isinstance(time, datetime):
+        return time if time.tzinfo is not None else time.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(time, tz=UTC)
+
+
+async def upsert_users(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    keys: Iterable[str],
+    usernames: Mapping[str, str] | None = None,
+) -> dict[str, uuid.UUID]:
+    """Create the users of ``keys`` that do not exist yet; ``{key: id}`` for every key."""
+    names = usernames or {}
+    emails = {key: user_email(key) for key in keys}
+    rows = [
+        {"email": email, "username": (names.get(key) or key.split("@")[0])[:USERNAME_CHARS]}
+        for key, email in emails.items()
+    ]
+    ids = await repo.bulk_upsert_users(session=session, tenant_id=tenant_id, rows=rows)
+    return {key: ids[email] for key, email in emails.items()}
+
+
+async def write_events(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    item_ids: Mapping[str, uuid.UUID],
+    *,
+    interactions: Sequence[InteractionEvent] = (),
+    ratings: Sequence[RatingEvent] = (),
+    known_users: IdCache | None = None,
+) -> tuple[int, int]:
+    """The one write step of every import: create missing users, add the interactions the
+    tenant does not have yet (same user, item, type and time: none are duplicated, so a
+    re-import is harmless) and upsert the ratings. ``item_ids`` maps every item the events
+    name to its id; ``known_users`` holds user ids found by earlier batches of the same
+    import (it is filled here). Returns (interactions written, ratings written)."""
+    keys = {row[0] for row in interactions} | {row[0] for row in ratings}
+    cache = known_users if known_users is not None else IdCache()
+    missing = [key for key in keys if cache.get(key) is None]
+    cache.update(await upsert_users(session, tenant_id, missing))
+    users = {key: cache[key] for key in keys}
+    written = await repo.import_interactions(
+        session=session,
+        tenant_id=tenant_id,
+        rows=[
+            {
+                "user_id": users[u],
+                "item_id": item_ids[i],
+                "interaction_type": kind,
+                "value": 1.0 if value is None else float(value),
+                "created_at": _when(ts),
+            }
+            for u, i, kind, value, ts in interactions
+        ],
+    )
+    rated = await repo.bulk_upsert_ratings(
+        session=session,
+        tenant_id=tenant_id,
+        rows=[
+            {
+                "user_id": users[u],
+                "item_id": item_ids[i],
+                "rating": float(r),
+                "created_at": _when(ts),  # the dataset's time: trending and history need it
+            }
+            for u, i, r, ts in ratings
+        ],
+    )
+    return len(written), rated
 
 
 async def ingest_dataset(
@@ -59,54 +162,31 @@ async def ingest_dataset(
     ratings: Sequence[RatingEvent] = (),
     progress: Progress | None = None,
 ) -> IngestCounts:
-    """Upsert items and users, then bulk-insert interactions and upsert ratings, in one
+    """Upsert items, then write the events chunk by chunk with ``write_events``, in one
     transaction: a failure leaves the tenant as it was."""
-    user_ids = sorted({row[0] for row in interactions} | {row[0] for row in ratings})
+    user_keys = {row[0] for row in interactions} | {row[0] for row in ratings}
     async with database.session() as session:
         item_map = await repo.bulk_upsert_items(
             session=session, tenant_id=tenant_id, rows=[_item_row(item) for item in items]
         )
         _report(progress, "items", len(item_map), len(items))
-        user_map = await repo.bulk_upsert_users(
-            session=session,
-            tenant_id=tenant_id,
-            rows=[{"email": imported_email(u), "username": u} for u in user_ids],
-        )
-        _report(progress, "users", len(user_map), len(user_ids))
-        by_user = {u: user_map[imported_email(u)] for u in user_ids}
-        written = 0
+        written = rated = 0
+        users = IdCache()
         for start in range(0, len(interactions), _CHUNK):
             chunk = interactions[start : start + _CHUNK]
-            written += await repo.bulk_insert_interactions(
-                session=session,
-                tenant_id=tenant_id,
-                rows=[
-                    {
-                        "user_id": by_user[u],
-                        "item_id": item_map[i],
-                        "interaction_type": kind,
-                        "value": 1.0 if value is None else float(value),
-                        "created_at": _when(ts),
-                    }
-                    for u, i, kind, value, ts in chunk
-                ],
-            )
-            _report(progress, "interactions", written, len(interactions))
-        rated = await repo.bulk_upsert_ratings(
-            session=session,
-            tenant_id=tenant_id,
-            rows=[
-                {
-                    "user_id": by_user[u],
-                    "item_id": item_map[i],
-                    "rating": float(r),
-                    "created_at": _when(ts),  # the dataset's time: trending and history need it
-                }
-                for u, i, r, ts in ratings
-            ],
-        )
-        _report(progress, "ratings", rated, len(ratings))
-    return IngestCounts(len(item_map), len(user_map), written, rated)
+            written += (
+                await write_events(
+                    session, tenant_id, item_map, interactions=chunk, known_users=users
+                )
+            )[0]
+            _report(progress, "interactions", start + len(chunk), len(interactions))
+        for start in range(0, len(ratings), _CHUNK):
+            chunk_r = ratings[start : start + _CHUNK]
+            rated += (
+                await write_events(session, tenant_id, item_map, ratings=chunk_r, known_users=users)
+            )[1]
+            _report(progress, "ratings", start + len(chunk_r), len(ratings))
+    return IngestCounts(len(item_map), len(user_keys), written, rated)
 
 
 def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import String, Table, cast, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -79,6 +80,34 @@ def align(ids: Sequence[uuid.UUID], rows: Iterable[Any]) -> list[Any]:
 
 def table_of(model: Any) -> Table:
     return model.__table__
+
+
+async def ids_by_key(
+    session: AsyncSession, model: Any, key: str, tenant_id: uuid.UUID, keys: Iterable[str]
+) -> dict[str, uuid.UUID]:
+    """``{key value: id}`` of the tenant's rows of ``model`` whose column ``key`` is one of
+    ``keys`` (unknown ones are left out).
+
+    On PostgreSQL the keys go as one array joined with ``unnest``: a 1000-value ``IN`` list
+    against a freshly loaded, not yet analysed table was planned as a scan of every row of
+    the tenant compared with every value (a second per lookup during a large import).
+    """
+    column = getattr(model, key)
+    unique = list(dict.fromkeys(keys))
+    found: dict[str, uuid.UUID] = {}
+    if dialect_name(session) == "postgresql":
+        for batch in chunks(unique, 50_000):
+            wanted = (
+                func.unnest(cast(batch, ARRAY(String()))).table_valued("value").render_derived()
+            )
+            query = select(column, model.id).join(wanted, column == wanted.c.value)
+            query = query.where(model.tenant_id == tenant_id)
+            found.update((await session.execute(query)).tuples().all())
+        return found
+    for batch in chunks(unique, 1000):
+        query = select(column, model.id).where(model.tenant_id == tenant_id, column.in_(batch))
+        found.update((await session.execute(query)).tuples().all())
+    return found
 
 
 def first_per_user(model: Any, where: list[Any], order: tuple[Any, ...], per_user: int) -> Any:

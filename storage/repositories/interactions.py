@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, func, select, union_all
+from sqlalchemy import Select, String, Uuid, func, select, text, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage.errors import Conflict, InvalidData
-from storage.models import Interaction, Rating, utcnow
+from storage.models import Interaction, Rating, UtcDateTime, utcnow
 from storage.repositories._bulk import copy_records, executemany_records, new_uuid_hex
-from storage.repositories._common import chunks, savepoint, table_of
+from storage.repositories._common import chunks, dialect_name, savepoint, table_of
 
 MAX_TYPE_LENGTH = 32
 _BATCH = 1000
@@ -211,6 +211,98 @@ async def bulk_insert_interactions(
                     connection, table, _COLUMNS, records, preprocessed=frozenset({"id"})
                 )
             written += len(records)
+    return written
+
+
+InteractionKey = tuple[uuid.UUID, uuid.UUID, str, datetime]  # user, item, type, created_at
+# Rows per lookup of existing keys: 4 parameters each stays far below both drivers' limits.
+_KEY_BATCH = 2000
+
+
+def _key(row: Mapping[str, Any]) -> InteractionKey:
+    return (row["user_id"], row["item_id"], row["interaction_type"], row["created_at"])
+
+
+async def existing_interaction_keys(
+    *, session: AsyncSession, tenant_id: uuid.UUID, keys: Iterable[InteractionKey]
+) -> set[InteractionKey]:
+    """Which of ``keys`` (user, item, type, created_at) the tenant already has.
+
+    One row-value ``IN`` per batch, answered from the (tenant, user, created_at) index.
+    """
+    if dialect_name(session) == "postgresql":
+        return await _existing_keys_postgresql(session, tenant_id, list(dict.fromkeys(keys)))
+    found: set[InteractionKey] = set()
+    columns = tuple_(
+        Interaction.user_id,
+        Interaction.item_id,
+        Interaction.interaction_type,
+        Interaction.created_at,
+    )
+    for batch in chunks(dict.fromkeys(keys), _KEY_BATCH):
+        query = select(
+            Interaction.user_id,
+            Interaction.item_id,
+            Interaction.interaction_type,
+            Interaction.created_at,
+        ).where(Interaction.tenant_id == tenant_id, columns.in_(batch))
+        found.update((await session.execute(query)).tuples().all())
+    return found
+
+
+# PostgreSQL: the keys go as four arrays joined with unnest, not as a row-value IN of
+# thousands of parameters (whose binding cost more than the lookup).
+_EXISTING_KEYS_SQL = text(
+    """
+    SELECT i.user_id, i.item_id, i.interaction_type, i.created_at
+    FROM interactions AS i
+    JOIN unnest(CAST(:users AS uuid[]), CAST(:items AS uuid[]), CAST(:types AS varchar[]),
+                CAST(:times AS timestamptz[])) AS k(user_id, item_id, interaction_type, created_at)
+      ON i.user_id = k.user_id AND i.item_id = k.item_id
+     AND i.interaction_type = k.interaction_type AND i.created_at = k.created_at
+    WHERE i.tenant_id = :tenant_id
+    """
+).columns(user_id=Uuid(), item_id=Uuid(), interaction_type=String(), created_at=UtcDateTime())
+
+
+async def _existing_keys_postgresql(
+    session: AsyncSession, tenant_id: uuid.UUID, keys: list[InteractionKey]
+) -> set[InteractionKey]:
+    found: set[InteractionKey] = set()
+    for batch in chunks(keys, 50_000):
+        users, items, types, times = (list(column) for column in zip(*batch, strict=True))
+        params = {"users": users, "items": items, "types": types, "times": times}
+        result = await session.execute(_EXISTING_KEYS_SQL, {**params, "tenant_id": tenant_id})
+        found.update(result.tuples().all())
+    return found
+
+
+async def import_interactions(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    rows: Sequence[Mapping[str, Any]],
+    chunk_size: int = 20_000,
+) -> list[Mapping[str, Any]]:
+    """Insert the rows whose (user, item, type, created_at) the tenant does not have yet;
+    returns those rows (the ones written).
+
+    This makes an import idempotent without a natural key in the schema: re-importing the
+    same events (same users, items, types and timestamps) writes nothing, and a repeated
+    event within ``rows`` is written once (the first one wins). Every row needs
+    ``created_at``. Otherwise as ``bulk_insert_interactions`` (all-or-nothing per call).
+    """
+    fresh: dict[InteractionKey, Mapping[str, Any]] = {}
+    for row in rows:
+        if row.get("created_at") is None:
+            raise InvalidData("an imported interaction needs its time (created_at)")
+        fresh.setdefault(_key(row), row)
+    for key in await existing_interaction_keys(session=session, tenant_id=tenant_id, keys=fresh):
+        del fresh[key]
+    written = list(fresh.values())
+    await bulk_insert_interactions(
+        session=session, tenant_id=tenant_id, rows=written, chunk_size=chunk_size
+    )
     return written
 
 

@@ -19,6 +19,7 @@ from storage.repositories._common import (
     check_page,
     chunks,
     found,
+    ids_by_key,
     savepoint,
     table_of,
     upsert_insert,
@@ -201,13 +202,16 @@ async def bulk_upsert_items(
     latest = {row["external_id"]: row for row in (_upsert_row(tenant_id, r) for r in rows)}
     ids: dict[str, uuid.UUID] = {}
     for chunk in chunks(latest.values(), chunk_size):
-        insert = upsert_insert(session, table).values(chunk)
+        insert = upsert_insert(session, table)
         updated = {name: insert.excluded[name] for name in chunk[0] if name not in _KEEP}
         statement = insert.on_conflict_do_update(
             index_elements=["tenant_id", "external_id"], set_=updated
         ).returning(table.c.external_id, table.c.id)
         async with savepoint(session):
-            result = await session.execute(statement)
+            # A parameter list, not .values(chunk): the statement is compiled once and sent
+            # in batches ("insertmanyvalues"), where a 1000-row VALUES clause cost ~0.3 s of
+            # SQLAlchemy compilation per chunk.
+            result = await session.execute(statement, chunk)
         ids.update(result.tuples().all())
     return ids
 
@@ -223,6 +227,14 @@ async def newest_items(
         .limit(limit)
     )
     return (await session.scalars(query)).all()
+
+
+async def item_ids_by_external_ids(
+    *, session: AsyncSession, tenant_id: uuid.UUID, external_ids: Iterable[str]
+) -> dict[str, uuid.UUID]:
+    """``{external_id: id}`` for those of ``external_ids`` the tenant has, deleted ones too
+    (history may point at an item that left the catalogue); unknown ids are left out."""
+    return await ids_by_key(session, Item, "external_id", tenant_id, external_ids)
 
 
 async def catalogue_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[Item]:

@@ -15,6 +15,7 @@ from storage.repositories._common import (
     check_page,
     chunks,
     found,
+    ids_by_key,
     savepoint,
     table_of,
     upsert_insert,
@@ -150,14 +151,9 @@ async def bulk_upsert_users(
                 }
                 for email, row in chunk
             ]
-            insert = upsert_insert(session, table).values(values)
+            # A parameter list (compiled once, sent in batches), not a compiled VALUES clause.
+            insert = upsert_insert(session, table)
             await session.execute(
-                insert.on_conflict_do_nothing(index_elements=["tenant_id", "email"])
+                insert.on_conflict_do_nothing(index_elements=["tenant_id", "email"]), values
             )
-    ids: dict[str, uuid.UUID] = {}
-    for batch in chunks(list(wanted), _BATCH):
-        query = select(User.email, User.id).where(
-            User.tenant_id == tenant_id, User.email.in_(batch)
-        )
-        ids.update((await session.execute(query)).tuples().all())
-    return ids
+    return await ids_by_key(session, User, "email", tenant_id, wanted)

@@ -128,3 +128,90 @@ def test_users_and_tenants_are_deactivated_by_the_operator(data_dir: Path) -> No
     assert _tenant(data_dir, "ops.example")[0].is_active is False
     code, out = invoke("user", "deactivate", "--tenant", "ops.example", "--email", "no@ops.example")
     assert code == 1 and "not found" in out
+
+
+def _events_csv(path: Path, extra: str = "") -> Path:
+    path.write_text(
+        "customer,sku,event,ts\n"
+        "u1,a,view,1700000000\n"
+        "u1,b,purchase,1700000100\n"
+        "u2,a,click,2024-01-01T00:00:00Z\n" + extra
+    )
+    return path
+
+
+def test_ingest_file_reports_bad_rows_and_is_idempotent(data_dir: Path) -> None:
+    assert invoke("tenant", "create", "--domain", "files.example")[0] == 0
+    items = data_dir / "items.csv"
+    items.write_text("sku,name\na,Apple\nb,Banana\n")
+    events = _events_csv(data_dir / "events.csv", "u3,zz,view,1700000200\nu3,a,view,never\n")
+    args = (
+        "ingest", "file", "--tenant", "files.example", "--items", str(items),
+        "--interactions", str(events), "--map", "user=customer,item=sku,type=event,time=ts",
+        "--map", "external_id=sku,title=name",
+    )  # fmt: skip
+    code, out = invoke(*args, "--strict")  # the checking pass finds the unreadable time
+    assert code == 1 and "nothing imported: 1 bad rows" in out
+    assert "events.csv:6: time must be" in out
+    _events_csv(events, "u3,zz,view,1700000200\n")  # the import finds the unknown item
+    code, out = invoke(*args, "--strict")
+    assert code == 1 and "events.csv:5: unknown item 'zz'" in out
+    assert _counts(data_dir, "files.example") == (0, 0)
+    _events_csv(events, "u3,zz,view,1700000200\nu3,a,view,never\n")
+
+    code, out = invoke(*args)
+    assert code == 0, out
+    assert "imported 2 items" in out and "3 interactions (0 already present)" in out
+    assert "2 bad rows skipped" in out and "events.csv:5: unknown item 'zz'" in out
+    code, out = invoke(*args)
+    assert code == 0 and "0 interactions (3 already present)" in out
+    assert _counts(data_dir, "files.example") == (2, 3)
+
+    code, out = invoke(*args[:-2], "--map", "colour=c")
+    assert code == 1 and "bad mapping 'colour=c'" in out and "Traceback" not in out
+    code, out = invoke("ingest", "file", "--tenant", "files.example", "--items", "nope.csv")
+    assert code == 2  # a missing file is a usage error
+
+
+def test_export_imports_into_another_tenant(data_dir: Path) -> None:
+    assert invoke("tenant", "create", "--domain", "from.example")[0] == 0
+    assert invoke("tenant", "create", "--domain", "to.example")[0] == 0
+    code, out = invoke(
+        "ingest", "synthetic", "--tenant", "from.example", "--users", "20", "--items", "15",
+        "--per-user", "4",
+    )  # fmt: skip
+    assert code == 0, out
+    for file_format in ("parquet", "jsonl"):
+        out_dir = data_dir / f"export-{file_format}"
+        code, out = invoke(
+            "export", "--tenant", "from.example", "--out", str(out_dir), "--format", file_format
+        )
+        assert code == 0, out
+        files = {kind: out_dir / f"{kind}.{file_format}" for kind in
+                 ("items", "users", "interactions", "ratings")}  # fmt: skip
+        assert all(path.is_file() for path in files.values())
+        code, out = invoke(
+            "ingest", "file", "--tenant", "to.example",
+            *(arg for kind, path in files.items() for arg in (f"--{kind}", str(path))),
+        )  # fmt: skip
+        assert code == 0, out
+    assert _counts(data_dir, "to.example") == _counts(data_dir, "from.example")
+    code, out = invoke("export", "--tenant", "to.example", "--out", "x", "--format", "xml")
+    assert code == 2
+
+
+def _counts(data_dir: Path, domain: str) -> tuple[int, int]:
+    """(items, interactions) of the tenant."""
+
+    async def count() -> tuple[int, int]:
+        database = Database(Settings(data_dir=data_dir).database_url or "")
+        try:
+            async with database.session() as session:
+                tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+                items = await repo.list_items(session=session, tenant_id=tenant.id, limit=1000)
+                events = await repo.count_interactions(session=session, tenant_id=tenant.id)
+            return len(items), events
+        finally:
+            await database.dispose()
+
+    return asyncio.run(count())

@@ -45,6 +45,12 @@ OPERATIONS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("deleteItem", "mutation($id: UUID!) { deleteItem(id: $id) }", {"id": ITEM}),
     ("importItems", 'mutation { importItems(items: [{title: "x"}]) { imported } }', {}),
+    (
+        "importInteractions",
+        "mutation($id: UUID!) { importInteractions(input: [{userId: $id, itemId: $id,"
+        ' interactionType: "view", occurredAt: "2025-01-01T00:00:00Z"}]) { imported } }',
+        {"id": ITEM},
+    ),
     ("trainModel", "mutation { trainModel { jobId } }", {}),
 ]
 
@@ -210,6 +216,7 @@ async def test_plain_users_cannot_administer(api: Api, two_tenants: dict[str, An
         "updateItem",
         "deleteItem",
         "importItems",
+        "importInteractions",
         "trainModel",
     ]
     for name, query, variables in OPERATIONS:
