@@ -135,7 +135,9 @@ def test_retrain_due_trains_only_tenants_past_their_policy(trained: dict) -> Non
     assert invoke("ingest", "synthetic", "--tenant", "fresh.example", *args)[0] == 0
     code, out = invoke("retrain-due", "--algorithms", "popularity")
     assert code == 0 and "fresh.example" not in out  # 30 interactions: too few to start
-    assert invoke("ingest", "synthetic", "--tenant", "fresh.example", *args)[0] == 0
+    # another seed: new events (the same file again would add none, imports are idempotent)
+    more = ("--seed", "7")
+    assert invoke("ingest", "synthetic", "--tenant", "fresh.example", *args, *more)[0] == 0
     code, out = invoke("retrain-due", "--algorithms", "popularity")
     assert code == 0, out
     assert "fresh.example: never trained -> trained popularity=v000001" in out
