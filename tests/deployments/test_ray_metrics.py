@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -43,8 +44,11 @@ def scrape_samples(text: str) -> dict[str, list[dict[str, str]]]:
     return found
 
 
-async def wait_for_series(port: int, wanted: set[str]) -> dict[str, list[dict[str, str]]]:
-    """Ray's agent exports on an interval: poll until every wanted series is there."""
+async def wait_for_series(
+    port: int, wanted: set[str], until: Callable[[dict], bool] = lambda found: True
+) -> dict[str, list[dict[str, str]]]:
+    """Ray's agent exports on an interval: poll until every wanted series is there (and
+    ``until`` holds: a sample recorded later, e.g. by a training task still running)."""
     deadline = time.monotonic() + SCRAPE_TIMEOUT_S
     found: dict[str, list[dict[str, str]]] = {}
     async with httpx.AsyncClient(timeout=10) as http:
@@ -52,11 +56,18 @@ async def wait_for_series(port: int, wanted: set[str]) -> dict[str, list[dict[st
             response = await http.get(f"http://127.0.0.1:{port}/metrics")
             for name, samples in scrape_samples(response.text).items():
                 found.setdefault(name, []).extend(samples)
-            if wanted <= set(found):
+            if wanted <= set(found) and until(found):
                 return found
             await asyncio.sleep(1.0)
     missing = sorted(wanted - set(found))
     raise AssertionError(f"series missing from Ray's endpoint after {SCRAPE_TIMEOUT_S}s: {missing}")
+
+
+def _failed_run_counted(found: dict) -> bool:
+    return any(
+        (s.get("algorithm"), s.get("status")) == ("popularity", "failed")
+        for s in found.get("training_runs_total", [])
+    )
 
 
 async def open_and_close_websocket(base: str) -> None:
@@ -78,7 +89,7 @@ async def test_ray_endpoint_has_every_series_with_labels(
         )
         assert job["trainModel"]["jobId"]
         await open_and_close_websocket(str(client.http.base_url))
-        found = await wait_for_series(ray_metrics_port, set(EXPECTED_LABELS))
+        found = await wait_for_series(ray_metrics_port, set(EXPECTED_LABELS), _failed_run_counted)
     for name, labels in EXPECTED_LABELS.items():
         assert any(labels <= set(sample) for sample in found[name]), (name, found[name][:2])
     graphql = found["graphql_requests_total"]
