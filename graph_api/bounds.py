@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from graph_api.errors import BadUserInput
+from storage.bounds import JSON_DEPTH, METADATA_BYTES, json_depth
 from storage.models import Item
 
 
@@ -31,8 +32,6 @@ CATEGORY_CHARS = _column_chars("category")
 DESCRIPTION_CHARS = 20_000
 TAGS = 50
 TAG_CHARS = 100
-METADATA_BYTES = 16 * 1024
-JSON_DEPTH = 16
 
 # Queries and recommendation options.
 SEARCH_CHARS = 200
@@ -64,18 +63,6 @@ def check_list(field: str, values: Sequence[Any] | None, max_items: int) -> None
 def check_number(field: str, value: float | None) -> None:
     if value is not None and not math.isfinite(value):
         raise BadUserInput(f"{field} must be a finite number.")
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
-    depth, level = 0, [value]
-    while level:
-        containers = [v for v in level if isinstance(v, dict | list)]
-        if not containers:
-            break
-        depth += 1
-        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
-    return depth
 
 
 def check_json(

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import repositories as repo
+from storage.bounds import JSON_DEPTH, METADATA_BYTES, json_depth
 from storage.db import Database
 from storage.errors import InvalidData, StorageError
 from storage.models import RATING_MAX, RATING_MIN, Item
@@ -77,8 +78,6 @@ _CATEGORY_CHARS = Item.__table__.c["category"].type.length
 DESCRIPTION_CHARS = 20_000
 TAGS = 50
 TAG_CHARS = 100
-METADATA_BYTES = 16 * 1024
-JSON_DEPTH = 16
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -343,20 +342,9 @@ def _metadata(value: Any) -> dict[str, Any]:
         size = len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode())
     except ValueError:
         raise ValueError("metadata must contain only finite numbers") from None
-    if size > METADATA_BYTES or _depth(value) > JSON_DEPTH:
+    if size > METADATA_BYTES or json_depth(value) > JSON_DEPTH:
         raise ValueError(f"metadata must be at most {METADATA_BYTES} bytes, {JSON_DEPTH} levels")
     return value
-
-
-def _depth(value: Any) -> int:
-    depth, level = 0, [value]
-    while level:
-        containers = [v for v in level if isinstance(v, dict | list)]
-        if not containers:
-            break
-        depth += 1
-        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
-    return depth
 
 
 def _flag(value: Any) -> bool:
