@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -55,10 +56,20 @@ class DocumentCache(ParserCache):
         yield
 
 
+class QuietSchema(strawberry.Schema):
+    """Errors are logged once, by ``graph_api.errors.classify``, and only the server's own
+    faults. Strawberry's default logs every error with its traceback and chained causes: each
+    refused registration, invalid query or rate limit, and (through a constraint error's
+    cause) the SQL parameters of the failed insert, a password hash among them."""
+
+    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
+        return None
+
+
 def build_schema(metrics: MetricsRecorder, *, introspection: bool = True) -> strawberry.Schema:
     # Production hides the schema from strangers (RECSERVE_GRAPHQL_INTROSPECTION overrides).
     hidden = [] if introspection else [DisableIntrospection]
-    return strawberry.Schema(
+    return QuietSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

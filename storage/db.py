@@ -102,10 +102,13 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_file(parsed)
-        engine = create_async_engine(parsed, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            parsed, echo=echo, connect_args={"timeout": 30}, hide_parameters=True
+        )
         _install_sqlite_hooks(engine)
         return engine
-    return create_async_engine(parsed, echo=echo, pool_pre_ping=True)
+    # hide_parameters: an error's message never carries row values (password hashes, emails)
+    return create_async_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True)
 
 
 class Database:

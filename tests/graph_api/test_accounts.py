@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -414,3 +415,17 @@ async def test_without_the_cache_the_database_decides(api: Api, monkeypatch) -> 
     assert _error(await api.gql(ME, token=gone["accessToken"]))[0] == "UNAUTHENTICATED"
     assert _error(await api.gql(ME, token=vic))[0] == "UNAUTHENTICATED"
     assert "errors" not in await api.gql(ME, token=kept["accessToken"])
+
+
+async def test_a_refused_registration_logs_no_traceback_and_no_password_hash(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Client errors are not logged; a constraint error's SQL parameters never reach a log."""
+    await api.register("first@quiet.example", "quiet.example")
+    with caplog.at_level(logging.INFO):
+        payload = await api.gql(
+            REGISTER, {"input": registration_input("first@quiet.example", "quiet.example")}
+        )
+    assert payload["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "argon2" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
