@@ -17,8 +17,8 @@ description, category and tags: the same product listed again), after a new user
 clock runs from sending ``createItem`` until the new item is listed by ``similarItems(X)`` and
 until it is in that user's ``recommendations`` (the exploration slot for items newer than the
 last training). Second table: p50 / p99 / max of
-both, and the share within 1 s. In the ``serve`` variant new items need a Qdrant server
-(``RECSERVE_QDRANT_URL``): the embedded store cannot be shared by the replicas.
+both, and the share within 1 s. In the ``serve`` variant without ``RECSERVE_QDRANT_URL`` the
+new items' vectors go through the app's one ``vectors`` replica, which holds the embedded store.
 
     python -m benchmarks.realtime [--interactions 50] [--subscribers 5] [--new-items 20]
         [--variants single,serve]

@@ -25,6 +25,8 @@ from deployments.engine import Engine
 from deployments.ingress import GraphQLIngress
 from deployments.models import ModelSource
 from deployments.plan import catalog_for
+from deployments.vector_store import NAME as VECTORS
+from deployments.vector_store import VectorStoreServer
 from storage.errors import InvalidData
 from storage.settings import ENV_PREFIX, is_secret_setting
 from training.algorithms import ALGORITHMS
@@ -94,6 +96,13 @@ def _options(args: AppArgs, name: str, env: dict[str, str]) -> dict[str, Any]:
     return options
 
 
+def _qdrant_server(env: dict[str, str]) -> bool:
+    """Whether the replicas will talk to a Qdrant server (``RECSERVE_QDRANT_URL`` in their
+    runtime_env or in the environment they inherit)."""
+    name = ENV_PREFIX + "QDRANT_URL"
+    return bool(env.get(name) or os.environ.get(name))
+
+
 def engine_name(algorithm: str) -> str:
     return f"engine_{algorithm}"
 
@@ -120,6 +129,11 @@ def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
         )
         for algorithm in dict.fromkeys(args.engines)
     }
+    # Without a Qdrant server, one replica holds the embedded store for the whole app.
+    vectors = None
+    if not _qdrant_server(env):
+        options = _options(args, VECTORS, env) | {"num_replicas": 1}  # one holder, always
+        vectors = VectorStoreServer.options(**options).bind()
     combiner = HybridCombiner.options(**_options(args, "combiner", env)).bind(
         engines,
         source=source,
@@ -129,6 +143,7 @@ def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
             "hybrid": args.hybrid,
         },
         train_entrypoint=args.train_entrypoint,
+        vectors=vectors,
     )
     if not args.graphql:
         return combiner

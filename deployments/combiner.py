@@ -28,6 +28,7 @@ from deployments.scheduler import Scheduler
 from deployments.scoring import Pairs
 from deployments.training_jobs import TrainingJobs
 from deployments.vector_similar import VectorSimilar
+from deployments.vector_store import RemoteVectorStore
 from deployments.version_events import VersionEvents
 from graph_api.recommender import (
     ItemContent,
@@ -89,7 +90,10 @@ class HybridCombiner:
         source: ModelSource | None = None,
         config: dict[str, Any] | None = None,
         train_entrypoint: str = "training.pipeline:train_tenant",
+        vectors: DeploymentHandle | None = None,
     ) -> None:
+        """``vectors``: the app's ``VectorStoreServer`` when the embedded store is used (no
+        Qdrant server); this replica and its training tasks reach the store through it."""
         install_ray_metrics()
         configure_tracing("recserve-combiner")
         self._handles = dict(engines)
@@ -104,12 +108,15 @@ class HybridCombiner:
         self._versions = versions
         # The cold source opens the database and the cache from Settings, as the ingress does:
         # cold answers are computed here, in the one recommendation step, like every other.
-        vectors = VectorSimilar(self._settings)
+        store = RemoteVectorStore(vectors) if vectors is not None else None
+        similar = VectorSimilar(self._settings, store)
         self._core = RecommendationCore(
-            self._engines, self._config.plan(), vectors, ColdSource(self._settings, vectors)
+            self._engines, self._config.plan(), similar, ColdSource(self._settings, similar)
         )
         ledger = JobLedger(self._settings)
-        self._jobs = TrainingJobs(train_entrypoint, ledger, num_cpus=self._config.train_num_cpus)
+        self._jobs = TrainingJobs(
+            train_entrypoint, ledger, num_cpus=self._config.train_num_cpus, vectors=store
+        )
         self._jobs.on_done = self._job_ended
         self._scheduler = Scheduler(self._jobs, ledger.database, algorithms=list(engines))
         if self._settings.scheduler_enabled:

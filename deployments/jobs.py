@@ -37,6 +37,7 @@ from storage.models import JobTrigger
 from storage.repositories import count_interactions
 from storage.repositories import jobs as jobs_repo
 from storage.settings import Settings
+from storage.vectors import VectorStore
 from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -334,17 +335,22 @@ def run_recorded(
     algorithms: list[str] | None,
     distributed: bool = False,
     address: str | None = None,
+    *,
+    vectors: VectorStore | None = None,
 ) -> dict[str, Any]:
     """Run ``entrypoint`` (``training.pipeline:train_tenant``) for the job, recording it.
 
     Called in the training process: a Ray worker, or a thread of the in-process server. The
     entry point takes ``(settings, tenant_id, algorithms, *, report, distributed, workers,
-    address)``; ``address`` names the Ray cluster for Ray Train (None: the one this process is
-    part of, as in a Ray task)."""
+    address, vector_store)``; ``address`` names the Ray cluster for Ray Train (None: the one this
+    process is part of, as in a Ray task); ``vectors`` (passed only when given) is the vector
+    store to write item vectors to instead of the one ``settings`` names."""
     reporter = JobReporter(settings, job_id)
     try:
         reporter.running()
         options: dict[str, Any] = {"report": reporter.report}
+        if vectors is not None:
+            options["vector_store"] = vectors
         if distributed:
             options |= {"distributed": True, "workers": settings.train_distributed_workers}
             if address is not None:

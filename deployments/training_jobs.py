@@ -19,6 +19,7 @@ from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import TrainingJob
 from storage import meters
 from storage.settings import Settings
+from storage.vectors import VectorStore
 
 
 @ray.remote(max_retries=0)
@@ -29,12 +30,16 @@ def _run_training(
     tenant_id: str,
     algorithms: list[str] | None,
     distributed: bool,
+    vectors: VectorStore | None,
 ) -> dict[str, Any]:
-    """Runs ``training.pipeline.train_tenant`` (or ``entrypoint``) in this worker process."""
+    """Runs ``training.pipeline.train_tenant`` (or ``entrypoint``) in this worker process;
+    ``vectors`` is the app's vector store when this process may not open it itself."""
     install_ray_metrics()  # training_runs_total & co. from this worker reach Ray's endpoint
     started = time.perf_counter()
     try:
-        return run_recorded(entrypoint, settings, job_id, tenant_id, algorithms, distributed)
+        return run_recorded(
+            entrypoint, settings, job_id, tenant_id, algorithms, distributed, vectors=vectors
+        )
     except Exception:
         # The pipeline counts the algorithms it fitted; a run that dies is counted here.
         for name in algorithms or ["all"]:
@@ -46,10 +51,18 @@ class TrainingJobs(TrainingRunner):
     """Jobs as Ray tasks; their records live in the database, so any replica answers for them
     and a restart forgets nothing. ALS and SVD of a large tenant fit on Ray Train."""
 
-    def __init__(self, entrypoint: str, ledger: JobLedger, *, num_cpus: float = 0.5) -> None:
+    def __init__(
+        self,
+        entrypoint: str,
+        ledger: JobLedger,
+        *,
+        num_cpus: float = 0.5,
+        vectors: VectorStore | None = None,
+    ) -> None:
         super().__init__(ledger, allow_distributed=True)
         self.entrypoint = entrypoint
         self.num_cpus = num_cpus
+        self.vectors = vectors
         self._watching: dict[str, asyncio.Task[None]] = {}
 
     async def _launch(self, job: TrainingJob, algorithms: list[str] | None) -> None:
@@ -61,6 +74,7 @@ class TrainingJobs(TrainingRunner):
             job.tenant_id,
             algorithms,
             job.distributed,
+            self.vectors,
         )
         watcher = asyncio.get_running_loop().create_task(self._finished(job, ref))
         self._watching[job.job_id] = watcher

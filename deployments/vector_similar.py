@@ -1,10 +1,11 @@
 """Similar items answered by the vector store, where every replica can reach it.
 
 Training upserts ALS item factors (``items_als``) and content vectors (``items_content``) per
-tenant. With a Qdrant server configured (``RECSERVE_QDRANT_URL``) similar items come from a
-nearest-neighbour search there, so a catalogue far larger than a replica's models still answers
-fast. The embedded store is a folder only one process may hold open, so without a server the
-trained models answer instead, as they also do when the search finds nothing.
+tenant. Similar items come from a nearest-neighbour search there, so a catalogue far larger than
+a replica's models still answers fast: on a Qdrant server (``RECSERVE_QDRANT_URL``), or in the
+embedded store given as ``store`` (the Serve app's ``vectors`` replica holds it, reached through
+``deployments.vector_store.RemoteVectorStore``). Without either the trained models answer, as
+they also do when the search finds nothing.
 
 The hashed content vectors (``TEXT``, ``training.algorithms.content.hashed_vectors``) need no
 trained model: every item write puts its vector there (payload ``stage`` "new": newer than the last
@@ -213,11 +214,6 @@ class VectorSimilar:
         self, collection: str, tenant_id: str, items: Sequence[str]
     ) -> list[float] | None:
         assert self._store is not None
-        vectors = []
-        for item in items:
-            try:
-                vector = np.asarray(await self._store.get_vector(collection, item, tenant_id))
-            except NotFound:
-                continue
-            vectors.append(vector / (np.linalg.norm(vector) or 1.0))
+        found = await self._store.get_vectors(collection, list(items), tenant_id)
+        vectors = [np.asarray(v) / (np.linalg.norm(v) or 1.0) for v in found.values()]
         return np.mean(vectors, axis=0).tolist() if vectors else None

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 # on at most this many of them (each engine scores them densely).
 MIN_BLEND_USERS = 30
 BLEND_FILE = "blend.json"
+# The width of every trained vector collection (``items_als``, ``items_content``): the
+# collections are shared by all tenants, whose factors and feature counts differ.
+STORED_DIMS = 256
 # The hashed content vectors' mark for items in the models (item writes mark theirs "new").
 TRAINED = {"stage": "trained"}
 MAX_BLEND_USERS = 1000
@@ -227,7 +230,7 @@ def _publish_blend(
 
 
 async def _upsert_vectors(
-    settings: Settings,
+    store: VectorStore,
     tenant: str,
     vectors: dict[str, np.ndarray],
     data: TenantData,
@@ -236,40 +239,49 @@ async def _upsert_vectors(
     if not vectors:
         return
     category = {item.id: item.category for item in data.items}
-    store = create_vector_store(settings)
-    try:
-        for collection, matrix in vectors.items():
-            points = [
-                (
-                    str(item),
-                    row.tolist(),
-                    {"tenant_id": tenant, "category": category.get(str(item))},
-                )
-                for item, row in zip(ids, matrix, strict=True)
-                if np.any(row)
-            ]
-            try:
-                await _replace_vectors(store, collection, tenant, int(matrix.shape[1]), points)
-            except Exception as error:  # the models are published; only vector search suffers
-                log.warning(
-                    "tenant %s: item vectors of %s not stored: %s",
-                    tenant,
-                    collection,
-                    _reason(error),
-                )
-                log.debug("tenant %s: %s vector upsert failed", tenant, collection, exc_info=True)
-    finally:
-        await store.close()
+    for collection, found in vectors.items():
+        if found.shape[1] > STORED_DIMS:
+            log.warning(
+                "tenant %s: %d-dimensional item vectors of %s not stored (at most %d): "
+                "similar items come from the model",
+                tenant,
+                found.shape[1],
+                collection,
+                STORED_DIMS,
+            )
+            continue
+        # Every tenant shares the collection, so every vector has its width: zeros pad
+        # narrower ones (a tenant with few features or factors) and keep every cosine.
+        matrix = np.zeros((found.shape[0], STORED_DIMS), dtype=np.float32)
+        matrix[:, : found.shape[1]] = found
+        points = [
+            (
+                str(item),
+                row.tolist(),
+                {"tenant_id": tenant, "category": category.get(str(item))},
+            )
+            for item, row in zip(ids, matrix, strict=True)
+            if np.any(row)
+        ]
+        try:
+            await _replace_vectors(store, collection, tenant, int(matrix.shape[1]), points)
+        except Exception as error:  # the models are published; only vector search suffers
+            log.warning(
+                "tenant %s: item vectors of %s not stored: %s",
+                tenant,
+                collection,
+                _reason(error),
+            )
+            log.debug("tenant %s: %s vector upsert failed", tenant, collection, exc_info=True)
 
 
-async def _upsert_text_vectors(settings: Settings, tenant: str, items: list[ItemInfo]) -> None:
+async def _upsert_text_vectors(store: VectorStore, tenant: str, items: list[ItemInfo]) -> None:
     """The catalogue's hashed content vectors (what item writes store, see
     ``training.algorithms.content.hashed_vectors``), marked ``stage`` "trained": these items
     are in the models now. Upserted, not replaced: an item written while this run trained
     stays "new", and deleted items lost their points when they were deleted."""
     if not items:
         return
-    store = create_vector_store(settings)
     try:
         await store.ensure_collection(TEXT_COLLECTION, TEXT_DIMS)
         for start in range(0, len(items), 1000):  # bounded memory whatever the catalogue size
@@ -282,8 +294,6 @@ async def _upsert_text_vectors(settings: Settings, tenant: str, items: list[Item
             await store.upsert(TEXT_COLLECTION, points)
     except Exception as error:  # the models are published; only content search suffers
         log.warning("tenant %s: content vectors not stored: %s", tenant, _reason(error))
-    finally:
-        await store.close()
 
 
 async def _replace_vectors(
@@ -320,9 +330,12 @@ async def train_tenant_async(
     distributed: bool = False,
     workers: int = 2,
     address: str | None = None,
+    vector_store: VectorStore | None = None,
 ) -> TrainingResult:
     """``distributed`` fits ALS and SVD on Ray Train with ``workers`` workers (on the cluster
-    at ``address`` when given); the other algorithms always fit in this process."""
+    at ``address`` when given); the other algorithms always fit in this process. Item vectors
+    go to ``vector_store`` (the serving app's, when it holds the embedded store) or else to the
+    store ``settings`` names."""
     started = time.perf_counter()
     names = list(algorithms or DEFAULT_ALGORITHMS)
     unknown = [n for n in names if n not in REGISTRY]
@@ -412,8 +425,13 @@ async def train_tenant_async(
         result.blend = _publish_blend(artifacts, str(tenant_id), holdout, counts, seed)
     if progress:
         progress("train: item vectors", len(names), len(names))
-    await _upsert_vectors(settings, str(tenant_id), vectors, data, full.item_ids)
-    await _upsert_text_vectors(settings, str(tenant_id), data.items)
+    store = vector_store or create_vector_store(settings)
+    try:
+        await _upsert_vectors(store, str(tenant_id), vectors, data, full.item_ids)
+        await _upsert_text_vectors(store, str(tenant_id), data.items)
+    finally:
+        if vector_store is None:
+            await store.close()
     await _announce(settings, str(tenant_id), result)
     result.duration_seconds = time.perf_counter() - started
     return result

@@ -9,6 +9,7 @@ never an optional filter, so forgetting it is a type error rather than a data le
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from abc import ABC, abstractmethod
@@ -168,6 +169,17 @@ class VectorStore(ABC):
     @abstractmethod
     async def get_vector(self, collection: str, point_id: str, tenant_id: str) -> list[float]:
         """The stored vector of ``point_id``; NotFound unless the point is ``tenant_id``'s."""
+
+    async def get_vectors(
+        self, collection: str, point_ids: Sequence[str], tenant_id: str
+    ) -> dict[str, list[float]]:
+        """The stored vectors of those of ``point_ids`` the tenant has; the others (or all, when
+        the collection does not exist) are left out."""
+        found: dict[str, list[float]] = {}
+        for point_id in point_ids:
+            with contextlib.suppress(NotFound):
+                found[point_id] = await self.get_vector(collection, point_id, tenant_id)
+        return found
 
     async def similar_to(
         self,

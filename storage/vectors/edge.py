@@ -58,6 +58,11 @@ def _translate(error: Exception) -> StorageError:
     message = str(error)
     if any(marker in message.lower() for marker in _INVALID_MARKERS):
         return InvalidData(message)
+    if "wouldblock" in message.lower():  # the shard's WAL is locked by another process
+        return Unavailable(
+            "the embedded vector store is held by another process (a running server): write "
+            "through it (train with the trainModel mutation) or configure RECSERVE_QDRANT_URL"
+        )
     return Unavailable(f"embedded Qdrant failed: {message}")
 
 

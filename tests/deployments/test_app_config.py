@@ -12,6 +12,7 @@ from ray.serve._private.build_app import build_app as serve_build
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import ALGORITHMS, AppArgs, build_app, engine_name, replica_env
+from deployments.vector_store import NAME as VECTORS
 from storage.errors import InvalidData
 
 CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
@@ -28,14 +29,28 @@ def _deployments(app: Application) -> dict[str, Deployment]:
     return {deployment.name: deployment for deployment in built.deployments}
 
 
-def test_config_builds_every_deployment_it_names(config: ServeDeploySchema) -> None:
+def test_config_builds_every_deployment_it_names(
+    config: ServeDeploySchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RECSERVE_QDRANT_URL", raising=False)
     [application] = config.applications
     assert application.import_path == "deployments.app:build_app"
     app = call_user_app_builder_with_args_if_necessary(build_app, application.args)
     built = _deployments(app)
     expected = {"ingress", "combiner", *(engine_name(a) for a in ALGORITHMS)}
-    assert set(built) == expected
+    # Without a Qdrant server one replica holds the embedded vector store for the whole app.
+    assert set(built) == expected | {VECTORS}
+    assert built[VECTORS].num_replicas == 1
+    # The config names only what every setup builds (a server setup has no vectors replica).
     assert {d.name for d in application.deployments} == expected
+
+
+def test_a_qdrant_server_replaces_the_vectors_replica(
+    config: ServeDeploySchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECSERVE_QDRANT_URL", "http://qdrant:6333")
+    args = AppArgs.model_validate(config.applications[0].args)
+    assert VECTORS not in _deployments(build_app(args))
 
 
 def test_sizes_fit_two_cpus_and_leave_room_for_training(config: ServeDeploySchema) -> None:

@@ -16,18 +16,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ray import serve
 
 from cluster import operations as ops
 from deployments.app import AppArgs, compose
 from deployments.models import ArtifactModelSource
+from deployments.vector_store import NAME as VECTORS
+from deployments.vector_store import RemoteVectorStore
 from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
 from storage.artifacts import ArtifactStore
 from storage.errors import NotFound
 from storage.settings import Settings
-from storage.vectors import create_vector_store
 from training import registry
 from training.algorithms import load as load_model
-from training.pipeline import train_tenant, train_tenant_async
+from training.pipeline import STORED_DIMS, train_tenant, train_tenant_async
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -196,11 +198,11 @@ async def test_similar_items_and_vector_search_match_exact_cosine(deployed: dict
     assert [i for i, _ in served] == _exact_top(features, ids, item, 5)
 
     vectors = model.item_vectors()  # what the pipeline upserted into items_content
-    vector_store = create_vector_store(settings)
-    try:
-        hits = await vector_store.search(
-            "items_content", vectors[3].tolist(), 5, tenant_id, exclude_ids=[item]
-        )
-    finally:
-        await vector_store.close()
+    # The embedded store is held by the app's one ``vectors`` replica: ask through it.
+    vector_store = RemoteVectorStore(serve.get_deployment_handle(VECTORS, app_name=APP))
+    query = np.zeros(STORED_DIMS, dtype=np.float32)  # stored padded to the shared width
+    query[: vectors.shape[1]] = vectors[3]
+    hits = await vector_store.search(
+        "items_content", query.tolist(), 5, tenant_id, exclude_ids=[item]
+    )
     assert [hit.id for hit in hits] == _exact_top(vectors, ids, item, 5)

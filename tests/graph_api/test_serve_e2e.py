@@ -21,9 +21,12 @@ import pytest
 
 from cluster import operations as ops
 from deployments.app import AppArgs, compose
+from deployments.vector_store import NAME as VECTORS
+from deployments.vector_store import RemoteVectorStore
 from storage.db import Database, create_database, drop_database
 from storage.settings import Settings
 from tests.graph_api.conftest import REGISTER, registration_input
+from tests.graph_api.test_cold_start import CATALOGUE
 from tests.graph_api.test_flow import CREATE_ITEM, RECOMMEND, RECORD, SIMILAR
 from training.pipeline import train_tenant_async
 
@@ -158,12 +161,53 @@ async def seed_flow(client: Client, settings: Settings) -> None:
     assert {entry["item"]["id"] for entry in similar} <= set(item_ids)
 
 
+TRAIN = 'mutation { trainModel(algorithms: ["popularity", "content"]) { jobId } }'
+JOB = "query($id: String!) { trainingJob(id: $id) { status error } }"
+
+
+async def new_items_flow(client: Client, app_name: str) -> None:
+    """Embedded defaults (no Qdrant server): a cold tenant's new items are similar and
+    recommendable at once, and a training run started through the API writes the catalogue's
+    vectors into the one store the app's ``vectors`` replica holds."""
+    from ray import serve
+
+    token, _ = await client.register("cy@cold.example", "cold.example")
+    ids = []
+    for title, category, description in CATALOGUE:
+        item = {"title": title, "category": category, "description": description}
+        ids.append((await client.ok(CREATE_ITEM, {"input": item}, token))["createItem"]["id"])
+    for item_id in ids[:3]:  # three running shoes
+        await client.ok(RECORD, {"input": {"itemId": item_id, "interactionType": "view"}}, token)
+    listed = await client.ok(RECOMMEND, {"options": {"numRecommendations": 5}}, token)
+    assert listed["recommendations"]["items"], listed
+    # Content neighbours before any training: the hashed vectors every item write stored.
+    similar = (await client.ok(SIMILAR, {"id": ids[0]}, token))["similarItems"]
+    assert {e["item"]["id"] for e in similar[:2]} <= {ids[1], ids[2], ids[6]}, similar
+
+    item = {"title": "Red running shoe", "category": "shoes", "description": CATALOGUE[0][2]}
+    created = (await client.ok(CREATE_ITEM, {"input": item}, token))["createItem"]["id"]
+    similar = (await client.ok(SIMILAR, {"id": ids[0]}, token))["similarItems"]
+    assert similar[0]["item"]["id"] == created, similar  # the same product, listed again
+
+    job_id = (await client.ok(TRAIN, None, token))["trainModel"]["jobId"]
+    deadline = time.monotonic() + 180
+    job = {"status": "queued"}
+    while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        job = (await client.ok(JOB, {"id": job_id}, token))["trainingJob"]
+    assert job["status"] == "succeeded", job
+    me = await client.ok("{ me { tenant { id } } }", token=token)
+    store = RemoteVectorStore(serve.get_deployment_handle(VECTORS, app_name=app_name))
+    assert await store.count("items_content", me["me"]["tenant"]["id"]) == len(ids) + 1
+
+
 async def test_flow_through_serve_on_sqlite(
     serve_instance: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     data_dir = tmp_path_factory.mktemp("serve-e2e-sqlite")
     async with deployed_app(serve_instance, "e2e-sqlite", data_dir) as (client, settings):
         await seed_flow(client, settings)
+        await new_items_flow(client, "e2e-sqlite")
 
 
 @pytest.mark.services

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import pickle
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +15,8 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from storage.errors import InvalidData, NotFound
+from deployments.vector_store import RemoteVectorStore, VectorStoreServer
+from storage.errors import InvalidData, NotFound, Unavailable
 from storage.settings import Settings
 from storage.vectors import (
     EdgeVectorStore,
@@ -21,22 +27,57 @@ from storage.vectors import (
 )
 
 # Local-mode Qdrant warns that payload indexes are a no-op there; the server path still runs.
-pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning"),
+    # The garbage collector also "calls" the replica's async __del__, which the fixture awaited.
+    pytest.mark.filterwarnings("ignore:coroutine 'VectorStoreServer.__del__':RuntimeWarning"),
+]
 
 DIM = 16
 CATEGORIES = ("books", "music", "film")
 _names = itertools.count()
 
 
-@pytest.fixture(params=["edge", "server"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
+class _Method:
+    def __init__(self, replica: object, name: str) -> None:
+        self._bound = getattr(replica, name)
+
+    async def _answer(self, args: tuple) -> object:
+        # Arguments and answers cross the hop pickled, as between Serve replicas.
+        return pickle.loads(pickle.dumps(await self._bound(*pickle.loads(pickle.dumps(args)))))
+
+    def remote(self, *args: object) -> object:
+        return self._answer(args)
+
+
+class LocalHandle:
+    """A deployment handle whose calls run on a local instance of the deployment's class."""
+
+    def __init__(self, replica: object) -> None:
+        self._replica = replica
+
+    def __getattr__(self, name: str) -> _Method:
+        return _Method(self._replica, name)
+
+
+@pytest.fixture(params=["edge", "server", "remote"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[VectorStore]:
     backend: VectorStore
+    replica = None
     if request.param == "edge":
         backend = EdgeVectorStore(tmp_path / "qdrant")
-    else:
+    elif request.param == "server":
         backend = QdrantServerStore(AsyncQdrantClient(":memory:"))
+    else:  # the Serve app's store without a Qdrant server: one replica holds the embedded one
+        monkeypatch.setenv("RECSERVE_DATA_DIR", str(tmp_path))
+        replica = VectorStoreServer.func_or_class()
+        backend = RemoteVectorStore(LocalHandle(replica))  # type: ignore[arg-type]
     yield backend
     await backend.close()
+    if replica is not None:
+        await replica.__del__()
 
 
 @pytest.fixture
@@ -246,3 +287,56 @@ async def test_similar_to_a_stored_point_is_exact_cosine_without_itself(
         await store.similar_to(collection, loaded_b[0][0], 5, tenant_id="tenant-a")
     with pytest.raises(NotFound):
         await store.get_vector(collection, "no-such-point", tenant_id="tenant-a")
+    # Many at once: the tenant's own points only, unknown and foreign ones left out.
+    many = await store.get_vectors(
+        collection, [ids[3], "no-such-point", loaded_b[0][0], ids[5]], tenant_id="tenant-a"
+    )
+    assert list(many) == [ids[3], ids[5]]
+    np.testing.assert_allclose(many[ids[3]], stored, atol=1e-6)
+    assert await store.get_vectors("no_such_collection", [ids[3]], tenant_id="tenant-a") == {}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLDER = """
+import asyncio, sys
+from storage.vectors import EdgeVectorStore
+
+async def hold() -> None:
+    store = EdgeVectorStore(sys.argv[1])
+    await store.ensure_collection("items", 4)
+    print("holding", flush=True)
+    sys.stdin.readline()
+    await store.close()
+
+asyncio.run(hold())
+"""
+
+
+async def _open_held(path: Path) -> None:
+    store = EdgeVectorStore(path)
+    try:
+        with pytest.raises(Unavailable, match=r"held by another process.*RECSERVE_QDRANT_URL"):
+            await store.ensure_collection("items", 4)
+    finally:
+        await store.close()
+
+
+def test_an_embedded_store_held_by_another_process_is_refused_with_the_way_out(
+    tmp_path: Path,
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "qdrant")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        asyncio.run(_open_held(tmp_path / "qdrant"))
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from qdrant_client import AsyncQdrantClient
 
 from storage import repositories as repo
 from storage.artifacts import create_artifact_store
@@ -15,13 +16,13 @@ from storage.db import Database, migrate
 from storage.errors import InvalidData
 from storage.metrics import PrometheusBackend, use_backend
 from storage.settings import Settings
-from storage.vectors import create_vector_store
+from storage.vectors import QdrantServerStore, create_vector_store
 from training.algorithms import REGISTRY, Popularity, load
 from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
 from training.hybrid import BLEND
 from training.ingest import imported_email, ingest_dataset
-from training.pipeline import train_tenant_async
+from training.pipeline import STORED_DIMS, train_tenant_async
 
 ALGORITHMS = ["popularity", "item_knn", "ease", "content", "als"]
 
@@ -281,3 +282,39 @@ async def test_distributed_fits_use_the_shared_train_storage(
     )
     assert sorted(result.versions) == ["als", "popularity"]
     assert [(c["name"], c["storage_path"], c["workers"]) for c in calls] == [("als", shared, 2)]
+
+
+async def test_item_vectors_go_to_the_store_given_and_it_stays_open(
+    tmp_path: Path, catalogue
+) -> None:
+    """What a Serve training task does without a Qdrant server: the app's vectors replica holds
+    the embedded store, and the run writes through the store it is given, never opening one."""
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "given.example")
+    tenant = str(tenant_id)
+    items, interactions = catalogue.items[:30], catalogue.interactions[:400]
+    interactions = [row for row in interactions if row[1] in {item.id for item in items}]
+    await ingest_dataset(database, tenant_id, items=items, interactions=interactions)
+    # A second tenant whose catalogue has far fewer features: narrower content vectors.
+    small_db, small_id = await _tenant(settings, "small.example")
+    few = [ItemInfo(id=f"s{n}", title=("red", "blue")[n % 2]) for n in range(6)]
+    events = [(f"u{n % 3}", f"s{n}", "view", 1.0, 1_700_000_000 + n) for n in range(6)]
+    await ingest_dataset(small_db, small_id, items=few, interactions=events)
+    given = QdrantServerStore(AsyncQdrantClient(":memory:"))
+    try:
+        await train_tenant_async(settings, tenant, ["content"], evaluate=False, vector_store=given)
+        assert await given.count("items_content", tenant) == len(items)  # still open
+        assert await given.count("items_text", tenant) == len(items)
+        # Both tenants' vectors live in the one shared collection, whatever their width.
+        small = str(small_id)
+        await train_tenant_async(settings, small, ["content"], evaluate=False, vector_store=given)
+        assert await given.count("items_content", small) == len(few)
+        assert await given.count("items_content", tenant) == len(items)
+        hits = await given.search("items_content", [1.0] * STORED_DIMS, 10, small)
+        assert len(hits) == len(few)
+        assert len(await given.get_vector("items_content", hits[0].id, small)) == STORED_DIMS
+    finally:
+        await small_db.dispose()
+        await given.close()
+    assert not settings.qdrant_path.exists()  # the settings' embedded store was never opened
+    await database.dispose()
