@@ -110,6 +110,7 @@ class InProcessRecommender:
             engines, resolve_source(source, settings), version_ttl_s=version_ttl_s
         )
         vectors = vectors if vectors is not None else VectorSimilar(settings, local=True)
+        self._vectors = vectors
         self.core = RecommendationCore(
             self.engines,
             config,
@@ -163,3 +164,5 @@ class InProcessRecommender:
         await self.scheduler.stop()
         await self.jobs.close()
         await self.jobs.ledger.close()
+        # The embedded store's folder is free again for whatever process opens it next.
+        await self._vectors.close()

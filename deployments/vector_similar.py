@@ -61,6 +61,7 @@ class VectorSimilar:
     ) -> None:
         self._settings = settings
         self._store = store
+        self._owned = store is None  # opened here on first use, so closed here
         self._local = local
 
     @property
@@ -71,6 +72,12 @@ class VectorSimilar:
     def text_enabled(self) -> bool:
         """Hashed content vectors are kept: a server, a given store, or the local embedded one."""
         return self.enabled or self._local
+
+    async def close(self) -> None:
+        """Release the store this object opened itself (a store it was given stays open)."""
+        if self._store is not None and self._owned:
+            store, self._store = self._store, None
+            await store.close()
 
     def _opened(self) -> VectorStore:
         if self._store is None:
@@ -156,11 +163,10 @@ class VectorSimilar:
         """Nearest items of the tenant, or None when the models should answer instead."""
         if not self.enabled:
             return None
-        if self._store is None:
-            self._store = create_vector_store(self._settings)
+        store = self._opened()
         for collection in COLLECTIONS:
             try:
-                hits = await self._store.similar_to(collection, item_id, k, tenant_id)
+                hits = await store.similar_to(collection, item_id, k, tenant_id)
             except NotFound:  # no such collection, or the item has no vector in it
                 continue
             except StorageError as error:

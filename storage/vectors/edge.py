@@ -60,7 +60,7 @@ def _translate(error: Exception) -> StorageError:
         return InvalidData(message)
     if "wouldblock" in message.lower():  # the shard's WAL is locked by another process
         return Unavailable(
-            "the embedded vector store is held by another process (a running server): write "
+            "the embedded vector store is held open elsewhere (e.g. by a running server): write "
             "through it (train with the trainModel mutation) or configure RECSERVE_QDRANT_URL"
         )
     return Unavailable(f"embedded Qdrant failed: {message}")

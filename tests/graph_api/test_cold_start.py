@@ -266,3 +266,17 @@ def test_hashed_vectors_need_no_fitting() -> None:
     assert np.allclose(alone[0], together[0])  # an item's vector never depends on the others
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert not hashed_vectors([ItemInfo("blank")]).any()
+
+
+async def test_the_embedded_store_is_released_when_the_app_stops(tmp_path: Path) -> None:
+    """The folder may be opened by one holder at a time: the next process to serve or train on
+    this data dir (``recserve serve`` after a benchmark, say) must be able to open it."""
+    async with single_process_api(tmp_path) as (api, _):
+        token, _ = await api.register("ada@shop.example", "shop.example")
+        await _catalogue(api, token)  # the item writes opened the store
+        folder = api.settings.qdrant_path
+    store = EdgeVectorStore(folder)
+    try:
+        assert await store.count("items_text", str(uuid.uuid4())) == 0  # opens the shard
+    finally:
+        await store.close()

@@ -315,7 +315,7 @@ asyncio.run(hold())
 async def _open_held(path: Path) -> None:
     store = EdgeVectorStore(path)
     try:
-        with pytest.raises(Unavailable, match=r"held by another process.*RECSERVE_QDRANT_URL"):
+        with pytest.raises(Unavailable, match=r"held open elsewhere.*RECSERVE_QDRANT_URL"):
             await store.ensure_collection("items", 4)
     finally:
         await store.close()
