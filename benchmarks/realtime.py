@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -133,10 +134,13 @@ async def measure_new_items(base: str, admin: str, tokens: list[str]) -> dict:
         catalogue: list[dict] = []
         while batch := (await _post(http, ITEM_TEXT, {"offset": len(catalogue)}, admin))["items"]:
             catalogue.extend(batch)
-        # Distinct model items: two identical new items would tie for the one exploration slot.
-        picks = rng.choice(len(catalogue), size=len(tokens), replace=False)
+        # Distinct model items never copied before (an earlier variant's copies are still in
+        # the catalogue): two identical new items would tie for the one exploration slot.
+        titles = Counter(item["title"] for item in catalogue)
+        unique = [item for item in catalogue if titles[item["title"]] == 1]
+        picks = rng.choice(len(unique), size=len(tokens), replace=False)
         for user, pick in zip(tokens, picks, strict=True):
-            model = catalogue[int(pick)]
+            model = unique[int(pick)]
             variables = {"input": {"itemId": model["id"], "interactionType": "view"}}
             await _post(http, RECORD, variables, user)
             item = {
@@ -160,9 +164,10 @@ async def measure_new_items(base: str, admin: str, tokens: list[str]) -> dict:
     return {"create": created_ms, "similar": similar_ms, "recommended": recommended_ms}
 
 
-async def new_item_tokens(data_dir: Path, users: int) -> tuple[str, list[str]]:
+async def new_item_tokens(data_dir: Path, users: int, variant: str) -> tuple[str, list[str]]:
     """An admin of the benchmark tenant (items are created by admins) and ``users`` users
-    without any history, one per new item: their list is about the one item they view."""
+    without any history, one per new item and variant: their list is about the one item they
+    view (a user reused by the next variant would carry the first one's view along)."""
     from cluster import operations as ops
     from storage.settings import Settings
 
@@ -174,7 +179,7 @@ async def new_item_tokens(data_dir: Path, users: int) -> tuple[str, list[str]]:
         )
         fresh = [
             await ops.issue_token_in(
-                database, settings, domain=DOMAIN, email=f"bench-new-{n}@bench.example"
+                database, settings, domain=DOMAIN, email=f"bench-new-{variant}-{n}@bench.example"
             )
             for n in range(users)
         ]
@@ -269,12 +274,14 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(_child_environment(Path(tmp)))
         started = time.perf_counter()
         tokens = asyncio.run(prepare_tenant(Path(tmp), ENGINES))
-        args.admin, args.new_users = asyncio.run(new_item_tokens(Path(tmp), args.new_items))
         print(
             f"trained {', '.join(ENGINES)} in {time.perf_counter() - started:.1f}s", file=sys.stderr
         )
         results = {}
         for variant in variants:
+            args.admin, args.new_users = asyncio.run(
+                new_item_tokens(Path(tmp), args.new_items, variant)
+            )
             if variant == "single":
                 results[variant] = asyncio.run(run_single(tokens, args))
             else:
