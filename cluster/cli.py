@@ -22,6 +22,7 @@ from cluster.status import StatusReport, fetch_health, model_versions, serve_row
 from cluster.status import render as render_status
 from storage.artifacts import create_artifact_store
 from storage.errors import StorageError
+from storage.models import TenantTier
 from storage.settings import Settings, get_settings
 
 app = typer.Typer(help="Recserve: multi-tenant recommendations on Ray Serve.", no_args_is_help=True)
@@ -37,6 +38,11 @@ console = Console()
 T = TypeVar("T")
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]
 REGISTRATION_MODES = ("open", "invite", "closed")
+TIERS = tuple(tier.value for tier in TenantTier)
+TierOption = Annotated[
+    str,
+    typer.Option("--tier", help="basic, premium or enterprise: the rate limits and quotas"),
+]
 RegistrationOption = Annotated[
     str,
     typer.Option(
@@ -92,12 +98,11 @@ def migrate() -> None:
 def tenant_create(
     domain: Annotated[str, typer.Option(help="Unique domain, e.g. shop.example.com")],
     name: Annotated[str | None, typer.Option(help="Display name (defaults to the domain)")] = None,
-    tier: Annotated[str, typer.Option(help="basic, premium or enterprise")] = "basic",
+    tier: TierOption = "basic",
     registration: RegistrationOption = "closed",
 ) -> None:
     """Create a tenant and print its id (its first admin: ``recserve token --admin``)."""
-    if tier not in ("basic", "premium", "enterprise"):
-        raise typer.BadParameter("tier must be basic, premium or enterprise", param_hint="--tier")
+    _check_tier(tier)
     _check_registration(registration)
     tenant = run(
         ops.create_tenant(
@@ -105,6 +110,21 @@ def tenant_create(
         )
     )
     print(tenant.id)
+
+
+def _check_tier(tier: str) -> None:
+    if tier not in TIERS:
+        raise typer.BadParameter(f"tier must be one of {', '.join(TIERS)}", param_hint="--tier")
+
+
+@tenant_app.command("set-tier")
+def tenant_set_tier(tenant: TenantOption, tier: TierOption) -> None:
+    """Move the tenant to another tier: its rate limits and quotas (RECSERVE_RATE_LIMIT_TIERS,
+    RECSERVE_TENANT_QUOTAS). Access tokens carry the tier: it applies from the users' next
+    token (sign-in or refresh, at most RECSERVE_ACCESS_TOKEN_MINUTES later)."""
+    _check_tier(tier)
+    found = run(ops.set_tier(get_settings(), domain=tenant, tier=tier))
+    console.print(f"{found.domain}: tier {found.tier}")
 
 
 def _check_registration(mode: str) -> None:

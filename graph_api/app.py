@@ -28,6 +28,7 @@ from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.metrics import MetricsRecorder
 from graph_api.observability import mount_observability
+from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import RateLimiter, SubscriptionSlots
 from graph_api.recommender import BackgroundWork, Recommender
 from graph_api.result_cache import ResultCache
@@ -94,6 +95,7 @@ def create_app(
         rate_limiter=RateLimiter.from_settings(cache, settings),
         accounts=AccountGuard(cache, database, settings),
         login_throttle=LoginThrottle(cache, settings),
+        quotas=TenantQuotas.from_settings(cache, settings),
         results=ResultCache(cache, ttl=float(settings.cache_default_ttl_seconds)),
         subscriptions=SubscriptionSlots(
             settings.max_subscriptions_per_connection, settings.max_subscriptions_per_user

@@ -215,3 +215,16 @@ def _counts(data_dir: Path, domain: str) -> tuple[int, int]:
             await database.dispose()
 
     return asyncio.run(count())
+
+
+def test_the_operator_moves_a_tenant_to_another_tier(data_dir: Path) -> None:
+    assert invoke("tenant", "create", "--domain", "grow.example")[0] == 0
+    assert _tenant(data_dir, "grow.example")[0].tier == "basic"
+    code, out = invoke("tenant", "set-tier", "--tenant", "grow.example", "--tier", "enterprise")
+    assert code == 0 and "tier enterprise" in out, out
+    assert _tenant(data_dir, "grow.example")[0].tier == "enterprise"
+    code, out = invoke("token", "--tenant", "grow.example", "--email", "ops@grow.example")
+    assert TokenService(Settings(data_dir=data_dir)).verify(out.strip()).tier == "enterprise"
+    assert invoke("tenant", "set-tier", "--tenant", "grow.example", "--tier", "gold")[0] == 2
+    code, out = invoke("tenant", "set-tier", "--tenant", "none.example", "--tier", "premium")
+    assert code == 1 and "not found" in out
