@@ -15,11 +15,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster import operations as ops
+from cluster.manifests import ROOT
 from cluster.manifests import main as generate_manifests
 from cluster.models_cli import models_app, retrain_due_command
 from cluster.serving import EXAMPLE_QUERY, graphql, start_serve, wait_until_ready
 from cluster.status import StatusReport, fetch_health, model_versions, serve_rows
 from cluster.status import render as render_status
+from graph_api.schema import printed_sdl
 from storage.artifacts import create_artifact_store
 from storage.errors import StorageError
 from storage.models import TenantTier
@@ -51,6 +53,7 @@ RegistrationOption = Annotated[
         "createInvite token) or closed (nobody; users come from `recserve token`)",
     ),
 ]
+SCHEMA_FILE = ROOT / "schema.graphql"
 DEMO_DOMAIN = "demo.recserve"
 DEMO_ADMIN = "admin@demo.recserve"
 # A generated shopper with history, so the example query shows personalised, blended results.
@@ -401,6 +404,24 @@ def status(
 def manifests(check: bool = typer.Option(False, help="Fail if the files are stale.")) -> None:
     """Regenerate cluster/kuberay/*.yaml from serve_config.yaml (the one source of truth)."""
     raise typer.Exit(generate_manifests(["--check"] if check else []))
+
+
+@app.command("schema")
+def schema_command(
+    check: Annotated[
+        bool, typer.Option(help="Fail if the file differs from the live schema.")
+    ] = False,
+    output: Annotated[Path, typer.Option(help="Where the SDL is written.")] = SCHEMA_FILE,
+) -> None:
+    """Write the GraphQL schema's SDL to schema.graphql (the checked-in API contract)."""
+    text = printed_sdl()
+    if check:
+        if not output.exists() or output.read_text() != text:
+            console.print(f"[red]{output} is stale:[/red] run `recserve schema`")
+            raise typer.Exit(1)
+        return
+    output.write_text(text)
+    console.print(f"wrote {output}")
 
 
 @app.command()
