@@ -8,7 +8,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 ML100K ?= ../shared/data/ml-100k
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format schema bench clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# schema.graphql, the printed SDL a test compares with the live schema.
+schema: $(STAMP)
+	$(BIN)/recserve schema
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest

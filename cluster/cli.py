@@ -15,13 +15,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster import operations as ops
+from cluster.manifests import ROOT
 from cluster.manifests import main as generate_manifests
 from cluster.models_cli import models_app, retrain_due_command
 from cluster.serving import EXAMPLE_QUERY, graphql, start_serve, wait_until_ready
 from cluster.status import StatusReport, fetch_health, model_versions, serve_rows
 from cluster.status import render as render_status
+from graph_api.schema import printed_sdl
 from storage.artifacts import create_artifact_store
 from storage.errors import StorageError
+from storage.models import TenantTier
 from storage.settings import Settings, get_settings
 
 app = typer.Typer(help="Recserve: multi-tenant recommendations on Ray Serve.", no_args_is_help=True)
@@ -37,6 +40,11 @@ console = Console()
 T = TypeVar("T")
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]
 REGISTRATION_MODES = ("open", "invite", "closed")
+TIERS = tuple(tier.value for tier in TenantTier)
+TierOption = Annotated[
+    str,
+    typer.Option("--tier", help="basic, premium or enterprise: the rate limits and quotas"),
+]
 RegistrationOption = Annotated[
     str,
     typer.Option(
@@ -45,6 +53,7 @@ RegistrationOption = Annotated[
         "createInvite token) or closed (nobody; users come from `recserve token`)",
     ),
 ]
+SCHEMA_FILE = ROOT / "schema.graphql"
 DEMO_DOMAIN = "demo.recserve"
 DEMO_ADMIN = "admin@demo.recserve"
 # A generated shopper with history, so the example query shows personalised, blended results.
@@ -92,12 +101,11 @@ def migrate() -> None:
 def tenant_create(
     domain: Annotated[str, typer.Option(help="Unique domain, e.g. shop.example.com")],
     name: Annotated[str | None, typer.Option(help="Display name (defaults to the domain)")] = None,
-    tier: Annotated[str, typer.Option(help="basic, premium or enterprise")] = "basic",
+    tier: TierOption = "basic",
     registration: RegistrationOption = "closed",
 ) -> None:
     """Create a tenant and print its id (its first admin: ``recserve token --admin``)."""
-    if tier not in ("basic", "premium", "enterprise"):
-        raise typer.BadParameter("tier must be basic, premium or enterprise", param_hint="--tier")
+    _check_tier(tier)
     _check_registration(registration)
     tenant = run(
         ops.create_tenant(
@@ -105,6 +113,21 @@ def tenant_create(
         )
     )
     print(tenant.id)
+
+
+def _check_tier(tier: str) -> None:
+    if tier not in TIERS:
+        raise typer.BadParameter(f"tier must be one of {', '.join(TIERS)}", param_hint="--tier")
+
+
+@tenant_app.command("set-tier")
+def tenant_set_tier(tenant: TenantOption, tier: TierOption) -> None:
+    """Move the tenant to another tier: its rate limits and quotas (RECSERVE_RATE_LIMIT_TIERS,
+    RECSERVE_TENANT_QUOTAS). Access tokens carry the tier: it applies from the users' next
+    token (sign-in or refresh, at most RECSERVE_ACCESS_TOKEN_MINUTES later)."""
+    _check_tier(tier)
+    found = run(ops.set_tier(get_settings(), domain=tenant, tier=tier))
+    console.print(f"{found.domain}: tier {found.tier}")
 
 
 def _check_registration(mode: str) -> None:
@@ -381,6 +404,24 @@ def status(
 def manifests(check: bool = typer.Option(False, help="Fail if the files are stale.")) -> None:
     """Regenerate cluster/kuberay/*.yaml from serve_config.yaml (the one source of truth)."""
     raise typer.Exit(generate_manifests(["--check"] if check else []))
+
+
+@app.command("schema")
+def schema_command(
+    check: Annotated[
+        bool, typer.Option(help="Fail if the file differs from the live schema.")
+    ] = False,
+    output: Annotated[Path, typer.Option(help="Where the SDL is written.")] = SCHEMA_FILE,
+) -> None:
+    """Write the GraphQL schema's SDL to schema.graphql (the checked-in API contract)."""
+    text = printed_sdl()
+    if check:
+        if not output.exists() or output.read_text() != text:
+            console.print(f"[red]{output} is stale:[/red] run `recserve schema`")
+            raise typer.Exit(1)
+        return
+    output.write_text(text)
+    console.print(f"wrote {output}")
 
 
 @app.command()

@@ -81,6 +81,24 @@ def _container(name: str, cpu: str, memory: str, ports: list[dict[str, Any]]) ->
     }
 
 
+SERVE_PORT = 8000
+# The Serve app's own health (graph_api/observability.py), open without the ops token. The HTTP
+# proxy runs on the head only (serve_config.yaml: proxy_location HeadOnly), so the probes go
+# there. Liveness asks /health/live through the proxy once the app had time to deploy (the first
+# deployment loads every engine); a head whose app stopped answering for two minutes restarts.
+# Readiness stays KubeRay's (GCS and raylet): KubeRay deploys the Serve app only to a Ready head,
+# so a readiness probe on the app would never pass. Traffic readiness is the serve Service's:
+# KubeRay takes the head out of it when its proxy fails, and /health/ready answers 503 through
+# the Ingress when the app is unhealthy (probe it from the load balancer, see README).
+HEAD_LIVENESS: dict[str, Any] = {
+    "httpGet": {"path": "/health/live", "port": SERVE_PORT},
+    "initialDelaySeconds": 300,
+    "periodSeconds": 20,
+    "timeoutSeconds": 5,
+    "failureThreshold": 6,
+}
+
+
 def _pod(container: dict[str, Any]) -> dict[str, Any]:
     # Artifacts are shared by every pod: a ReadWriteMany claim (or set RECSERVE_ARTIFACT_URI to s3).
     volume = {"name": "data", "persistentVolumeClaim": {"claimName": "recserve-artifacts"}}
@@ -91,15 +109,18 @@ HEAD_PORTS = [
     {"name": "gcs", "containerPort": 6379},
     {"name": "dashboard", "containerPort": 8265},
     {"name": "client", "containerPort": 10001},
-    {"name": "serve", "containerPort": 8000},
+    {"name": "serve", "containerPort": SERVE_PORT},
     {"name": "metrics", "containerPort": 8080},
 ]
 
 
 def ray_cluster_spec(
-    workers: int = 2, max_workers: int = 6, dashboard_host: str = "0.0.0.0"
+    workers: int = 2, max_workers: int = 6, dashboard_host: str = "0.0.0.0", serving: bool = False
 ) -> dict[str, Any]:
+    """``serving``: the head runs the Serve app (a RayService), probed through its proxy."""
     head = _container("ray-head", "2", "6Gi", HEAD_PORTS)
+    if serving:
+        head["livenessProbe"] = HEAD_LIVENESS
     worker = _container("ray-worker", "2", "6Gi", [{"name": "metrics", "containerPort": 8080}])
     return {
         "rayVersion": RAY_VERSION,
@@ -134,7 +155,7 @@ def rayservice(path: Path = SERVE_CONFIG) -> dict[str, Any]:
         "metadata": {"name": "recserve", "labels": {"app.kubernetes.io/name": "recserve"}},
         "spec": {
             "serveConfigV2": serve_config_text(path),
-            "rayClusterConfig": ray_cluster_spec(),
+            "rayClusterConfig": ray_cluster_spec(serving=True),
         },
     }
 

@@ -101,6 +101,19 @@ async def set_registration(settings: Settings, *, domain: str, registration: str
         await database.dispose()
 
 
+async def set_tier(settings: Settings, *, domain: str, tier: str) -> Tenant:
+    """Move the tenant to another subscription tier (its rate limits and quotas)."""
+    database = await open_database(settings)
+    try:
+        async with database.session() as session:
+            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+            return await repo.set_tenant_tier(
+                session=session, tenant_id=tenant.id, tier=TenantTier(tier)
+            )
+    finally:
+        await database.dispose()
+
+
 async def set_user_active(settings: Settings, *, domain: str, email: str, active: bool) -> User:
     """(De)activate a user; the running API's cache is told, so their tokens stop at once
     (on the embedded in-process cache, within ``account_state_ttl_seconds``)."""

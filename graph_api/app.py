@@ -1,6 +1,7 @@
 """The FastAPI app: GraphQL at ``/graphql`` (HTTP + both websocket protocols) and ``/health``.
 
-Request bodies are capped at ``settings.max_body_bytes`` before any route sees them.
+Request bodies are capped at ``settings.max_body_bytes`` before any route sees them; browsers
+of ``settings.cors_origins`` (none by default) may call it cross-origin.
 
 ``create_app`` is what ``deployments`` calls on each Serve replica and what tests call
 in-process. Resources passed in belong to the caller; the ones created here are disposed of
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import inspect
 from starlette.requests import HTTPConnection
@@ -28,6 +30,7 @@ from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.metrics import MetricsRecorder
 from graph_api.observability import mount_observability
+from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import RateLimiter, SubscriptionSlots
 from graph_api.recommender import BackgroundWork, Recommender
 from graph_api.result_cache import ResultCache
@@ -94,6 +97,7 @@ def create_app(
         rate_limiter=RateLimiter.from_settings(cache, settings),
         accounts=AccountGuard(cache, database, settings),
         login_throttle=LoginThrottle(cache, settings),
+        quotas=TenantQuotas.from_settings(cache, settings),
         results=ResultCache(cache, ttl=float(settings.cache_default_ttl_seconds)),
         subscriptions=SubscriptionSlots(
             settings.max_subscriptions_per_connection, settings.max_subscriptions_per_user
@@ -114,6 +118,17 @@ def create_app(
     app = FastAPI(title="Recserve", lifespan=_lifespan(services, owned))
     app.state.services = services
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        # Added last, so outermost: refusals (413, 429) carry the headers too, and a preflight
+        # is answered before anything else runs. Tokens travel in a header, never a cookie.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
     app.include_router(router, prefix="/graphql")
 
     mount_observability(app, services)

@@ -28,6 +28,7 @@ from graph_api.auth import Principal, TokenService, bearer_token
 from graph_api.errors import ApiError, Forbidden, Unauthenticated
 from graph_api.loaders import Loaders
 from graph_api.metrics import MetricsRecorder
+from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import Admission, RateLimiter, SubscriptionSlots
 from graph_api.recommender import Recommender
 from graph_api.row_cache import RowCache
@@ -47,6 +48,7 @@ class Services:
     rate_limiter: RateLimiter
     accounts: AccountGuard
     login_throttle: LoginThrottle
+    quotas: TenantQuotas
     results: Any = None  # graph_api.result_cache.ResultCache over ``cache``
     subscriptions: SubscriptionSlots | None = None  # open subscriptions, this replica
 

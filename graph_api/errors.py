@@ -30,6 +30,7 @@ FORBIDDEN = "FORBIDDEN"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 NOT_FOUND = "NOT_FOUND"
 RATE_LIMITED = "RATE_LIMITED"
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 INTERNAL = "INTERNAL"
 # Parse/validation failures (including the depth limit) come from graphql-core with no
 # original error; they are the client's fault and keep their message.
@@ -65,6 +66,12 @@ class ObjectNotFound(ApiError):
 
 class RateLimited(ApiError):
     code = RATE_LIMITED
+
+
+class QuotaExceeded(ApiError):
+    """The tenant's tier allows no more of something (items, recommendations, training runs)."""
+
+    code = QUOTA_EXCEEDED
 
 
 _STORAGE_CODES: list[tuple[type[StorageError], str]] = [

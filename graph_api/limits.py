@@ -16,10 +16,15 @@ user and tenant windows, without one to the client address's window. Every opera
 charged, each one sent over a websocket included; a request that fails parsing, validation or
 the complexity check is charged the base price. A refusal answers HTTP 429 with a
 ``Retry-After`` header and a ``RATE_LIMITED`` GraphQL error carrying ``retryAfter`` (seconds).
+
+Root ``recommendations`` and ``recommendationUpdates`` fields are also charged, at the same
+moment, to the tenant's hourly recommendations quota (``graph_api.quotas``); a refusal there is
+the same 429 with a ``QUOTA_EXCEEDED`` error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -38,7 +43,14 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from graph_api.errors import GRAPHQL_VALIDATION_FAILED, ApiError, RateLimited, final_error
+from graph_api.errors import (
+    GRAPHQL_VALIDATION_FAILED,
+    ApiError,
+    QuotaExceeded,
+    RateLimited,
+    final_error,
+)
+from graph_api.quotas import RECOMMENDATIONS
 
 # Fields priced wherever they appear (they call the engines); other fields cost
 # DEFAULT_FIELD_COST at the root and nothing nested.
@@ -53,6 +65,8 @@ FIELD_COSTS = {
     "modelVersions": 2,  # reads every stored version's metadata
 }
 DEFAULT_FIELD_COST = 1
+# Root fields counted against the tenant's recommendations quota, one each.
+QUOTA_FIELDS = frozenset({"recommendations", "recommendationUpdates"})
 MAX_COMPLEXITY = 20_000
 # field -> (argument path giving its list size, size when the argument is absent); the
 # defaults are the resolvers' defaults, the maxima are enforced by the resolvers.
@@ -119,6 +133,12 @@ def _cost(
             inner_runs = runs * _list_size(field, variables, root)
             total += _cost(field.selection_set.selections, fragments, variables, inner_runs, False)
     return total
+
+
+def quota_uses(operation: OperationDefinitionNode, fragments: Fragments) -> int:
+    """How many root fields of the operation count against the recommendations quota."""
+    fields = _fields(operation.selection_set.selections, fragments)
+    return sum(1 for field in fields if field.name.value in QUOTA_FIELDS)
 
 
 def _argument(field: FieldNode, path: tuple[str, ...], variables: dict[str, Any]) -> Any:
@@ -201,32 +221,48 @@ class RequestLimits(SchemaExtension):
                 maxComplexity=MAX_COMPLEXITY,
             )
         self._charged = True  # refused or admitted, this operation is settled
-        await charge(
-            self.execution_context.context, operation_cost(operation, fragments, variables)
-        )
+        cost = operation_cost(operation, fragments, variables)
+        await charge(self.execution_context.context, cost, quota_uses(operation, fragments))
 
 
 def _refuse(execution: Any, graphql_error: GraphQLError, error: ApiError) -> None:
     """Answer with ``error`` instead of executing (and HTTP 429 for a rate-limit refusal)."""
     execution.result = ExecutionResult(data=None, errors=[graphql_error])
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | QuotaExceeded):
         _answer_429(execution.context, error)
 
 
-async def charge(ctx: Any, cost: int) -> None:
-    """Charge the caller's windows (user + tenant, or client address) for one operation.
+async def charge(ctx: Any, cost: int, recommendations: int = 0) -> None:
+    """Charge the caller's windows (user + tenant, or client address) for one operation, and
+    ``recommendations`` uses to the tenant's quota (both in one round trip of wait).
 
     Every operation pays, so a websocket carrying many operations pays for each; the latest
-    admission is what ``rateLimitStatus`` reports."""
+    admission is what ``rateLimitStatus`` reports. A refusal by the rate limit takes back the
+    quota charge: the operation does not run."""
     limiter = ctx.services.rate_limiter
     principal = ctx.principal
-    if principal is not None:
+    if principal is None:
+        await limiter.admit_ip(getattr(ctx, "client_address", "unknown"), cost)
+        return
+    if not recommendations:
         ctx.admission = await limiter.admit(principal, cost)
         return
-    await limiter.admit_ip(getattr(ctx, "client_address", "unknown"), cost)
+    quotas = ctx.services.quotas
+    admission, quota = await asyncio.gather(
+        limiter.admit(principal, cost),
+        quotas.charge(principal, RECOMMENDATIONS, recommendations),
+        return_exceptions=True,
+    )
+    if isinstance(admission, BaseException):
+        if quota is None:
+            await quotas.refund(principal, RECOMMENDATIONS, recommendations)
+        raise admission
+    ctx.admission = admission
+    if isinstance(quota, BaseException):
+        raise quota
 
 
-def _answer_429(ctx: Any, error: RateLimited) -> None:
+def _answer_429(ctx: Any, error: ApiError) -> None:
     response = getattr(ctx, "response", None)
     if response is not None and hasattr(response, "status_code"):
         response.status_code = 429

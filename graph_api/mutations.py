@@ -29,6 +29,7 @@ from graph_api.inputs import (
     item_fields,
 )
 from graph_api.queries import require_admin
+from graph_api.quotas import TRAINING_RUNS
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
 from graph_api.recommender import ItemContent
 from graph_api.row_cache import row_prefix
@@ -243,11 +244,13 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         fields = item_fields(input)
         if "title" not in fields:
             raise BadUserInput("title is required.")
+        external_id = input.external_id or uuid.uuid4().hex
         async with info.context.session() as session:
+            await info.context.services.quotas.check_items(session, principal, [external_id])
             row = await items_repo.create_item(
                 session=session,
                 tenant_id=principal.tenant_id,
-                external_id=input.external_id or uuid.uuid4().hex,
+                external_id=external_id,
                 **fields,
             )
         await _write_content(info.context, principal, [row])
@@ -293,6 +296,8 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         if len({row["external_id"] for row in rows}) != len(rows):
             raise BadUserInput("externalId values must be unique within one import.")
         async with info.context.session() as session:
+            external_ids = [row["external_id"] for row in rows]
+            await info.context.services.quotas.check_items(session, principal, external_ids)
             ids = await items_repo.bulk_upsert_items(
                 session=session, tenant_id=principal.tenant_id, rows=rows
             )
@@ -374,8 +379,14 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         )
         if unknown:
             raise BadUserInput(f"Unknown algorithms: {', '.join(unknown)}.")
-        job = await info.context.services.recommender.train(
-            tenant_id=str(principal.tenant_id), algorithms=algorithms
-        )
+        quotas = info.context.services.quotas
+        await quotas.charge(principal, TRAINING_RUNS)
+        try:
+            job = await info.context.services.recommender.train(
+                tenant_id=str(principal.tenant_id), algorithms=algorithms
+            )
+        except Exception:
+            await quotas.refund(principal, TRAINING_RUNS)  # nothing was started
+            raise
         await _after_item_change(info.context, principal)
         return TrainingJob.from_job(job)

@@ -16,6 +16,7 @@ from graph_api.training import TrainingQuery
 from graph_api.types import (
     Item,
     PerformanceMetrics,
+    QuotaStatus,
     RateLimitStatus,
     RecommendationResult,
     SimilarItem,
@@ -128,9 +129,21 @@ class Query(TrainingQuery):
 
     @strawberry.field
     async def rate_limit_status(self, info: Info) -> RateLimitStatus:
-        await info.context.authorize()
+        principal = await info.context.authorize()
         admission = info.context.admission
         assert admission is not None  # set by authorize()
+        async with info.context.session() as session:
+            usage = await info.context.services.quotas.usage(session, principal)
+        quotas = [
+            QuotaStatus(
+                name=row.name,
+                used=row.used,
+                limit=row.limit,
+                remaining=row.remaining,
+                resets_at=row.resets_at,
+            )
+            for row in usage
+        ]
         return RateLimitStatus(
             limit=admission.limits.per_user,
             remaining=admission.user.remaining,
@@ -138,6 +151,7 @@ class Query(TrainingQuery):
             window_seconds=admission.window_seconds,
             tenant_limit=admission.limits.per_tenant,
             tenant_remaining=admission.tenant.remaining,
+            quotas=quotas,
         )
 
     @strawberry.field

@@ -84,3 +84,9 @@ def build_schema(metrics: MetricsRecorder, *, introspection: bool = True) -> str
             *hidden,
         ],
     )
+
+
+def printed_sdl() -> str:
+    """The schema in SDL, as checked in at the repository root in ``schema.graphql``
+    (``recserve schema`` rewrites it; a test compares the two)."""
+    return build_schema(MetricsRecorder()).as_str() + "\n"

@@ -277,6 +277,20 @@ class ModelVersion:
 
 
 @strawberry.type
+class QuotaStatus:
+    name: str = strawberry.field(
+        description="items (active catalogue items), recommendations (per clock hour) or "
+        "trainingRuns (trainModel calls per UTC day)."
+    )
+    used: int
+    limit: int
+    remaining: int
+    resets_at: datetime | None = strawberry.field(
+        description="When the period's count starts again; null for items."
+    )
+
+
+@strawberry.type
 class RateLimitStatus:
     limit: int
     remaining: int
@@ -284,6 +298,9 @@ class RateLimitStatus:
     window_seconds: int
     tenant_limit: int
     tenant_remaining: int
+    quotas: list[QuotaStatus] = strawberry.field(
+        description="The tenant's quotas for its subscription tier."
+    )
 
 
 @strawberry.type

@@ -56,6 +56,9 @@ def is_secret_setting(name: str, value: str) -> bool:
     return any(word in name.upper() for word in _SECRET_WORDS)
 
 
+QUOTA_NAMES = frozenset({"max_items", "recommendations_per_hour", "training_runs_per_day"})
+
+
 class UnsafeSettingsError(Exception):
     """Raised when a production deployment would run with a development-only default."""
 
@@ -105,6 +108,27 @@ class Settings(BaseSettings):
         "enterprise": {"per_user": 6_000, "per_tenant": 60_000},
     }
 
+    # Quotas per tier (graph_api.quotas): active catalogue items, ``recommendations`` fields per
+    # clock hour and ``trainModel`` calls per UTC day, per tenant; a tier left out gets the
+    # smallest figures. ``rate_limit_tiers`` paces requests, these cap what a tier may use.
+    tenant_quotas: dict[str, dict[str, int]] = {
+        "basic": {
+            "max_items": 100_000,
+            "recommendations_per_hour": 50_000,
+            "training_runs_per_day": 24,
+        },
+        "premium": {
+            "max_items": 1_000_000,
+            "recommendations_per_hour": 500_000,
+            "training_runs_per_day": 96,
+        },
+        "enterprise": {
+            "max_items": 10_000_000,
+            "recommendations_per_hour": 5_000_000,
+            "training_runs_per_day": 480,
+        },
+    }
+
     # Memory one training run may use (GiB) when planning each engine's fit (training.limits):
     # an engine that would need more is scaled down or skipped. None: half of the machine.
     train_memory_gb: float | None = Field(default=None, gt=0)
@@ -118,6 +142,10 @@ class Settings(BaseSettings):
     # believed; empty: the socket peer is the client (a client's own header is ignored).
     # (``RECSERVE_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1``: comma-separated, or a JSON list.)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Browser origins allowed to call the API cross-origin (CORS), comma-separated or a JSON
+    # list (``https://shop.example,https://admin.shop.example``; ``*`` allows any). Empty: no
+    # CORS headers, so browsers refuse cross-origin calls.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Open subscriptions (websocket operations that stream) per connection and per user, on
     # one replica; one more is refused with RATE_LIMITED.
     max_subscriptions_per_connection: int = Field(default=10, gt=0)
@@ -165,13 +193,25 @@ class Settings(BaseSettings):
             return self.graphql_introspection
         return self.env != "production"
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
-    def _proxy_list(cls, value: Any) -> Any:
+    def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             value = json.loads(text) if text.startswith("[") else text.split(",")
         return [str(entry).strip() for entry in value or () if str(entry).strip()]
+
+    @field_validator("tenant_quotas")
+    @classmethod
+    def _quotas_are_complete(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        # A tier missing a figure would otherwise fail on a tenant's first request.
+        for tier, figures in value.items():
+            missing = QUOTA_NAMES - set(figures)
+            if missing or any(int(figures[name]) < 0 for name in QUOTA_NAMES):
+                raise ValueError(f"tier {tier!r} needs {sorted(QUOTA_NAMES)} as numbers >= 0")
+        if not value:
+            raise ValueError("at least one tier is needed")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

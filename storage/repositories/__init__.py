@@ -26,6 +26,7 @@ from storage.repositories.interactions import (
 from storage.repositories.items import (
     bulk_upsert_items,
     catalogue_items,
+    count_items,
     create_item,
     delete_item,
     get_item,
@@ -51,6 +52,7 @@ from storage.repositories.tenants import (
     list_tenants,
     set_tenant_active,
     set_tenant_registration,
+    set_tenant_tier,
 )
 from storage.repositories.users import (
     NO_PASSWORD,
@@ -76,6 +78,7 @@ __all__ = [
     "catalogue_items",
     "count_interacting_users",
     "count_interactions",
+    "count_items",
     "create_item",
     "create_tenant",
     "create_user",
@@ -105,6 +108,7 @@ __all__ = [
     "record_interaction",
     "set_tenant_active",
     "set_tenant_registration",
+    "set_tenant_tier",
     "set_user_active",
     "update_item",
     "users_by_ids",

@@ -83,10 +83,15 @@ def table_of(model: Any) -> Table:
 
 
 async def ids_by_key(
-    session: AsyncSession, model: Any, key: str, tenant_id: uuid.UUID, keys: Iterable[str]
+    session: AsyncSession,
+    model: Any,
+    key: str,
+    tenant_id: uuid.UUID,
+    keys: Iterable[str],
+    *conditions: Any,
 ) -> dict[str, uuid.UUID]:
     """``{key value: id}`` of the tenant's rows of ``model`` whose column ``key`` is one of
-    ``keys`` (unknown ones are left out).
+    ``keys`` (unknown ones are left out) and that meet ``conditions``.
 
     On PostgreSQL the keys go as one array joined with ``unnest``: a 1000-value ``IN`` list
     against a freshly loaded, not yet analysed table was planned as a scan of every row of
@@ -101,11 +106,13 @@ async def ids_by_key(
                 func.unnest(cast(batch, ARRAY(String()))).table_valued("value").render_derived()
             )
             query = select(column, model.id).join(wanted, column == wanted.c.value)
-            query = query.where(model.tenant_id == tenant_id)
+            query = query.where(model.tenant_id == tenant_id, *conditions)
             found.update((await session.execute(query)).tuples().all())
         return found
     for batch in chunks(unique, 1000):
-        query = select(column, model.id).where(model.tenant_id == tenant_id, column.in_(batch))
+        query = select(column, model.id).where(
+            model.tenant_id == tenant_id, column.in_(batch), *conditions
+        )
         found.update((await session.execute(query)).tuples().all())
     return found
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import InvalidData
@@ -230,11 +230,23 @@ async def newest_items(
 
 
 async def item_ids_by_external_ids(
-    *, session: AsyncSession, tenant_id: uuid.UUID, external_ids: Iterable[str]
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    external_ids: Iterable[str],
+    active_only: bool = False,
 ) -> dict[str, uuid.UUID]:
     """``{external_id: id}`` for those of ``external_ids`` the tenant has, deleted ones too
-    (history may point at an item that left the catalogue); unknown ids are left out."""
-    return await ids_by_key(session, Item, "external_id", tenant_id, external_ids)
+    (history may point at an item that left the catalogue) unless ``active_only``; unknown ids
+    are left out."""
+    conditions = [Item.is_active.is_(True)] if active_only else []
+    return await ids_by_key(session, Item, "external_id", tenant_id, external_ids, *conditions)
+
+
+async def count_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """The tenant's active items (its catalogue size)."""
+    query = select(func.count()).select_from(Item).where(*_visible(tenant_id, False))
+    return int(await session.scalar(query) or 0)
 
 
 async def catalogue_items(*, session: AsyncSession, tenant_id: uuid.UUID) -> Sequence[Item]:

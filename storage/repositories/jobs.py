@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import JobStatus, JobTrigger, Tenant, TrainingJobRecord, utcnow
+from storage.models import JobStatus, JobTrigger, TrainingJobRecord, utcnow
 from storage.repositories._common import check_page, savepoint
+from storage.repositories.tenants import lock_tenant
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
@@ -36,12 +37,6 @@ class Claim:
 def _overlap(first: Sequence[str], second: Sequence[str]) -> bool:
     """Jobs overlap when they share an algorithm; an empty list stands for all of them."""
     return not first or not second or bool(set(first) & set(second))
-
-
-async def _lock_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
-    await session.execute(
-        update(Tenant).where(Tenant.id == tenant_id).values(is_active=Tenant.is_active)
-    )
 
 
 async def active_jobs(
@@ -79,7 +74,7 @@ async def claim_job(
     Commit right after: the tenant's row stays locked until then."""
     now = now or utcnow()
     wanted = list(algorithms or [])
-    await _lock_tenant(session, tenant_id)
+    await lock_tenant(session=session, tenant_id=tenant_id)
     for job in await active_jobs(
         session=session, tenant_id=tenant_id, stale_after=stale_after, now=now
     ):

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Registration, Tenant, TenantTier
@@ -80,3 +80,22 @@ async def set_tenant_registration(
     tenant.registration = Registration(registration)
     await session.flush()
     return tenant
+
+
+async def set_tenant_tier(
+    *, session: AsyncSession, tenant_id: uuid.UUID, tier: TenantTier | str
+) -> Tenant:
+    """Move the tenant to another subscription tier (its rate limits and quotas)."""
+    tenant = await get_tenant(session=session, tenant_id=tenant_id)
+    tenant.tier = TenantTier(tier)
+    await session.flush()
+    return tenant
+
+
+async def lock_tenant(*, session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Serialise writers of one tenant until the transaction ends: a no-op write on its row
+    takes PostgreSQL's row lock and SQLite's write lock (a check-then-insert, such as a quota
+    or the one-job rule, then sees every earlier writer's rows)."""
+    await session.execute(
+        update(Tenant).where(Tenant.id == tenant_id).values(is_active=Tenant.is_active)
+    )

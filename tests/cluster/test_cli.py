@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cluster.cli import app
 from graph_api.auth import TokenService
+from graph_api.schema import printed_sdl
 from storage import repositories as repo
 from storage.db import Database
 from storage.settings import Settings, get_settings
@@ -215,3 +216,27 @@ def _counts(data_dir: Path, domain: str) -> tuple[int, int]:
             await database.dispose()
 
     return asyncio.run(count())
+
+
+def test_the_operator_moves_a_tenant_to_another_tier(data_dir: Path) -> None:
+    assert invoke("tenant", "create", "--domain", "grow.example")[0] == 0
+    assert _tenant(data_dir, "grow.example")[0].tier == "basic"
+    code, out = invoke("tenant", "set-tier", "--tenant", "grow.example", "--tier", "enterprise")
+    assert code == 0 and "tier enterprise" in out, out
+    assert _tenant(data_dir, "grow.example")[0].tier == "enterprise"
+    code, out = invoke("token", "--tenant", "grow.example", "--email", "ops@grow.example")
+    assert TokenService(Settings(data_dir=data_dir)).verify(out.strip()).tier == "enterprise"
+    assert invoke("tenant", "set-tier", "--tenant", "grow.example", "--tier", "gold")[0] == 2
+    code, out = invoke("tenant", "set-tier", "--tenant", "none.example", "--tier", "premium")
+    assert code == 1 and "not found" in out
+
+
+def test_schema_writes_the_sdl_and_check_finds_a_stale_file(tmp_path: Path) -> None:
+    target = tmp_path / "schema.graphql"
+    code, out = invoke("schema", "--output", str(target))
+    assert code == 0, out
+    assert target.read_text() == printed_sdl()
+    assert invoke("schema", "--check", "--output", str(target))[0] == 0
+    target.write_text(target.read_text().replace("type Query", "type Querry"))
+    code, out = invoke("schema", "--check", "--output", str(target))
+    assert code == 1 and "recserve schema" in out

@@ -166,3 +166,118 @@ def test_dockerfile_builds_on_the_official_ray_image() -> None:
     assert "FROM rayproject/ray:2.60.0-py311" in text
     for package in ("storage", "training", "graph_api", "deployments", "cluster"):
         assert f"COPY --chown=ray:users {package} " in text
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", text)
+    lines = [line.strip() for line in joined.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_is_multi_stage_non_root_and_health_checked() -> None:
+    steps = _instructions((ROOT / "cluster" / "Dockerfile").read_text())
+    stages = [args for op, args in steps if op == "FROM"]
+    assert len(stages) >= 2 and " AS " in stages[0].upper()
+    build = stages[0].split()[-1]
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    assert any(op == "COPY" and f"--from={build}" in args for op, args in final)
+    # The source tree stays in the build stage.
+    assert not any(op == "COPY" and args.split()[-2:-1] == ["storage"] for op, args in final)
+    users = [args for op, args in final if op == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    [check] = [args for op, args in final if op == "HEALTHCHECK"]
+    assert "http://127.0.0.1:8000/health/live" in check  # open path: no token in the image
+
+
+def _head(document: dict[str, Any]) -> dict[str, Any]:
+    cluster = document["spec"].get("rayClusterConfig") or document["spec"]
+    return cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+
+
+def test_the_serving_head_is_probed_on_the_apps_open_health_path() -> None:
+    service = documents(manifests.RAYSERVICE)[0]
+    head = _head(service)
+    probe = head["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/health/live" and "httpHeaders" not in probe
+    serve_port = next(p["containerPort"] for p in head["ports"] if p["name"] == "serve")
+    serve_config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    assert probe["port"] == serve_port == serve_config["http_options"]["port"]
+    # The HTTP proxy is on the head only: that is where the app answers.
+    assert serve_config["proxy_location"] == "HeadOnly"
+    # The app needs minutes to deploy every engine: no restart before that.
+    assert head["livenessProbe"]["initialDelaySeconds"] >= 120
+    # KubeRay deploys the app to a Ready head only: readiness must not wait for the app.
+    assert "readinessProbe" not in head
+    # The development cluster may run no app at all.
+    assert "livenessProbe" not in _head(documents(manifests.RAYCLUSTER)[0])
+
+
+def test_the_ingress_terminates_tls_in_front_of_the_serve_service() -> None:
+    [ingress] = documents(ROOT / "cluster" / "k8s" / "ingress.yaml")
+    assert (ingress["apiVersion"], ingress["kind"]) == ("networking.k8s.io/v1", "Ingress")
+    [tls] = ingress["spec"]["tls"]
+    assert tls["secretName"]
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] in tls["hosts"]
+    [path] = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    backend = path["backend"]["service"]
+    # KubeRay names the serve Service after the RayService.
+    service = documents(manifests.RAYSERVICE)[0]
+    assert backend["name"] == f"{service['metadata']['name']}-serve-svc"
+    assert backend["port"]["number"] == manifests.SERVE_PORT
+
+
+ALERTMANAGER = ROOT / "cluster" / "prometheus" / "alertmanager.yml"
+MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!=|=)\s*"(.*)"\s*$')
+
+
+def _matches(matchers: list[str], labels: dict[str, str]) -> bool:
+    for matcher in matchers:
+        name, operator, value = MATCHER.match(matcher).groups()
+        actual = labels.get(name, "")
+        hit = re.fullmatch(value, actual) is not None if operator == "=~" else actual == value
+        if hit == (operator == "!="):
+            return False
+    return True
+
+
+def _receiver(route: dict[str, Any], labels: dict[str, str]) -> str:
+    """Alertmanager's routing: the first matching child route, depth first, else the parent."""
+    for child in route.get("routes", []):
+        if _matches(child.get("matchers", []), labels):
+            return _receiver(child, labels)
+    return route["receiver"]
+
+
+def test_every_alert_rule_is_routed_by_its_severity() -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    rules = yaml.safe_load((ROOT / "cluster" / "prometheus" / "alerts.yml").read_text())
+    routed = {}
+    for rule in (rule for group in rules["groups"] for rule in group["rules"]):
+        severity = rule["labels"]["severity"]
+        receiver = _receiver(config["route"], {"alertname": rule["alert"], **rule["labels"]})
+        assert receiver in receivers, (rule["alert"], receiver)
+        routed.setdefault(severity, set()).add(receiver)
+    assert set(routed) == {"critical", "warning", "info"}
+    assert all(len(names) == 1 for names in routed.values())  # one place per severity
+    [paging] = routed["critical"]
+    assert "pagerduty_configs" in receivers[paging]
+    assert routed["critical"] != routed["info"]
+    # Credentials come from mounted files, never from this file.
+    text = ALERTMANAGER.read_text()
+    assert "_file:" in text and "hooks.slack.com" not in text and "routing_key:" not in text
+    scrape = yaml.safe_load((ROOT / "cluster" / "prometheus" / "prometheus.yml").read_text())
+    [manager] = scrape["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+
+
+def test_the_routing_check_sees_an_unrouted_severity() -> None:
+    route = yaml.safe_load(ALERTMANAGER.read_text())["route"]
+    assert _receiver(route, {"severity": "critical"}) != _receiver(route, {"severity": "bogus"})

@@ -212,3 +212,43 @@ async def test_application_json_keeps_its_behaviour(api: Api) -> None:
         assert response.status_code == 200, accept
         assert response.headers["content-type"].startswith("application/json")
         assert response.json()["data"] is None
+
+
+def _preflight(origin: str) -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+
+
+async def test_cors_allows_the_configured_origins_only(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, cors_origins="https://shop.example, https://admin.shop.example"
+    )
+    assert settings.cors_origins == ["https://shop.example", "https://admin.shop.example"]
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/cors.db", settings) as api:
+        allowed = await api.client.options("/graphql", headers=_preflight("https://shop.example"))
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        assert "POST" in allowed.headers["access-control-allow-methods"]
+        refused = await api.client.options("/graphql", headers=_preflight("https://evil.example"))
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+        answer = await api.client.post(
+            "/graphql",
+            json={"query": "{ __typename }"},
+            headers={"Origin": "https://admin.shop.example"},
+        )
+        assert answer.headers["access-control-allow-origin"] == "https://admin.shop.example"
+
+
+async def test_cors_is_off_by_default(api: Api) -> None:
+    assert api.settings.cors_origins == []
+    preflight = await api.client.options("/graphql", headers=_preflight("https://shop.example"))
+    assert "access-control-allow-origin" not in preflight.headers
+    answer = await api.client.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"Origin": "https://shop.example"}
+    )
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers

@@ -386,3 +386,32 @@ async def test_average_and_bulk_ratings(session: AsyncSession) -> None:
             tenant_id=tenant.id,
             rows=[{"user_id": users[0].id, "item_id": rated.id, "rating": 9}],
         )
+
+
+async def test_catalogue_size_and_active_ids_for_the_item_quota(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    other = await make_tenant(session)
+    kept = await make_item(session, tenant)
+    gone = await make_item(session, tenant)
+    await make_item(session, other)
+    await repo.delete_item(session=session, tenant_id=tenant.id, item_id=gone.id)
+    assert await repo.count_items(session=session, tenant_id=tenant.id) == 1
+    wanted = [kept.external_id, gone.external_id, "unknown"]
+    active = await repo.item_ids_by_external_ids(
+        session=session, tenant_id=tenant.id, external_ids=wanted, active_only=True
+    )
+    assert active == {kept.external_id: kept.id}
+    every = await repo.item_ids_by_external_ids(
+        session=session, tenant_id=tenant.id, external_ids=wanted
+    )
+    assert set(every) == {kept.external_id, gone.external_id}
+
+
+async def test_set_tenant_tier(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    await repo.set_tenant_tier(session=session, tenant_id=tenant.id, tier="enterprise")
+    assert (
+        await repo.get_tenant(session=session, tenant_id=tenant.id)
+    ).tier is TenantTier.ENTERPRISE
+    with pytest.raises(ValueError):
+        await repo.set_tenant_tier(session=session, tenant_id=tenant.id, tier="gold")
