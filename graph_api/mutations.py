@@ -10,7 +10,7 @@ import logging
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -25,6 +25,7 @@ from graph_api.inputs import (
     InteractionInput,
     ItemInput,
     ItemUpdateInput,
+    RatingInput,
     check_rating,
     item_fields,
 )
@@ -48,6 +49,7 @@ INTERACTION_TYPES = frozenset(
 # rather than user by user (one prefix delete instead of thousands).
 USER_DROPS = 100
 FUTURE_SLACK = timedelta(minutes=5)  # clocks differ; an event much later than now is a mistake
+LEGACY_RATING = "Use rateItem(input: {itemId, rating})."
 logger = logging.getLogger(__name__)
 
 
@@ -124,6 +126,20 @@ def _interaction_row_error(entry: InteractionImportInput, now: datetime) -> str 
     if _utc(entry.occurred_at) > now + FUTURE_SLACK:
         return "occurredAt must not be in the future."
     return None
+
+
+def _rating_input(
+    input: RatingInput | None, item_id: uuid.UUID | None, rating: float | None
+) -> RatingInput:
+    """rateItem's one form: the input object, or the deprecated (itemId, rating) pair."""
+    legacy = item_id is not None or rating is not None
+    if input is not None and legacy:
+        raise BadUserInput("Pass either input or itemId and rating, not both.")
+    if input is not None:
+        return input
+    if item_id is None or rating is None:
+        raise BadUserInput("rateItem needs input (or the deprecated itemId and rating).")
+    return RatingInput(item_id=item_id, rating=rating)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -213,26 +229,44 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         await _after_user_write(info.context, principal, event)
         return Interaction.from_row(row)
 
-    @strawberry.mutation
-    async def rate_item(self, info: Info, item_id: uuid.UUID, rating: float) -> Rating:
+    @strawberry.mutation(
+        description="Set the caller's rating of an item: pass input (itemId and rating are "
+        "the deprecated form). Exactly one form."
+    )
+    async def rate_item(
+        self,
+        info: Info,
+        input: RatingInput | None = None,
+        item_id: Annotated[
+            uuid.UUID | None, strawberry.argument(deprecation_reason=LEGACY_RATING)
+        ] = None,
+        rating: Annotated[
+            float | None, strawberry.argument(deprecation_reason=LEGACY_RATING)
+        ] = None,
+    ) -> Rating:
         principal = await info.context.authorize()
-        value = check_rating(rating)
-        if await info.context.loaders.items.load(item_id) is None:
+        entry = _rating_input(input, item_id, rating)
+        value = check_rating(entry.rating)
+        rated_at = _utc(entry.rated_at) if entry.rated_at is not None else datetime.now(UTC)
+        if rated_at > datetime.now(UTC) + FUTURE_SLACK:
+            raise BadUserInput("ratedAt must not be in the future.")
+        if await info.context.loaders.items.load(entry.item_id) is None:
             raise ObjectNotFound("Item not found.")
         async with info.context.session() as session:
             row = await ratings_repo.rate_item(
                 session=session,
                 tenant_id=principal.tenant_id,
                 user_id=principal.user_id,
-                item_id=item_id,
+                item_id=entry.item_id,
                 rating=value,
+                rated_at=rated_at,
             )
         event = {
             "kind": "rating",
             "user_id": str(principal.user_id),
-            "item_id": str(item_id),
+            "item_id": str(entry.item_id),
             "value": value,
-            "at": datetime.now(UTC).isoformat(),
+            "at": rated_at.isoformat(),
         }
         await _after_user_write(info.context, principal, event)
         return Rating.from_row(row)
