@@ -29,12 +29,13 @@ from graph_api.inputs import (
     check_rating,
     item_fields,
 )
+from graph_api.preferences import Preferences, PreferencesInput, updated
 from graph_api.queries import require_admin
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
 from graph_api.recommender import ItemContent
-from graph_api.row_cache import row_prefix
+from graph_api.row_cache import row_key, row_prefix
 from graph_api.training import TrainingMutation
-from graph_api.types import Interaction, Item, Rating, TrainingJob
+from graph_api.types import Interaction, Item, Rating, TrainingJob, User
 from storage.cache.base import tenant_key
 from storage.errors import Unavailable
 from storage.repositories import interactions as interactions_repo
@@ -66,6 +67,18 @@ async def _after_user_write(
         await ctx.services.cache.publish(events_channel(principal.tenant_id), event)
     except Unavailable as error:  # the write is committed; live listeners miss this one event
         logger.warning("event not published, cache unavailable: %s", error)
+
+
+async def _after_preferences_change(ctx: RequestContext, principal: Principal) -> None:
+    """The user's cached lists were filtered by the old preferences, and the recommendation
+    step reads them from the user's cached row: both go now, not at their TTL."""
+    await ctx.services.results.drop_prefix(
+        user_cache_prefix(principal.tenant_id, principal.user_id)
+    )
+    try:
+        await ctx.services.cache.delete(row_key(principal.tenant_id, "user", principal.user_id))
+    except Unavailable as error:  # the row cache is skipped while the cache is down anyway
+        logger.warning("user row not dropped, cache unavailable: %s", error)
 
 
 async def _after_item_change(ctx: RequestContext, principal: Principal) -> None:
@@ -270,6 +283,25 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         }
         await _after_user_write(info.context, principal, event)
         return Rating.from_row(row)
+
+    @strawberry.mutation(
+        description="Change the caller's preferences; the next recommendations follow them."
+    )
+    async def update_preferences(self, info: Info, input: PreferencesInput) -> User:
+        principal = await info.context.authorize()
+        async with info.context.session() as session:
+            row = await users_repo.get_user(
+                session=session, tenant_id=principal.tenant_id, user_id=principal.user_id
+            )
+            preferences = updated(Preferences.from_stored(row.preferences), input)
+            row = await users_repo.set_preferences(
+                session=session,
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                preferences=preferences.stored(),
+            )
+        await _after_preferences_change(info.context, principal)
+        return User.from_row(row)
 
     @strawberry.mutation
     async def create_item(self, info: Info, input: ItemInput) -> Item:
