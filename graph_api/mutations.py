@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -51,11 +52,17 @@ INTERACTION_TYPES = frozenset(
 USER_DROPS = 100
 FUTURE_SLACK = timedelta(minutes=5)  # clocks differ; an event much later than now is a mistake
 LEGACY_RATING = "Use rateItem(input: {itemId, rating})."
+ITEM_CREATED, ITEM_UPDATED, ITEM_DELETED = "created", "updated", "deleted"
 logger = logging.getLogger(__name__)
 
 
 def events_channel(tenant_id: uuid.UUID) -> str:
     return tenant_key(tenant_id, "events")
+
+
+def items_channel(tenant_id: uuid.UUID) -> str:
+    """Where item writes are announced: ``{"kind": "item", "change": ITEM_CREATED | ...}``."""
+    return tenant_key(tenant_id, "items")
 
 
 async def _after_user_write(
@@ -81,11 +88,23 @@ async def _after_preferences_change(ctx: RequestContext, principal: Principal) -
         logger.warning("user row not dropped, cache unavailable: %s", error)
 
 
-async def _after_item_change(ctx: RequestContext, principal: Principal) -> None:
-    """An item changed: every cached result of the tenant may show or rank it wrongly, and the
-    cached item rows may be stale."""
+async def _after_item_change(
+    ctx: RequestContext,
+    principal: Principal,
+    changes: Sequence[tuple[str, uuid.UUID]] = (),
+) -> None:
+    """Items changed: every cached result of the tenant may show or rank them wrongly, and the
+    cached item rows may be stale; then each ``(change, item id)`` is announced on the tenant's
+    items channel (after the drops, so a listener reads fresh rows and lists)."""
     await ctx.services.results.drop_prefix(tenant_cache_prefix(principal.tenant_id))
     await ctx.services.results.drop_prefix(row_prefix(principal.tenant_id, "item"))
+    at = datetime.now(UTC).isoformat()
+    try:
+        for change, item_id in changes:
+            event = {"kind": "item", "change": change, "item_id": str(item_id), "at": at}
+            await ctx.services.cache.publish(items_channel(principal.tenant_id), event)
+    except Unavailable as error:  # the items are committed; live listeners miss these events
+        logger.warning("item events not published, cache unavailable: %s", error)
 
 
 async def _write_content(ctx: RequestContext, principal: Principal, items: list[Any]) -> None:
@@ -317,7 +336,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
                 **fields,
             )
         await _write_content(info.context, principal, [row])
-        await _after_item_change(info.context, principal)
+        await _after_item_change(info.context, principal, [(ITEM_CREATED, row.id)])
         return Item.from_row(row)
 
     @strawberry.mutation
@@ -331,7 +350,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
                 session=session, tenant_id=principal.tenant_id, item_id=id, **fields
             )
         await _write_content(info.context, principal, [row])
-        await _after_item_change(info.context, principal)
+        await _after_item_change(info.context, principal, [(ITEM_UPDATED, row.id)])
         return Item.from_row(row)
 
     @strawberry.mutation
@@ -342,7 +361,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         await info.context.services.recommender.items_deleted(
             tenant_id=str(principal.tenant_id), item_ids=[str(id)]
         )
-        await _after_item_change(info.context, principal)
+        await _after_item_change(info.context, principal, [(ITEM_DELETED, id)])
         return True
 
     @strawberry.mutation
@@ -359,6 +378,11 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         if len({row["external_id"] for row in rows}) != len(rows):
             raise BadUserInput("externalId values must be unique within one import.")
         async with info.context.session() as session:
+            existing = await items_repo.item_ids_by_external_ids(
+                session=session,
+                tenant_id=principal.tenant_id,
+                external_ids=[row["external_id"] for row in rows],
+            )
             ids = await items_repo.bulk_upsert_items(
                 session=session, tenant_id=principal.tenant_id, rows=rows
             )
@@ -376,7 +400,11 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
                 for row in rows
             ],
         )
-        await _after_item_change(info.context, principal)
+        changes = [
+            (ITEM_UPDATED if key in existing else ITEM_CREATED, item_id)
+            for key, item_id in ids.items()
+        ]
+        await _after_item_change(info.context, principal, changes)
         return ImportResult(imported=len(ids), item_ids=[ids[row["external_id"]] for row in rows])
 
     @strawberry.mutation(
