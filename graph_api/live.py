@@ -125,3 +125,13 @@ class ItemUpdate:
     item_id: uuid.UUID
     item: Item | None = strawberry.field(description="The item as it is now; null once deleted.")
     occurred_at: datetime | None
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any], item_id: uuid.UUID, row: Any) -> ItemUpdate:
+        at = event.get("at")
+        return cls(
+            change=ItemChange(event["change"]),
+            item_id=item_id,
+            item=Item.from_row(row) if row is not None else None,
+            occurred_at=datetime.fromisoformat(at) if isinstance(at, str) else None,
+        )
