@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from deployments.scoring import make_filter
 from deployments.vector_similar import VectorSimilar
 from graph_api.recommender import ItemContent, RecommendationRequest
 from storage import repositories as repo
@@ -99,14 +100,20 @@ class ColdSource:
             k,
             exclude=request.exclude_item_ids,
             categories=request.categories,
+            exclude_categories=request.exclude_categories,
         )
         if content:
             answered[CONTENT] = content
         skip = {*history, *request.exclude_item_ids}
+        ranked = [entry for entry in await self._popular(request.tenant_id) if entry[0] not in skip]
+        by_category = make_filter(
+            request.categories or None, exclude_categories=request.exclude_categories
+        )
+        wanted = by_category.category_mask([c for _, _, c in ranked]) if by_category else None
         popular = [
             (item, score)
-            for item, score, category in await self._popular(request.tenant_id)
-            if item not in skip and (not request.categories or category in request.categories)
+            for position, (item, score, _) in enumerate(ranked)
+            if wanted is None or wanted[position]
         ]
         if popular:
             answered[POPULAR] = popular[:k]
@@ -187,6 +194,7 @@ class ColdSource:
             slots,
             exclude=[*request.exclude_item_ids, *listed],
             categories=request.categories,
+            exclude_categories=request.exclude_categories,
             fresh_only=True,
         )
         return list(found or [])[:slots]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -136,12 +136,35 @@ class RecommendationCore:
             "recommend", context=extract(request.trace), attributes={"algorithm": label}
         ):
             try:
-                response = await self._recommend(request)
+                response = await self._recommend_with_preferences(request)
                 status = "degraded" if response.engines_failed else "ok"
                 return response
             finally:
                 elapsed = time.perf_counter() - started
                 meters.recommendation(label, request.tenant_id, status, elapsed)
+
+    async def _recommend_with_preferences(
+        self, request: RecommendationRequest
+    ) -> RecommendationResponse:
+        """A user with no history starts from their favourite categories: the step restricted
+        to them first, then the unrestricted list fills the rest (both through every filter)."""
+        preferred = request.preferred_categories
+        if request.categories:  # the request's own filter narrows the favourites
+            preferred = tuple(c for c in preferred if c in request.categories)
+        plain = replace(request, preferred_categories=())
+        if request.history or not preferred:
+            return await self._recommend(plain)
+        first = await self._recommend(replace(plain, categories=preferred))
+        rest = await self._recommend(plain)
+        listed = {item.item_id for item in first.items}
+        items = [*first.items, *(item for item in rest.items if item.item_id not in listed)]
+        return RecommendationResponse(
+            items=items[: request.k],
+            algorithm=request.algorithm,
+            engines_used=list(dict.fromkeys([*first.engines_used, *rest.engines_used])),
+            engines_failed=list(dict.fromkeys([*first.engines_failed, *rest.engines_failed])),
+            model_version=first.model_version or rest.model_version,
+        )
 
     async def _recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         if not self.catalog.knows(request.algorithm):
@@ -219,7 +242,11 @@ class RecommendationCore:
             user_id=request.user_id,
             k=depth,
             exclude_seen=True,
-            filter=make_filter(request.categories, request.exclude_item_ids),
+            filter=make_filter(
+                request.categories,
+                request.exclude_item_ids,
+                exclude_categories=request.exclude_categories,
+            ),
             history=request.history,
         )
 
@@ -259,6 +286,7 @@ class RecommendationCore:
                 k,
                 exclude=request.exclude_item_ids,
                 categories=request.categories,
+                exclude_categories=request.exclude_categories,
             )
             if hits is not None:
                 found[name] = hits

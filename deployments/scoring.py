@@ -55,13 +55,15 @@ def make_filter(
     categories: Sequence[str] | None = None,
     exclude_items: Sequence[str] = (),
     allowed_items: Sequence[str] | None = None,
+    exclude_categories: Sequence[str] = (),
 ) -> RecFilter | None:
-    if categories is None and not exclude_items and allowed_items is None:
+    if categories is None and allowed_items is None and not (exclude_items or exclude_categories):
         return None
     return RecFilter(
         categories=frozenset(categories) if categories is not None else None,
         exclude_items=frozenset(exclude_items),
         allowed_items=frozenset(allowed_items) if allowed_items is not None else None,
+        exclude_categories=frozenset(exclude_categories),
     )
 
 
@@ -82,8 +84,9 @@ def non_personal_top(model: Recommender, query: EngineQuery) -> Pairs:
     eligible = np.isfinite(scores)
     rec_filter = query.filter
     if rec_filter is not None:
-        if rec_filter.categories is not None:
-            eligible &= np.array([c in rec_filter.categories for c in model.categories], bool)
+        by_category = rec_filter.category_mask(model.categories)
+        if by_category is not None:
+            eligible &= by_category
         if rec_filter.allowed_items is not None:
             eligible &= np.isin(model.item_ids.astype(str), list(rec_filter.allowed_items))
         eligible &= ~np.isin(model.item_ids.astype(str), list(rec_filter.exclude_items))

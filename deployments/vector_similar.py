@@ -25,7 +25,7 @@ import numpy as np
 from graph_api.recommender import ItemContent
 from storage.errors import NotFound, StorageError
 from storage.settings import Settings
-from storage.vectors import VectorStore, create_vector_store
+from storage.vectors import NoneOf, VectorStore, create_vector_store
 from training.algorithms import REGISTRY, similarity_engines
 from training.algorithms.content import TEXT_COLLECTION, TEXT_DIMS, hashed_vectors
 from training.data import ItemInfo
@@ -53,6 +53,17 @@ PROFILE_ITEMS = 20
 STAGE, NEW, TRAINED = "stage", "new", "trained"
 
 Pairs = list[tuple[str, float]]
+
+
+def category_matches(
+    categories: Sequence[str] | None, exclude_categories: Sequence[str]
+) -> dict[str, Any] | None:
+    """The payload filter for a request's wanted and excluded categories (one key, so the
+    wanted ones lose the excluded); None when no category is left to match."""
+    if categories:
+        kept = [c for c in categories if c not in exclude_categories]
+        return {"category": kept} if kept else None
+    return {"category": NoneOf(tuple(exclude_categories))} if exclude_categories else {}
 
 
 class VectorSimilar:
@@ -147,12 +158,13 @@ class VectorSimilar:
         *,
         exclude: Sequence[str] = (),
         categories: Sequence[str] | None = None,
+        exclude_categories: Sequence[str] = (),
         fresh_only: bool = False,
     ) -> Pairs | None:
         """Items nearest to the mean hashed content vector of the user's recent items."""
-        if not self.text_enabled or not history:
+        matches = category_matches(categories, exclude_categories)
+        if not self.text_enabled or not history or matches is None:
             return None
-        matches: dict[str, Any] = {"category": list(categories)} if categories else {}
         if fresh_only:
             matches[STAGE] = NEW
         found = await self._nearest(TEXT, tenant_id, history, k, exclude, matches or None)
@@ -184,13 +196,14 @@ class VectorSimilar:
         *,
         exclude: Sequence[str] = (),
         categories: Sequence[str] | None = None,
+        exclude_categories: Sequence[str] = (),
     ) -> list[tuple[str, float]] | None:
         """The content engine's answer from the vector store: items nearest to the mean of the
         user's recent items' content vectors. None when there is no store or no profile."""
-        if not self.enabled or not history:
+        matches = category_matches(categories, exclude_categories)
+        if not self.enabled or not history or matches is None:
             return None
-        matches = {"category": list(categories)} if categories else None
-        return await self._nearest(CONTENT, tenant_id, history, k, exclude, matches)
+        return await self._nearest(CONTENT, tenant_id, history, k, exclude, matches or None)
 
     async def _nearest(
         self,

@@ -43,6 +43,17 @@ class InteractionInput:
 
 
 @strawberry.input
+class RatingInput:
+    item_id: uuid.UUID
+    rating: float = strawberry.field(description="0.5 to 5 in steps of 0.5.")
+    rated_at: datetime | None = strawberry.field(
+        default=None,
+        description="When the user rated it (no offset means UTC; default: now), e.g. from an "
+        "offline client; not in the future.",
+    )
+
+
+@strawberry.input
 class InteractionImportInput:
     """One past event of any user of the tenant, for an admin's bulk import."""
 

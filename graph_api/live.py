@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -19,7 +20,8 @@ from strawberry.types.unset import UNSET, UnsetType
 from graph_api.auth import Principal
 from graph_api.context import RequestContext
 from graph_api.http import GraphQLOverHTTP
-from graph_api.mutations import events_channel
+from graph_api.mutations import events_channel, items_channel
+from graph_api.types import Item
 from storage.cache.base import Subscription
 
 logger = logging.getLogger(__name__)
@@ -47,11 +49,15 @@ class AuthenticatedGraphQLRouter(GraphQLOverHTTP):
         return UNSET
 
 
-async def subscribe_tenant(context: RequestContext, principal: Principal) -> Subscription:
-    """The tenant's write events and model promotions, listening when this returns."""
-    cache = context.services.cache
-    return await cache.subscribe(
-        events_channel(principal.tenant_id), models_channel(principal.tenant_id)
+async def subscribe_tenant(
+    context: RequestContext, principal: Principal, *, items: bool = False
+) -> Subscription:
+    """The tenant's write events and model promotions (and with ``items``, its item changes),
+    listening when this returns."""
+    tenant = principal.tenant_id
+    channels = [events_channel(tenant), models_channel(tenant)]
+    return await context.services.cache.subscribe(
+        *channels, *([items_channel(tenant)] if items else [])
     )
 
 
@@ -65,6 +71,10 @@ async def drain(subscription: Subscription) -> list[dict[str, Any]]:
 
 def is_write_event(event: Any) -> bool:
     return isinstance(event, dict) and event.get("kind") in {"interaction", "rating"}
+
+
+def is_item_event(event: Any) -> bool:
+    return isinstance(event, dict) and event.get("kind") == "item"
 
 
 def touches_user(event: Any, user_id: uuid.UUID) -> bool:
@@ -96,5 +106,32 @@ class ActivityEvent:
             user_id=uuid.UUID(owner) if visible and owner else None,
             interaction_type=event.get("interaction_type"),
             value=float(event["value"]) if event.get("value") is not None else None,
+            occurred_at=datetime.fromisoformat(at) if isinstance(at, str) else None,
+        )
+
+
+@strawberry.enum
+class ItemChange(Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@strawberry.type
+class ItemUpdate:
+    """An item of the caller's tenant was created, updated or deleted."""
+
+    change: ItemChange
+    item_id: uuid.UUID
+    item: Item | None = strawberry.field(description="The item as it is now; null once deleted.")
+    occurred_at: datetime | None
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any], item_id: uuid.UUID, row: Any) -> ItemUpdate:
+        at = event.get("at")
+        return cls(
+            change=ItemChange(event["change"]),
+            item_id=item_id,
+            item=Item.from_row(row) if row is not None else None,
             occurred_at=datetime.fromisoformat(at) if isinstance(at, str) else None,
         )

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -25,16 +26,18 @@ from graph_api.inputs import (
     InteractionInput,
     ItemInput,
     ItemUpdateInput,
+    RatingInput,
     check_rating,
     item_fields,
 )
+from graph_api.preferences import Preferences, PreferencesInput, updated
 from graph_api.queries import require_admin
 from graph_api.quotas import TRAINING_RUNS
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
 from graph_api.recommender import ItemContent
-from graph_api.row_cache import row_prefix
+from graph_api.row_cache import row_key, row_prefix
 from graph_api.training import TrainingMutation
-from graph_api.types import Interaction, Item, Rating, TrainingJob
+from graph_api.types import Interaction, Item, Rating, TrainingJob, User
 from storage.cache.base import tenant_key
 from storage.errors import Unavailable
 from storage.repositories import interactions as interactions_repo
@@ -49,11 +52,18 @@ INTERACTION_TYPES = frozenset(
 # rather than user by user (one prefix delete instead of thousands).
 USER_DROPS = 100
 FUTURE_SLACK = timedelta(minutes=5)  # clocks differ; an event much later than now is a mistake
+LEGACY_RATING = "Use rateItem(input: {itemId, rating})."
+ITEM_CREATED, ITEM_UPDATED, ITEM_DELETED = "created", "updated", "deleted"
 logger = logging.getLogger(__name__)
 
 
 def events_channel(tenant_id: uuid.UUID) -> str:
     return tenant_key(tenant_id, "events")
+
+
+def items_channel(tenant_id: uuid.UUID) -> str:
+    """Where item writes are announced: ``{"kind": "item", "change": ITEM_CREATED | ...}``."""
+    return tenant_key(tenant_id, "items")
 
 
 async def _after_user_write(
@@ -67,11 +77,35 @@ async def _after_user_write(
         logger.warning("event not published, cache unavailable: %s", error)
 
 
-async def _after_item_change(ctx: RequestContext, principal: Principal) -> None:
-    """An item changed: every cached result of the tenant may show or rank it wrongly, and the
-    cached item rows may be stale."""
+async def _after_preferences_change(ctx: RequestContext, principal: Principal) -> None:
+    """The user's cached lists were filtered by the old preferences, and the recommendation
+    step reads them from the user's cached row: both go now, not at their TTL."""
+    await ctx.services.results.drop_prefix(
+        user_cache_prefix(principal.tenant_id, principal.user_id)
+    )
+    try:
+        await ctx.services.cache.delete(row_key(principal.tenant_id, "user", principal.user_id))
+    except Unavailable as error:  # the row cache is skipped while the cache is down anyway
+        logger.warning("user row not dropped, cache unavailable: %s", error)
+
+
+async def _after_item_change(
+    ctx: RequestContext,
+    principal: Principal,
+    changes: Sequence[tuple[str, uuid.UUID]] = (),
+) -> None:
+    """Items changed: every cached result of the tenant may show or rank them wrongly, and the
+    cached item rows may be stale; then each ``(change, item id)`` is announced on the tenant's
+    items channel (after the drops, so a listener reads fresh rows and lists)."""
     await ctx.services.results.drop_prefix(tenant_cache_prefix(principal.tenant_id))
     await ctx.services.results.drop_prefix(row_prefix(principal.tenant_id, "item"))
+    at = datetime.now(UTC).isoformat()
+    try:
+        for change, item_id in changes:
+            event = {"kind": "item", "change": change, "item_id": str(item_id), "at": at}
+            await ctx.services.cache.publish(items_channel(principal.tenant_id), event)
+    except Unavailable as error:  # the items are committed; live listeners miss these events
+        logger.warning("item events not published, cache unavailable: %s", error)
 
 
 async def _write_content(ctx: RequestContext, principal: Principal, items: list[Any]) -> None:
@@ -125,6 +159,20 @@ def _interaction_row_error(entry: InteractionImportInput, now: datetime) -> str 
     if _utc(entry.occurred_at) > now + FUTURE_SLACK:
         return "occurredAt must not be in the future."
     return None
+
+
+def _rating_input(
+    input: RatingInput | None, item_id: uuid.UUID | None, rating: float | None
+) -> RatingInput:
+    """rateItem's one form: the input object, or the deprecated (itemId, rating) pair."""
+    legacy = item_id is not None or rating is not None
+    if input is not None and legacy:
+        raise BadUserInput("Pass either input or itemId and rating, not both.")
+    if input is not None:
+        return input
+    if item_id is None or rating is None:
+        raise BadUserInput("rateItem needs input (or the deprecated itemId and rating).")
+    return RatingInput(item_id=item_id, rating=rating)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -214,29 +262,66 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         await _after_user_write(info.context, principal, event)
         return Interaction.from_row(row)
 
-    @strawberry.mutation
-    async def rate_item(self, info: Info, item_id: uuid.UUID, rating: float) -> Rating:
+    @strawberry.mutation(
+        description="Set the caller's rating of an item: pass input (itemId and rating are "
+        "the deprecated form). Exactly one form."
+    )
+    async def rate_item(
+        self,
+        info: Info,
+        input: RatingInput | None = None,
+        item_id: Annotated[
+            uuid.UUID | None, strawberry.argument(deprecation_reason=LEGACY_RATING)
+        ] = None,
+        rating: Annotated[
+            float | None, strawberry.argument(deprecation_reason=LEGACY_RATING)
+        ] = None,
+    ) -> Rating:
         principal = await info.context.authorize()
-        value = check_rating(rating)
-        if await info.context.loaders.items.load(item_id) is None:
+        entry = _rating_input(input, item_id, rating)
+        value = check_rating(entry.rating)
+        rated_at = _utc(entry.rated_at) if entry.rated_at is not None else datetime.now(UTC)
+        if rated_at > datetime.now(UTC) + FUTURE_SLACK:
+            raise BadUserInput("ratedAt must not be in the future.")
+        if await info.context.loaders.items.load(entry.item_id) is None:
             raise ObjectNotFound("Item not found.")
         async with info.context.session() as session:
             row = await ratings_repo.rate_item(
                 session=session,
                 tenant_id=principal.tenant_id,
                 user_id=principal.user_id,
-                item_id=item_id,
+                item_id=entry.item_id,
                 rating=value,
+                rated_at=rated_at,
             )
         event = {
             "kind": "rating",
             "user_id": str(principal.user_id),
-            "item_id": str(item_id),
+            "item_id": str(entry.item_id),
             "value": value,
-            "at": datetime.now(UTC).isoformat(),
+            "at": rated_at.isoformat(),
         }
         await _after_user_write(info.context, principal, event)
         return Rating.from_row(row)
+
+    @strawberry.mutation(
+        description="Change the caller's preferences; the next recommendations follow them."
+    )
+    async def update_preferences(self, info: Info, input: PreferencesInput) -> User:
+        principal = await info.context.authorize()
+        async with info.context.session() as session:
+            row = await users_repo.get_user(
+                session=session, tenant_id=principal.tenant_id, user_id=principal.user_id
+            )
+            preferences = updated(Preferences.from_stored(row.preferences), input)
+            row = await users_repo.set_preferences(
+                session=session,
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                preferences=preferences.stored(),
+            )
+        await _after_preferences_change(info.context, principal)
+        return User.from_row(row)
 
     @strawberry.mutation
     async def create_item(self, info: Info, input: ItemInput) -> Item:
@@ -254,7 +339,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
                 **fields,
             )
         await _write_content(info.context, principal, [row])
-        await _after_item_change(info.context, principal)
+        await _after_item_change(info.context, principal, [(ITEM_CREATED, row.id)])
         return Item.from_row(row)
 
     @strawberry.mutation
@@ -268,7 +353,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
                 session=session, tenant_id=principal.tenant_id, item_id=id, **fields
             )
         await _write_content(info.context, principal, [row])
-        await _after_item_change(info.context, principal)
+        await _after_item_change(info.context, principal, [(ITEM_UPDATED, row.id)])
         return Item.from_row(row)
 
     @strawberry.mutation
@@ -279,7 +364,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         await info.context.services.recommender.items_deleted(
             tenant_id=str(principal.tenant_id), item_ids=[str(id)]
         )
-        await _after_item_change(info.context, principal)
+        await _after_item_change(info.context, principal, [(ITEM_DELETED, id)])
         return True
 
     @strawberry.mutation
@@ -298,6 +383,9 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         async with info.context.session() as session:
             external_ids = [row["external_id"] for row in rows]
             await info.context.services.quotas.check_items(session, principal, external_ids)
+            existing = await items_repo.item_ids_by_external_ids(
+                session=session, tenant_id=principal.tenant_id, external_ids=external_ids
+            )
             ids = await items_repo.bulk_upsert_items(
                 session=session, tenant_id=principal.tenant_id, rows=rows
             )
@@ -315,7 +403,11 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
                 for row in rows
             ],
         )
-        await _after_item_change(info.context, principal)
+        changes = [
+            (ITEM_UPDATED if key in existing else ITEM_CREATED, item_id)
+            for key, item_id in ids.items()
+        ]
+        await _after_item_change(info.context, principal, changes)
         return ImportResult(imported=len(ids), item_ids=[ids[row["external_id"]] for row in rows])
 
     @strawberry.mutation(

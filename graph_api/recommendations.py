@@ -2,7 +2,8 @@
 
 Results are cached per (tenant, user, options) under ``rec:{tenant}:recs:{user}:{fingerprint}``,
 stamped with the model epoch (see ``graph_api.result_cache``), so a new
-interaction can drop exactly that user's entries and a promotion retires them all; hydration
+interaction or a change of the user's preferences (read on a miss, from the user's row) can drop
+exactly that user's entries and a promotion retires them all; hydration
 goes through the items loader, one query per request however many items come back.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 from graph_api.auth import Principal
 from graph_api.context import RequestContext
 from graph_api.errors import BadUserInput, ObjectNotFound
+from graph_api.preferences import Preferences
 from graph_api.recommender import (
     AlgorithmCatalog,
     RecommendationRequest,
@@ -118,8 +120,10 @@ async def recommend(
     results = ctx.services.results
 
     async def compute() -> dict[str, Any]:
-        response = await _ask_recommender(ctx, principal, params)
-        return _response_to_json(response, await _item_rows(ctx, response))
+        preferences = await _preferences(ctx, principal)
+        response = await _ask_recommender(ctx, principal, params, preferences)
+        rows = await _item_rows(ctx, response)
+        return _response_to_json(_without_excluded(response, rows, preferences), rows)
 
     key, epoch_key = result_keys(principal, params)
     # Read with the account check when the resolver asked for them (``result_lookup``): a
@@ -152,7 +156,10 @@ async def recommend(
 
 
 async def _ask_recommender(
-    ctx: RequestContext, principal: Principal, params: RecommendationParams
+    ctx: RequestContext,
+    principal: Principal,
+    params: RecommendationParams,
+    preferences: Preferences,
 ) -> RecommendationResponse:
     history = await _history(ctx, principal)
     fetch = params.k * MIN_RATING_OVERFETCH if params.min_rating is not None else params.k
@@ -165,6 +172,8 @@ async def _ask_recommender(
         explain=params.explain,
         categories=params.categories,
         exclude_item_ids=params.exclude_item_ids,
+        exclude_categories=preferences.excluded_categories,
+        preferred_categories=preferences.favorite_categories,
         weights=params.weights,
         history=history,
         strategy=params.strategy,
@@ -183,6 +192,26 @@ async def _history(ctx: RequestContext, principal: Principal) -> tuple[str, ...]
             limit=HISTORY_LENGTH,
         )
     return tuple(str(item) for item in items)
+
+
+async def _preferences(ctx: RequestContext, principal: Principal) -> Preferences:
+    """The caller's preferences, from their (cached) row: ``updatePreferences`` drops both
+    that row and the user's cached results, so a change counts from the next request."""
+    row = await ctx.loaders.users.load(principal.user_id)
+    return Preferences.from_stored(row.preferences if row is not None else None)
+
+
+def _without_excluded(
+    response: RecommendationResponse, rows: list[Any], preferences: Preferences
+) -> RecommendationResponse:
+    """The engines filter excluded categories by the categories they were trained with; an item
+    moved into one since then is dropped here, by its current row."""
+    excluded = set(preferences.excluded_categories)
+    if not excluded:
+        return response
+    dropped = {str(row.id) for row in rows if row.category in excluded}
+    kept = [scored for scored in response.items if scored.item_id not in dropped]
+    return replace(response, items=kept)
 
 
 async def _item_rows(ctx: RequestContext, response: RecommendationResponse) -> list[Any]:

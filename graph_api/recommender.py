@@ -54,6 +54,9 @@ class RecommendationRequest:
     explain: bool = False
     categories: tuple[str, ...] | None = None
     exclude_item_ids: tuple[str, ...] = ()
+    # The user's preferences: never these categories; with no history, these first.
+    exclude_categories: tuple[str, ...] = ()
+    preferred_categories: tuple[str, ...] = ()
     weights: dict[str, float] | None = None  # per-request engine weight overrides
     # The user's item ids, newest first: engines fold in those newer than their model.
     history: tuple[str, ...] | None = None

@@ -28,12 +28,25 @@ from graph_api.auth import Principal
 from graph_api.context import ACCOUNT_INACTIVE, Info, RequestContext
 from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound, Unauthenticated
 from graph_api.inputs import MAX_PAGE
-from graph_api.live import ActivityEvent, drain, is_write_event, subscribe_tenant, touches_user
-from graph_api.mutations import events_channel
+from graph_api.live import (
+    ActivityEvent,
+    ItemUpdate,
+    drain,
+    is_item_event,
+    is_write_event,
+    subscribe_tenant,
+    touches_user,
+)
+from graph_api.mutations import events_channel, items_channel
 from graph_api.queries import require_admin
 from graph_api.recommendations import RecommendationParams, hydrate_pairs, recommend
 from graph_api.training import job_updates
-from graph_api.types import PerformanceMetrics, RecommendationItem, SimilarItem, TrainingJob
+from graph_api.types import (
+    PerformanceMetrics,
+    RecommendationItem,
+    SimilarItem,
+    TrainingJob,
+)
 
 T = TypeVar("T")
 TRENDING_MIN_INTERVAL_S = 1.0
@@ -110,12 +123,42 @@ async def _tenant_events(
 async def _recommendation_updates(
     context: RequestContext, principal: Principal, params: RecommendationParams
 ) -> AsyncGenerator[list[RecommendationItem], None]:
-    async with await subscribe_tenant(context, principal) as subscription:
-        yield await _fresh_recommendations(context, principal, params)
+    """The list now; again after each of the user's writes and each promotion; and after a
+    catalogue change only when the list is different (an item came into it or left it)."""
+    async with await subscribe_tenant(context, principal, items=True) as subscription:
+        listed = await _fresh_recommendations(context, principal, params)
+        yield listed
         async for _channel, event in subscription:
-            if touches_user(event, principal.user_id):
-                await drain(subscription)
-                yield await _fresh_recommendations(context, principal, params)
+            if not (touches_user(event, principal.user_id) or is_item_event(event)):
+                continue
+            burst = [event, *await drain(subscription)]
+            fresh = await _fresh_recommendations(context, principal, params)
+            mine = any(touches_user(e, principal.user_id) for e in burst)
+            if mine or _item_ids(fresh) != _item_ids(listed):
+                yield fresh
+            listed = fresh
+
+
+def _item_ids(items: list[RecommendationItem]) -> list[uuid.UUID]:
+    return [entry.item.id for entry in items]
+
+
+async def _item_updates(
+    context: RequestContext, principal: Principal
+) -> AsyncGenerator[ItemUpdate, None]:
+    """Each item change, with the item's row as it is now: a burst (an import) is read in one
+    loader batch rather than one query per item."""
+    cache = context.services.cache
+    async with await cache.subscribe(items_channel(principal.tenant_id)) as subscription:
+        async for _channel, event in subscription:
+            burst = [e for e in (event, *await drain(subscription)) if is_item_event(e)]
+            if not burst:
+                continue
+            context.refresh_loaders()  # the rows as these changes left them
+            ids = [uuid.UUID(str(e["item_id"])) for e in burst]
+            rows = await context.loaders.items.load_many(ids)
+            for change, item_id, row in zip(burst, ids, rows, strict=True):
+                yield ItemUpdate.from_event(change, item_id, row)
 
 
 async def _trending(
@@ -159,13 +202,23 @@ class Subscription:
         self, info: Info, algorithm: str = "hybrid", num_recommendations: int = 10
     ) -> AsyncGenerator[list[RecommendationItem], None]:
         """The caller's recommendations now, then again after each of their interactions or
-        ratings (folded in without retraining) and after each model promotion."""
+        ratings (folded in without retraining), after each model promotion, and after a
+        catalogue change that brings an item into the list or takes one out of it."""
         principal = await _authorize(info)
         params = RecommendationParams(algorithm=algorithm, k=num_recommendations)
         params.validate(info.context.services.recommender.catalog)
         source = _recommendation_updates(info.context, principal, params)
         async for items in _live(info, principal, source):
             yield items
+
+    @strawberry.subscription
+    @counted
+    async def tenant_item_updates(self, info: Info) -> AsyncGenerator[ItemUpdate, None]:
+        """Items of the caller's tenant as they are created, updated or deleted (one update
+        per item of an importItems call)."""
+        principal = await _authorize(info)
+        async for update in _live(info, principal, _item_updates(info.context, principal)):
+            yield update
 
     @strawberry.subscription
     @counted

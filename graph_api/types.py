@@ -17,6 +17,7 @@ from strawberry.scalars import JSON
 from graph_api import recommender
 from graph_api.context import Info
 from graph_api.errors import BadUserInput
+from graph_api.preferences import UserPreferences
 
 # A user's interactions and ratings are lists without end: each is cut to a page.
 DEFAULT_NESTED_PAGE = 20
@@ -47,6 +48,12 @@ class Tenant:
         )
 
 
+async def _tenant(info: Info, tenant_id: uuid.UUID) -> Tenant | None:
+    """Through the loader, which only ever loads the caller's own tenant."""
+    row = await info.context.loaders.tenants.load(tenant_id)
+    return Tenant.from_row(row) if row is not None else None
+
+
 @strawberry.type
 class Item:
     id: uuid.UUID
@@ -58,6 +65,7 @@ class Item:
     metadata: JSON
     created_at: datetime
     updated_at: datetime
+    tenant_id: strawberry.Private[uuid.UUID]
 
     @classmethod
     def from_row(cls, row: Any) -> Item:
@@ -71,7 +79,12 @@ class Item:
             metadata=dict(row.item_metadata or {}),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            tenant_id=row.tenant_id,
         )
+
+    @strawberry.field(description="The tenant whose catalogue holds the item (the caller's).")
+    async def tenant(self, info: Info) -> Tenant | None:
+        return await _tenant(info, self.tenant_id)
 
     @strawberry.field
     async def average_rating(self, info: Info) -> float | None:
@@ -144,6 +157,7 @@ class User:
     role: str
     created_at: datetime
     tenant_id: strawberry.Private[uuid.UUID]
+    stored_preferences: strawberry.Private[dict[str, Any]]
 
     @classmethod
     def from_row(cls, row: Any) -> User:
@@ -154,12 +168,16 @@ class User:
             role=str(row.role),
             created_at=row.created_at,
             tenant_id=row.tenant_id,
+            stored_preferences=dict(row.preferences or {}),
         )
 
     @strawberry.field
     async def tenant(self, info: Info) -> Tenant | None:
-        row = await info.context.loaders.tenants.load(self.tenant_id)
-        return Tenant.from_row(row) if row is not None else None
+        return await _tenant(info, self.tenant_id)
+
+    @strawberry.field(description="The user's own settings (visible to them and their admins).")
+    def preferences(self) -> UserPreferences:
+        return UserPreferences.from_stored(self.stored_preferences)
 
     @strawberry.field
     async def interactions(

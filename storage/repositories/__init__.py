@@ -61,6 +61,7 @@ from storage.repositories.users import (
     get_user,
     get_user_by_email,
     list_users,
+    set_preferences,
     set_user_active,
     users_by_ids,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "ratings_for_users",
     "recent_items",
     "record_interaction",
+    "set_preferences",
     "set_tenant_active",
     "set_tenant_registration",
     "set_tenant_tier",

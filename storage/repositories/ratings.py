@@ -72,12 +72,15 @@ async def rate_item(
     user_id: uuid.UUID,
     item_id: uuid.UUID,
     rating: float,
+    rated_at: datetime | None = None,
 ) -> Rating:
-    """Set the user's rating of an item (insert, or update value and updated_at).
+    """Set the user's rating of an item (insert, or update value and updated_at), as of
+    ``rated_at`` (default: now).
 
     InvalidData outside 0.5..5; NotFound if the user or item is not this tenant's.
     """
-    statement = _upsert(session, Rating, [_row(tenant_id, user_id, item_id, rating)])
+    row = _row(tenant_id, user_id, item_id, rating, rated_at)
+    statement = _upsert(session, Rating, [row])
     async with savepoint(session):
         result = await session.scalars(
             statement.returning(Rating), execution_options={"populate_existing": True}

@@ -80,6 +80,20 @@ async def set_user_active(
     return user
 
 
+async def set_preferences(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    preferences: Mapping[str, Any],
+) -> User:
+    """Replace the user's preferences (a JSON object); NotFound if not this tenant's user."""
+    user = await get_user(session=session, tenant_id=tenant_id, user_id=user_id)
+    user.preferences = dict(preferences)  # a new object: JSON columns are not change-tracked
+    await session.flush()
+    return user
+
+
 async def account_state(*, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID) -> bool:
     """Whether the user exists and both they and their tenant are active (one query)."""
     query = (

@@ -10,6 +10,7 @@ from storage.settings import Settings
 from storage.vectors.base import (
     Distance,
     FilterValue,
+    NoneOf,
     Point,
     VectorHit,
     VectorStore,
@@ -20,6 +21,7 @@ from storage.vectors.server import QdrantServerStore
 
 __all__ = [
     "EdgeVectorStore",
+    "NoneOf",
     "Point",
     "QdrantServerStore",
     "SharedEdgeStore",

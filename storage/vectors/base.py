@@ -29,7 +29,16 @@ _COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _ID_NAMESPACE = uuid.UUID("5d8f0c3e-6b1a-4c0e-9f7e-3a2b1c0d9e8f")
 
 Point = tuple[str, Sequence[float], Mapping[str, Any]]
-FilterValue = str | int | bool | Sequence[str] | Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class NoneOf:
+    """A filter value that keeps points whose field is none of ``values`` (or absent)."""
+
+    values: tuple[str, ...]
+
+
+FilterValue = str | int | bool | Sequence[str] | Sequence[int] | NoneOf
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +52,13 @@ class VectorHit:
 
 @dataclass(frozen=True, slots=True)
 class PointFilter:
-    """A backend-neutral filter: tenant scope, exact/any-of matches and excluded point ids."""
+    """A backend-neutral filter: tenant scope, exact/any-of matches, fields that must match
+    none of some values, and excluded point ids."""
 
     tenant_id: str
     matches: tuple[tuple[str, FilterValue], ...] = ()
     excluded: tuple[str, ...] = ()  # engine ids (uuid5 strings)
+    unmatched: tuple[tuple[str, list[str]], ...] = ()  # (field, values it must not have)
 
 
 def point_uuid(point_id: str) -> str:
@@ -113,13 +124,19 @@ def build_filter(
     filter: Mapping[str, FilterValue] | None,
     exclude_ids: Iterable[str] | None,
 ) -> PointFilter:
-    """Validate a caller's filter dict: scalar = exact match, list/tuple = any of the values."""
+    """Validate a caller's filter dict: scalar = exact match, list/tuple = any of the values,
+    ``NoneOf`` = none of them."""
     if not tenant_id:
         raise InvalidData("tenant_id is required")
     matches: list[tuple[str, FilterValue]] = []
+    unmatched: list[tuple[str, list[str]]] = []
     for key, value in (filter or {}).items():
         if key in (TENANT_KEY, ORIGINAL_ID_KEY):
             raise InvalidData(f"{key!r} cannot be filtered on directly")
+        if isinstance(value, NoneOf):
+            if value.values:
+                unmatched.append((key, list(value.values)))
+            continue
         if isinstance(value, list | tuple | set | frozenset):
             if not value:
                 raise InvalidData(f"filter {key!r} has an empty list of values")
@@ -128,7 +145,9 @@ def build_filter(
             raise InvalidData(f"filter {key!r} must be a str, int, bool or a list of them")
         matches.append((key, value))
     excluded = tuple(point_uuid(i) for i in (exclude_ids or ()))
-    return PointFilter(tenant_id=tenant_id, matches=tuple(matches), excluded=excluded)
+    return PointFilter(
+        tenant_id=tenant_id, matches=tuple(matches), excluded=excluded, unmatched=tuple(unmatched)
+    )
 
 
 class VectorStore(ABC):

@@ -71,10 +71,10 @@ def _edge_filter(spec: PointFilter) -> qe.Filter:
     for key, value in spec.matches:
         match = qe.MatchAny(value) if isinstance(value, list) else qe.MatchValue(value)
         must.append(qe.FieldCondition(key, match=match))
-    must_not = None
+    must_not: list[Any] = [qe.FieldCondition(k, match=qe.MatchAny(v)) for k, v in spec.unmatched]
     if spec.excluded:
-        must_not = [qe.HasIdCondition({uuid.UUID(i) for i in spec.excluded})]
-    return qe.Filter(must=must, must_not=must_not)
+        must_not.append(qe.HasIdCondition({uuid.UUID(i) for i in spec.excluded}))
+    return qe.Filter(must=must, must_not=must_not or None)
 
 
 class EdgeVectorStore(VectorStore):

@@ -75,10 +75,13 @@ def _server_filter(spec: PointFilter) -> models.Filter:
             else models.MatchValue(value=value)
         )
         must.append(models.FieldCondition(key=key, match=match))
-    must_not: list[Any] | None = None
+    must_not: list[Any] = [
+        models.FieldCondition(key=key, match=models.MatchAny(any=values))
+        for key, values in spec.unmatched
+    ]
     if spec.excluded:
-        must_not = [models.HasIdCondition(has_id=list(spec.excluded))]
-    return models.Filter(must=must, must_not=must_not)
+        must_not.append(models.HasIdCondition(has_id=list(spec.excluded)))
+    return models.Filter(must=must, must_not=must_not or None)
 
 
 class QdrantServerStore(VectorStore):

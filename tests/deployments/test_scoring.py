@@ -102,6 +102,12 @@ def test_non_personal_top_applies_the_filter(popularity: Recommender) -> None:
     assert all(int(item[1:]) < 20 for item in ids)
 
 
+def test_non_personal_top_leaves_out_excluded_categories(popularity: Recommender) -> None:
+    query = EngineQuery(k=50, filter=make_filter(exclude_categories=["a"]))
+    ids = {item for item, _ in non_personal_top(popularity, query)}
+    assert ids and all(int(item[1:]) >= 20 for item in ids)
+
+
 def test_non_personal_top_refuses_personal_models(ease: Recommender) -> None:
     assert non_personal_top(ease, EngineQuery("", 5)) == []
 

@@ -34,8 +34,13 @@ OPERATIONS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "rateItem",
-        "mutation($id: UUID!) { rateItem(itemId: $id, rating: 4) { rating } }",
+        "mutation($id: UUID!) { rateItem(input: {itemId: $id, rating: 4}) { rating } }",
         {"id": ITEM},
+    ),
+    (
+        "updatePreferences",
+        'mutation { updatePreferences(input: {favoriteCategories: ["x"]}) { id } }',
+        {},
     ),
     ("createItem", 'mutation { createItem(input: {title: "x"}) { id } }', {}),
     (
@@ -176,8 +181,9 @@ async def test_tenant_b_cannot_reach_tenant_a(api: Api, two_tenants: dict[str, A
         body = response.text.replace(t["item_a"], "").replace(t["user_a"], "")
         assert not any(secret in body for secret in secrets[2:]), (name, body)
     listing = await api.post(
-        "{ users { id email tenant { domain } } items { id title }"
-        " recommendations { items { item { id } } } trendingItems { item { id } } }",
+        "{ users { id email tenant { domain } } items { id title tenant { domain } }"
+        " recommendations { items { item { id tenant { domain } } } }"
+        " trendingItems { item { id } } }",
         token=t["token_b"],
     )
     assert not any(secret in listing.text for secret in secrets), listing.text

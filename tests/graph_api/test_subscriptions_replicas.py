@@ -7,16 +7,18 @@ can only arrive through the cache's pub/sub. Runs with ``RECSERVE_TEST_REDIS_URL
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.graph_api.conftest import make_settings, running_api
-from tests.graph_api.test_subscriptions_ws import ACTIVITY, UPDATES, Live
-from tests.graph_api.ws_client import graphql_socket, live_server
+from tests.graph_api.test_subscriptions_ws import ACTIVITY, ITEM_UPDATES, UPDATES, Live
+from tests.graph_api.ws_client import GraphQLSocket, graphql_socket, live_server
 
 pytestmark = pytest.mark.services
 
@@ -62,3 +64,27 @@ async def test_push_crosses_replicas_and_stays_in_its_tenant(replicas: tuple[Liv
         pushed = (await ws.next_data())["recommendationUpdates"]
         assert [entry["item"]["id"] for entry in pushed] == items[1:3]
         assert await outsider.nothing_within(0.5)
+
+
+async def test_item_updates_cross_replicas(replicas: tuple[Live, Live]) -> None:
+    here, there = replicas
+    token, _ = await here.api.register("ada@items-a.example", "items-a.example")
+    items = await here.items(token, 1)
+    async with graphql_socket(here.ws_url, token) as ws:
+        await ws.subscribe(ITEM_UPDATES)
+        await ws.subscribe(UPDATES, {"k": 3})
+        assert [entry["item"]["id"] for entry in await _next(ws, "recommendationUpdates")] == items
+        await asyncio.sleep(0.1)  # both streams are listening once their first poll started
+        new = (await there.items(token, 1))[0]
+        created = await _next(ws, "tenantItemUpdates")
+        assert (created["change"], created["itemId"]) == ("CREATED", new)
+        pushed = await _next(ws, "recommendationUpdates")
+        assert [entry["item"]["id"] for entry in pushed] == [*items, new]
+
+
+async def _next(ws: GraphQLSocket, field: str) -> Any:
+    """The next payload of ``field`` (the socket carries two streams)."""
+    while True:
+        data = await ws.next_data()
+        if field in data:
+            return data[field]

@@ -183,3 +183,67 @@ async def test_only_an_admin_follows_everyones_events(live: Live) -> None:
         assert seen["interaction_type"] == "view"
         mine = (await own.next_data())["tenantEvents"]
         assert mine["user_id"] == user_id and mine["interaction_type"] == "click"
+
+
+ITEM_UPDATES = """subscription {
+  tenantItemUpdates { change itemId occurredAt item { id title tenant { domain } } }
+}"""
+UPDATE_ITEM = """
+mutation($id: UUID!, $title: String!) { updateItem(id: $id, input: {title: $title}) { id } }"""
+DELETE_ITEM = "mutation($id: UUID!) { deleteItem(id: $id) }"
+IMPORT_ITEMS = """
+mutation($items: [ItemInput!]!) { importItems(items: $items) { itemIds } }"""
+
+
+async def test_item_writes_reach_the_tenants_item_subscribers_only(live: Live) -> None:
+    admin, _ = await live.api.register("root@cat.example", "cat.example")
+    user, _ = await live.api.register("user@cat.example", "cat.example")
+    outsider, _ = await live.api.register("bob@dog.example", "dog.example")
+    async with (
+        graphql_socket(live.ws_url, user) as ws,
+        graphql_socket(live.ws_url, outsider) as other,
+    ):
+        await ws.subscribe(ITEM_UPDATES)
+        await other.subscribe(ITEM_UPDATES)
+        await asyncio.sleep(0.1)  # the streams are listening once their first poll started
+        (item,) = await live.items(admin, 1)
+        created = (await ws.next_data())["tenantItemUpdates"]
+        assert created["change"] == "CREATED" and created["itemId"] == item
+        assert created["item"] == {"id": item, "title": "T0", "tenant": {"domain": "cat.example"}}
+        assert created["occurredAt"]
+
+        await live.ok(UPDATE_ITEM, {"id": item, "title": "Renamed"}, admin)
+        updated = (await ws.next_data())["tenantItemUpdates"]
+        assert (updated["change"], updated["item"]["title"]) == ("UPDATED", "Renamed")
+
+        await live.ok(DELETE_ITEM, {"id": item}, admin)
+        deleted = (await ws.next_data())["tenantItemUpdates"]
+        assert (deleted["change"], deleted["itemId"], deleted["item"]) == ("DELETED", item, None)
+
+        rows = [{"title": "A", "externalId": "a"}, {"title": "B", "externalId": "b"}]
+        await live.ok(IMPORT_ITEMS, {"items": rows}, admin)
+        rows[1]["title"] = "B2"
+        await live.ok(IMPORT_ITEMS, {"items": rows[1:]}, admin)
+        changes = [(await ws.next_data())["tenantItemUpdates"] for _ in range(3)]
+        assert [(c["change"], c["item"]["title"]) for c in changes] == [
+            ("CREATED", "A"),
+            ("CREATED", "B"),
+            ("UPDATED", "B2"),
+        ]
+        assert await other.nothing_within(0.5)
+
+
+async def test_recommendation_updates_follow_the_catalogue(live: Live) -> None:
+    token, _ = await live.api.register("ada@shelf.example", "shelf.example")
+    items = await live.items(token, 2)
+    async with graphql_socket(live.ws_url, token) as ws:
+        await ws.subscribe(UPDATES, {"k": 3})
+        assert _ids((await ws.next_data())["recommendationUpdates"]) == items
+        created = await live.ok(CREATE_ITEM, {"input": {"title": "New"}}, token)
+        new = created["createItem"]["id"]
+        assert _ids((await ws.next_data())["recommendationUpdates"]) == [*items, new]
+        # A change that neither adds nor removes an item of the list pushes nothing.
+        await live.ok(UPDATE_ITEM, {"id": items[0], "title": "Renamed"}, token)
+        assert await ws.nothing_within(0.5)
+        await live.ok(DELETE_ITEM, {"id": items[1]}, token)
+        assert _ids((await ws.next_data())["recommendationUpdates"]) == [items[0], new]

@@ -88,6 +88,25 @@ async def test_list_users_pages_and_batch_lookup(session: AsyncSession) -> None:
     assert [u.id if u else None for u in found] == [users[3].id, None, users[0].id, users[3].id]
 
 
+async def test_preferences_are_replaced_and_stay_in_their_tenant(
+    session: AsyncSession,
+) -> None:
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    user = await make_user(session, tenant)
+    assert user.preferences == {}
+    stored = {"favorite_categories": ["books"], "excluded_categories": [], "data": {"a": [1]}}
+    await repo.set_preferences(
+        session=session, tenant_id=tenant.id, user_id=user.id, preferences=stored
+    )
+    session.expunge_all()  # read back from the database, not the identity map
+    reread = await repo.get_user(session=session, tenant_id=tenant.id, user_id=user.id)
+    assert reread.preferences == stored
+    with pytest.raises(NotFound):
+        await repo.set_preferences(
+            session=session, tenant_id=other.id, user_id=user.id, preferences={}
+        )
+
+
 async def test_items_crud_search_and_soft_delete(session: AsyncSession) -> None:
     tenant = await make_tenant(session)
     boots = await make_item(session, tenant, title="Hiking BOOTS", category="shoes", tags=["x"])

@@ -20,6 +20,7 @@ from storage.errors import InvalidData, NotFound, Unavailable
 from storage.settings import Settings
 from storage.vectors import (
     EdgeVectorStore,
+    NoneOf,
     QdrantServerStore,
     SharedEdgeStore,
     VectorStore,
@@ -171,6 +172,21 @@ async def test_filter_by_category_list_and_exact_field(store, collection, loaded
     expected, _ = _brute_force(vectors[allowed], query, 8)
     assert [h.id for h in hits] == [ids[allowed[i]] for i in expected]
     assert {h.payload["category"] for h in hits} <= {"books", "film"}
+
+
+async def test_none_of_leaves_out_those_values(store, collection, loaded, rng) -> None:
+    ids, vectors = loaded
+    query = rng.normal(size=DIM)
+    allowed = [i for i in range(200) if CATEGORIES[i % 3] != "books" and i % 2]
+    hits = await store.search(
+        collection,
+        query.tolist(),
+        8,
+        tenant_id="tenant-a",
+        filter={"category": NoneOf(("books",)), "lang": "en"},
+    )
+    expected, _ = _brute_force(vectors[allowed], query, 8)
+    assert [h.id for h in hits] == [ids[allowed[i]] for i in expected]
 
 
 async def test_exclude_ids_skips_exactly_those(store, collection, loaded, rng) -> None:

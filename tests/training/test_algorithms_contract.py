@@ -126,6 +126,10 @@ class RecommenderContract:
         top = ids(model.recommend("ua2", k=3))
         without = model.recommend("ua2", k=50, filter=RecFilter(exclude_items=frozenset(top)))
         assert not set(top) & set(ids(without))
+        no_a = model.recommend("ua2", k=50, filter=RecFilter(exclude_categories=frozenset({"a"})))
+        assert no_a and "a" not in {cluster_of(i) for i in ids(no_a)}
+        only_b = RecFilter(categories=frozenset({"a", "b"}), exclude_categories=frozenset({"a"}))
+        assert {cluster_of(i) for i in ids(model.recommend("ua2", k=50, filter=only_b))} == {"b"}
 
     def test_recommendations_favour_the_users_cluster(self, model: Recommender) -> None:
         if not self.personalised:

@@ -36,6 +36,19 @@ class RecFilter:
     categories: frozenset[str] | None = None
     exclude_items: frozenset[str] = frozenset()
     allowed_items: frozenset[str] | None = None
+    exclude_categories: frozenset[str] = frozenset()
+
+    def category_mask(self, categories: Sequence[str | None]) -> np.ndarray | None:
+        """Which of the items with these ``categories`` the filter's categories let through
+        (None: all of them)."""
+        if self.categories is None and not self.exclude_categories:
+            return None
+        wanted, unwanted = self.categories, self.exclude_categories
+        return np.fromiter(
+            ((wanted is None or c in wanted) and c not in unwanted for c in categories),
+            bool,
+            len(categories),
+        )
 
 
 class Recommender(ABC):
@@ -244,9 +257,9 @@ class Recommender(ABC):
         if filter is None:
             return None
         mask = np.ones(self.n_items, dtype=bool)
-        if filter.categories is not None:
-            wanted = filter.categories
-            mask &= np.fromiter((c in wanted for c in self.categories), bool, self.n_items)
+        by_category = filter.category_mask(self.categories)
+        if by_category is not None:
+            mask &= by_category
         if filter.allowed_items is not None:
             allowed = np.zeros(self.n_items, dtype=bool)
             allowed[self._indices(filter.allowed_items)] = True

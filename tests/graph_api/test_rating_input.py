@@ -1,0 +1,82 @@
+"""rateItem takes a RatingInput; the old (itemId, rating) arguments still work, deprecated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.graph_api.conftest import Api
+
+RATE_INPUT = """
+mutation($input: RatingInput!) { rateItem(input: $input) { itemId rating createdAt } }"""
+RATE_LEGACY = "mutation($i: UUID!, $r: Float!) { rateItem(itemId: $i, rating: $r) { rating } }"
+RATINGS = "{ me { ratings { itemId rating createdAt } } }"
+DEPRECATED_ARGS = """
+{ __type(name: "Mutation") { fields { name
+  args(includeDeprecated: true) { name isDeprecated deprecationReason } } } }"""
+
+
+@pytest.fixture
+async def shop(api: Api) -> dict[str, str]:
+    token, _ = await api.register("rater@r.example", "r.example")
+    created = await api.ok('mutation { createItem(input: {title: "Lamp"}) { id } }', token=token)
+    return {"token": token, "item": created["createItem"]["id"]}
+
+
+def _code(payload: dict[str, Any]) -> str:
+    return payload["errors"][0]["extensions"]["code"]
+
+
+async def test_rating_input_stores_the_rating(api: Api, shop: dict[str, str]) -> None:
+    rated = await api.ok(
+        RATE_INPUT, {"input": {"itemId": shop["item"], "rating": 4.5}}, shop["token"]
+    )
+    assert rated["rateItem"]["rating"] == 4.5
+    stored = (await api.ok(RATINGS, token=shop["token"]))["me"]["ratings"]
+    assert [(r["itemId"], r["rating"]) for r in stored] == [(shop["item"], 4.5)]
+
+
+async def test_rated_at_is_kept_and_the_future_is_refused(api: Api, shop: dict[str, str]) -> None:
+    earlier = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    entry = {"itemId": shop["item"], "rating": 3.0, "ratedAt": earlier.isoformat()}
+    rated = await api.ok(RATE_INPUT, {"input": entry}, shop["token"])
+    assert datetime.fromisoformat(rated["rateItem"]["createdAt"]) == earlier
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    refused = await api.gql(
+        RATE_INPUT, {"input": {**entry, "rating": 1.0, "ratedAt": later}}, shop["token"]
+    )
+    assert _code(refused) == "BAD_USER_INPUT"
+    stored = (await api.ok(RATINGS, token=shop["token"]))["me"]["ratings"]
+    assert [r["rating"] for r in stored] == [3.0]
+
+
+async def test_the_deprecated_arguments_still_rate(api: Api, shop: dict[str, str]) -> None:
+    await api.ok(RATE_LEGACY, {"i": shop["item"], "r": 2.5}, shop["token"])
+    stored = (await api.ok(RATINGS, token=shop["token"]))["me"]["ratings"]
+    assert [r["rating"] for r in stored] == [2.5]
+
+    fields = (await api.ok(DEPRECATED_ARGS))["__type"]["fields"]
+    args = {a["name"]: a for f in fields if f["name"] == "rateItem" for a in f["args"]}
+    assert not args["input"]["isDeprecated"]
+    assert args["itemId"]["isDeprecated"] and args["rating"]["isDeprecated"]
+    assert "input" in args["itemId"]["deprecationReason"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "mutation { rateItem { rating } }",  # neither form
+        'mutation { rateItem(itemId: "ITEM") { rating } }',  # half of the old form
+        "mutation { rateItem(rating: 4) { rating } }",
+        'mutation { rateItem(input: {itemId: "ITEM", rating: 4}, itemId: "ITEM", rating: 4)'
+        " { rating } }",  # both forms
+        'mutation { rateItem(input: {itemId: "ITEM", rating: 4}, rating: 4) { rating } }',
+    ],
+)
+async def test_exactly_one_form_is_required(api: Api, shop: dict[str, str], query: str) -> None:
+    payload = await api.gql(query.replace("ITEM", shop["item"]), token=shop["token"])
+    assert _code(payload) == "BAD_USER_INPUT", payload
+    assert (await api.ok(RATINGS, token=shop["token"]))["me"]["ratings"] == []
