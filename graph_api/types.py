@@ -291,6 +291,9 @@ class PerformanceMetrics:
     total_requests: int
     total_errors: int  # the server's faults
     total_client_errors: int  # invalid queries, refusals, rate limits
+    query_count: int = strawberry.field(
+        description="Query operations served (answered without an error), since start."
+    )
     window_seconds: float
     window_requests: int
     requests_per_second: float
