@@ -4,6 +4,7 @@ Results are cached per (tenant, user, options) under ``rec:{tenant}:recs:{user}:
 stamped with the model epoch (see ``graph_api.result_cache``), so a new
 interaction can drop exactly that user's entries and a promotion retires them all; hydration
 goes through the items loader, one query per request however many items come back.
+``similarItems`` and ``trendingItems`` lists are cached beside them, with their own TTLs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +34,7 @@ from storage import repositories as repo
 from storage.cache.base import tenant_key
 from storage.cache.keys import model_epoch_key
 
+Pairs = list[tuple[str, float]]
 MAX_K = 100
 # The newest items of a user sent with a request: engines fold in those their model lacks
 # and exclude them all; older ones are in the trained model already.
@@ -239,14 +242,56 @@ async def similar_items(ctx: RequestContext, item_id: Any, top_k: int) -> list[S
     item_uuid = parse_uuid(item_id, "itemId")
     if await ctx.loaders.items.load(item_uuid) is None:
         raise ObjectNotFound("Item not found.")
-    pairs = await ctx.services.recommender.similar_items(
-        tenant_id=str(principal.tenant_id), item_id=str(item_uuid), k=top_k
-    )
+
+    async def compute() -> Pairs:
+        return await ctx.services.recommender.similar_items(
+            tenant_id=str(principal.tenant_id), item_id=str(item_uuid), k=top_k
+        )
+
+    key = tenant_key(principal.tenant_id, "recs", "similar", item_uuid, top_k)
+    ttl = ctx.services.settings.cache_similar_ttl_seconds
+    pairs = await _cached_pairs(ctx, principal, key, ttl, compute)
     return await hydrate_pairs(ctx, pairs, exclude=item_uuid)
 
 
+async def trending_items(
+    ctx: RequestContext, principal: Principal, category: str | None, limit: int
+) -> list[SimilarItem]:
+    async def compute() -> Pairs:
+        return await ctx.services.recommender.trending(
+            tenant_id=str(principal.tenant_id), category=category, limit=limit
+        )
+
+    digest = hashlib.sha256(orjson.dumps(category)).hexdigest()[:16]
+    key = tenant_key(principal.tenant_id, "recs", "trending", digest, limit)
+    ttl = ctx.services.settings.cache_trending_ttl_seconds
+    return await hydrate_pairs(ctx, await _cached_pairs(ctx, principal, key, ttl, compute))
+
+
+async def _cached_pairs(
+    ctx: RequestContext,
+    principal: Principal,
+    key: str,
+    ttl: float,
+    compute: Callable[[], Awaitable[Pairs]],
+) -> Pairs:
+    """A list of ``(item id, score)`` from the result cache (``ttl`` 0: always computed).
+
+    The key lives under the tenant's results prefix and the value carries the model epoch, so
+    an item change drops it and a new model version retires it, as recommendations are.
+    """
+    if ttl <= 0:
+        return await compute()
+    epoch_key = model_epoch_key(principal.tenant_id)
+    pairs, cached = await ctx.services.results.get_or_compute(
+        key, compute, epoch_key=epoch_key, ttl=float(ttl)
+    )
+    ctx.services.metrics.record_cache(hit=cached, tenant_id=principal.tenant_id)
+    return [(str(item_id), float(score)) for item_id, score in pairs]
+
+
 async def hydrate_pairs(
-    ctx: RequestContext, pairs: list[tuple[str, float]], exclude: uuid.UUID | None = None
+    ctx: RequestContext, pairs: Pairs, exclude: uuid.UUID | None = None
 ) -> list[SimilarItem]:
     ids = [_safe_uuid(item_id) for item_id, _ in pairs]
     rows = await ctx.loaders.items.load_many([i for i in ids if i is not None])

@@ -27,6 +27,8 @@ from training.algorithms import ALGORITHMS, ALIASES
 class CatalogueRecommender:
     database: Database
     requests: list[RecommendationRequest] = field(default_factory=list)
+    similar_asked: list[tuple[str, int]] = field(default_factory=list)  # (item, k)
+    trending_asked: list[tuple[str | None, int]] = field(default_factory=list)  # (category, limit)
     trained: list[tuple[str, list[str] | None]] = field(default_factory=list)
     changed: list[tuple[str, list[ItemContent]]] = field(default_factory=list)
     deleted: list[tuple[str, list[str]]] = field(default_factory=list)
@@ -72,12 +74,14 @@ class CatalogueRecommender:
     async def similar_items(
         self, *, tenant_id: str, item_id: str, k: int
     ) -> list[tuple[str, float]]:
+        self.similar_asked.append((item_id, k))
         rows = [row for row in await self._catalogue(tenant_id) if str(row.id) != item_id]
         return [(str(row.id), 0.9 / (rank + 1)) for rank, row in enumerate(rows[:k])]
 
     async def trending(
         self, *, tenant_id: str, category: str | None, limit: int
     ) -> list[tuple[str, float]]:
+        self.trending_asked.append((category, limit))
         rows = await self._catalogue(tenant_id, category)
         return [(str(row.id), float(len(rows) - rank)) for rank, row in enumerate(rows[:limit])]
 
