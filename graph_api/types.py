@@ -15,7 +15,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from graph_api import recommender
-from graph_api.context import Info
+from graph_api.context import Info, require_admin
 from graph_api.errors import BadUserInput
 
 # A user's interactions and ratings are lists without end: each is cut to a page.
@@ -80,6 +80,29 @@ class Item:
     @strawberry.field
     async def similar_items(self, info: Info, top_k: int = 10) -> list[SimilarItem]:
         return await info.context.similar_items(self.id, top_k)
+
+    @strawberry.field
+    async def popularity(self, info: Info) -> ItemPopularity:
+        """How much the tenant's users interacted with the item (all time)."""
+        found = await info.context.loaders.item_popularity.load(self.id)
+        return ItemPopularity(interaction_count=found.interactions, user_count=found.users)
+
+    @strawberry.field
+    async def interactions(
+        self, info: Info, type: str | None = None, limit: int = DEFAULT_NESTED_PAGE
+    ) -> list[Interaction]:
+        """The newest ``limit`` (1 to 100) interactions with the item, by anyone: they name
+        other users, so a tenant admin's only."""
+        await require_admin(info.context)
+        _check_limit(limit)
+        rows = await info.context.loaders.item_interactions.load((self.id, type, limit))
+        return [Interaction.from_row(row) for row in rows]
+
+
+@strawberry.type
+class ItemPopularity:
+    interaction_count: int
+    user_count: int = strawberry.field(description="Distinct users who interacted with the item.")
 
 
 @strawberry.type
