@@ -3,7 +3,7 @@
 Key layout (all hash-tagged by tenant, so one tenant's keys share a Redis Cluster slot)::
 
     rec:{tenant}:recs:{user}:{options fingerprint}  ->  {"epoch": n, "value": ...}
-    rec:{tenant}:recs:similar:{item}:{k}, rec:{tenant}:recs:trending:{category hash}:{limit}
+    rec:{tenant}:recs:similar:{item}:{k}, rec:{tenant}:recs:top:{category hash}:{limit}
 
 A value is stamped with the tenant's model epoch it was computed under. The epoch and the value
 are read in one round trip (one ``get_many``: same slot), and a value of an older epoch is a

@@ -227,12 +227,62 @@ class AuthPayload:
     user: User
 
 
+@strawberry.enum
+class RecommendationStrategy(Enum):
+    """How a list was made."""
+
+    COLD_START = "cold_start"  # no history, or no engine had anything: popularity, content
+    HYBRID = "hybrid"  # a weighted blend of engines
+    SWITCHING = "switching"  # one engine, chosen by how much the user has done
+    ENGINE = "engine"  # the one engine (or an alias's engines) the request named
+
+
+@strawberry.type
+class EngineContribution:
+    engine: str
+    share: float = strawberry.field(description="Of the item's score, 0 to 1 (shares sum to 1).")
+    score: float = strawberry.field(
+        description="What the engine added to the item's score: its weight times its "
+        "normalised score in a blend, its own score when it answered alone."
+    )
+
+
+@strawberry.type
+class ItemExplanation:
+    """Why one item is in the list."""
+
+    item_id: uuid.UUID
+    contributions: list[EngineContribution] = strawberry.field(
+        description="The engines that put the item in the list, largest share first."
+    )
+    strategy: RecommendationStrategy
+    because_of: list[Item] = strawberry.field(
+        description="The user's items it is most like, most similar first (up to 3; only "
+        "with `explain: true`)."
+    )
+
+
 @strawberry.type
 class RecommendationItem:
     item: Item
     score: float
     reason: str | None
     engine_scores: JSON
+    explanation: ItemExplanation
+
+
+@strawberry.type
+class RecommendationExplanation:
+    """How the list was made, and why each item is in it."""
+
+    strategy: RecommendationStrategy
+    engines_used: list[str]
+    engines_failed: list[str]
+    model_version: str | None
+    cached: bool
+    items: list[ItemExplanation] = strawberry.field(
+        description="One per recommended item, in list order (each item's `explanation`)."
+    )
 
 
 @strawberry.type
@@ -242,7 +292,7 @@ class RecommendationResult:
     generated_at: datetime
     response_time_ms: float
     total_count: int
-    explanation: JSON | None
+    explanation: RecommendationExplanation
 
 
 @strawberry.type

@@ -63,12 +63,17 @@ class CatalogueRecommender:
                 score=1.0 / (rank + 1),
                 engine_scores={engine: 1.0 / (rank + 1)},
                 reason=reason if request.explain else None,
-                because_item_id=because,
+                because_item_ids=(because,) if because and request.explain else (),
+                engine_shares={engine: 1.0},
             )
             for rank, row in enumerate(items[: request.k])
         ]
         return RecommendationResponse(
-            items=scored, algorithm=request.algorithm, engines_used=[engine], model_version="v1"
+            items=scored,
+            algorithm=request.algorithm,
+            engines_used=[engine],
+            model_version="v1",
+            strategy="cold_start" if not request.history else "hybrid",
         )
 
     async def similar_items(

@@ -28,7 +28,7 @@ RECORD = (
     'mutation($i: UUID!) { recordInteraction(input: {itemId: $i, interactionType: "view"}) { id } }'
 )
 RECOMMEND = """query($o: RecommendationOptions) {
-  recommendations(options: $o) { totalCount explanation items { item { id title } } }
+  recommendations(options: $o) { totalCount explanation { cached } items { item { id title } } }
 }"""
 OPTIONS = {"o": {"numRecommendations": 3, "algorithm": "hybrid"}}
 

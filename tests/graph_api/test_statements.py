@@ -179,7 +179,7 @@ async def test_item_interactions_are_an_admins_only(api: Api) -> None:
 
 RECOMMEND = """
 query { recommendations(options: {numRecommendations: 3, explain: true}) {
-  items { reason item { id title } } explanation } }"""
+  items { reason item { id title } } explanation { cached } } }"""
 
 
 async def test_a_cached_recommendation_reads_nothing_from_the_database(api: Api) -> None:
