@@ -14,6 +14,9 @@ on the held-out rows. The offline column is ``benchmarks/quality.py``'s path: th
 fitted in memory on the pipeline's matrix of the training rows, the tenant blend tuned as training
 tunes it, every list from the serving core in process. The "artifact" column is a diagnostic: the
 promoted models themselves, called on the users' trained rows (no history, no blend).
+The hybrid is asked as clients ask by default (``diversify: true``) and, as the row
+"hybrid (diversify off)", with ``diversify: false``; both get NDCG@10 and intra-list diversity
+(1 - mean pairwise co-occurrence cosine of the training rows), through the API and offline.
 """
 
 from __future__ import annotations
@@ -40,7 +43,13 @@ from typing import Any
 import httpx
 import yaml
 
-from benchmarks.quality import evaluate_served, fit_engines, tenant_blend, tenant_data
+from benchmarks.quality import (
+    NO_DIVERSIFY,
+    evaluate_served,
+    fit_engines,
+    tenant_blend,
+    tenant_data,
+)
 from cluster import operations as ops
 from deployments.app import AppArgs
 from deployments.inprocess import InProcessRecommender
@@ -50,7 +59,13 @@ from graph_api.recommender import HYBRID
 from storage import repositories as repo
 from storage.settings import Settings
 from training.datasets import MovieLens, load_movielens
-from training.evaluation import python_stratified_split, ranking_metrics, relevant_items
+from training.evaluation import (
+    cooccurrence_similarity,
+    intra_list_diversity,
+    python_stratified_split,
+    ranking_metrics,
+    relevant_items,
+)
 from training.ingest import imported_email
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +73,12 @@ DEFAULT_DATA = Path(os.environ.get("RECSERVE_ML100K", ROOT / "../shared/data/ml-
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 K = 10
 DOMAIN = "api-quality.bench"
-METRICS = (f"ndcg@{K}", f"precision@{K}", f"recall@{K}", "map")
+METRICS = (f"ndcg@{K}", f"precision@{K}", f"recall@{K}", "map", "diversity")
 QUERY = """query Recommend($options: RecommendationOptions) {
-  recommendations(options: $options) { items { item { externalId } } explanation }
+  recommendations(options: $options) {
+    items { item { externalId } }
+    explanation { enginesFailed }
+  }
 }"""
 READY_TIMEOUT_S = 240.0
 
@@ -72,6 +90,7 @@ class Split:
     train: list[tuple]
     test: list[tuple]
     users: list[str]  # the test users measured, in order
+    _similarity: Any = None
 
     @property
     def test_rows(self) -> list[tuple]:
@@ -82,6 +101,14 @@ class Split:
     @property
     def relevant(self) -> dict[str, set[str]]:
         return relevant_items(self.test_rows)
+
+    def similarity(self) -> Any:
+        """Item-item co-occurrence cosine of the training rows: what diversity is measured by."""
+        if self._similarity is None:
+            self._similarity = cooccurrence_similarity(
+                tenant_data(self.train, self.data.items).matrix()
+            )
+        return self._similarity
 
 
 def split_movielens(path: Path, users: int | None = None, seed: int = 42) -> Split:
@@ -265,7 +292,9 @@ async def _ask(
     http: httpx.AsyncClient, token: str, algorithm: str, attempts: int = 5
 ) -> dict[str, Any]:
     options: dict[str, Any] = {"numRecommendations": K}
-    if algorithm != HYBRID:
+    if algorithm == NO_DIVERSIFY:
+        options["diversify"] = False
+    elif algorithm != HYBRID:
         options["algorithm"] = algorithm
     body = {"query": QUERY, "variables": {"options": options}}
     headers = {"Authorization": f"Bearer {token}"}
@@ -323,7 +352,9 @@ async def ask_api(
 
 
 def api_metrics(lists: dict[str, list[str]], split: Split) -> dict[str, float]:
-    return ranking_metrics(lists, split.relevant, K)
+    metrics = ranking_metrics(lists, split.relevant, K)
+    metrics["diversity"] = intra_list_diversity(lists, split.similarity())
+    return metrics
 
 
 # ---- offline -------------------------------------------------------------------------------
@@ -336,7 +367,10 @@ def offline_metrics(
     tenant = tenant_data(split.train, split.data.items)
     models, _ = fit_engines(tenant.matrix(), split.data.items, engines)
     blend = tenant_blend(tenant, engines)
-    results = evaluate_served(models, split.train, split.test_rows, [HYBRID, *engines], None, blend)
+    asked = [HYBRID, NO_DIVERSIFY, *engines]
+    results = evaluate_served(
+        models, split.train, split.test_rows, asked, None, blend, similarity=split.similarity()
+    )
     return results, blend
 
 
@@ -433,7 +467,7 @@ def run(options: Options) -> dict[str, Any]:
         _timed(timings, "train", started)
         wanted = list(trained.versions) if options.engines is None else options.engines
         engines = [e for e in wanted if e in trained.versions]
-        asked = [HYBRID, *engines]
+        asked = [HYBRID, NO_DIVERSIFY, *engines]
 
         args = serve_args()
         report: dict[str, Any] = {
@@ -473,7 +507,8 @@ def run(options: Options) -> dict[str, Any]:
 
     started = time.perf_counter()
     offline, blend = offline_metrics(split, list(trained.versions))
-    report["offline"] = {a: _round(m) for a, m in offline.items() if a in (HYBRID, *engines)}
+    shown = (HYBRID, NO_DIVERSIFY, *engines)
+    report["offline"] = {a: _round(m) for a, m in offline.items() if a in shown}
     report["offline_blend"] = blend
     _timed(timings, "offline", started)
     report["seconds"] = timings
@@ -488,7 +523,7 @@ def print_table(report: dict[str, Any]) -> None:
         columns.append(("artifact", report["artifact"]))
     rows = list(report["offline"])
     rows = [HYBRID, *[r for r in rows if r != HYBRID]]
-    head = f"{'algorithm':<12}" + "".join(f"{name + ' NDCG/P@10':>26}" for name, _ in columns)
+    head = f"{'algorithm':<24}" + "".join(f"{name + ' NDCG/P@10':>26}" for name, _ in columns)
     print(f"{report['users']} test users, k={K}")
     print(head)
     print("-" * len(head))
@@ -498,10 +533,29 @@ def print_table(report: dict[str, Any]) -> None:
             found = values.get(row)
             text = f"{found['ndcg@10']:.4f} / {found['precision@10']:.4f}" if found else "-"
             cells += f"{text:>26}"
-        print(f"{row:<12}{cells}")
+        print(f"{row:<24}{cells}")
+    print_diversity(columns[:-1] if "artifact" in report else columns)
     print("seconds: " + ", ".join(f"{p} {s:.1f}" for p, s in report["seconds"].items()))
     for mode, diagnostics in report["api_diagnostics"].items():
         print(f"{mode}: {json.dumps(diagnostics)}")
+
+
+def print_diversity(columns: list[tuple[str, dict[str, dict[str, float]]]]) -> None:
+    """The hybrid with and without ``diversify``: NDCG@10, its change, intra-list diversity."""
+    print(
+        f"\n{'hybrid':<24}" + "".join(f"{name + ' NDCG (vs off) ILD':>36}" for name, _ in columns)
+    )
+    for row in (NO_DIVERSIFY, HYBRID):
+        cells = ""
+        for _, values in columns:
+            found, off = values.get(row), values.get(NO_DIVERSIFY)
+            if found is None or off is None:
+                cells += f"{'-':>36}"
+                continue
+            change = found["ndcg@10"] - off["ndcg@10"]
+            text = f"{found['ndcg@10']:.4f} ({change:+.4f}) {found['diversity']:.4f}"
+            cells += f"{text:>36}"
+        print(f"{'diversify on' if row == HYBRID else 'diversify off':<24}{cells}")
 
 
 def _names(value: str | None) -> list[str] | None:

@@ -34,7 +34,7 @@ from storage.settings import Settings
 ENGINES = ["popularity", "item_knn", "ease", "als", "content"]
 QUERY = """query($k: Int!) {
   recommendations(options: {numRecommendations: $k}) {
-    totalCount explanation items { score item { id title } }
+    totalCount explanation { cached } items { score item { id title } }
   }
 }"""
 UNLIMITED = {

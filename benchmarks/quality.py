@@ -11,6 +11,11 @@ serves; ``benchmarks.api_quality`` measures the same through HTTP GraphQL. ``--t
 the hybrid's weights on validation splits of the training part only (seeds 7, 123, 2024) and
 prints them; the defaults in ``training.hybrid.HybridConfig`` come from such a run. Rating
 predictors also get RMSE/MAE on the official u1..u5 folds.
+
+Lists are diversified as the API's default (``diversify: true``, MMR at ``PlanConfig.mmr_lambda``);
+the diversity table sets the hybrid beside itself with ``diversify: false``, NDCG@10 and
+intra-list diversity (1 - mean pairwise co-occurrence cosine of the training rows) for each;
+``--mmr-lambdas 0.8,0.9`` adds a row per MMR trade-off (how the default was chosen).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,9 @@ from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 from training.datasets import load_movielens
 from training.evaluation import (
     catalogue_coverage,
+    cooccurrence_similarity,
     evaluate_rating_folds,
+    intra_list_diversity,
     python_stratified_split,
     ranking_metrics,
     relevant_items,
@@ -60,7 +67,18 @@ PUBLISHED = {
         "map": 0.132,
     },
 }
-COLUMNS = ("precision@10", "recall@10", "ndcg@10", "map", "coverage", "fit_seconds")
+COLUMNS = (
+    "precision@10",
+    "recall@10",
+    "ndcg@10",
+    "map",
+    "coverage",
+    "diversity",
+    "fit_seconds",
+)
+# The hybrid asked with ``diversify: false`` (every other row is diversified, as the API's default)
+NO_DIVERSIFY = "hybrid (diversify off)"
+Similarity = Callable[[Sequence[str]], Any]
 # Validation seeds for the blend: not 42, the split the engines' own defaults were tuned on
 # (benchmarks/tune_algorithms.py), or the blend would favour the engine tuned hardest there
 VALIDATION_SEEDS = (7, 123, 2024)
@@ -122,11 +140,19 @@ async def served_lists(
     algorithm: str,
     k: int = K,
 ) -> dict[str, list[str]]:
-    """Every user's list from the serving core, as the API would ask for it."""
+    """Every user's list from the serving core, as the API would ask for it (``NO_DIVERSIFY``:
+    the hybrid with ``diversify: false``)."""
+    diversify = algorithm != NO_DIVERSIFY
+    algorithm = HYBRID if algorithm == NO_DIVERSIFY else algorithm
 
     async def one(user: str) -> list[str]:
         request = RecommendationRequest(
-            tenant_id=TENANT, user_id=user, algorithm=algorithm, k=k, history=history.get(user)
+            tenant_id=TENANT,
+            user_id=user,
+            algorithm=algorithm,
+            k=k,
+            history=history.get(user),
+            diversify=diversify,
         )
         return [item.item_id for item in (await recommender.recommend(request)).items]
 
@@ -142,12 +168,16 @@ def core_recommender(
     models: dict[str, Recommender],
     hybrid: HybridConfig | None = None,
     blend: dict[str, float] | None = None,
+    mmr_lambda: float | None = None,
 ) -> InProcessRecommender:
+    config = PlanConfig(hybrid=hybrid or HybridConfig(), engine_timeout_s=60.0)
+    if mmr_lambda is not None:
+        config = config.model_copy(update={"mmr_lambda": mmr_lambda})
     return InProcessRecommender(
         Settings(),
         list(models),
         source=MemoryModelSource(TENANT, models, blend=blend),
-        config=PlanConfig(hybrid=hybrid or HybridConfig(), engine_timeout_s=60.0),
+        config=config,
     )
 
 
@@ -158,10 +188,14 @@ def evaluate_served(
     algorithms: Sequence[str],
     hybrid: HybridConfig | None = None,
     blend: dict[str, float] | None = None,
+    *,
+    similarity: Similarity | None = None,
+    mmr_lambda: float | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Ranking metrics of the served lists, per algorithm name (engines, aliases, "hybrid"),
-    with ``blend`` as the tenant's tuned weights (None: the defaults)."""
-    recommender = core_recommender(models, hybrid, blend)
+    """Ranking metrics of the served lists, per algorithm name (engines, aliases, "hybrid",
+    ``NO_DIVERSIFY``), with ``blend`` as the tenant's tuned weights (None: the defaults);
+    intra-list diversity too when given the ``similarity`` it is measured with."""
+    recommender = core_recommender(models, hybrid, blend, mmr_lambda)
     relevant = relevant_items(test_rows)
     history = histories(train_rows)
     users = [u for u in relevant if u in history]
@@ -172,6 +206,8 @@ def evaluate_served(
         lists = asyncio.run(served_lists(recommender, users, history, algorithm))
         row = ranking_metrics(lists, relevant, K)
         row["coverage"] = catalogue_coverage(lists, catalogue)
+        if similarity is not None:
+            row["diversity"] = intra_list_diversity(lists, similarity)
         results[algorithm] = {c: round(float(row[c]), 4) for c in COLUMNS if c in row}
         print(
             f"  {algorithm:<11} ndcg@10={row['ndcg@10']:.4f} "
@@ -217,7 +253,43 @@ def print_table(algorithms: dict[str, dict[str, float]]) -> None:
         print(f"{name:<24}{cells}")
 
 
-def run(data_path: Path, *, with_rmse: bool = True, tune: bool = False) -> dict[str, Any]:
+def print_diversity(rows: dict[str, dict[str, float]]) -> None:
+    """The hybrid with and without MMR: what diversifying costs in NDCG@10, and buys."""
+    base = rows[NO_DIVERSIFY]["ndcg@10"]
+    print(f"{'hybrid':<28}{'ndcg@10':>10}{'vs off':>10}{'diversity':>12}")
+    for name, row in rows.items():
+        change = row["ndcg@10"] - base
+        print(f"{name:<28}{row['ndcg@10']:>10.4f}{change:>+10.4f}{row['diversity']:>12.4f}")
+
+
+def diversity_rows(
+    models: dict[str, Recommender],
+    train: Sequence[tuple],
+    test: Sequence[tuple],
+    served: dict[str, dict[str, float]],
+    lambdas: Sequence[float],
+    **serving: Any,
+) -> dict[str, dict[str, float]]:
+    """The hybrid with ``diversify`` off and on (the default trade-off, then each of
+    ``lambdas``): NDCG@10 and intra-list diversity."""
+    wanted = ("ndcg@10", "diversity")
+    rows = {
+        NO_DIVERSIFY: {c: served[NO_DIVERSIFY][c] for c in wanted},
+        f"on, lambda {PlanConfig().mmr_lambda} (default)": {c: served[HYBRID][c] for c in wanted},
+    }
+    for value in lambdas:
+        found = evaluate_served(models, train, test, [HYBRID], mmr_lambda=value, **serving)
+        rows[f"on, lambda {value}"] = {c: found[HYBRID][c] for c in wanted}
+    return rows
+
+
+def run(
+    data_path: Path,
+    *,
+    with_rmse: bool = True,
+    tune: bool = False,
+    lambdas: Sequence[float] = (),
+) -> dict[str, Any]:
     data = load_movielens(data_path)
     train, test = python_stratified_split(data.rows, 0.75, seed=42)
     report: dict[str, Any] = {}
@@ -238,11 +310,16 @@ def run(data_path: Path, *, with_rmse: bool = True, tune: bool = False) -> dict[
     tenant = tenant_data(train, data.items)
     models, seconds = fit_engines(tenant.matrix(), data.items, ALGORITHMS)
     blend = tenant_blend(tenant, ALGORITHMS)
-    algorithms = evaluate_served(models, train, test, [*ALGORITHMS, HYBRID], hybrid, blend)
+    similarity = cooccurrence_similarity(tenant.matrix())
+    asked = [*ALGORITHMS, HYBRID, NO_DIVERSIFY]
+    algorithms = evaluate_served(models, train, test, asked, hybrid, blend, similarity=similarity)
+    report["diversity"] = diversity_rows(
+        models, train, test, algorithms, lambdas, hybrid=hybrid, blend=blend, similarity=similarity
+    )
     if blend is not None:
         # the defaults alone, for tenants too small to tune on
-        default = evaluate_served(models, train, test, [HYBRID], hybrid)[HYBRID]
-        algorithms["hybrid (defaults)"] = default
+        default = evaluate_served(models, train, test, [HYBRID], hybrid, similarity=similarity)
+        algorithms["hybrid (defaults)"] = default[HYBRID]
     for name, fit in seconds.items():
         algorithms[name]["fit_seconds"] = round(fit, 2)
     report["algorithms"] = algorithms
@@ -260,9 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tune", action="store_true", help="choose the hybrid's weights on validation splits"
     )
+    parser.add_argument(
+        "--mmr-lambdas", default="", help="comma-separated MMR trade-offs to compare (0..1)"
+    )
     args = parser.parse_args(argv)
-    report = run(args.data, with_rmse=not args.no_rmse, tune=args.tune)
+    lambdas = [float(value) for value in args.mmr_lambdas.split(",") if value.strip()]
+    report = run(args.data, with_rmse=not args.no_rmse, tune=args.tune, lambdas=lambdas)
     print_table(report["algorithms"])
+    print()
+    print_diversity(report["diversity"])
     print(f"\nhybrid defaults: {report['hybrid']}")
     print(f"this tenant's tuned blend (training's holdout): {report['tenant_blend']}")
     if "tuning" in report:

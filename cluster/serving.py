@@ -21,7 +21,7 @@ EXAMPLE_QUERY = """query Example {
     algorithm
     responseTimeMs
     items { score reason item { title category } }
-    explanation
+    explanation { strategy enginesUsed enginesFailed modelVersion }
   }
 }"""
 

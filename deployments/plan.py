@@ -23,7 +23,11 @@ from deployments.models import version_label
 from deployments.scoring import EngineQuery, Pairs, SimilarityQuery, SimilarQuery, make_filter
 from deployments.vector_similar import VectorSimilar
 from graph_api.recommender import (
+    COLD_START,
+    ENGINE,
     HYBRID,
+    SWITCHING,
+    WEIGHTED,
     AlgorithmCatalog,
     ItemContent,
     RecommendationRequest,
@@ -36,6 +40,7 @@ from training.algorithms import ALIASES, REGISTRY, non_personal, similarity_engi
 from training.hybrid import (
     HybridConfig,
     HybridItem,
+    engine_shares,
     explain,
     mmr_diversify,
     switching_hybrid,
@@ -63,11 +68,17 @@ class Engines(Protocol):
     def invalidate(self, tenant_id: str | None = None) -> None: ...
 
 
+# History items an explanation names per recommended item ("because you liked ...").
+BECAUSE_ITEMS = 3
+
+
 class PlanConfig(BaseModel):
     engine_timeout_s: float = Field(default=2.0, gt=0)
     hybrid: HybridConfig = Field(default_factory=HybridConfig)
-    # MMR's relevance share when diversifying (1 keeps the relevance order)
-    mmr_lambda: float = Field(default=0.7, ge=0, le=1)
+    # MMR's relevance share when diversifying (1 keeps the relevance order). Lists are
+    # diversified by default: at 0.6 the ML-100K hybrid loses 0.003 NDCG@10 (the bar is 0.005)
+    # and gains intra-list diversity; ``python -m benchmarks.quality --mmr-lambdas`` measures.
+    mmr_lambda: float = Field(default=0.6, ge=0, le=1)
 
     @classmethod
     def from_args(cls, engine_timeout_s: float, hybrid: Mapping[str, Any]) -> PlanConfig:
@@ -97,10 +108,11 @@ class Similarity:
         except ValueError:
             return 0.0
 
-    def most_similar(self, item: str, among: Sequence[str]) -> str | None:
+    def most_similar(self, item: str, among: Sequence[str], count: int) -> list[str]:
+        """Up to ``count`` of ``among`` with a positive similarity to ``item``, most first."""
         scored = [(self.pair(item, other), other) for other in among if other != item]
-        best = max(scored, default=(0.0, None))
-        return best[1] if best[0] > 0 else None
+        ranked = sorted((s for s in scored if s[0] > 0), key=lambda pair: -pair[0])
+        return [other for _, other in ranked[:count]]
 
 
 class RecommendationCore:
@@ -177,6 +189,7 @@ class RecommendationCore:
         outcome = await self._ask(request, trained, versions, query)
         answered = {name: recs for name, recs in outcome.results.items() if recs}
         fallback = [n for n in self._fallback if n in versions and n not in trained]
+        cold = not answered
         if not answered and fallback:
             # Nothing to say (cold user, failures): the engine that answers anybody does.
             extra = await self._ask(request, fallback, versions, query)
@@ -200,7 +213,20 @@ class RecommendationCore:
             engines_used=used,
             engines_failed=outcome.failed,
             model_version=version_label({n: versions[n] for n in answered if n in versions}),
+            strategy=self._strategy(request, answered, cold=cold),
         )
+
+    def _strategy(
+        self, request: RecommendationRequest, answered: Mapping[str, Pairs], *, cold: bool
+    ) -> str:
+        """How the list was made (``graph_api.recommender.STRATEGIES``): ``cold`` when no
+        engine asked first had anything for the user, so a fallback answered."""
+        hybrid = request.algorithm == HYBRID
+        if cold or (hybrid and not request.history):
+            return COLD_START
+        if hybrid and (request.strategy or self.config.hybrid.strategy) == "switching":
+            return SWITCHING
+        return WEIGHTED if hybrid or len(answered) > 1 else ENGINE
 
     async def _explore(
         self, request: RecommendationRequest, candidates: list[HybridItem]
@@ -313,11 +339,14 @@ class RecommendationCore:
     async def _similarity(
         self, request: RecommendationRequest, candidates: list[HybridItem]
     ) -> Similarity | None:
-        """Item similarity from the first similarity engine, only when MMR or "because" needs it."""
-        if not candidates or not (request.diversify or (request.explain and request.history)):
+        """Item similarity from the first similarity engine, only when MMR or "because" needs it:
+        among the candidates (MMR), and to the history only when explaining (a history has
+        up to 200 items, the candidates 3k: most requests need the small square only)."""
+        because = bool(request.explain and request.history)
+        if not candidates or not (request.diversify or because):
             return None
         rows = tuple(item.item_id for item in candidates)
-        query = SimilarityQuery(rows, (*rows, *(request.history or ())))
+        query = SimilarityQuery(rows, (*rows, *(request.history or ())) if because else rows)
         matrix = await self._first_answer(
             request.tenant_id, "similarity", query, usable=lambda found: bool(np.any(found))
         )
@@ -338,16 +367,18 @@ class RecommendationCore:
         history = list(request.history or ())
         items = []
         for item in chosen[: request.k]:
-            because = None
+            because: tuple[str, ...] = ()
             if request.explain and similarity is not None and history:
-                because = similarity.most_similar(item.item_id, history)
+                because = tuple(similarity.most_similar(item.item_id, history, BECAUSE_ITEMS))
+            reason = explain(item.engine_scores, because[0] if because else None)
             items.append(
                 ScoredItem(
                     item_id=item.item_id,
                     score=float(item.score),
                     engine_scores={e: float(s) for e, s in item.engine_scores.items()},
-                    reason=explain(item.engine_scores, because) if request.explain else None,
-                    because_item_id=because,
+                    reason=reason if request.explain else None,
+                    because_item_ids=because,
+                    engine_shares=engine_shares(item.engine_scores),
                 )
             )
         return items

@@ -1,15 +1,16 @@
 """Per-request DataLoaders, each scoped to one tenant: one SQL statement per batch.
 
-A request that lists 50 users with their interactions, ratings and tenant costs the same number
-of statements as one that lists 5. Every statement filters on the tenant from the verified token,
-so a key of another tenant simply loads as missing.
+A request that lists 50 users with their interactions, ratings and tenant (or 50 items with
+their interactions and popularity) costs the same number of statements as one that lists 5.
+Every statement filters on the tenant from the verified token, so a key of another tenant
+simply loads as missing.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from strawberry.dataloader import DataLoader
 
@@ -20,7 +21,7 @@ from storage.models import Interaction, Item, Rating, Tenant, User
 
 K = TypeVar("K")
 V = TypeVar("V")
-# (user, interaction type or None, how many at most)
+# (user or item, interaction type or None, how many at most)
 InteractionKey = tuple[uuid.UUID, str | None, int]
 RatingKey = tuple[uuid.UUID, int]  # (user, how many at most)
 
@@ -38,6 +39,14 @@ class Loaders:
         )
         self.ratings: DataLoader[RatingKey, list[Rating]] = DataLoader(self._ratings)
         self.average_rating: DataLoader[uuid.UUID, float | None] = DataLoader(self._average_ratings)
+        # The design's ItemInteractions and PopularItems loaders: per item, its newest
+        # interactions, and its interaction and distinct-user counts.
+        self.item_interactions: DataLoader[InteractionKey, list[Interaction]] = DataLoader(
+            self._item_interactions
+        )
+        self.item_popularity: DataLoader[uuid.UUID, repo.ItemPopularity] = DataLoader(
+            self._item_popularity
+        )
 
     async def _users(self, ids: list[uuid.UUID]) -> list[User | None]:
         if self._rows is not None:
@@ -68,26 +77,34 @@ class Loaders:
         return [own if key == self.tenant_id else None for key in ids]
 
     async def _interactions(self, keys: list[InteractionKey]) -> list[list[Interaction]]:
-        user_ids = list(dict.fromkeys(user_id for user_id, _, _ in keys))
+        return await self._newest_interactions("user", keys)
+
+    async def _item_interactions(self, keys: list[InteractionKey]) -> list[list[Interaction]]:
+        return await self._newest_interactions("item", keys)
+
+    async def _newest_interactions(
+        self, owner: Literal["user", "item"], keys: list[InteractionKey]
+    ) -> list[list[Interaction]]:
+        """``keys`` are (owner id, type or None, limit), the owner a user or an item."""
+        owners = list(dict.fromkeys(owner for owner, _, _ in keys))
         types = {kind for _, kind, _ in keys}
         # One type asked for (the common case) is filtered in SQL; a mix is one statement that
-        # keeps each user's and each type's newest rows, filtered here: a batch is always one
+        # keeps each owner's and each type's newest rows, filtered here: a batch is always one
         # statement, cut in SQL to the largest limit asked for.
         sql_type = next(iter(types)) if len(types) == 1 else None
         async with self._database.session() as session:
-            lists = await repo.interactions_for_users(
+            lists = await repo.interactions_for(
                 session=session,
                 tenant_id=self.tenant_id,
-                user_ids=user_ids,
+                owner=owner,
+                ids=owners,
                 interaction_type=sql_type,
-                per_user=max(limit for _, _, limit in keys),
+                per_owner=max(limit for _, _, limit in keys),
             )
-        by_user = dict(zip(user_ids, lists, strict=True))
+        by_owner = dict(zip(owners, lists, strict=True))
         return [
-            [row for row in by_user[user_id] if kind is None or row.interaction_type == kind][
-                :limit
-            ]
-            for user_id, kind, limit in keys
+            [row for row in by_owner[owner] if kind is None or row.interaction_type == kind][:limit]
+            for owner, kind, limit in keys
         ]
 
     async def _ratings(self, keys: list[RatingKey]) -> list[list[Rating]]:
@@ -108,6 +125,12 @@ class Loaders:
                 session=session, tenant_id=self.tenant_id, item_ids=item_ids
             )
         return [entry.average for entry in stats]
+
+    async def _item_popularity(self, item_ids: list[uuid.UUID]) -> list[repo.ItemPopularity]:
+        async with self._database.session() as session:
+            return await repo.item_popularity(
+                session=session, tenant_id=self.tenant_id, item_ids=item_ids
+            )
 
 
 def prime(loader: DataLoader[K, V], rows: Sequence[Any], key: Callable[[Any], K]) -> None:

@@ -32,6 +32,7 @@ class MetricsSnapshot:
     total_requests: int
     total_errors: int
     total_client_errors: int
+    query_count: int  # query operations answered without an error
     window_seconds: float
     window_requests: int
     requests_per_second: float
@@ -55,6 +56,7 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 # A GraphQL name of at most this many characters; anything else is counted as OTHER.
 _NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
 OTHER = "other"
+QUERY_PREFIX = "query:"  # the label of every query operation (``MetricsExtension``)
 MAX_NAMES_PER_TENANT = 50
 MAX_NAMES = 1_000
 
@@ -97,6 +99,7 @@ class _Totals:
     requests: int = 0
     errors: int = 0
     client_errors: int = 0
+    queries: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
     operations: dict[str, int] = field(default_factory=dict)
@@ -128,11 +131,14 @@ class MetricsRecorder:
         rejected: bool = False,
     ) -> None:
         """``failed``: the server's fault; ``rejected``: the client's (only ``failed`` feeds the
-        error rate). ``operation`` must come from ``names.label`` (a bounded set)."""
+        error rate). ``operation`` must come from ``names.label`` (a bounded set): a query's
+        label is ``query:<name>``, and a query with neither counts as served."""
         now = self._clock()
         tenant = str(tenant_id) if tenant_id is not None else None
         self._samples.append((now, latency_ms, failed, tenant))
+        served = operation.startswith(QUERY_PREFIX) and not (failed or rejected)
         for totals in self._totals(tenant_id):
+            totals.queries += int(served)
             totals.requests += 1
             totals.errors += int(failed)
             totals.client_errors += int(rejected and not failed)
@@ -167,6 +173,7 @@ class MetricsRecorder:
             total_requests=totals.requests,
             total_errors=totals.errors,
             total_client_errors=totals.client_errors,
+            query_count=totals.queries,
             window_seconds=self.window_seconds,
             window_requests=count,
             requests_per_second=count / span,

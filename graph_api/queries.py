@@ -11,7 +11,7 @@ from graph_api.context import Info, RequestContext, require_admin
 from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound, Unauthenticated
 from graph_api.inputs import MAX_PAGE, RecommendationOptions, check_page, to_params
 from graph_api.loaders import prime
-from graph_api.recommendations import hydrate_pairs, recommend, result_lookup, similar_items
+from graph_api.recommendations import recommend, result_lookup, similar_items, trending_items
 from graph_api.training import TrainingQuery
 from graph_api.types import (
     Item,
@@ -122,10 +122,7 @@ class Query(TrainingQuery):
         if not 1 <= limit <= MAX_PAGE:
             raise BadUserInput(f"limit must be between 1 and {MAX_PAGE}.")
         bounds.check_text("category", category, bounds.CATEGORY_CHARS)
-        pairs = await info.context.services.recommender.trending(
-            tenant_id=str(principal.tenant_id), category=category, limit=limit
-        )
-        return await hydrate_pairs(info.context, pairs)
+        return await trending_items(info.context, principal, category, limit)
 
     @strawberry.field
     async def rate_limit_status(self, info: Info) -> RateLimitStatus:

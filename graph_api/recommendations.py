@@ -5,6 +5,7 @@ stamped with the model epoch (see ``graph_api.result_cache``), so a new
 interaction or a change of the user's preferences (read on a miss, from the user's row) can drop
 exactly that user's entries and a promotion retires them all; hydration
 goes through the items loader, one query per request however many items come back.
+``similarItems`` and ``trendingItems`` lists are cached beside them, with their own TTLs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,11 +31,21 @@ from graph_api.recommender import (
     ScoredItem,
 )
 from graph_api.row_cache import restore, snapshot
-from graph_api.types import Item, RecommendationItem, RecommendationResult, SimilarItem
+from graph_api.types import (
+    EngineContribution,
+    Item,
+    ItemExplanation,
+    RecommendationExplanation,
+    RecommendationItem,
+    RecommendationResult,
+    RecommendationStrategy,
+    SimilarItem,
+)
 from storage import repositories as repo
 from storage.cache.base import tenant_key
 from storage.cache.keys import model_epoch_key
 
+Pairs = list[tuple[str, float]]
 MAX_K = 100
 # The newest items of a user sent with a request: engines fold in those their model lacks
 # and exclude them all; older ones are in the trained model already.
@@ -41,13 +53,14 @@ HISTORY_LENGTH = 200
 STRATEGIES = ("weighted", "switching")
 # minRating filters after scoring, so ask for more than needed; ratings are sparse.
 MIN_RATING_OVERFETCH = 4
+PAYLOAD_FORMAT = 2  # of the cached result (``_response_to_json``): 2 added explanations
 
 
 @dataclass(frozen=True)
 class RecommendationParams:
     algorithm: str = "hybrid"
     k: int = 10
-    diversify: bool = False
+    diversify: bool = True
     explain: bool = False
     categories: tuple[str, ...] | None = None
     exclude_item_ids: tuple[str, ...] = ()
@@ -72,7 +85,10 @@ class RecommendationParams:
                 raise BadUserInput("Engine weights must be between 0 and 100.")
 
     def fingerprint(self) -> str:
-        payload = orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)
+        # The payload's format is part of the key: a result cached by an older release (another
+        # shape) is a miss rather than an error.
+        fields = {**self.__dict__, "payload": PAYLOAD_FORMAT}
+        payload = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(payload).hexdigest()[:16]
 
 
@@ -139,12 +155,14 @@ async def recommend(
     ctx.services.metrics.record_cache(hit=cached, tenant_id=principal.tenant_id)
     items = await _hydrate(ctx, response, params, rows)
     elapsed_ms = max((time.perf_counter() - started) * 1000.0, 1e-3)
-    explanation = {
-        "enginesUsed": response.engines_used,
-        "enginesFailed": response.engines_failed,
-        "modelVersion": response.model_version,
-        "cached": cached,
-    }
+    explanation = RecommendationExplanation(
+        strategy=RecommendationStrategy(response.strategy),
+        engines_used=response.engines_used,
+        engines_failed=response.engines_failed,
+        model_version=response.model_version,
+        cached=cached,
+        items=[item.explanation for item in items],
+    )
     return RecommendationResult(
         items=items,
         algorithm=response.algorithm,
@@ -217,7 +235,7 @@ def _without_excluded(
 async def _item_rows(ctx: RequestContext, response: RecommendationResponse) -> list[Any]:
     """The rows of the listed items and of their "because" items, in one loader batch."""
     ids = [_safe_uuid(scored.item_id) for scored in response.items]
-    because = [_safe_uuid(s.because_item_id) for s in response.items if s.because_item_id]
+    because = [_safe_uuid(i) for s in response.items for i in s.because_item_ids]
     wanted = list(dict.fromkeys(i for i in (*ids, *because) if i is not None))
     return [row for row in await ctx.loaders.items.load_many(wanted) if row is not None]
 
@@ -230,6 +248,7 @@ async def _hydrate(
 ) -> list[RecommendationItem]:
     ids = [_safe_uuid(scored.item_id) for scored in response.items]
     by_id = {row.id: row for row in rows}
+    strategy = RecommendationStrategy(response.strategy)
     averages: dict[uuid.UUID, float | None] = {}
     if params.min_rating is not None:
         found = list(by_id)
@@ -241,24 +260,44 @@ async def _hydrate(
             continue
         if params.min_rating is not None and (averages.get(row.id) or 0.0) < params.min_rating:
             continue
+        because = [by_id.get(i) for i in map(_safe_uuid, scored.because_item_ids) if i]
+        because_rows = [r for r in because if r is not None]
         result.append(
             RecommendationItem(
                 item=Item.from_row(row),
                 score=float(scored.score),
                 reason=_titled_reason(scored, by_id) if params.explain else None,
                 engine_scores=dict(scored.engine_scores),
+                explanation=_item_explanation(row.id, scored, strategy, because_rows),
             )
         )
     return result[: params.k]
 
 
+def _item_explanation(
+    item_id: uuid.UUID, scored: ScoredItem, strategy: RecommendationStrategy, because: list[Any]
+) -> ItemExplanation:
+    return ItemExplanation(
+        item_id=item_id,
+        contributions=[
+            EngineContribution(
+                engine=engine, share=share, score=float(scored.engine_scores.get(engine, 0.0))
+            )
+            for engine, share in scored.engine_shares.items()
+        ],
+        strategy=strategy,
+        because_of=[Item.from_row(row) for row in because],
+    )
+
+
 def _titled_reason(scored: ScoredItem, items: dict[uuid.UUID, Any]) -> str | None:
     """The engines name the item behind a recommendation by id; people read its title."""
-    because = _safe_uuid(scored.because_item_id) if scored.because_item_id else None
+    first = scored.because_item_ids[0] if scored.because_item_ids else None
+    because = _safe_uuid(first) if first else None
     row = items.get(because) if because is not None else None
-    if scored.reason is None or row is None or scored.because_item_id is None:
+    if scored.reason is None or row is None or first is None:
         return scored.reason
-    return scored.reason.replace(scored.because_item_id, row.title)
+    return scored.reason.replace(first, row.title)
 
 
 async def similar_items(ctx: RequestContext, item_id: Any, top_k: int) -> list[SimilarItem]:
@@ -268,14 +307,56 @@ async def similar_items(ctx: RequestContext, item_id: Any, top_k: int) -> list[S
     item_uuid = parse_uuid(item_id, "itemId")
     if await ctx.loaders.items.load(item_uuid) is None:
         raise ObjectNotFound("Item not found.")
-    pairs = await ctx.services.recommender.similar_items(
-        tenant_id=str(principal.tenant_id), item_id=str(item_uuid), k=top_k
-    )
+
+    async def compute() -> Pairs:
+        return await ctx.services.recommender.similar_items(
+            tenant_id=str(principal.tenant_id), item_id=str(item_uuid), k=top_k
+        )
+
+    key = tenant_key(principal.tenant_id, "recs", "similar", item_uuid, top_k)
+    ttl = ctx.services.settings.cache_similar_ttl_seconds
+    pairs = await _cached_pairs(ctx, principal, key, ttl, compute)
     return await hydrate_pairs(ctx, pairs, exclude=item_uuid)
 
 
+async def trending_items(
+    ctx: RequestContext, principal: Principal, category: str | None, limit: int
+) -> list[SimilarItem]:
+    async def compute() -> Pairs:
+        return await ctx.services.recommender.trending(
+            tenant_id=str(principal.tenant_id), category=category, limit=limit
+        )
+
+    digest = hashlib.sha256(orjson.dumps(category)).hexdigest()[:16]
+    key = tenant_key(principal.tenant_id, "recs", "top", digest, limit)
+    ttl = ctx.services.settings.cache_trending_ttl_seconds
+    return await hydrate_pairs(ctx, await _cached_pairs(ctx, principal, key, ttl, compute))
+
+
+async def _cached_pairs(
+    ctx: RequestContext,
+    principal: Principal,
+    key: str,
+    ttl: float,
+    compute: Callable[[], Awaitable[Pairs]],
+) -> Pairs:
+    """A list of ``(item id, score)`` from the result cache (``ttl`` 0: always computed).
+
+    The key lives under the tenant's results prefix and the value carries the model epoch, so
+    an item change drops it and a new model version retires it, as recommendations are.
+    """
+    if ttl <= 0:
+        return await compute()
+    epoch_key = model_epoch_key(principal.tenant_id)
+    pairs, cached = await ctx.services.results.get_or_compute(
+        key, compute, epoch_key=epoch_key, ttl=float(ttl)
+    )
+    ctx.services.metrics.record_cache(hit=cached, tenant_id=principal.tenant_id)
+    return [(str(item_id), float(score)) for item_id, score in pairs]
+
+
 async def hydrate_pairs(
-    ctx: RequestContext, pairs: list[tuple[str, float]], exclude: uuid.UUID | None = None
+    ctx: RequestContext, pairs: Pairs, exclude: uuid.UUID | None = None
 ) -> list[SimilarItem]:
     ids = [_safe_uuid(item_id) for item_id, _ in pairs]
     rows = await ctx.loaders.items.load_many([i for i in ids if i is not None])
@@ -301,8 +382,9 @@ def _response_to_json(response: RecommendationResponse, rows: list[Any]) -> dict
         "engines_used": response.engines_used,
         "engines_failed": response.engines_failed,
         "model_version": response.model_version,
+        "strategy": response.strategy,
         "items": [
-            [s.item_id, s.score, s.engine_scores, s.reason, s.because_item_id]
+            [s.item_id, s.score, s.engine_scores, s.reason, s.because_item_ids, s.engine_shares]
             for s in response.items
         ],
     }
@@ -310,10 +392,14 @@ def _response_to_json(response: RecommendationResponse, rows: list[Any]) -> dict
 
 def _response_from_json(data: dict[str, Any]) -> tuple[RecommendationResponse, list[Any]]:
     response = RecommendationResponse(
-        items=[ScoredItem(i, s, dict(e), r, b) for i, s, e, r, b in data["items"]],
+        items=[
+            ScoredItem(i, s, dict(e), r, tuple(b), dict(shares))
+            for i, s, e, r, b, shares in data["items"]
+        ],
         algorithm=data["algorithm"],
         engines_used=list(data["engines_used"]),
         engines_failed=list(data["engines_failed"]),
         model_version=data["model_version"],
+        strategy=data["strategy"],
     )
     return response, [restore(values) for values in data["rows"]]

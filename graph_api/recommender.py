@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from storage.cache import Cache
 
 HYBRID = "hybrid"
+# How a list was made (``RecommendationResponse.strategy``): from sources that need no history
+# or no training; a weighted blend of engines; one engine chosen by the user's activity; one
+# engine asked by name.
+COLD_START, WEIGHTED, SWITCHING, ENGINE = "cold_start", "hybrid", "switching", "engine"
+STRATEGIES = (COLD_START, WEIGHTED, SWITCHING, ENGINE)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class RecommendationRequest:
     user_id: str
     algorithm: str = HYBRID  # "hybrid", an engine ("ease") or an alias ("collaborative")
     k: int = 10
-    diversify: bool = False
+    diversify: bool = True  # MMR over the blended candidates, as the API's default
     explain: bool = False
     categories: tuple[str, ...] | None = None
     exclude_item_ids: tuple[str, ...] = ()
@@ -69,9 +74,13 @@ class RecommendationRequest:
 class ScoredItem:
     item_id: str
     score: float
+    # what each engine added to ``score`` (weight x normalised score in a blend)
     engine_scores: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
-    because_item_id: str | None = None
+    # the user's history items it is most like, most similar first (only when explaining)
+    because_item_ids: tuple[str, ...] = ()
+    # each engine's share of ``score``, largest first (sums to 1)
+    engine_shares: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class RecommendationResponse:
     engines_used: list[str]
     engines_failed: list[str] = field(default_factory=list)
     model_version: str | None = None
+    strategy: str = WEIGHTED  # one of ``STRATEGIES``
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 Key layout (all hash-tagged by tenant, so one tenant's keys share a Redis Cluster slot)::
 
     rec:{tenant}:recs:{user}:{options fingerprint}  ->  {"epoch": n, "value": ...}
+    rec:{tenant}:recs:similar:{item}:{k}, rec:{tenant}:recs:top:{category hash}:{limit}
 
 A value is stamped with the tenant's model epoch it was computed under. The epoch and the value
 are read in one round trip (one ``get_many``: same slot), and a value of an older epoch is a
@@ -91,12 +92,14 @@ class ResultCache:
         *,
         epoch_key: str | None = None,
         known: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
     ) -> tuple[Any, bool]:
         """``(value, cached)``: ``cached`` is False only for the call that ran ``compute``.
 
         ``epoch_key`` names the counter whose current value a cached value must carry (the
         tenant's model epoch); without it values are stamped 0. An unreachable cache computes.
-        ``known`` holds the lookup keys' values when the caller read them already.
+        ``known`` holds the lookup keys' values when the caller read them already. ``ttl``
+        overrides the cache's own for this value.
         """
         epoch, hit = await self._lookup(key, epoch_key, known)
         if epoch is None:  # cache unreachable: answer uncached rather than fail
@@ -109,7 +112,7 @@ class ResultCache:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value, cached = await self._lead(key, compute, epoch, epoch_key)
+            value, cached = await self._lead(key, compute, epoch, epoch_key, ttl or self.ttl)
         except Exception as error:
             future.set_exception(error)
             future.exception()  # retrieved here, so a lone leader leaves no warning behind
@@ -128,6 +131,7 @@ class ResultCache:
         compute: Callable[[], Awaitable[Any]],
         epoch: int,
         epoch_key: str | None,
+        ttl: float,
     ) -> tuple[Any, bool]:
         lock = key + ":lock"
         owner = await self._safe("lock", self.cache.incr(lock, ttl=self.lock_seconds), default=1)
@@ -139,7 +143,7 @@ class ResultCache:
         try:
             value = await compute()
             stamped = {"epoch": epoch, "value": value}
-            await self._safe("set", self.cache.set(key, stamped, ttl=self.ttl))
+            await self._safe("set", self.cache.set(key, stamped, ttl=ttl))
         finally:
             if owner == 1:
                 await self._safe("unlock", self.cache.delete(lock))

@@ -15,7 +15,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from graph_api import recommender
-from graph_api.context import Info
+from graph_api.context import Info, require_admin
 from graph_api.errors import BadUserInput
 from graph_api.preferences import UserPreferences
 
@@ -93,6 +93,29 @@ class Item:
     @strawberry.field
     async def similar_items(self, info: Info, top_k: int = 10) -> list[SimilarItem]:
         return await info.context.similar_items(self.id, top_k)
+
+    @strawberry.field
+    async def popularity(self, info: Info) -> ItemPopularity:
+        """How much the tenant's users interacted with the item (all time)."""
+        found = await info.context.loaders.item_popularity.load(self.id)
+        return ItemPopularity(interaction_count=found.interactions, user_count=found.users)
+
+    @strawberry.field
+    async def interactions(
+        self, info: Info, type: str | None = None, limit: int = DEFAULT_NESTED_PAGE
+    ) -> list[Interaction]:
+        """The newest ``limit`` (1 to 100) interactions with the item, by anyone: they name
+        other users, so a tenant admin's only."""
+        await require_admin(info.context)
+        _check_limit(limit)
+        rows = await info.context.loaders.item_interactions.load((self.id, type, limit))
+        return [Interaction.from_row(row) for row in rows]
+
+
+@strawberry.type
+class ItemPopularity:
+    interaction_count: int
+    user_count: int = strawberry.field(description="Distinct users who interacted with the item.")
 
 
 @strawberry.type
@@ -222,12 +245,62 @@ class AuthPayload:
     user: User
 
 
+@strawberry.enum
+class RecommendationStrategy(Enum):
+    """How a list was made."""
+
+    COLD_START = "cold_start"  # no history, or no engine had anything: popularity, content
+    HYBRID = "hybrid"  # a weighted blend of engines
+    SWITCHING = "switching"  # one engine, chosen by how much the user has done
+    ENGINE = "engine"  # the one engine (or an alias's engines) the request named
+
+
+@strawberry.type
+class EngineContribution:
+    engine: str
+    share: float = strawberry.field(description="Of the item's score, 0 to 1 (shares sum to 1).")
+    score: float = strawberry.field(
+        description="What the engine added to the item's score: its weight times its "
+        "normalised score in a blend, its own score when it answered alone."
+    )
+
+
+@strawberry.type
+class ItemExplanation:
+    """Why one item is in the list."""
+
+    item_id: uuid.UUID
+    contributions: list[EngineContribution] = strawberry.field(
+        description="The engines that put the item in the list, largest share first."
+    )
+    strategy: RecommendationStrategy
+    because_of: list[Item] = strawberry.field(
+        description="The user's items it is most like, most similar first (up to 3; only "
+        "with `explain: true`)."
+    )
+
+
 @strawberry.type
 class RecommendationItem:
     item: Item
     score: float
     reason: str | None
     engine_scores: JSON
+    explanation: ItemExplanation
+
+
+@strawberry.type
+class RecommendationExplanation:
+    """How the list was made, and why each item is in it."""
+
+    strategy: RecommendationStrategy
+    engines_used: list[str]
+    engines_failed: list[str]
+    model_version: str | None
+    cached: bool
+    items: list[ItemExplanation] = strawberry.field(
+        description="One per recommended item, in list order (each item's `explanation`)."
+    )
 
 
 @strawberry.type
@@ -237,7 +310,7 @@ class RecommendationResult:
     generated_at: datetime
     response_time_ms: float
     total_count: int
-    explanation: JSON | None
+    explanation: RecommendationExplanation
 
 
 @strawberry.type
@@ -326,6 +399,9 @@ class PerformanceMetrics:
     total_requests: int
     total_errors: int  # the server's faults
     total_client_errors: int  # invalid queries, refusals, rate limits
+    query_count: int = strawberry.field(
+        description="Query operations served (answered without an error), since start."
+    )
     window_seconds: float
     window_requests: int
     requests_per_second: float

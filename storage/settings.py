@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     cache_compress_min_bytes: int = Field(default=4096, ge=0)
     # Item and user rows behind the API's DataLoaders; 0 reads the database every time.
     cache_row_ttl_seconds: int = Field(default=120, ge=0)
+    # ``similarItems`` and ``trendingItems`` results, per (item or category, size); 0: uncached.
+    # Dropped with the tenant's recommendations on an item change and retired by a new model.
+    cache_similar_ttl_seconds: int = Field(default=600, ge=0)
+    cache_trending_ttl_seconds: int = Field(default=60, ge=0)
 
     # Sliding-window request budgets, in cost units per window (``recommendations`` costs 5,
     # ``similarItems`` 3 wherever it is nested, times the parents it runs for, ``trainModel``

@@ -200,17 +200,26 @@ def _pairwise(
     return cosine
 
 
+def engine_shares(engine_scores: Mapping[str, float]) -> dict[str, float]:
+    """Each engine's share of an item's blended score (its positive parts only), largest first:
+    what the explanation shows per engine."""
+    total = sum(v for v in engine_scores.values() if v > 0)
+    if total <= 0:
+        return {}
+    shares = sorted((-v / total, e) for e, v in engine_scores.items() if v > 0)
+    return {engine: -share for share, engine in shares}
+
+
 def explain(
     engine_scores: Mapping[str, float],
     because: str | None = None,
     title_of: Callable[[str], str] | None = None,
 ) -> str | None:
     """ "ease 70%, item_knn 30%; because you interacted with Toy Story (1995)"."""
-    total = sum(v for v in engine_scores.values() if v > 0)
     parts = []
-    if total > 0:
-        shares = sorted((-v / total, e) for e, v in engine_scores.items() if v > 0)
-        parts.append(", ".join(f"{engine} {-share:.0%}" for share, engine in shares))
+    shares = engine_shares(engine_scores)
+    if shares:
+        parts.append(", ".join(f"{engine} {share:.0%}" for engine, share in shares.items()))
     if because:
         parts.append(f"because you interacted with {title_of(because) if title_of else because}")
     return "; ".join(parts) or None

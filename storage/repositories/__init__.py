@@ -4,19 +4,23 @@ Every function takes ``session`` and (except tenant administration) ``tenant_id`
 ever reads or writes that tenant's rows. Functions flush but never commit: the caller owns the
 transaction (``Database.session()`` commits on exit). Errors are :mod:`storage.errors` types:
 NotFound for unknown or other tenants' ids, Conflict for duplicates, InvalidData for bad values.
-Batch readers (``*_by_ids``, ``*_for_users``, ``average_ratings``) return one entry per input id,
+Batch readers (``*_by_ids``, ``*_for_users``, ``*_for_items``, ``average_ratings``,
+``item_popularity``) return one entry per input id,
 in input order, as DataLoaders need.
 """
 
 from storage.repositories.interactions import (
     InteractionColumns,
     InteractionRow,
+    ItemPopularity,
     bulk_insert_interactions,
     count_interacting_users,
     count_interactions,
     existing_interaction_keys,
     import_interactions,
+    interactions_for,
     interactions_for_users,
+    item_popularity,
     iter_interactions,
     load_interactions,
     popular_items,
@@ -70,6 +74,7 @@ __all__ = [
     "NO_PASSWORD",
     "InteractionColumns",
     "InteractionRow",
+    "ItemPopularity",
     "RatingStats",
     "average_ratings",
     "bulk_insert_interactions",
@@ -92,8 +97,10 @@ __all__ = [
     "get_user",
     "get_user_by_email",
     "import_interactions",
+    "interactions_for",
     "interactions_for_users",
     "item_ids_by_external_ids",
+    "item_popularity",
     "items_by_ids",
     "iter_interactions",
     "list_items",

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Select, String, Uuid, func, select, text, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -135,32 +135,78 @@ async def interactions_for_users(
     cut is made in SQL, so a long history is never read whole. Unknown ids and other
     tenants' users get an empty list.
     """
-    by_user: dict[uuid.UUID, list[Interaction]] = {key: [] for key in user_ids}
+    return await interactions_for(
+        session=session,
+        tenant_id=tenant_id,
+        owner="user",
+        ids=user_ids,
+        interaction_type=interaction_type,
+        per_owner=per_user,
+    )
+
+
+async def interactions_for(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    owner: Literal["user", "item"],
+    ids: Sequence[uuid.UUID],
+    interaction_type: str | None = None,
+    per_owner: int | None = None,
+) -> list[list[Interaction]]:
+    """``interactions_for_users``, by user or (``owner="item"``) by item: the interactions of
+    each of ``ids``, newest first, in input order, cut to ``per_owner`` per owner and type."""
+    column = Interaction.user_id if owner == "user" else Interaction.item_id
+    by_key: dict[uuid.UUID, list[Interaction]] = {key: [] for key in ids}
     newest_first = (Interaction.created_at.desc(), Interaction.id)
-    for batch in chunks(by_user, _BATCH):
-        where = [Interaction.tenant_id == tenant_id, Interaction.user_id.in_(batch)]
+    for batch in chunks(by_key, _BATCH):
+        where = [Interaction.tenant_id == tenant_id, column.in_(batch)]
         if interaction_type is not None:
             where.append(Interaction.interaction_type == interaction_type)
         query = select(Interaction).where(*where).order_by(*newest_first)
-        if per_user is not None:
-            query = _newest(where, newest_first, per_user)
+        if per_owner is not None:
+            query = _newest(column, where, newest_first, per_owner)
         for interaction in (await session.scalars(query)).all():
-            by_user[interaction.user_id].append(interaction)
-    return [by_user[key] for key in user_ids]
+            by_key[getattr(interaction, f"{owner}_id")].append(interaction)
+    return [by_key[key] for key in ids]
 
 
-def _newest(where: list[Any], order: tuple[Any, ...], per_user: int) -> Select[Any]:
-    """The newest ``per_user`` of each user, plus the newest ``per_user`` of each of their
-    interaction types: window functions, one statement on SQLite and PostgreSQL alike."""
+def _newest(owner: Any, where: list[Any], order: tuple[Any, ...], per_key: int) -> Select[Any]:
+    """The newest ``per_key`` of each owner (user or item), plus the newest ``per_key`` of each
+    of its interaction types: window functions, one statement on SQLite and PostgreSQL alike."""
     number = func.row_number()
-    by_user = number.over(partition_by=Interaction.user_id, order_by=order).label("by_user")
-    by_type = number.over(
-        partition_by=(Interaction.user_id, Interaction.interaction_type), order_by=order
-    ).label("by_type")
-    ranked = select(Interaction, by_user, by_type).where(*where).subquery()
+    by_owner = number.over(partition_by=owner, order_by=order).label("by_owner")
+    by_type = number.over(partition_by=(owner, Interaction.interaction_type), order_by=order).label(
+        "by_type"
+    )
+    ranked = select(Interaction, by_owner, by_type).where(*where).subquery()
     rows = aliased(Interaction, ranked)
-    wanted = (ranked.c.by_user <= per_user) | (ranked.c.by_type <= per_user)
+    wanted = (ranked.c.by_owner <= per_key) | (ranked.c.by_type <= per_key)
     return select(rows).where(wanted).order_by(ranked.c.created_at.desc(), ranked.c.id)
+
+
+class ItemPopularity(NamedTuple):
+    interactions: int
+    users: int  # distinct users who interacted
+
+
+async def item_popularity(
+    *, session: AsyncSession, tenant_id: uuid.UUID, item_ids: Sequence[uuid.UUID]
+) -> list[ItemPopularity]:
+    """Batch lookup for DataLoaders: each item's interaction and distinct-user counts, in
+    input order (zeros for unknown ids and other tenants' items); one statement per 1000."""
+    found: dict[uuid.UUID, ItemPopularity] = {}
+    for batch in chunks(dict.fromkeys(item_ids), _BATCH):
+        query = (
+            select(
+                Interaction.item_id, func.count(), func.count(func.distinct(Interaction.user_id))
+            )
+            .where(Interaction.tenant_id == tenant_id, Interaction.item_id.in_(batch))
+            .group_by(Interaction.item_id)
+        )
+        for item_id, interactions, users in (await session.execute(query)).tuples():
+            found[item_id] = ItemPopularity(int(interactions), int(users))
+    return [found.get(key, ItemPopularity(0, 0)) for key in item_ids]
 
 
 def _bulk_records(

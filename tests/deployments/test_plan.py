@@ -99,7 +99,8 @@ async def test_a_single_engine_answers_exactly_as_its_model(models, tmp_path) ->
     core, _ = served(models, tmp_path)
     for algorithm in ("ease", "item_knn", "als"):
         history = own_items(models[algorithm], "u3")
-        reply = await core.recommend(request(user_id="u3", algorithm=algorithm, history=history))
+        asked = request(user_id="u3", algorithm=algorithm, history=history, diversify=False)
+        reply = await core.recommend(asked)
         assert [(i.item_id, i.score) for i in reply.items] == models[algorithm].recommend("u3", 5)
         assert reply.model_version == "v1"
 
@@ -133,7 +134,9 @@ async def test_cold_users_get_the_cold_blend_then_the_fallback(models, tmp_path)
 
 async def test_request_weights_and_switching_override_the_blend(models, tmp_path) -> None:
     core, _ = served(models, tmp_path)
-    only_popular = await core.recommend(request(weights={"popularity": 1.0, "ease": 0.0}))
+    only_popular = await core.recommend(
+        request(weights={"popularity": 1.0, "ease": 0.0}, diversify=False)
+    )
     assert only_popular.engines_used == ["popularity"]
     expected = [i for i, _ in models["popularity"].recommend("u1", 5)]
     assert [item.item_id for item in only_popular.items] == expected
@@ -149,7 +152,7 @@ async def test_the_blend_reaches_beyond_each_engines_top_k(models, tmp_path) -> 
         core, _ = served(models, tmp_path, depth=depth)
         votes = 0
         for user in ("u1", "u2", "u3", "u40"):
-            reply = await core.recommend(request(user_id=user, k=3))
+            reply = await core.recommend(request(user_id=user, k=3, diversify=False))
             for engine in ("ease", "als"):
                 top = {i for i, _ in models[engine].recommend(user, 3)}
                 votes += sum(
@@ -182,12 +185,38 @@ async def test_diversify_and_because(models, tmp_path) -> None:
     history = own_items(models["ease"], "u1")
     reply = await core.recommend(request(diversify=True, explain=True, history=history))
     assert len(reply.items) == 5
-    assert any(item.because_item_id in history for item in reply.items)
-    assert all(
-        "because you interacted with" in (item.reason or "")
-        for item in reply.items
-        if item.because_item_id
-    )
+    assert any(item.because_item_ids for item in reply.items)
+    for item in reply.items:
+        assert set(item.because_item_ids) <= set(history) and len(item.because_item_ids) <= 3
+        if item.because_item_ids:
+            first = item.because_item_ids[0]
+            assert f"because you interacted with {first}" in (item.reason or "")
+    plain = await core.recommend(request(history=history))
+    assert all(item.because_item_ids == () for item in plain.items)  # only when explaining
+
+
+async def test_explanations_name_the_strategy_and_each_engines_share(models, tmp_path) -> None:
+    core, _ = served(models, tmp_path)
+    history = own_items(models["ease"], "u1")
+    blended = await core.recommend(request(history=history))
+    assert blended.strategy == "hybrid"
+    for item in blended.items:
+        parts = item.engine_scores
+        assert sum(parts.values()) == pytest.approx(item.score)
+        assert item.engine_shares == pytest.approx({e: v / item.score for e, v in parts.items()})
+        assert list(item.engine_shares.values()) == sorted(item.engine_shares.values())[::-1]
+    assert any(len(item.engine_shares) == 2 for item in blended.items)
+    cold = await core.recommend(request(user_id="stranger", history=()))
+    assert cold.strategy == "cold_start"
+    assert all(item.engine_shares == {"popularity": 1.0} for item in cold.items)
+    fallback = await core.recommend(request(user_id="stranger", algorithm="item_knn"))
+    assert fallback.strategy == "cold_start"  # item_knn had nothing: popularity answered
+    switching = await core.recommend(request(strategy="switching", history=history))
+    assert switching.strategy == "switching"
+    [engine] = {e for item in switching.items for e in item.engine_shares}
+    assert all(item.engine_shares == {engine: 1.0} for item in switching.items)
+    single = await core.recommend(request(algorithm="ease", history=history))
+    assert single.strategy == "engine"
 
 
 async def test_concurrent_first_requests_load_each_model_once(models, tmp_path) -> None:

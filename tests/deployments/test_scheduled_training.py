@@ -32,7 +32,7 @@ RECORD = "mutation($i: InteractionInput!) { recordInteraction(input: $i) { id } 
 JOBS = """{ trainingJobs(limit: 10) {
   jobId status trigger reason progress metrics modelVersion error } }"""
 RECOMMEND = """{ recommendations(options: {numRecommendations: 5, explain: true,
-  algorithm: "item_knn"}) { explanation items { item { id } } } }"""
+  algorithm: "item_knn"}) { explanation { modelVersion } items { item { id } } } }"""
 
 
 def scheduled_settings(data_dir: Path, **overrides: Any) -> Settings:

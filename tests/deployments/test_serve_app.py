@@ -86,7 +86,8 @@ def deployed(serve_instance: int, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 async def _recommend(deployed: dict, **fields) -> RecommendationResponse:
-    request = RecommendationRequest(**{"tenant_id": TENANT, "k": 5, **fields})
+    # Undiversified: these tests compare lists with the models' own order.
+    request = RecommendationRequest(**{"tenant_id": TENANT, "k": 5, "diversify": False, **fields})
     return await deployed["combiner"].recommend.remote(request)
 
 

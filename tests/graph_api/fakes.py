@@ -27,6 +27,8 @@ from training.algorithms import ALGORITHMS, ALIASES
 class CatalogueRecommender:
     database: Database
     requests: list[RecommendationRequest] = field(default_factory=list)
+    similar_asked: list[tuple[str, int]] = field(default_factory=list)  # (item, k)
+    trending_asked: list[tuple[str | None, int]] = field(default_factory=list)  # (category, limit)
     trained: list[tuple[str, list[str] | None]] = field(default_factory=list)
     changed: list[tuple[str, list[ItemContent]]] = field(default_factory=list)
     deleted: list[tuple[str, list[str]]] = field(default_factory=list)
@@ -61,23 +63,30 @@ class CatalogueRecommender:
                 score=1.0 / (rank + 1),
                 engine_scores={engine: 1.0 / (rank + 1)},
                 reason=reason if request.explain else None,
-                because_item_id=because,
+                because_item_ids=(because,) if because and request.explain else (),
+                engine_shares={engine: 1.0},
             )
             for rank, row in enumerate(items[: request.k])
         ]
         return RecommendationResponse(
-            items=scored, algorithm=request.algorithm, engines_used=[engine], model_version="v1"
+            items=scored,
+            algorithm=request.algorithm,
+            engines_used=[engine],
+            model_version="v1",
+            strategy="cold_start" if not request.history else "hybrid",
         )
 
     async def similar_items(
         self, *, tenant_id: str, item_id: str, k: int
     ) -> list[tuple[str, float]]:
+        self.similar_asked.append((item_id, k))
         rows = [row for row in await self._catalogue(tenant_id) if str(row.id) != item_id]
         return [(str(row.id), 0.9 / (rank + 1)) for rank, row in enumerate(rows[:k])]
 
     async def trending(
         self, *, tenant_id: str, category: str | None, limit: int
     ) -> list[tuple[str, float]]:
+        self.trending_asked.append((category, limit))
         rows = await self._catalogue(tenant_id, category)
         return [(str(row.id), float(len(rows) - rank)) for rank, row in enumerate(rows[:limit])]
 

@@ -40,7 +40,9 @@ RECORD = """
 mutation($input: InteractionInput!) { recordInteraction(input: $input) { id } }"""
 RECOMMEND = """
 query($options: RecommendationOptions) {
-  recommendations(options: $options) { totalCount explanation items { score item { id } } }
+  recommendations(options: $options) {
+    totalCount explanation { strategy enginesUsed modelVersion } items { score item { id } }
+  }
 }"""
 SIMILAR = """
 query($id: UUID!) { similarItems(itemId: $id, topK: 5) { score item { id } } }"""

@@ -20,7 +20,8 @@ mutation($input: InteractionInput!) {
 RECOMMEND = """
 query($options: RecommendationOptions) {
   recommendations(options: $options) {
-    algorithm generatedAt responseTimeMs totalCount explanation
+    algorithm generatedAt responseTimeMs totalCount
+    explanation { strategy enginesUsed enginesFailed modelVersion cached }
     items { score reason engineScores item { id title averageRating } }
   }
 }"""
@@ -76,6 +77,62 @@ async def test_full_flow_on_postgres(postgres_url: str, tmp_path: Path) -> None:
             await run_flow(api)
     finally:
         await drop_database(url)
+
+
+EXPLAINED = """
+query($options: RecommendationOptions) {
+  recommendations(options: $options) {
+    items {
+      score item { id }
+      explanation {
+        itemId strategy contributions { engine share score } becauseOf { id title }
+      }
+    }
+    explanation { strategy cached items { itemId } }
+  }
+}"""
+
+
+async def test_each_item_is_explained_by_engines_history_and_strategy(api: Api) -> None:
+    token, _ = await api.register("eve@shop.example", "shop.example")
+    ids = [
+        (await api.ok(CREATE_ITEM, {"input": {"title": f"Book {n}"}}, token))["createItem"]["id"]
+        for n in range(4)
+    ]
+    explain = {"options": {"numRecommendations": 3, "explain": True}}
+    cold = (await api.ok(EXPLAINED, explain, token))["recommendations"]
+    assert cold["explanation"]["strategy"] == "COLD_START"
+    assert all(entry["explanation"]["becauseOf"] == [] for entry in cold["items"])
+
+    for item_id in ids[:2]:
+        await api.ok(RECORD, {"input": {"itemId": item_id, "interactionType": "view"}}, token)
+    for cached in (False, True):  # the cached payload carries the explanations whole
+        result = (await api.ok(EXPLAINED, explain, token))["recommendations"]
+        assert result["explanation"]["cached"] is cached
+        assert result["explanation"]["strategy"] == "HYBRID"
+        listed = [entry["item"]["id"] for entry in result["items"]]
+        assert [e["itemId"] for e in result["explanation"]["items"]] == listed
+        for entry in result["items"]:
+            why = entry["explanation"]
+            assert why["itemId"] == entry["item"]["id"] and why["strategy"] == "HYBRID"
+            share = {"engine": "popularity", "share": 1.0, "score": entry["score"]}
+            assert why["contributions"] == [share]
+            # the fake names the newest history item, as the core names the most similar
+            assert why["becauseOf"] == [{"id": ids[1], "title": "Book 1"}]
+
+    plain = await api.ok(EXPLAINED, {"options": {"numRecommendations": 3}}, token)
+    entries = plain["recommendations"]["items"]
+    assert entries and all(e["explanation"]["becauseOf"] == [] for e in entries)
+    assert all(e["explanation"]["contributions"] for e in entries)
+
+
+async def test_lists_are_diversified_unless_asked_not_to(api: Api) -> None:
+    token, _ = await api.register("div@shop.example", "shop.example")
+    await api.ok(CREATE_ITEM, {"input": {"title": "Lamp"}}, token)
+    await api.ok(RECOMMEND, {"options": {"numRecommendations": 3}}, token)
+    assert api.recommender.requests[-1].diversify is True
+    await api.ok(RECOMMEND, {"options": {"numRecommendations": 3, "diversify": False}}, token)
+    assert api.recommender.requests[-1].diversify is False
 
 
 async def test_interactions_are_committed_and_idempotent(api: Api) -> None:

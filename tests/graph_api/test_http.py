@@ -104,7 +104,7 @@ async def test_graphiql_is_served(api: Api) -> None:
 
 PERFORMANCE = (
     "{ performanceMetrics { totalRequests totalErrors totalClientErrors p50LatencyMs"
-    " p95LatencyMs errorRate cacheHitRate operations } }"
+    " p95LatencyMs errorRate cacheHitRate operations queryCount } }"
 )
 
 
@@ -124,9 +124,12 @@ async def test_metrics_count_requests_and_errors_of_the_callers_tenant(api: Api)
     assert 0 < metrics["p50LatencyMs"] <= metrics["p95LatencyMs"]
     assert metrics["errorRate"] == 1 / 5
     assert metrics["operations"]["query:Listing"] == 3
+    # Served queries: the 3 lists; the refused and the failed ones were not served.
+    assert metrics["queryCount"] == 3
     # Another tenant's admin sees none of it, not even the names of tenant a's operations.
     theirs = (await api.ok(PERFORMANCE, token=other))["performanceMetrics"]
     assert "query:Listing" not in theirs["operations"] and theirs["totalErrors"] == 0
+    assert theirs["queryCount"] == 0  # tenant a's queries are not counted for tenant b
 
 
 async def test_a_repeated_document_is_parsed_and_validated_once(api: Api) -> None:

@@ -18,7 +18,7 @@ IMPORT = """mutation($rows: [InteractionImportInput!]!) {
 }"""
 CREATE_ITEM = "mutation($input: ItemInput!) { createItem(input: $input) { id } }"
 RECOMMEND = """query { recommendations(options: {numRecommendations: 3}) {
-  explanation items { item { id } } } }"""
+  explanation { cached } items { item { id } } } }"""
 WHEN = "2025-03-01T12:00:00Z"
 
 

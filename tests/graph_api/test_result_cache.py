@@ -28,7 +28,7 @@ RECORD = (
     'mutation($i: UUID!) { recordInteraction(input: {itemId: $i, interactionType: "view"}) { id } }'
 )
 RECOMMEND = """query($o: RecommendationOptions) {
-  recommendations(options: $o) { totalCount explanation items { item { id title } } }
+  recommendations(options: $o) { totalCount explanation { cached } items { item { id title } } }
 }"""
 OPTIONS = {"o": {"numRecommendations": 3, "algorithm": "hybrid"}}
 
@@ -72,6 +72,51 @@ async def test_results_are_cached_until_something_changes(backend_api: Api) -> N
     assert data["recommendations"]["explanation"]["cached"] is False
     assert "New" in {entry["item"]["title"] for entry in data["recommendations"]["items"]}
     assert len(api.recommender.requests) == 5
+
+
+SIMILAR = "query($i: UUID!) { similarItems(itemId: $i, topK: 2) { score item { id title } } }"
+TRENDING = "query($c: String) { trendingItems(category: $c, limit: 3) { item { id title } } }"
+
+
+async def test_similar_and_trending_lists_are_cached_until_something_changes(
+    backend_api: Api,
+) -> None:
+    api = backend_api
+    token, ids = await _seed(api, f"{uuid.uuid4().hex[:8]}.example")
+    recommender = api.recommender
+
+    async def ask() -> tuple[Any, Any]:
+        similar = await api.ok(SIMILAR, {"i": ids[0]}, token)
+        trending = await api.ok(TRENDING, {"c": None}, token)
+        return similar["similarItems"], trending["trendingItems"]
+
+    first = await ask()
+    assert await ask() == first  # the second call is served from the cache
+    assert (len(recommender.similar_asked), len(recommender.trending_asked)) == (1, 1)
+    await api.ok(TRENDING, {"c": "books"}, token)  # another category is another list
+    await api.ok(RECORD, {"i": ids[0]}, token)  # a user's interaction: not an item change
+    await ask()
+    assert (len(recommender.similar_asked), len(recommender.trending_asked)) == (1, 2)
+
+    await api.ok(UPDATE_ITEM, {"id": ids[1]}, token)  # an item changed: both recomputed
+    similar, trending = await ask()
+    assert (len(recommender.similar_asked), len(recommender.trending_asked)) == (2, 3)
+    assert "New" in {entry["item"]["title"] for entry in [*similar, *trending]}
+
+    await bump_model_epoch(api.cache, tenant_of(api, token))  # a new model version
+    await ask()
+    await ask()
+    assert (len(recommender.similar_asked), len(recommender.trending_asked)) == (3, 4)
+
+
+async def test_similar_and_trending_ttls_of_zero_turn_their_caching_off(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, cache_similar_ttl_seconds=0, cache_trending_ttl_seconds=0)
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/t.db", settings) as api:
+        token, ids = await _seed(api, "ttl.example")
+        for _ in range(2):
+            await api.ok(SIMILAR, {"i": ids[0]}, token)
+            await api.ok(TRENDING, {"c": None}, token)
+        assert (len(api.recommender.similar_asked), len(api.recommender.trending_asked)) == (2, 2)
 
 
 async def test_a_hit_reads_the_cache_once(backend_api: Api, monkeypatch) -> None:

@@ -104,9 +104,82 @@ async def test_nested_query_costs_the_same_for_5_and_50_users(api: Api) -> None:
     assert counts[50] <= 6, counts
 
 
+ITEMS = """
+query($n: Int!) {
+  items(limit: $n) {
+    id
+    popularity { interactionCount userCount }
+    interactions(limit: 2) { interactionType userId }
+    views: interactions(type: "view") { id }
+  }
+}"""
+
+
+async def _seed_items(api: Api, count: int) -> tuple[Any, Any]:
+    """``count`` items, each viewed by two users and clicked by one."""
+    async with api.database.session() as session:
+        tenant = await repo.create_tenant(session=session, name="Shop", domain="shop.example")
+        admin, other = [
+            await repo.create_user(
+                session=session,
+                tenant_id=tenant.id,
+                email=f"{name}@shop.example",
+                username=name,
+                password_hash="unused",
+                role=name,
+            )
+            for name in ("admin", "user")
+        ]
+        items = [
+            await repo.create_item(
+                session=session, tenant_id=tenant.id, external_id=f"i{n}", title=f"Item {n}"
+            )
+            for n in range(count)
+        ]
+        rows = [
+            {"user_id": user.id, "item_id": item.id, "interaction_type": kind}
+            for item in items
+            for user, kind in [(admin, "view"), (other, "view"), (other, "click")]
+        ]
+        await repo.bulk_insert_interactions(session=session, tenant_id=tenant.id, rows=rows)
+    return tenant, admin
+
+
+async def test_item_interactions_and_popularity_cost_the_same_for_5_and_50_items(
+    api: Api,
+) -> None:
+    tenant, admin = await _seed_items(api, 50)
+    token = api.token_for(tenant.id, admin.id, role="admin")
+    await api.ok("{ me { id } }", token=token)
+    counts = {}
+    for size in (5, 50):
+        with counting_statements(api) as statements:
+            items = (await api.ok(ITEMS, {"n": size}, token))["items"]
+        assert len(items) == size
+        assert all(i["popularity"] == {"interactionCount": 3, "userCount": 2} for i in items)
+        assert all(len(i["interactions"]) == 2 and len(i["views"]) == 2 for i in items)
+        counts[size] = len([s for s in statements if s.lstrip().upper().startswith("SELECT")])
+    assert counts[5] == counts[50], counts
+    # list + interactions (both filters in one batch) + popularity
+    assert counts[50] <= 3, counts
+
+
+async def test_item_interactions_are_an_admins_only(api: Api) -> None:
+    tenant, _ = await _seed_items(api, 2)
+    async with api.database.session() as session:
+        user = await repo.get_user_by_email(
+            session=session, tenant_id=tenant.id, email="user@shop.example"
+        )
+    token = api.token_for(tenant.id, user.id)
+    counted = await api.ok("{ items { popularity { interactionCount } } }", token=token)
+    assert [i["popularity"]["interactionCount"] for i in counted["items"]] == [3, 3]
+    reply = await api.gql("{ items { interactions { userId } } }", token=token)
+    assert reply["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
 RECOMMEND = """
 query { recommendations(options: {numRecommendations: 3, explain: true}) {
-  items { reason item { id title } } explanation } }"""
+  items { reason item { id title } } explanation { cached } } }"""
 
 
 async def test_a_cached_recommendation_reads_nothing_from_the_database(api: Api) -> None:
