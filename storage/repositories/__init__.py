@@ -22,6 +22,7 @@ from storage.repositories.interactions import (
     popular_items,
     recent_items,
     record_interaction,
+    refresh_statistics,
 )
 from storage.repositories.items import (
     bulk_upsert_items,
@@ -103,6 +104,7 @@ __all__ = [
     "ratings_for_users",
     "recent_items",
     "record_interaction",
+    "refresh_statistics",
     "set_tenant_active",
     "set_tenant_registration",
     "set_user_active",
