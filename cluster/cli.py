@@ -284,8 +284,17 @@ def ingest_synthetic(
     clusters: int = 8,
     per_user: int = 25,
     seed: int = 42,
+    interactions: Annotated[
+        int,
+        typer.Option(
+            help="Generate this many events in total instead (long-tailed users and items, "
+            "streamed in chunks: e.g. --users 200000 --items 50000 --interactions 10000000)"
+        ),
+    ] = 0,
 ) -> None:
     """Generate a catalogue with planted taste clusters and item text, and load it."""
+    if interactions < 0:
+        raise typer.BadParameter("must be positive", param_hint="--interactions")
     with progress_bar() as report:
         counts = run(
             ops.ingest_synthetic(
@@ -296,6 +305,7 @@ def ingest_synthetic(
                 clusters=clusters,
                 per_user=per_user,
                 seed=seed,
+                interactions=interactions,
                 progress=report,
             )
         )

@@ -15,8 +15,9 @@ from storage.errors import NotFound
 from storage.models import Registration, Tenant, TenantTier, User, UserRole
 from storage.settings import Settings
 from training.datasets import generate_catalogue, load_movielens
+from training.datasets.synthetic import StreamSpec, stream_events, stream_items
 from training.export import ExportCounts, export_tenant
-from training.ingest import IngestCounts, Progress, ingest_dataset
+from training.ingest import IngestCounts, Progress, ingest_dataset, ingest_stream
 from training.ingest_files import ColumnMap, ImportReport, import_files
 
 
@@ -171,12 +172,25 @@ async def ingest_synthetic(
     clusters: int,
     per_user: int,
     seed: int,
+    interactions: int = 0,
     progress: Progress | None = None,
 ) -> IngestCounts:
-    catalogue = generate_catalogue(users, items, clusters, per_user, seed)
+    """The demo catalogue (``per_user`` engagements per user, in memory), or with
+    ``interactions`` a streamed tenant of that many events (``StreamSpec``)."""
     database = await open_database(settings)
     try:
         tenant = await tenant_by_domain(database, domain)
+        if interactions:  # a large tenant: generated and written one chunk at a time
+            spec = StreamSpec(users, items, interactions, clusters, seed)
+            return await ingest_stream(
+                database,
+                tenant.id,
+                items=stream_items(spec),
+                chunks=stream_events(spec),
+                total=interactions,
+                progress=progress,
+            )
+        catalogue = generate_catalogue(users, items, clusters, per_user, seed)
         return await ingest_dataset(
             database,
             tenant.id,

@@ -3,7 +3,9 @@
 Each algorithm is the same class bound with a different ``algorithm`` argument, so each gets its
 own replicas and resources. Tenants' models are multiplexed: the model id is
 ``"{tenant}:{version}"``, so promoting a new version simply routes the next request to a new id
-(no restart), and least-recently-used models are evicted past ``max_models_per_replica``.
+(no restart). What a replica holds is bounded by memory: least-recently-used models are evicted
+once their bytes pass ``max_model_mb`` (``RECSERVE_MAX_MODEL_MB``), or their number
+``max_models_per_replica`` (``ModelMemory``).
 
 Nothing here imports torch: models are numpy at inference time.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import weakref
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,13 @@ from opentelemetry.trace import Link, get_current_span
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.models import ModelSource, resolve_source, split_model_id
+from deployments.models import (
+    MIB,
+    ModelMemory,
+    ModelSource,
+    resolve_source,
+    split_model_id,
+)
 from deployments.ray_metrics import install_ray_metrics
 from deployments.scoring import (
     EngineQuery,
@@ -46,6 +53,8 @@ class EngineConfig(BaseModel):
     """Runtime settings, changed through ``user_config`` without restarting replicas."""
 
     max_models_per_replica: int = Field(default=4, gt=0)
+    # MiB of models held per replica; None: ``Settings.max_model_mb`` (RECSERVE_MAX_MODEL_MB)
+    max_model_mb: float | None = Field(default=None, gt=0)
     max_batch_size: int = Field(default=32, gt=0)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
 
@@ -65,52 +74,65 @@ class Engine:
         self._settings = Settings()
         self._source = resolve_source(source, self._settings)
         self._config = EngineConfig()
-        # model id -> (tenant, bytes) of the models Serve's multiplexer holds in this replica
-        self._held: dict[str, tuple[str, int]] = {}
+        self._memory = self._new_memory(self._config)
         self._build_model_cache(self._config.max_models_per_replica)
         if config is not None:
             self.reconfigure(config)
+
+    def _new_memory(self, config: EngineConfig) -> ModelMemory:
+        mib = config.max_model_mb or self._settings.max_model_mb
+        max_bytes = None if mib is None else int(mib * MIB)
+        return ModelMemory(max_bytes=max_bytes, max_models=config.max_models_per_replica)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         new = EngineConfig.model_validate({**self._config.model_dump(), **config})
         if new.max_models_per_replica != self._config.max_models_per_replica:
             # The multiplex cap is fixed per wrapper; a new cap starts a fresh model cache.
             self._build_model_cache(new.max_models_per_replica)
+        self._memory.max_models = new.max_models_per_replica
+        self._memory.max_bytes = self._new_memory(new).max_bytes
         self.recommend.set_max_batch_size(new.max_batch_size)
         self.recommend.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
         self._config = new
 
     def _build_model_cache(self, max_models: int) -> None:
-        async def load(model_id: str) -> Any:
-            tenant_id, version = split_model_id(model_id)
-            logger.info("engine %s loading %s", self.algorithm, model_id)
-            with tracer().start_as_current_span("storage artifacts.load"):
-                model = await asyncio.to_thread(
-                    self._source.load, tenant_id, self.algorithm, version
-                )
-            meters.model_version_served(tenant_id, self.algorithm, version)
-            self._hold(model_id, tenant_id, model)
-            return model
+        # Serve's multiplexer routes requests to replicas holding a model id and caps ids by
+        # count; the models themselves live in ``self._memory``, which also caps their bytes.
+        # An id the multiplexer still lists but memory evicted is simply loaded again.
+        async def load(model_id: str) -> str:
+            await self._resident(model_id)
+            return model_id
 
         self._model = serve.multiplexed(max_num_models_per_replica=max_models)(load)
 
-    def _hold(self, model_id: str, tenant_id: str, model: Any) -> None:
-        """Count a loaded model's bytes until Serve unloads it (and it is collected)."""
-        self._held[model_id] = (tenant_id, int(getattr(model, "nbytes", 0)))
-        self._report_bytes(tenant_id)
-        weakref.finalize(model, self._release, model_id)
+    async def _resident(self, model_id: str) -> Any:
+        """The model of ``model_id`` in this replica's memory, loaded when it is not."""
+        model = self._memory.get(model_id)
+        if model is not None:
+            return model
+        tenant_id, version = split_model_id(model_id)
+        logger.info("engine %s loading %s", self.algorithm, model_id)
+        with tracer().start_as_current_span("storage artifacts.load"):
+            model = await asyncio.to_thread(self._source.load, tenant_id, self.algorithm, version)
+        meters.model_version_served(tenant_id, self.algorithm, version)
+        self._hold(model_id, model)
+        return model
 
-    def _release(self, model_id: str) -> None:
-        held = self._held.pop(model_id, None)
-        if held is not None:
-            self._report_bytes(held[0])
+    def _hold(self, model_id: str, model: Any) -> None:
+        """Keep a loaded model, evicting what no longer fits, and report the bytes held."""
+        evicted = self._memory.put(model_id, model)
+        for gone in evicted:
+            logger.info("engine %s evicted %s (replica memory)", self.algorithm, gone)
+        for tenant_id in {split_model_id(key)[0] for key in [model_id, *evicted]}:
+            self._report_bytes(tenant_id)
 
     def _report_bytes(self, tenant_id: str) -> None:
-        size = sum(n for tenant, n in self._held.values() if tenant == tenant_id)
+        held = self._memory.sizes()
+        size = sum(n for key, n in held.items() if split_model_id(key)[0] == tenant_id)
         meters.model_bytes(tenant_id, self.algorithm, size)
 
     async def _current_model(self) -> Any:
-        return await self._model(serve.get_multiplexed_model_id())
+        return await self._resident(await self._model(serve.get_multiplexed_model_id()))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def recommend(self, queries: list[EngineQuery]) -> list[Pairs]:
@@ -156,5 +178,5 @@ class Engine:
             # and the dashboard must never show.
             "recserve_settings": sorted(k for k in os.environ if k.startswith("RECSERVE_")),
             # the models this replica holds and their bytes (mapped: shared within the node)
-            "models": {model_id: size for model_id, (_, size) in self._held.items()},
+            "models": self._memory.sizes(),
         }

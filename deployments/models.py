@@ -11,10 +11,12 @@ import asyncio
 import logging
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from storage.errors import NotFound
 
@@ -221,3 +223,56 @@ class MemoryModelSource:
         if self.current_version(tenant_id, algorithm) != version:
             raise NotFound(f"no {algorithm} model {version} for tenant {tenant_id}")
         return self.models[algorithm]
+
+
+MIB = 2**20
+
+
+class ModelMemory:
+    """The models one replica holds, least recently used first out.
+
+    A model is evicted once the held models' bytes (``Recommender.nbytes``, what
+    ``ray_model_bytes`` reports) exceed ``max_bytes`` or their number exceeds ``max_models``;
+    the model just added always stays, so a single model larger than the budget still serves
+    (alone). Thread-safe: loads run in worker threads.
+    """
+
+    def __init__(self, *, max_bytes: int | None, max_models: int) -> None:
+        self.max_bytes, self.max_models = max_bytes, max_models
+        self._models: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            if key not in self._models:
+                return None
+            self._models.move_to_end(key)
+            return self._models[key][0]
+
+    def put(self, key: str, model: Any) -> list[str]:
+        """Hold ``model`` as the most recently used; returns the keys evicted to make room."""
+        size = int(getattr(model, "nbytes", 0))
+        with self._lock:
+            self._models[key] = (model, size)
+            self._models.move_to_end(key)
+            evicted = []
+            while len(self._models) > 1 and self._over():
+                evicted.append(self._models.popitem(last=False)[0])
+        if self.max_bytes is not None and size > self.max_bytes:
+            logger.warning(
+                "model %s alone holds %.0f MiB, over the replica's %.0f MiB",
+                key,
+                size / MIB,
+                self.max_bytes / MIB,
+            )
+        return evicted
+
+    def _over(self) -> bool:
+        held = sum(size for _, size in self._models.values())
+        too_big = self.max_bytes is not None and held > self.max_bytes
+        return too_big or len(self._models) > self.max_models
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes per held model, least recently used first."""
+        with self._lock:
+            return {key: size for key, (_, size) in self._models.items()}

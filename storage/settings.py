@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # on a multi-node cluster, storage every node reaches (shared volume, s3://…). None: a
     # temporary local directory, removed after the run (single node only).
     train_storage_uri: str | None = None
+    # Bytes of models one engine replica keeps loaded (MiB; least recently used evicted past
+    # it, and past the engine's ``max_models_per_replica``). None: the count alone decides.
+    max_model_mb: float | None = Field(default=2048.0, gt=0)
     # Largest HTTP request body the API reads (bytes); bigger ones get 413 unread.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Addresses (IPs or CIDRs) of the proxies in front of the API whose X-Forwarded-For is

@@ -9,7 +9,7 @@ operator (``recserve token``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -169,6 +169,7 @@ async def ingest_dataset(
         item_map = await repo.bulk_upsert_items(
             session=session, tenant_id=tenant_id, rows=[_item_row(item) for item in items]
         )
+        await repo.refresh_statistics(session=session)
         _report(progress, "items", len(item_map), len(items))
         written = rated = 0
         users = IdCache()
@@ -187,6 +188,40 @@ async def ingest_dataset(
             )[1]
             _report(progress, "ratings", start + len(chunk_r), len(ratings))
     return IngestCounts(len(item_map), len(user_keys), written, rated)
+
+
+async def ingest_stream(
+    database: Database,
+    tenant_id: uuid.UUID,
+    *,
+    items: Sequence[ItemInfo],
+    chunks: Iterator[Sequence[InteractionEvent]],
+    total: int,
+    progress: Progress | None = None,
+) -> IngestCounts:
+    """Upsert items, then write each chunk of ``chunks`` with ``write_events`` in its own
+    transaction: a generated or streamed tenant of any size, one chunk in memory at a time.
+    ``total`` (the expected event count) only feeds ``progress``. A failure keeps the chunks
+    already written; re-running writes the rest (the write step skips what exists)."""
+    async with database.session() as session:
+        item_map = await repo.bulk_upsert_items(
+            session=session, tenant_id=tenant_id, rows=[_item_row(item) for item in items]
+        )
+    async with database.session() as session:
+        await repo.refresh_statistics(session=session)
+    _report(progress, "items", len(item_map), len(items))
+    users = IdCache()
+    read = written = 0
+    for chunk in chunks:
+        async with database.session() as session:
+            written += (
+                await write_events(
+                    session, tenant_id, item_map, interactions=chunk, known_users=users
+                )
+            )[0]
+        read += len(chunk)
+        _report(progress, "interactions", read, max(total, read))
+    return IngestCounts(len(item_map), len(users), written, 0)
 
 
 def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:

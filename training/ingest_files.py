@@ -550,6 +550,9 @@ async def _import(
 ) -> None:
     for source in sources:
         total, done = _rows_in(source.path), 0
+        if source.kind in ("interactions", "ratings"):  # their items are written by now
+            async with open_session() as session:
+                await repo.refresh_statistics(session=session)
         for read, rows in source.batches(report):
             first, last = (rows[0][0], rows[-1][0]) if rows else (0, 0)
             try:

@@ -26,6 +26,7 @@ from storage.repositories.interactions import (
     popular_items,
     recent_items,
     record_interaction,
+    refresh_statistics,
 )
 from storage.repositories.items import (
     bulk_upsert_items,
@@ -114,6 +115,7 @@ __all__ = [
     "ratings_for_users",
     "recent_items",
     "record_interaction",
+    "refresh_statistics",
     "set_preferences",
     "set_tenant_active",
     "set_tenant_registration",

@@ -8,11 +8,12 @@ processor, so what is stored is exactly what the ORM would have stored.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Table
+from sqlalchemy import Table, TableClause
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,20 +21,28 @@ from storage.db import translate_error
 
 
 def new_uuid_hex(count: int) -> list[str]:
-    """``count`` random version-4 UUIDs as 32-digit hex, made in one batch.
+    """``count`` time-ordered version-7 UUIDs (RFC 9562: milliseconds, then random bits) as
+    32-digit hex, made in one batch.
 
     Both drivers accept this form for a UUID column, and building ``uuid.UUID`` objects one
-    by one was the largest client-side cost of a bulk insert.
+    by one was the largest client-side cost of a bulk insert. Time order puts each batch at
+    the right edge of the primary-key index instead of on random pages all over it, which
+    matters once a tenant's index outgrows the database's cache (10M rows: ~400 MB).
     """
     raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint8).reshape(count, 16).copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    millis = time.time_ns() // 1_000_000
+    raw[:, :6] = np.frombuffer(millis.to_bytes(6, "big"), dtype=np.uint8)
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x70  # version 7
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
     digits = raw.tobytes().hex()
     return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
 async def copy_records(
-    connection: AsyncConnection, table: Table, columns: Sequence[str], records: list[tuple]
+    connection: AsyncConnection,
+    table: Table | TableClause,
+    columns: Sequence[str],
+    records: list[tuple],
 ) -> None:
     """PostgreSQL: stream ``records`` with COPY on the session's own asyncpg connection.
 

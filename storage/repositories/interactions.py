@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import Select, String, Uuid, func, select, text, tuple_, union_all
+from sqlalchemy import Select, String, Uuid, func, select, table, text, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -343,6 +343,8 @@ async def import_interactions(
         if row.get("created_at") is None:
             raise InvalidData("an imported interaction needs its time (created_at)")
         fresh.setdefault(_key(row), row)
+    if dialect_name(session) == "postgresql":
+        return await _import_postgresql(session, tenant_id, list(fresh.values()), chunk_size)
     for key in await existing_interaction_keys(session=session, tenant_id=tenant_id, keys=fresh):
         del fresh[key]
     written = list(fresh.values())
@@ -350,6 +352,84 @@ async def import_interactions(
         session=session, tenant_id=tenant_id, rows=written, chunk_size=chunk_size
     )
     return written
+
+
+# PostgreSQL imports COPY each chunk into a temporary table (no index, no constraint: the
+# fastest write there is), then one INSERT ... SELECT moves the rows the tenant lacks. The
+# LATERAL probe with LIMIT 1 cannot be turned into a join, so every row costs one lookup in
+# the (tenant, user, created_at) index whatever the planner believes of a freshly filled
+# table; a join against all of the tenant's rows made each chunk cost the tenant's size.
+_STAGE = "interaction_import_stage"
+_STAGE_COLUMNS = ("ord", "id", "user_id", "item_id", "interaction_type", "value", "created_at")
+_CREATE_STAGE_SQL = f"""
+    CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
+        ord integer, id uuid, user_id uuid, item_id uuid, interaction_type varchar(32),
+        value double precision, created_at timestamptz
+    ) ON COMMIT DELETE ROWS
+"""
+_MOVE_STAGE_SQL = text(
+    f"""
+    INSERT INTO interactions (id, tenant_id, user_id, item_id, interaction_type, value,
+                              created_at)
+    SELECT s.id, :tenant_id, s.user_id, s.item_id, s.interaction_type, s.value, s.created_at
+    FROM {_STAGE} AS s
+    LEFT JOIN LATERAL (
+        SELECT 1 AS found FROM interactions AS i
+        WHERE i.tenant_id = :tenant_id AND i.user_id = s.user_id
+          AND i.created_at = s.created_at AND i.item_id = s.item_id
+          AND i.interaction_type = s.interaction_type
+        LIMIT 1
+    ) AS e ON true
+    WHERE e.found IS NULL
+    RETURNING interactions.id
+    """
+)
+
+
+async def _import_postgresql(
+    session: AsyncSession, tenant_id: uuid.UUID, rows: list[Mapping[str, Any]], chunk_size: int
+) -> list[Mapping[str, Any]]:
+    """``import_interactions`` on PostgreSQL; ``rows`` are already unique by key."""
+    written: list[Mapping[str, Any]] = []
+    async with savepoint(session):
+        connection = await session.connection()
+        await connection.exec_driver_sql(_CREATE_STAGE_SQL)
+        for chunk in chunks(rows, chunk_size):
+            ids = new_uuid_hex(len(chunk))
+            records = [
+                (
+                    ordinal,
+                    new_id,
+                    row["user_id"],
+                    row["item_id"],
+                    _check_type(row["interaction_type"]),
+                    float(row.get("value", 1.0)),
+                    row["created_at"],
+                )
+                for ordinal, (new_id, row) in enumerate(zip(ids, chunk, strict=True))
+            ]
+            await connection.exec_driver_sql(f"TRUNCATE {_STAGE}")
+            await copy_records(connection, table(_STAGE), _STAGE_COLUMNS, records)
+            result = await connection.execute(_MOVE_STAGE_SQL, {"tenant_id": tenant_id})
+            inserted = {found.hex for found in result.scalars()}
+            written.extend(
+                row for new_id, row in zip(ids, chunk, strict=True) if new_id in inserted
+            )
+    return written
+
+
+async def refresh_statistics(*, session: AsyncSession) -> None:
+    """PostgreSQL: refresh the planner's statistics of the tables an import's rows point to.
+
+    Every interaction written checks its user and item by foreign key; against tables never
+    analysed (a new tenant's catalogue, written seconds ago) those checks scan the whole table
+    per row: 20,000 interactions over 1,000 new items took 3.9 s of checks instead of 0.2 s.
+    Likewise the duplicate probe of ``import_interactions`` picked an index scanning each
+    user's rows until ``interactions`` was analysed. Imports call this once their items are
+    written. SQLite plans without it.
+    """
+    if dialect_name(session) == "postgresql":
+        await session.execute(text("ANALYZE tenants, users, items, interactions"))
 
 
 def _columns_query(tenant_id: uuid.UUID, since: datetime | None) -> Select[Any]:

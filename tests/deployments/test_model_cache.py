@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,13 @@ import scipy.sparse as sp
 
 from cluster import operations as ops
 from deployments.engine import Engine
-from deployments.models import MODEL_CACHE_DIR, ArtifactModelSource, MemoryModelSource
+from deployments.models import (
+    MIB,
+    MODEL_CACHE_DIR,
+    ArtifactModelSource,
+    MemoryModelSource,
+    ModelMemory,
+)
 from storage.artifacts import ArtifactStore
 from storage.errors import NotFound
 from storage.metrics import PrometheusBackend, use_backend
@@ -83,26 +88,56 @@ def test_a_missing_version_leaves_no_copy(trained: tuple[Settings, str, str]) ->
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
 
 
-def test_an_engine_reports_the_bytes_it_holds_until_they_are_released() -> None:
-    rng = np.random.default_rng(0)
+class _Sized:
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+
+def test_models_are_evicted_by_bytes_least_recently_used_first() -> None:
+    memory = ModelMemory(max_bytes=100, max_models=10)
+    assert memory.put("t1:v1", _Sized(40)) == []
+    assert memory.put("t2:v1", _Sized(40)) == []
+    assert memory.get("t1:v1") is not None  # t1 is now the most recently used
+    assert memory.put("t3:v1", _Sized(40)) == ["t2:v1"]  # 120 bytes > 100: t2 goes, not t1
+    assert list(memory.sizes()) == ["t1:v1", "t3:v1"]
+    assert memory.get("t2:v1") is None
+
+
+def test_the_count_cap_still_applies_and_one_oversized_model_stays() -> None:
+    memory = ModelMemory(max_bytes=None, max_models=2)
+    memory.put("a:v1", _Sized(1))
+    memory.put("b:v1", _Sized(1))
+    assert memory.put("c:v1", _Sized(1)) == ["a:v1"]
+    tight = ModelMemory(max_bytes=10, max_models=4)
+    tight.put("a:v1", _Sized(5))
+    assert tight.put("big:v1", _Sized(50)) == ["a:v1"]  # alone over budget: it still serves
+    assert tight.sizes() == {"big:v1": 50}
+
+
+def _ease(seed: int) -> object:
+    rng = np.random.default_rng(seed)
     matrix = (rng.random((30, 20)) < 0.3).astype(np.float32)
     data = InteractionMatrix(
         sp.csr_matrix(matrix),
         np.array([f"u{i}" for i in range(30)], dtype=object),
         np.array([f"i{j}" for j in range(20)], dtype=object),
     )
-    model = create("ease").fit(data)
+    return create("ease").fit(data)
+
+
+def test_an_engine_reports_the_bytes_it_holds_until_memory_evicts_them() -> None:
+    model, other = _ease(0), _ease(1)
     engine = Engine.func_or_class("ease", source=MemoryModelSource("t1", {}))
+    engine.reconfigure({"max_model_mb": (model.nbytes + other.nbytes - 1) / MIB})
     meters = PrometheusBackend()
     previous = use_backend(meters)
     try:
-        engine._hold("t1:v1", "t1", model)
+        engine._hold("t1:v1", model)
         labels = {"tenant_id": "t1", "algorithm": "ease"}
         assert meters.registry.get_sample_value("model_bytes", labels) == model.nbytes > 0
         assert engine.info()["models"] == {"t1:v1": model.nbytes}
-        del model
-        gc.collect()
+        engine._hold("t2:v1", other)  # both together exceed the budget: t1's model goes
         assert meters.registry.get_sample_value("model_bytes", labels) == 0.0
-        assert engine.info()["models"] == {}
+        assert engine.info()["models"] == {"t2:v1": other.nbytes}
     finally:
         use_backend(previous)

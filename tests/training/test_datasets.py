@@ -148,3 +148,21 @@ def test_synthetic_users_mostly_shop_in_their_planted_cluster() -> None:
         categories[catalogue.item_cluster[item.id]].add(item.category)
     assert all(len(names) == 1 for names in categories.values())
     assert len({next(iter(n)) for n in categories.values()}) == 5
+
+
+def test_a_streamed_tenant_is_long_tailed_and_shops_in_home_clusters() -> None:
+    from collections import Counter
+
+    from training.datasets.synthetic import StreamSpec, stream_events, stream_items
+
+    spec = StreamSpec(users=300, items=400, interactions=20_000, clusters=4, seed=9)
+    events = [event for chunk in stream_events(spec, chunk_rows=5_000) for event in chunk]
+    items = {item.id: item for item in stream_items(spec)}
+    assert len(events) == 20_000 and {e[1] for e in events} <= set(items)
+    assert all(items[i].title and items[i].category for i in items)
+    per_item = sorted(Counter(e[1] for e in events).values(), reverse=True)
+    assert sum(per_item[:40]) > 0.4 * len(events)  # the top 10% of items: a large share
+    per_user = Counter(e[0] for e in events)
+    assert max(per_user.values()) > 4 * (20_000 / 300)  # heavy users beside light ones
+    category = Counter(items[e[1]].category for e in events if e[0] == "user-000007")
+    assert category.most_common(1)[0][1] > 0.6 * sum(category.values())

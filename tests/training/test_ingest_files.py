@@ -350,6 +350,30 @@ async def test_ingesting_a_dataset_twice_does_not_duplicate_its_events(
     assert stored == len(catalogue.interactions)
 
 
+async def test_a_streamed_tenant_is_written_chunk_by_chunk_and_once(database: Database) -> None:
+    """``recserve ingest synthetic --interactions N``: chunks of whole users, the exact total,
+    and a re-run (or a duplicated event inside a chunk) writes nothing twice."""
+    from training.datasets.synthetic import StreamSpec, stream_events, stream_items
+    from training.ingest import ingest_stream
+
+    spec = StreamSpec(users=40, items=25, interactions=900, clusters=3, seed=5)
+    chunks = list(stream_events(spec, chunk_rows=200))
+    assert sum(map(len, chunks)) == 900 and all(len(chunk) <= 200 for chunk in chunks[1:])
+    assert not {e[0] for e in chunks[0]} & {e[0] for e in chunks[1]}  # users never split
+    assert chunks == list(stream_events(spec, chunk_rows=200))  # deterministic
+    tenant_id = await _tenant(database)
+    doubled = iter([chunks[0] + chunks[0][:10], *chunks[1:]])
+    first = await ingest_stream(
+        database, tenant_id, items=stream_items(spec), chunks=doubled, total=900
+    )
+    again = await ingest_stream(
+        database, tenant_id, items=stream_items(spec), chunks=iter(chunks), total=900
+    )
+    assert (first.items, first.interactions, again.interactions) == (25, 900, 0)
+    async with database.session() as session:
+        assert await repo.count_interactions(session=session, tenant_id=tenant_id) == 900
+
+
 def test_item_bounds_are_the_apis() -> None:
     from graph_api import bounds
     from training import ingest_files

@@ -8,6 +8,7 @@ through a view -> click -> add_to_cart -> purchase funnel with timestamps.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,3 +155,92 @@ def generate_catalogue(
             interactions.extend(_funnel(user, items[index].id, float(ts), rng))
     item_cluster = {items[i].id: int(clusters[i]) for i in range(n_items)}
     return SyntheticCatalogue(items, interactions, user_cluster, item_cluster)
+
+
+# ---------------------------------------------------------------- large tenants, streamed
+
+# Event types of a generated large tenant and their shares (the funnel narrows as it goes).
+_STREAM_TYPES = ("view", "click", "add_to_cart", "purchase")
+_STREAM_SHARES = (0.70, 0.18, 0.08, 0.04)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A generated tenant of ``interactions`` events by ``users`` users over ``items`` items.
+
+    Popularity is long-tailed twice over: items inside each cluster follow a Zipf-like curve,
+    and users' activity is log-normal (a few heavy users, many light ones). Each user mostly
+    shops in a home cluster, so the planted signal of ``generate_catalogue`` is kept.
+    """
+
+    users: int
+    items: int
+    interactions: int
+    clusters: int = 8
+    seed: int = 42
+    in_cluster_share: float = 0.85
+
+    def __post_init__(self) -> None:
+        if min(self.users, self.items, self.clusters, self.interactions) < 1:
+            raise ValueError("all sizes must be positive")
+
+
+def stream_items(spec: StreamSpec) -> list[ItemInfo]:
+    """The catalogue (``items`` is small beside the events: 50,000 items are a few MB)."""
+    rng = np.random.default_rng([spec.seed, 1])
+    return [_make_item(i, i % spec.clusters, rng) for i in range(spec.items)]
+
+
+def _events_per_user(spec: StreamSpec) -> np.ndarray:
+    """Each user's event count: log-normal shares of the total, summing to it exactly."""
+    rng = np.random.default_rng([spec.seed, 2])
+    shares = rng.lognormal(0.0, 1.0, spec.users)
+    counts = np.floor(shares / shares.sum() * spec.interactions).astype(np.int64)
+    short = spec.interactions - int(counts.sum())
+    counts[rng.choice(spec.users, size=short, replace=short > spec.users)] += 1
+    return counts
+
+
+def stream_events(spec: StreamSpec, chunk_rows: int = 100_000) -> Iterator[list[Event]]:
+    """The tenant's events as (user, item external id, type, None, unix time) tuples, in
+    chunks of about ``chunk_rows`` (whole users per chunk), deterministic for the seed.
+
+    Only one chunk exists at a time: 10M events never sit in memory together.
+    """
+    counts = _events_per_user(spec)
+    clusters = np.arange(spec.items) % spec.clusters
+    members = [np.flatnonzero(clusters == c) for c in range(spec.clusters)]
+    in_cluster = [np.cumsum(1.0 / np.arange(1, len(m) + 1) ** 0.8) for m in members]
+    global_rank = np.cumsum(1.0 / np.arange(1, spec.items + 1) ** 0.9)
+    global_order = np.random.default_rng([spec.seed, 3]).permutation(spec.items)
+    type_edges = np.cumsum(_STREAM_SHARES)
+    ids = [f"item-{i:05d}" for i in range(spec.items)]
+    start = 0
+    while start < spec.users:
+        stop = start + 1
+        total = int(counts[start])
+        while stop < spec.users and total + counts[stop] <= chunk_rows:
+            total += int(counts[stop])
+            stop += 1
+        rng = np.random.default_rng([spec.seed, 4, start])
+        users = np.repeat(np.arange(start, stop), counts[start:stop])
+        homes = rng.integers(spec.clusters, size=stop - start)[users - start]
+        picks = np.empty(total, dtype=np.int64)
+        local = rng.random(total) < spec.in_cluster_share
+        for cluster in range(spec.clusters):
+            chosen = np.flatnonzero(local & (homes == cluster))
+            weights = in_cluster[cluster]
+            drawn = np.searchsorted(weights, rng.random(len(chosen)) * weights[-1])
+            picks[chosen] = members[cluster][np.minimum(drawn, len(weights) - 1)]
+        roaming = np.flatnonzero(~local)
+        ranks = np.searchsorted(global_rank, rng.random(len(roaming)) * global_rank[-1])
+        picks[roaming] = global_order[np.minimum(ranks, spec.items - 1)]
+        kinds = np.searchsorted(type_edges, rng.random(total) * type_edges[-1])
+        times = _START + rng.random(total) * _SPAN_SECONDS
+        yield [
+            (f"user-{u:06d}", ids[i], _STREAM_TYPES[k], None, t)
+            for u, i, k, t in zip(
+                users.tolist(), picks.tolist(), kinds.tolist(), times.tolist(), strict=True
+            )
+        ]
+        start = stop

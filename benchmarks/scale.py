@@ -1,0 +1,203 @@
+"""Scale benchmark: generated tenants of 100k, 1M and 10M interactions, end to end.
+
+    python -m benchmarks.scale [--sizes 100k,1m] [--database URL] [--algorithms ...]
+                               [--distributed] [--json OUT]
+
+Per size, in a fresh database (PostgreSQL from ``--database`` or
+``RECSERVE_TEST_POSTGRES_URL``; a SQLite file without either), dropped afterwards:
+
+- **ingest**: ``recserve ingest synthetic --interactions N`` (the streamed generator and the
+  one write step) in a child process: rows/s and the child's peak RSS;
+- **fit**: ``recserve train --algorithms A --no-evaluate`` per engine, each in its own child
+  process (so its peak RSS is that fit's, data loading included): fit seconds from the
+  version's metadata, model bytes as a replica holds them, or the memory plan's reason when
+  the engine is skipped (``RECSERVE_TRAIN_MEMORY_GB`` applies as in production);
+- **serve**: p50 of uncached ``recommendations`` (hybrid) through the in-process app's
+  recommendation core, over 200 users;
+- ``--distributed``: ALS on Ray Train with 1 and 2 workers beside implicit (needs Ray).
+
+Prints one table. Timings depend on what else runs on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import make_url, select
+
+from benchmarks.ingest import _recserve
+from storage.db import Database, create_database, drop_database
+from storage.models import Interaction
+from storage.settings import Settings
+
+# interactions -> (users, items): 50 events per user, a catalogue a fifth of the users
+SIZES = {
+    "100k": (100_000, 2_000, 2_000),
+    "1m": (1_000_000, 20_000, 10_000),
+    "10m": (10_000_000, 200_000, 50_000),
+}
+ENGINES = ("popularity", "als", "bpr", "item_knn", "user_knn", "ease", "svd", "content")
+DOMAIN = "scale.bench"
+SAMPLE_USERS = 200
+
+
+def _url_for(base: str | None, directory: Path, size: str) -> str:
+    if not base:
+        return f"sqlite+aiosqlite:///{directory}/scale-{size}.db"
+    name = f"recserve_scale_{size}_{uuid.uuid4().hex[:8]}"
+    return make_url(base).set(database=name).render_as_string(hide_password=False)
+
+
+def _fit(url: str, directory: Path, name: str, *extra: str) -> dict[str, Any]:
+    """One engine trained in a child process; what it cost and what it made."""
+    seconds, _cpu, rss = _recserve(
+        url, directory, "train", "--tenant", DOMAIN, "--algorithms", name, "--no-evaluate", *extra
+    )
+    log = (directory / "recserve.log").read_text()
+    skipped = re.search(rf"{name} skipped:\s*(.+)", log)
+    row: dict[str, Any] = {"engine": name, "job_s": seconds, "peak_rss_mb": rss}
+    if skipped:
+        return {**row, "skipped": " ".join(skipped.group(1).split())}
+    settings = Settings(database_url=url, data_dir=directory)
+    from deployments.models import ArtifactModelSource
+    from storage.artifacts import create_artifact_store
+
+    store = create_artifact_store(settings)
+    tenant = next(p.name for p in Path(settings.artifact_uri).iterdir() if p.is_dir())
+    version = store.current(tenant, name)
+    meta = store.metadata(tenant, name, version)
+    model = ArtifactModelSource(settings).load(tenant, name, version)
+    return {**row, "fit_s": meta["fit_seconds"], "model_mb": model.nbytes / 2**20}
+
+
+async def _p50(url: str, directory: Path, engines: list[str]) -> float:
+    """Median ms of uncached hybrid recommendations through the in-process app."""
+    from deployments.inprocess import InProcessRecommender
+    from graph_api.recommender import RecommendationRequest
+
+    settings = Settings(database_url=url, data_dir=directory, env="test", scheduler_enabled=False)
+    database = Database(url)
+    try:
+        async with database.session() as session:
+            rows = await session.execute(
+                select(Interaction.tenant_id, Interaction.user_id).distinct().limit(5_000)
+            )
+            pairs = rows.all()
+    finally:
+        await database.dispose()
+    tenant = str(pairs[0][0])
+    rng = np.random.default_rng(0)
+    users = [str(pairs[i][1]) for i in rng.choice(len(pairs), SAMPLE_USERS, replace=False)]
+    recommender = InProcessRecommender(settings, engines)
+    await recommender.recommend(RecommendationRequest(tenant, users[0]))  # loads the models
+    times = []
+    for user in users:
+        started = time.perf_counter()
+        await recommender.recommend(RecommendationRequest(tenant, user))
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(times, 50))
+
+
+async def run_size(
+    size: str, base_url: str | None, engines: list[str], distributed: bool
+) -> dict[str, Any]:
+    interactions, users, items = SIZES[size]
+    directory = Path(tempfile.mkdtemp(prefix=f"recserve-scale-{size}-"))
+    url = _url_for(base_url, directory, size)
+    await create_database(url)
+    try:
+        _recserve(url, directory, "tenant", "create", "--domain", DOMAIN)
+        seconds, _cpu, rss = _recserve(
+            url, directory, "ingest", "synthetic", "--tenant", DOMAIN,
+            "--users", str(users), "--items", str(items), "--interactions", str(interactions),
+        )  # fmt: skip
+        result: dict[str, Any] = {
+            "size": size,
+            "backend": make_url(url).get_backend_name(),
+            "ingest_rows_per_s": interactions / seconds,
+            "ingest_peak_rss_mb": rss,
+            "fits": [],
+        }
+        print(f"{size}: ingested in {seconds:.0f}s", file=sys.stderr)
+        for name in engines:
+            result["fits"].append(_fit(url, directory, name))
+            print(f"{size}: {result['fits'][-1]}", file=sys.stderr)
+        trained = [fit["engine"] for fit in result["fits"] if "skipped" not in fit]
+        result["p50_ms"] = await _p50(url, directory, trained) if trained else None
+        if distributed:
+            result["distributed"] = [
+                {**_fit(url, directory, "als", "--distributed", "--workers", str(n)), "workers": n}
+                for n in (1, 2)
+            ]
+        return result
+    finally:
+        await drop_database(url)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'size':<6}{'engine':<13}{'workers':>8}{'fit s':>9}{'job s':>9}{'peak RSS MB':>13}"
+        f"{'model MB':>10}  note"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['size']:<6}{'ingest':<13}{'':>8}{'':>9}{'':>9}{r['ingest_peak_rss_mb']:>13,.0f}"
+            f"{'':>10}  {r['ingest_rows_per_s']:,.0f} rows/s into {r['backend']}"
+        )
+        rows = [(fit, "") for fit in r["fits"]]
+        rows += [(fit, str(fit["workers"])) for fit in r.get("distributed", [])]
+        for fit, workers in rows:
+            name = fit["engine"] + (" (Ray)" if workers else "")
+            if "skipped" in fit:
+                print(f"{r['size']:<6}{name:<13}{workers:>8}{'':>36}  skipped: {fit['skipped']}")
+                continue
+            print(
+                f"{r['size']:<6}{name:<13}{workers:>8}{fit['fit_s']:>9.1f}{fit['job_s']:>9.1f}"
+                f"{fit['peak_rss_mb']:>13,.0f}{fit['model_mb']:>10.1f}"
+            )
+        p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.1f} ms"
+        print(f"{r['size']:<6}{'serve':<13}{'':>8}{'':>45}  hybrid p50 uncached {p50}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100k,1m", help=f"of {', '.join(SIZES)}")
+    parser.add_argument(
+        "--database", "--postgres", default=os.environ.get("RECSERVE_TEST_POSTGRES_URL")
+    )
+    parser.add_argument("--algorithms", default=",".join(ENGINES))
+    parser.add_argument("--distributed", action="store_true", help="also ALS on Ray Train")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown sizes {unknown}: use {', '.join(SIZES)}")
+    engines = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    os.environ.setdefault("RECSERVE_SCHEDULER_ENABLED", "false")
+    results = [
+        asyncio.run(run_size(size, args.database, engines, args.distributed)) for size in sizes
+    ]
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
