@@ -41,7 +41,7 @@ mutation($input: InteractionInput!) { recordInteraction(input: $input) { id } }"
 RECOMMEND = """
 query($options: RecommendationOptions) {
   recommendations(options: $options) {
-    totalCount explanation { strategy enginesUsed modelVersion } items { score item { id } }
+    totalCount explanation { strategy enginesUsed modelVersion cached } items { score item { id } }
   }
 }"""
 SIMILAR = """
