@@ -82,20 +82,29 @@ def _container(name: str, cpu: str, memory: str, ports: list[dict[str, Any]]) ->
 
 
 SERVE_PORT = 8000
-# The Serve app's own health (graph_api/observability.py), open without the ops token. The HTTP
-# proxy runs on the head only (serve_config.yaml: proxy_location HeadOnly), so the probes go
-# there. Liveness asks /health/live through the proxy once the app had time to deploy (the first
-# deployment loads every engine); a head whose app stopped answering for two minutes restarts.
-# Readiness stays KubeRay's (GCS and raylet): KubeRay deploys the Serve app only to a Ready head,
-# so a readiness probe on the app would never pass. Traffic readiness is the serve Service's:
-# KubeRay takes the head out of it when its proxy fails, and /health/ready answers 503 through
-# the Ingress when the app is unhealthy (probe it from the load balancer, see README).
-HEAD_LIVENESS: dict[str, Any] = {
+# The Serve app's own health (graph_api/observability.py), open without the ops token. In the
+# cluster every Ray node runs an HTTP proxy (the RayService sets proxy_location EveryNode; a
+# laptop's serve_config.yaml keeps HeadOnly), so every pod is probed through its own proxy.
+# Liveness asks /health/live once the app had time to deploy (the first deployment loads every
+# engine); a pod whose proxy stopped answering for two minutes restarts.
+# Readiness: the workers' is the app's /health/ready, so the serve Service (KubeRay's, behind the
+# Ingress) sends traffic only to pods whose proxy reaches a ready app (database, cache, engines).
+# The head keeps KubeRay's (GCS and raylet): KubeRay submits the Serve app only to a Ready head,
+# so a readiness probe on the app there would never pass; KubeRay itself takes the head out of
+# the serve Service when its proxy fails.
+LIVENESS: dict[str, Any] = {
     "httpGet": {"path": "/health/live", "port": SERVE_PORT},
     "initialDelaySeconds": 300,
     "periodSeconds": 20,
     "timeoutSeconds": 5,
     "failureThreshold": 6,
+}
+WORKER_READINESS: dict[str, Any] = {
+    "httpGet": {"path": "/health/ready", "port": SERVE_PORT},
+    "initialDelaySeconds": 30,
+    "periodSeconds": 10,
+    "timeoutSeconds": 5,
+    "failureThreshold": 3,
 }
 
 
@@ -119,9 +128,14 @@ def ray_cluster_spec(
 ) -> dict[str, Any]:
     """``serving``: the head runs the Serve app (a RayService), probed through its proxy."""
     head = _container("ray-head", "2", "6Gi", HEAD_PORTS)
+    worker_ports = [{"name": "metrics", "containerPort": 8080}]
     if serving:
-        head["livenessProbe"] = HEAD_LIVENESS
-    worker = _container("ray-worker", "2", "6Gi", [{"name": "metrics", "containerPort": 8080}])
+        worker_ports.append({"name": "serve", "containerPort": SERVE_PORT})
+    worker = _container("ray-worker", "2", "6Gi", worker_ports)
+    if serving:
+        head["livenessProbe"] = LIVENESS
+        worker["livenessProbe"] = LIVENESS
+        worker["readinessProbe"] = WORKER_READINESS
     return {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
@@ -144,8 +158,11 @@ def ray_cluster_spec(
 
 
 def serve_config_text(path: Path = SERVE_CONFIG) -> str:
-    """serve_config.yaml as KubeRay wants it: a YAML string (comments dropped)."""
-    return yaml.safe_dump(yaml.safe_load(path.read_text()), sort_keys=False, width=100)
+    """serve_config.yaml as KubeRay wants it: a YAML string (comments dropped), with an HTTP
+    proxy on every node (each pod probed and served through its own)."""
+    config = yaml.safe_load(path.read_text())
+    config["proxy_location"] = "EveryNode"
+    return yaml.safe_dump(config, sort_keys=False, width=100)
 
 
 def rayservice(path: Path = SERVE_CONFIG) -> dict[str, Any]:

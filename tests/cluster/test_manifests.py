@@ -81,7 +81,10 @@ def test_generated_manifests_are_up_to_date() -> None:
 def test_serve_config_v2_is_serve_config_yaml() -> None:
     service = documents(manifests.RAYSERVICE)[0]
     embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
-    assert embedded == yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    local = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    # The one difference: a proxy on every node of the cluster (HeadOnly on a laptop).
+    assert (local["proxy_location"], embedded["proxy_location"]) == ("HeadOnly", "EveryNode")
+    assert embedded == local | {"proxy_location": "EveryNode"}
 
 
 KUBE_FILES = sorted((ROOT / "cluster" / "k8s").glob("*.yaml"))
@@ -205,14 +208,22 @@ def test_the_serving_head_is_probed_on_the_apps_open_health_path() -> None:
     probe = head["livenessProbe"]["httpGet"]
     assert probe["path"] == "/health/live" and "httpHeaders" not in probe
     serve_port = next(p["containerPort"] for p in head["ports"] if p["name"] == "serve")
-    serve_config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
     assert probe["port"] == serve_port == serve_config["http_options"]["port"]
-    # The HTTP proxy is on the head only: that is where the app answers.
-    assert serve_config["proxy_location"] == "HeadOnly"
+    # Every pod runs an HTTP proxy in the cluster: each is probed through its own.
+    assert serve_config["proxy_location"] == "EveryNode"
     # The app needs minutes to deploy every engine: no restart before that.
     assert head["livenessProbe"]["initialDelaySeconds"] >= 120
     # KubeRay deploys the app to a Ready head only: readiness must not wait for the app.
     assert "readinessProbe" not in head
+    # The workers take traffic only once their proxy reaches a ready app.
+    worker = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    [container] = worker["containers"]
+    ready = container["readinessProbe"]["httpGet"]
+    assert ready["path"] == "/health/ready" and "httpHeaders" not in ready
+    assert ready["port"] == serve_port
+    assert any(p["containerPort"] == serve_port for p in container["ports"])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
     # The development cluster may run no app at all.
     assert "livenessProbe" not in _head(documents(manifests.RAYCLUSTER)[0])
 
