@@ -10,14 +10,16 @@ Requests, queries and answers cross the handles as the dataclasses they are.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 from ray import serve
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle
 
+from deployments.batching import CallBatcher
 from deployments.cold import ColdSource
 from deployments.fanout import failed_calls
 from deployments.jobs import JobLedger
@@ -25,7 +27,7 @@ from deployments.models import BlendCache, ModelSource, VersionCache, model_id, 
 from deployments.plan import PlanConfig, RecommendationCore
 from deployments.ray_metrics import install_ray_metrics
 from deployments.scheduler import Scheduler
-from deployments.scoring import Pairs
+from deployments.scoring import EngineQuery, Pairs
 from deployments.training_jobs import TrainingJobs
 from deployments.vector_similar import VectorSimilar
 from deployments.vector_store import RemoteVectorStore
@@ -62,6 +64,8 @@ class ServeEngines:
         self._versions = versions
         self._blends = blends
         self.watch: Any = lambda tenant_id: None
+        # Concurrent requests' queries to one engine and model leave as one call.
+        self.batcher: CallBatcher[tuple[str, str], EngineQuery] = CallBatcher(self._recommend_many)
 
     async def versions(self, tenant_id: str, names: Sequence[str]) -> dict[str, str]:
         self.watch(tenant_id)
@@ -72,10 +76,21 @@ class ServeEngines:
 
     def call(
         self, engine: str, method: str, tenant_id: str, version: str, query: Any
-    ) -> DeploymentResponse:
-        handle = self._handles[engine].options(multiplexed_model_id=model_id(tenant_id, version))
+    ) -> Awaitable[Any]:
+        model = model_id(tenant_id, version)
         # Called inside the engine's span, so the carried context names it as the parent.
-        return getattr(handle, method).remote(dataclasses.replace(query, trace=inject({})))
+        query = dataclasses.replace(query, trace=inject({}))
+        if method == "recommend":
+            return self.batcher.submit((engine, model), query)
+        handle = self._handles[engine].options(multiplexed_model_id=model)
+        return getattr(handle, method).remote(query)
+
+    async def _recommend_many(
+        self, key: tuple[str, str], queries: list[EngineQuery]
+    ) -> list[Pairs]:
+        engine, model = key
+        handle = self._handles[engine].options(multiplexed_model_id=model)
+        return await handle.recommend_many.remote(queries)
 
     def invalidate(self, tenant_id: str | None = None) -> None:
         self._versions.invalidate(tenant_id)
@@ -130,6 +145,15 @@ class HybridCombiner:
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         return await self._core.recommend(request)
+
+    async def recommend_many(
+        self, requests: list[RecommendationRequest]
+    ) -> list[RecommendationResponse | Exception]:
+        """Requests an ingress batched (``deployments.batching``), answered concurrently; a
+        request's own error is returned in its place, for its caller alone."""
+        return await asyncio.gather(
+            *(self._core.recommend(request) for request in requests), return_exceptions=True
+        )
 
     async def similar_items(self, tenant_id: str, item_id: str, k: int) -> Pairs:
         return await self._core.similar_items(tenant_id=tenant_id, item_id=item_id, k=k)

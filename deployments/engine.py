@@ -148,6 +148,17 @@ class Engine:
             model = await self._current_model()
             return await asyncio.to_thread(run_queries, model, queries)
 
+    async def recommend_many(self, queries: list[EngineQuery]) -> list[Pairs]:
+        """Queries a caller already batched (``deployments.batching``): one call, one model."""
+        with tracer().start_as_current_span(
+            f"engine {self.algorithm} recommend",
+            context=extract(queries[0].trace),
+            links=[Link(c) for c in (span_context(q.trace) for q in queries[1:]) if c.is_valid],
+            attributes={"algorithm": self.algorithm, "batch_size": len(queries)},
+        ):
+            model = await self._current_model()
+            return await asyncio.to_thread(run_queries, model, queries)
+
     async def similar_items(self, query: SimilarQuery) -> Pairs:
         return await self._answer("similar_items", query)
 

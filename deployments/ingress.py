@@ -13,6 +13,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.batching import CallBatcher
 from deployments.ray_metrics import install_ray_metrics
 from graph_api.recommender import (
     AlgorithmCatalog,
@@ -34,9 +35,16 @@ class HandleRecommender:
     def __init__(self, combiner: DeploymentHandle, catalog: AlgorithmCatalog) -> None:
         self._combiner = combiner
         self.catalog = catalog
+        # Concurrent requests leave for the combiner together (``deployments.batching``).
+        self.batcher: CallBatcher[None, RecommendationRequest] = CallBatcher(self._recommend_many)
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
-        return await self._combiner.recommend.remote(replace(request, trace=inject({})))
+        return await self.batcher.submit(None, replace(request, trace=inject({})))
+
+    async def _recommend_many(
+        self, _: None, requests: list[RecommendationRequest]
+    ) -> list[RecommendationResponse | Exception]:
+        return await self._combiner.recommend_many.remote(requests)
 
     async def similar_items(
         self, *, tenant_id: str, item_id: str, k: int

@@ -57,7 +57,7 @@ async def test_handle_recommender_passes_the_dataclasses_through() -> None:
     job = TrainingJob(job_id="j", tenant_id="t", algorithms=["ease"], status="queued")
     handle = FakeHandle(
         {
-            "recommend": response,
+            "recommend_many": [response],
             "similar_items": [("b", 0.5)],
             "trending": [("c", 3.0)],
             "train": job,
@@ -68,7 +68,8 @@ async def test_handle_recommender_passes_the_dataclasses_through() -> None:
     assert adapter.catalog.knows("matrix_factorization") and not adapter.catalog.knows("svd")
     request = RecommendationRequest("t", "u", k=3, categories=("x",), history=("h",))
     assert await adapter.recommend(request) is response
-    sent = handle.calls[0][1]
+    [sent] = handle.calls[0][1]  # requests travel as a (here one-long) batch
+    assert handle.calls[0][0] == "recommend_many"
     assert isinstance(sent, RecommendationRequest)
     assert sent == request  # the trace context rides along, outside equality
     assert await adapter.similar_items(tenant_id="t", item_id="a", k=1) == [("b", 0.5)]
