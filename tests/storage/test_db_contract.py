@@ -356,6 +356,53 @@ async def test_bulk_insert_is_all_or_nothing(session: AsyncSession) -> None:
     assert len(await repo.load_interactions(session=session, tenant_id=tenant.id)) == 0
 
 
+async def test_interactions_keep_integrity_without_their_own_tenant_key(
+    session: AsyncSession,
+) -> None:
+    """Interactions reference tenants only through their user (migration 0005): a user of
+    another tenant, or an unknown tenant, is still refused, and deleting a user or a whole
+    tenant still removes their interactions."""
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+    stranger = await make_user(session, other)
+    row = {"user_id": user.id, "item_id": item.id, "interaction_type": "view"}
+    for tenant_id, user_id in (
+        (other.id, user.id),
+        (tenant.id, stranger.id),
+        (uuid.uuid4(), user.id),
+    ):
+        with pytest.raises(NotFound):
+            await repo.bulk_insert_interactions(
+                session=session, tenant_id=tenant_id, rows=[{**row, "user_id": user_id}]
+            )
+    second = await make_user(session, tenant)
+    await repo.bulk_insert_interactions(
+        session=session, tenant_id=tenant.id, rows=[row, {**row, "user_id": second.id}] * 3
+    )
+    await session.delete(second)
+    await session.flush()
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 3
+    await session.delete(await repo.get_tenant(session=session, tenant_id=tenant.id))
+    await session.flush()
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 0
+
+
+async def test_idempotency_keys_stay_unique_per_user(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+    keyed = {"user_id": user.id, "item_id": item.id, "interaction_type": "view"}
+    unkeyed = [keyed] * 3  # rows without a key never collide
+    await repo.bulk_insert_interactions(session=session, tenant_id=tenant.id, rows=unkeyed)
+    await repo.bulk_insert_interactions(
+        session=session, tenant_id=tenant.id, rows=[{**keyed, "idempotency_key": "k"}]
+    )
+    with pytest.raises(Conflict):
+        await repo.bulk_insert_interactions(
+            session=session, tenant_id=tenant.id, rows=[{**keyed, "idempotency_key": "k"}]
+        )
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 4
+
+
 async def test_rating_rules(session: AsyncSession) -> None:
     tenant = await make_tenant(session)
     user, item = await make_user(session, tenant), await make_item(session, tenant)
