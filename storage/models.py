@@ -31,6 +31,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -221,10 +222,16 @@ class Interaction(Base):
         ForeignKeyConstraint(
             ["tenant_id", "item_id"], ["items.tenant_id", "items.id"], ondelete="CASCADE"
         ),
-        # NULL keys never collide, on both backends, so only keyed rows are deduplicated.
-        # One key per user: another user's reuse of the same key is another request.
-        UniqueConstraint(
-            "tenant_id", "user_id", "idempotency_key", name="uq_interactions_tenant_user_idem"
+        # Only keyed rows are deduplicated, so only they are in the index (bulk and imported
+        # rows have no key). One key per user: another user's same key is another request.
+        Index(
+            "uq_interactions_tenant_user_idem",
+            "tenant_id",
+            "user_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
         ),
         Index("ix_interactions_tenant_user_created", "tenant_id", "user_id", "created_at"),
         Index("ix_interactions_tenant_item", "tenant_id", "item_id"),
@@ -232,7 +239,8 @@ class Interaction(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # No key of its own to tenants: the (tenant, user) key implies it and cascades with it.
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     item_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     interaction_type: Mapped[str] = mapped_column(String(32))

@@ -117,7 +117,11 @@ async def write_events(
     tenant does not have yet (same user, item, type and time: none are duplicated, so a
     re-import is harmless) and upsert the ratings. ``item_ids`` maps every item the events
     name to its id; ``known_users`` holds user ids found by earlier batches of the same
-    import (it is filled here). Returns (interactions written, ratings written)."""
+    import (it is filled here). Returns (interactions written, ratings written).
+
+    The transaction's commit does not wait for the disk (``relax_commit_durability``): what a
+    crash of the database loses of an import, re-running it writes again."""
+    await repo.relax_commit_durability(session=session)
     keys = {row[0] for row in interactions} | {row[0] for row in ratings}
     cache = known_users if known_users is not None else IdCache()
     missing = [key for key in keys if cache.get(key) is None]

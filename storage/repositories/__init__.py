@@ -27,6 +27,7 @@ from storage.repositories.interactions import (
     recent_items,
     record_interaction,
     refresh_statistics,
+    relax_commit_durability,
 )
 from storage.repositories.items import (
     bulk_upsert_items,
@@ -116,6 +117,7 @@ __all__ = [
     "recent_items",
     "record_interaction",
     "refresh_statistics",
+    "relax_commit_durability",
     "set_preferences",
     "set_tenant_active",
     "set_tenant_registration",

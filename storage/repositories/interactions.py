@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Select, String, Uuid, func, select, table, text, tuple_, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from storage.errors import Conflict, InvalidData
@@ -210,7 +210,7 @@ async def item_popularity(
 
 
 def _bulk_records(
-    tenant_id: uuid.UUID, rows: list[Mapping[str, Any]], now: datetime
+    tenant_id: uuid.UUID, rows: list[Mapping[str, Any]], now: datetime | None
 ) -> list[tuple[Any, ...]]:
     ids = new_uuid_hex(len(rows))
     return [
@@ -354,11 +354,21 @@ async def import_interactions(
     return written
 
 
-# PostgreSQL imports COPY each chunk into a temporary table (no index, no constraint: the
-# fastest write there is), then one INSERT ... SELECT moves the rows the tenant lacks. The
-# LATERAL probe with LIMIT 1 cannot be turned into a join, so every row costs one lookup in
-# the (tenant, user, created_at) index whatever the planner believes of a freshly filled
-# table; a join against all of the tenant's rows made each chunk cost the tenant's size.
+# PostgreSQL imports write in two ways. A row can only repeat an event its user already has,
+# so the rows of users without any interaction in the tenant (every row of a new tenant, and
+# of a generator's chunk of new users) are COPY'd straight into ``interactions``: no stage, no
+# probe. The rest are COPY'd into a temporary table (no index, no constraint: the fastest
+# write there is), then one INSERT ... SELECT moves the rows the tenant lacks. The LATERAL
+# probe with LIMIT 1 cannot be turned into a join, so every row costs one lookup in the
+# (tenant, user, created_at) index whatever the planner believes of a freshly filled table; a
+# join against all of the tenant's rows made each chunk cost the tenant's size.
+_USERS_WITH_EVENTS_SQL = text(
+    """
+    SELECT u.id FROM unnest(CAST(:users AS uuid[])) AS u(id)
+    WHERE EXISTS (SELECT 1 FROM interactions AS i
+                  WHERE i.tenant_id = :tenant_id AND i.user_id = u.id)
+    """
+).columns(id=Uuid())
 _STAGE = "interaction_import_stage"
 _STAGE_COLUMNS = ("ord", "id", "user_id", "item_id", "interaction_type", "value", "created_at")
 _CREATE_STAGE_SQL = f"""
@@ -386,35 +396,60 @@ _MOVE_STAGE_SQL = text(
 )
 
 
+async def _users_with_events(
+    session: AsyncSession, tenant_id: uuid.UUID, rows: list[Mapping[str, Any]]
+) -> set[uuid.UUID]:
+    """Which users of ``rows`` already have an interaction in the tenant (one probe each)."""
+    users = list({row["user_id"] for row in rows})
+    result = await session.execute(_USERS_WITH_EVENTS_SQL, {"users": users, "tenant_id": tenant_id})
+    return set(result.scalars())
+
+
 async def _import_postgresql(
     session: AsyncSession, tenant_id: uuid.UUID, rows: list[Mapping[str, Any]], chunk_size: int
 ) -> list[Mapping[str, Any]]:
     """``import_interactions`` on PostgreSQL; ``rows`` are already unique by key."""
-    written: list[Mapping[str, Any]] = []
     async with savepoint(session):
+        known = await _users_with_events(session, tenant_id, rows)
+        fresh = [row for row in rows if row["user_id"] not in known]
+        others = [row for row in rows if row["user_id"] in known]
         connection = await session.connection()
-        await connection.exec_driver_sql(_CREATE_STAGE_SQL)
-        for chunk in chunks(rows, chunk_size):
-            ids = new_uuid_hex(len(chunk))
-            records = [
-                (
-                    ordinal,
-                    new_id,
-                    row["user_id"],
-                    row["item_id"],
-                    _check_type(row["interaction_type"]),
-                    float(row.get("value", 1.0)),
-                    row["created_at"],
-                )
-                for ordinal, (new_id, row) in enumerate(zip(ids, chunk, strict=True))
-            ]
-            await connection.exec_driver_sql(f"TRUNCATE {_STAGE}")
-            await copy_records(connection, table(_STAGE), _STAGE_COLUMNS, records)
-            result = await connection.execute(_MOVE_STAGE_SQL, {"tenant_id": tenant_id})
-            inserted = {found.hex for found in result.scalars()}
-            written.extend(
-                row for new_id, row in zip(ids, chunk, strict=True) if new_id in inserted
+        for chunk in chunks(fresh, max(chunk_size, 100_000)):
+            records = _bulk_records(tenant_id, chunk, None)  # imported rows have their time
+            await copy_records(connection, table_of(Interaction), _COLUMNS, records)
+        if others:
+            fresh += await _move_through_stage(connection, tenant_id, others, chunk_size)
+    return fresh
+
+
+async def _move_through_stage(
+    connection: AsyncConnection,
+    tenant_id: uuid.UUID,
+    rows: list[Mapping[str, Any]],
+    chunk_size: int,
+) -> list[Mapping[str, Any]]:
+    """The rows the tenant lacks, written through the stage table and the duplicate probe."""
+    written: list[Mapping[str, Any]] = []
+    await connection.exec_driver_sql(_CREATE_STAGE_SQL)
+    for chunk in chunks(rows, chunk_size):
+        ids = new_uuid_hex(len(chunk))
+        records = [
+            (
+                ordinal,
+                new_id,
+                row["user_id"],
+                row["item_id"],
+                _check_type(row["interaction_type"]),
+                float(row.get("value", 1.0)),
+                row["created_at"],
             )
+            for ordinal, (new_id, row) in enumerate(zip(ids, chunk, strict=True))
+        ]
+        await connection.exec_driver_sql(f"TRUNCATE {_STAGE}")
+        await copy_records(connection, table(_STAGE), _STAGE_COLUMNS, records)
+        result = await connection.execute(_MOVE_STAGE_SQL, {"tenant_id": tenant_id})
+        inserted = {found.hex for found in result.scalars()}
+        written.extend(row for new_id, row in zip(ids, chunk, strict=True) if new_id in inserted)
     return written
 
 
@@ -430,6 +465,18 @@ async def refresh_statistics(*, session: AsyncSession) -> None:
     """
     if dialect_name(session) == "postgresql":
         await session.execute(text("ANALYZE tenants, users, items, interactions"))
+
+
+async def relax_commit_durability(*, session: AsyncSession) -> None:
+    """PostgreSQL: the current transaction's commit returns without waiting for its WAL to
+    reach disk (``synchronous_commit = off`` for this transaction only).
+
+    For the bulk import paths: a crash of the database server in the next fraction of a second
+    may lose the last chunks an import reported written (never a partial chunk, nor anything
+    of other sessions); imports are idempotent, so re-running one writes what is missing.
+    """
+    if dialect_name(session) == "postgresql":
+        await session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def _columns_query(tenant_id: uuid.UUID, since: datetime | None) -> Select[Any]:

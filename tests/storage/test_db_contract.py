@@ -356,6 +356,87 @@ async def test_bulk_insert_is_all_or_nothing(session: AsyncSession) -> None:
     assert len(await repo.load_interactions(session=session, tenant_id=tenant.id)) == 0
 
 
+async def test_interactions_keep_integrity_without_their_own_tenant_key(
+    session: AsyncSession,
+) -> None:
+    """Interactions reference tenants only through their user (migration 0005): a user of
+    another tenant, or an unknown tenant, is still refused, and deleting a user or a whole
+    tenant still removes their interactions."""
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+    stranger = await make_user(session, other)
+    row = {"user_id": user.id, "item_id": item.id, "interaction_type": "view"}
+    for tenant_id, user_id in (
+        (other.id, user.id),
+        (tenant.id, stranger.id),
+        (uuid.uuid4(), user.id),
+    ):
+        with pytest.raises(NotFound):
+            await repo.bulk_insert_interactions(
+                session=session, tenant_id=tenant_id, rows=[{**row, "user_id": user_id}]
+            )
+    second = await make_user(session, tenant)
+    await repo.bulk_insert_interactions(
+        session=session, tenant_id=tenant.id, rows=[row, {**row, "user_id": second.id}] * 3
+    )
+    await session.delete(second)
+    await session.flush()
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 3
+    await session.delete(await repo.get_tenant(session=session, tenant_id=tenant.id))
+    await session.flush()
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 0
+
+
+async def test_idempotency_keys_stay_unique_per_user(session: AsyncSession) -> None:
+    tenant = await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+    keyed = {"user_id": user.id, "item_id": item.id, "interaction_type": "view"}
+    unkeyed = [keyed] * 3  # rows without a key never collide
+    await repo.bulk_insert_interactions(session=session, tenant_id=tenant.id, rows=unkeyed)
+    await repo.bulk_insert_interactions(
+        session=session, tenant_id=tenant.id, rows=[{**keyed, "idempotency_key": "k"}]
+    )
+    with pytest.raises(Conflict):
+        await repo.bulk_insert_interactions(
+            session=session, tenant_id=tenant.id, rows=[{**keyed, "idempotency_key": "k"}]
+        )
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 4
+
+
+async def test_import_writes_each_event_once_whether_its_user_is_new_or_not(
+    session: AsyncSession,
+) -> None:
+    """PostgreSQL COPYs the rows of users without interactions straight into the table and
+    probes the others for duplicates; either way an event already stored, or repeated in the
+    batch, is written once, and a row naming an unknown user writes nothing at all."""
+    tenant = await make_tenant(session)
+    old, new = await make_user(session, tenant), await make_user(session, tenant)
+    item = await make_item(session, tenant)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def event(user: uuid.UUID, second: int) -> dict[str, object]:
+        when = at + timedelta(seconds=second)
+        return {"user_id": user, "item_id": item.id, "interaction_type": "view", "created_at": when}
+
+    stored = await repo.import_interactions(
+        session=session, tenant_id=tenant.id, rows=[event(old.id, 0)]
+    )
+    assert len(stored) == 1
+    rows = [event(old.id, 0), event(old.id, 1), event(new.id, 0), event(new.id, 2)]
+    written = await repo.import_interactions(
+        session=session, tenant_id=tenant.id, rows=[*rows, event(new.id, 2)]
+    )
+    assert sorted((r["user_id"] == new.id, r["created_at"]) for r in written) == sorted(
+        (r["user_id"] == new.id, r["created_at"]) for r in rows[1:]
+    )
+    assert await repo.import_interactions(session=session, tenant_id=tenant.id, rows=rows) == []
+    with pytest.raises(NotFound):
+        await repo.import_interactions(
+            session=session, tenant_id=tenant.id, rows=[event(new.id, 9), event(uuid.uuid4(), 9)]
+        )
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 4
+
+
 async def test_rating_rules(session: AsyncSession) -> None:
     tenant = await make_tenant(session)
     user, item = await make_user(session, tenant), await make_item(session, tenant)
