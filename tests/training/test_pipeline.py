@@ -249,8 +249,8 @@ def test_the_training_matrix_does_not_depend_on_the_row_order(catalogue) -> None
     events = list(catalogue.interactions)
     shuffled = random.Random(3).sample(events, len(events))
     items = list(catalogue.items)
-    first = TenantData(events, items, InteractionWeights()).matrix()
-    second = TenantData(shuffled, items, InteractionWeights()).matrix()
+    first = TenantData.from_rows(events, items, InteractionWeights()).matrix()
+    second = TenantData.from_rows(shuffled, items, InteractionWeights()).matrix()
     assert list(first.user_ids) == list(second.user_ids)
     assert list(first.item_ids) == list(second.item_ids)
     assert (first.matrix != second.matrix).nnz == 0
