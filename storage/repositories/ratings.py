@@ -173,6 +173,7 @@ async def iter_ratings(
     """``load_ratings`` in chunks of up to ``chunk_size`` rows, streamed from a server-side
     cursor so memory stays flat."""
     query = _training_query(tenant_id).execution_options(yield_per=chunk_size)
-    result = await session.stream(query)
+    # Core, not ORM, execution: the ORM's per-row loading took a third of the read time
+    result = await (await session.connection()).stream(query)
     async for partition in result.partitions():
         yield [tuple(row) for row in partition]
