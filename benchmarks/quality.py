@@ -92,7 +92,7 @@ def tenant_data(rows: Sequence[tuple], items: list[ItemInfo]) -> TenantData:
         row if len(row) == 5 else (str(row[0]), str(row[1]), "rating", float(row[2]), row[3])
         for row in rows
     ]
-    return TenantData(events, items, InteractionWeights())
+    return TenantData.from_rows(events, items, InteractionWeights())
 
 
 def pipeline_matrix(rows: Sequence[tuple], items: list[ItemInfo]) -> InteractionMatrix:

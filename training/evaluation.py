@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from training.data import InteractionMatrix, ItemInfo
+from training.data import Events, InteractionMatrix, ItemInfo
 
 RowT = TypeVar("RowT", bound=tuple)
 Ranked = Mapping[str, Sequence[str]]
@@ -42,37 +42,84 @@ def python_stratified_split(
     rows: Iterable[RowT], ratio: float = 0.75, seed: int = 42, *, key: int = 0
 ) -> tuple[list[RowT], list[RowT]]:
     """Per-user (``row[key]``) random split; every user with >= 2 rows lands in both parts."""
+    rows = list(rows)
+    index: dict[Hashable, int] = {}
+    codes = np.fromiter((index.setdefault(r[key], len(index)) for r in rows), np.int64, len(rows))
+    # Users in str order (ties in order of first appearance), as ``sorted(groups, key=str)``
+    by_name = sorted(range(len(index)), key=[str(u) for u in index].__getitem__)
+    rank = np.empty(len(index), dtype=np.int64)
+    rank[by_name] = np.arange(len(index))
+    train, test = stratified_split_index(rank[codes], ratio, seed)
+    return [rows[i] for i in train], [rows[i] for i in test]
+
+
+def stratified_split_index(
+    groups: np.ndarray, ratio: float = 0.75, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """``python_stratified_split`` on group codes (rows of a group in input order, groups by
+    ascending code): the positions of the training rows and of the test rows, in that order.
+
+    Each group's shuffle is ``RandomState(seed).permutation(size)`` (a fresh state per group,
+    as pandas builds one per ``.sample(random_state=seed)``), so it depends on the group's size
+    alone: one permutation per distinct size serves every group, and no loop runs per row.
+    """
     if not 0.0 < ratio < 1.0:
         raise ValueError("ratio must be strictly between 0 and 1")
-    groups: dict[Hashable, list[RowT]] = defaultdict(list)
-    for row in rows:
-        groups[row[key]].append(row)
-    train: list[RowT] = []
-    test: list[RowT] = []
-    for user in sorted(groups, key=str):
-        group = groups[user]
-        # A fresh RandomState per group, as pandas builds one per .sample(random_state=seed)
-        order = np.random.RandomState(seed).permutation(len(group))
-        cut = round(ratio * len(group))
-        train.extend(group[i] for i in order[:cut])
-        test.extend(group[i] for i in order[cut:])
-    return train, test
+    grouped = np.argsort(groups, kind="stable")
+    ordered = groups[grouped]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else []
+    sizes = np.diff(np.r_[starts, len(ordered)]).astype(np.int64)
+    size_of_row = np.repeat(sizes, sizes)
+    position = np.arange(len(ordered)) - np.repeat(starts, sizes)
+    distinct = np.unique(sizes)
+    offsets = np.zeros(int(distinct.max(initial=0)) + 1, dtype=np.int64)
+    cuts = np.zeros_like(offsets)
+    shuffles = []  # per distinct size: each position's place in the shuffled group
+    for at, size in zip(np.cumsum(np.r_[0, distinct[:-1]]), distinct.tolist(), strict=True):
+        offsets[size], cuts[size] = at, round(ratio * size)
+        shuffles.append(np.argsort(np.random.RandomState(seed).permutation(size)))
+    table = np.concatenate(shuffles) if shuffles else np.empty(0, dtype=np.int64)
+    place = table[offsets[size_of_row] + position]
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    order = np.lexsort((place, group))
+    rows, is_train = grouped[order], (place < cuts[size_of_row])[order]
+    return rows[is_train], rows[~is_train]
 
 
 def stratified_pair_split(
     events: Iterable[RowT], ratio: float = 0.75, seed: int = 42
 ) -> tuple[list[RowT], list[RowT]]:
-    """``python_stratified_split`` over (user, item) pairs of events ``(user, item, ..., time)``:
-    every event of a pair lands on one side (a view trained on and the purchase of the same item
-    held out would measure nothing). Returns the training events and one event per held-out
-    pair; pairs are taken in time order, so the split does not depend on the input order."""
-    ordered = sorted(events, key=lambda e: (e[-1], str(e[1]), str(e[2])))
-    first: dict[tuple, RowT] = {}
-    for event in ordered:
-        first.setdefault((event[0], event[1]), event)
-    train_pairs, test_pairs = python_stratified_split(list(first.values()), ratio, seed=seed)
-    kept = {(e[0], e[1]) for e in train_pairs}
-    return [e for e in ordered if (e[0], e[1]) in kept], test_pairs
+    """``pair_split_index`` over events ``(user, item, type, value, time)``."""
+    events = list(events)
+    train, test = pair_split_index(Events.from_rows(events), ratio, seed)
+    return [events[i] for i in train], [events[i] for i in test]
+
+
+def pair_split_index(
+    events: Events, ratio: float = 0.75, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """``python_stratified_split`` over (user, item) pairs: every event of a pair lands on one
+    side (a view trained on and the purchase of the same item held out would measure nothing).
+    Returns the positions of the training events (in time order) and of one event per held-out
+    pair; pairs are taken in time order (ties by item id, then type), so the split does not
+    depend on the input order."""
+    kinds = _str_rank(events.kind_names)[events.kinds]
+    ordered = np.lexsort((kinds, _str_rank(events.item_ids)[events.items], events.times))
+    pair = events.users[ordered].astype(np.int64) * len(events.item_ids) + events.items[ordered]
+    _, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
+    first_events = np.sort(first)  # one per pair, in order of the pair's first event
+    users = events.users[ordered[first_events]]
+    train_pairs, test_pairs = stratified_split_index(_str_rank(events.user_ids)[users], ratio, seed)
+    kept = np.zeros(len(first), dtype=bool)
+    kept[inverse[first_events[train_pairs]]] = True
+    return ordered[kept[inverse]], ordered[first_events[test_pairs]]
+
+
+def _str_rank(ids: Sequence[Any]) -> np.ndarray:
+    """Each id's place in the ids sorted by ``str``."""
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[sorted(range(len(ids)), key=[str(i) for i in ids].__getitem__)] = np.arange(len(ids))
+    return rank
 
 
 def relevant_items(rows: Iterable[tuple]) -> dict[str, set[str]]:
@@ -283,10 +330,13 @@ __all__ = [
     "mean_average_precision",
     "ndcg_at_k",
     "novelty",
+    "pair_split_index",
     "precision_at_k",
     "python_stratified_split",
     "ranking_metrics",
     "recall_at_k",
     "relevant_items",
     "rmse_mae",
+    "stratified_pair_split",
+    "stratified_split_index",
 ]

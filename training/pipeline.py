@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from storage.settings import Settings
 from storage.vectors import Point, VectorStore, create_vector_store
 from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY, Recommender, create
 from training.algorithms.content import TEXT_COLLECTION, TEXT_DIMS, hashed_vectors
-from training.data import InteractionMatrix, InteractionWeights, ItemInfo
-from training.evaluation import evaluate_ranking, stratified_pair_split
+from training.data import Events, EventsBuilder, InteractionMatrix, InteractionWeights, ItemInfo
+from training.evaluation import evaluate_ranking, pair_split_index
 from training.hybrid import BLEND, HybridConfig
 from training.hybrid_tuning import choose_blend
 from training.limits import Shape, budget_bytes, plan_fit
@@ -55,6 +55,8 @@ STORED_DIMS = 256
 # The hashed content vectors' mark for items in the models (item writes mark theirs "new").
 TRAINED = {"stage": "trained"}
 MAX_BLEND_USERS = 1000
+# Rows read from the database at a time while loading a tenant's events.
+LOAD_CHUNK = 50_000
 
 Event = tuple[str, str, str, float | None, float]
 Progress = Callable[[str, int, int], None]
@@ -94,38 +96,45 @@ class Blend:
 
 @dataclass
 class TenantData:
-    events: list[Event]
+    events: Events
     items: list[ItemInfo]
     weights: InteractionWeights
 
-    def matrix(self, events: Sequence[Event] | None = None) -> InteractionMatrix:
+    @classmethod
+    def from_rows(
+        cls, rows: Iterable[Event], items: list[ItemInfo], weights: InteractionWeights
+    ) -> TenantData:
+        """From ``(user, item, type, value, time)`` tuples (benchmarks, tests)."""
+        return cls(Events.from_rows(rows), items, weights)
+
+    def matrix(self, index: np.ndarray | None = None) -> InteractionMatrix:
+        """The matrix of all events, or of those at ``index``."""
+        if index is None:
+            index = np.arange(len(self.events))
         # Users in order of their first event: the same data read in another row order (another
         # database, an export) gives the same matrix, so the same models.
-        ordered = sorted(self.events if events is None else events, key=lambda e: e[4])
-        return InteractionMatrix.from_interactions(ordered, weights=self.weights, items=self.items)
+        ordered = index[np.argsort(self.events.times[index], kind="stable")]
+        return InteractionMatrix.from_events(
+            self.events.take(ordered), weights=self.weights, items=self.items
+        )
 
 
-async def load_tenant_data(database: Database, tenant_id: uuid.UUID) -> TenantData:
-    """Interactions, ratings (as explicit ``rating`` events) and the active catalogue."""
+async def load_tenant_data(
+    database: Database, tenant_id: uuid.UUID, *, chunk_size: int = LOAD_CHUNK
+) -> TenantData:
+    """Interactions, ratings (as explicit ``rating`` events) and the active catalogue, streamed
+    in chunks of ``chunk_size`` rows straight into columns."""
+    events = EventsBuilder()
     async with database.session() as session:
         tenant = await repo.get_tenant(session=session, tenant_id=tenant_id)
-        columns = await repo.load_interactions(session=session, tenant_id=tenant_id)
-        ratings = await repo.load_ratings(session=session, tenant_id=tenant_id)
+        chunks = repo.iter_interactions(session=session, tenant_id=tenant_id, chunk_size=chunk_size)
+        async for chunk in chunks:
+            events.add(*zip(*chunk, strict=True))
+        ratings = repo.iter_ratings(session=session, tenant_id=tenant_id, chunk_size=chunk_size)
+        async for chunk in ratings:
+            users, items, values, times = zip(*chunk, strict=True)
+            events.add(users, items, ("rating",) * len(users), values, times)
         catalogue = await repo.catalogue_items(session=session, tenant_id=tenant_id)
-    events: list[Event] = [
-        (str(u), str(i), kind, value, when.timestamp())
-        for u, i, kind, value, when in zip(
-            columns.user_ids,
-            columns.item_ids,
-            columns.interaction_types,
-            columns.values,
-            columns.created_at,
-            strict=True,
-        )
-    ]
-    events.extend(
-        (str(u), str(i), "rating", float(r), when.timestamp()) for u, i, r, when in ratings
-    )
     items = [
         ItemInfo(
             id=str(item.id),
@@ -139,7 +148,7 @@ async def load_tenant_data(database: Database, tenant_id: uuid.UUID) -> TenantDa
     weights = InteractionWeights.model_validate(
         (tenant.settings or {}).get("interaction_weights", {})
     )
-    return TenantData(events, items, weights)
+    return TenantData(events.build(), items, weights)
 
 
 class Holdout:
@@ -147,12 +156,14 @@ class Holdout:
     on the 75% once, measured on the rest, and kept to tune the tenant's hybrid blend."""
 
     def __init__(self, data: TenantData, seed: int, k: int = 10) -> None:
-        weight: dict[tuple[str, str], float] = {}
-        for user, item, kind, value, _ in data.events:
-            weight[(user, item)] = weight.get((user, item), 0.0) + data.weights.weight(kind, value)
-        train_events, test_pairs = stratified_pair_split(data.events, 0.75, seed=seed)
-        self.positives = [e for e in test_pairs if weight[(e[0], e[1])] > 0]
-        self.train = data.matrix(train_events) if train_events and self.positives else None
+        events = data.events
+        train, test = pair_split_index(events, 0.75, seed=seed)
+        pair = events.users.astype(np.int64) * len(events.item_ids) + events.items
+        _, of_pair = np.unique(pair, return_inverse=True)
+        # in event order, as the weights add up in the matrix
+        weight = np.bincount(of_pair, weights=events.weights(data.weights))
+        self.positives = events.take(test[weight[of_pair[test]] > 0])
+        self.train = data.matrix(train) if len(train) and len(self.positives) else None
         self.data, self.seed, self.k = data, seed, k
         self.models: dict[str, Recommender] = {}
 
@@ -161,20 +172,21 @@ class Holdout:
             return {}
         model = create(name, config, seed=self.seed).fit(self.train, self.data.items)
         self.models[name] = model
-        found = evaluate_ranking(model, self.train, self.positives, self.k)
+        found = evaluate_ranking(model, self.train, self.positives.pairs(), self.k)
         keys = (f"precision@{self.k}", f"recall@{self.k}", f"ndcg@{self.k}", "map")
         return {key: float(found[key]) for key in keys}
 
     def blend(self) -> Blend | None:
         """The hybrid's weights for this tenant, tuned on this holdout exactly as the served
         blend ranks (``training.hybrid_tuning``); None when there is too little to tune on."""
-        users = {str(e[0]) for e in self.positives}
+        positives = self.positives
+        users = positives.user_ids[np.unique(positives.users)].tolist()
         personal = [n for n, m in self.models.items() if m.personal]
         if self.train is None or len(users) < MIN_BLEND_USERS or not personal:
             return None
         rng = np.random.default_rng(self.seed)
         chosen = set(rng.permutation(sorted(users))[:MAX_BLEND_USERS].tolist())
-        rows = [e for e in self.positives if str(e[0]) in chosen]
+        rows = [pair for pair in positives.pairs() if pair[0] in chosen]
         config = HybridConfig()
         tuned = choose_blend(self.models, self.train, rows, config.weights, depth=config.depth)
         return Blend(tuned.weights, tuned.ndcg, tuned.single_engine_ndcg, len(chosen))
@@ -348,7 +360,7 @@ async def train_tenant_async(
         data = await load_tenant_data(database, uuid.UUID(str(tenant_id)))
     finally:
         await database.dispose()
-    if not data.events:
+    if not len(data.events):
         raise InvalidData(f"tenant {tenant_id} has no interactions to train on")
     full = data.matrix()
     artifacts = create_artifact_store(settings)

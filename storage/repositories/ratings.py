@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import InvalidData
@@ -152,13 +152,28 @@ async def bulk_upsert_ratings(
     return len(latest)
 
 
-async def load_ratings(
-    *, session: AsyncSession, tenant_id: uuid.UUID
-) -> list[tuple[uuid.UUID, uuid.UUID, float, datetime]]:
-    """Every rating of the tenant as ``(user_id, item_id, rating, updated_at)``, for training."""
-    query = (
+def _training_query(tenant_id: uuid.UUID) -> Select[tuple[uuid.UUID, uuid.UUID, float, datetime]]:
+    return (
         select(Rating.user_id, Rating.item_id, Rating.rating, Rating.updated_at)
         .where(Rating.tenant_id == tenant_id)
         .order_by(Rating.updated_at, Rating.id)
     )
-    return [tuple(row) for row in (await session.execute(query)).tuples()]
+
+
+async def load_ratings(
+    *, session: AsyncSession, tenant_id: uuid.UUID
+) -> list[tuple[uuid.UUID, uuid.UUID, float, datetime]]:
+    """Every rating of the tenant as ``(user_id, item_id, rating, updated_at)``, for training."""
+    return [tuple(row) for row in (await session.execute(_training_query(tenant_id))).tuples()]
+
+
+async def iter_ratings(
+    *, session: AsyncSession, tenant_id: uuid.UUID, chunk_size: int = 10_000
+) -> AsyncIterator[list[tuple[uuid.UUID, uuid.UUID, float, datetime]]]:
+    """``load_ratings`` in chunks of up to ``chunk_size`` rows, streamed from a server-side
+    cursor so memory stays flat."""
+    query = _training_query(tenant_id).execution_options(yield_per=chunk_size)
+    # Core, not ORM, execution: the ORM's per-row loading took a third of the read time
+    result = await (await session.connection()).stream(query)
+    async for partition in result.partitions():
+        yield [tuple(row) for row in partition]

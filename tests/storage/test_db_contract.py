@@ -480,6 +480,16 @@ async def test_average_and_bulk_ratings(session: AsyncSession) -> None:
         session=session, tenant_id=tenant.id, item_ids=[unrated.id, rated.id]
     )
     assert stats == [repo.RatingStats(None, 0), repo.RatingStats(pytest.approx(10 / 3), 3)]
+    loaded = await repo.load_ratings(session=session, tenant_id=tenant.id)
+    assert sorted((u, r) for u, _, r, _ in loaded) == sorted(
+        [(users[0].id, 5.0), (users[1].id, 2.0), (users[2].id, 3.0)]
+    )
+    chunks = [
+        chunk
+        async for chunk in repo.iter_ratings(session=session, tenant_id=tenant.id, chunk_size=2)
+    ]
+    assert [len(chunk) for chunk in chunks] == [2, 1]  # streamed, in the order load_ratings reads
+    assert [row for chunk in chunks for row in chunk] == loaded
     with pytest.raises(InvalidData):
         await repo.bulk_upsert_ratings(
             session=session,

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from training.data import SECONDS_PER_DAY, InteractionMatrix, InteractionWeights, ItemInfo
+from training.data import (
+    SECONDS_PER_DAY,
+    Events,
+    EventsBuilder,
+    InteractionMatrix,
+    InteractionWeights,
+    ItemInfo,
+)
 
 NOW = 1_700_000_000.0
 
@@ -98,3 +106,34 @@ def test_shape_mismatch_is_refused() -> None:
     data = InteractionMatrix.from_ratings([("u", "a", 3.0, NOW)])
     with pytest.raises(ValueError, match="shape"):
         InteractionMatrix(data.matrix, data.user_ids, np.array(["a", "b"], dtype=object))
+
+
+def test_events_are_coded_columns_built_chunk_by_chunk() -> None:
+    """Any hashable ids (the database's UUIDs) are coded once; the vocabularies hold strings."""
+    a, b = uuid.uuid4(), uuid.uuid4()
+    builder = EventsBuilder()
+    builder.add([a, b], ["x", "y"], ["view", "rating"], [None, 4.0], [NOW, NOW + 1])
+    builder.add([b], ["x"], ["view"], [1.0], [datetime.fromtimestamp(NOW + 2, UTC)])
+    events = builder.build()
+    assert events.users.tolist() == [0, 1, 1] and events.items.tolist() == [0, 1, 0]
+    assert list(events.user_ids) == [str(a), str(b)] and events.kind_names == ("view", "rating")
+    assert events.kinds.dtype == np.uint8 and events.times.tolist() == [NOW, NOW + 1, NOW + 2]
+    assert np.isnan(events.values[0]) and events.values[1] == 4.0
+    assert events.weights(InteractionWeights()).tolist() == [1.0, 0.8, 1.0]
+    assert list(events.take(np.array([2])).pairs()) == [(str(b), "x")]
+    assert len(EventsBuilder().build()) == 0
+
+
+def test_matrix_from_events_recodes_users_and_items_by_first_appearance() -> None:
+    rows = [
+        ("u2", "i2", "click", None, NOW),
+        ("u1", "i1", "view", None, NOW + 1),
+        ("u2", "i1", "rating", 3.0, NOW + 2),
+    ]
+    events = Events.from_rows(rows)
+    later_first = events.take(np.array([1, 2, 0]))
+    data = InteractionMatrix.from_events(later_first, items=[ItemInfo(id="cold")])
+    assert list(data.user_ids) == ["u1", "u2"]
+    assert list(data.item_ids) == ["cold", "i1", "i2"]
+    assert cell(data, "u2", "i1") == pytest.approx(0.6) and cell(data, "u2", "i2") == 2.0
+    assert data.ratings is not None and float(data.ratings[1, 1]) == 3.0

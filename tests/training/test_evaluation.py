@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import InteractionMatrix, ItemInfo
+from training.data import Events, InteractionMatrix, ItemInfo
 from training.evaluation import (
     catalogue_coverage,
     category_similarity,
@@ -20,6 +20,7 @@ from training.evaluation import (
     mean_average_precision,
     ndcg_at_k,
     novelty,
+    pair_split_index,
     precision_at_k,
     python_stratified_split,
     recall_at_k,
@@ -115,6 +116,50 @@ def test_stratified_split_rounds_half_to_even_and_is_seeded() -> None:
     assert python_stratified_split(many, seed=1) == python_stratified_split(many, seed=1)
     with pytest.raises(ValueError):
         python_stratified_split(rows, 1.0)
+
+
+def _loop_split(rows: list[tuple], ratio: float, seed: int) -> tuple[list, list]:
+    """The split as a loop over users (the tuple code it replaced): order included."""
+    groups: dict[str, list[tuple]] = {}
+    for row in rows:
+        groups.setdefault(row[0], []).append(row)
+    train, test = [], []
+    for user in sorted(groups, key=str):
+        order = np.random.RandomState(seed).permutation(len(groups[user]))
+        cut = round(ratio * len(groups[user]))
+        train.extend(groups[user][i] for i in order[:cut])
+        test.extend(groups[user][i] for i in order[cut:])
+    return train, test
+
+
+def test_vectorised_split_keeps_the_loop_order_exactly(rng: np.random.Generator) -> None:
+    """One permutation per group size serves every group of that size: same rows, same order."""
+    rows = [
+        (f"u{int(u)}", f"i{n}", 1.0, float(n)) for n, u in enumerate(rng.zipf(1.6, size=3000) % 400)
+    ]
+    for ratio, seed in ((0.75, 42), (0.8, 7), (0.5, 1)):
+        assert python_stratified_split(rows, ratio, seed=seed) == _loop_split(rows, ratio, seed)
+
+
+def test_pair_split_keeps_pairs_whole_and_ignores_the_row_order(
+    rng: np.random.Generator,
+) -> None:
+    rows = [
+        (f"u{int(rng.integers(40))}", f"i{int(rng.integers(30))}", kind, None, float(t // 3))
+        for t, kind in enumerate(rng.choice(["view", "click", "purchase"], size=2000))
+    ]
+    events = Events.from_rows(rows)
+    train, test = pair_split_index(events, 0.75, seed=42)
+    pairs = list(events.pairs())
+    held_out = [pairs[i] for i in test]
+    assert len(set(held_out)) == len(held_out)  # one event per held-out pair
+    assert not set(held_out) & {pairs[i] for i in train}  # no pair on both sides
+    assert len(train) + sum(pairs.count(p) for p in held_out) == len(rows)
+    assert np.all(np.diff(events.times[train]) >= 0)  # training events in time order
+    shuffled = [rows[i] for i in rng.permutation(len(rows))]
+    other = Events.from_rows(shuffled)
+    _, other_test = pair_split_index(other, 0.75, seed=42)
+    assert [p for p in map(tuple, np.array(list(other.pairs()))[other_test])] == held_out
 
 
 class FixedModel:

@@ -7,6 +7,7 @@ import logging
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
@@ -249,11 +250,55 @@ def test_the_training_matrix_does_not_depend_on_the_row_order(catalogue) -> None
     events = list(catalogue.interactions)
     shuffled = random.Random(3).sample(events, len(events))
     items = list(catalogue.items)
-    first = TenantData(events, items, InteractionWeights()).matrix()
-    second = TenantData(shuffled, items, InteractionWeights()).matrix()
+    first = TenantData.from_rows(events, items, InteractionWeights()).matrix()
+    second = TenantData.from_rows(shuffled, items, InteractionWeights()).matrix()
     assert list(first.user_ids) == list(second.user_ids)
     assert list(first.item_ids) == list(second.item_ids)
     assert (first.matrix != second.matrix).nnz == 0
+
+
+async def test_tenant_data_streams_into_columns(tmp_path: Path, catalogue) -> None:
+    """Interactions and ratings are read in chunks straight into id-coded columns: whatever
+    the chunk size, the same events, and the same matrix as the events' tuples give."""
+    from training.data import InteractionWeights
+    from training.pipeline import TenantData, load_tenant_data
+
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "columns.example")
+    await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    async with database.session() as session:
+        user = (await repo.list_users(session=session, tenant_id=tenant_id))[0]
+        item = (await repo.catalogue_items(session=session, tenant_id=tenant_id))[0]
+        await repo.rate_item(
+            session=session, tenant_id=tenant_id, user_id=user.id, item_id=item.id, rating=4.5
+        )
+    whole = await load_tenant_data(database, tenant_id)
+    chunked = await load_tenant_data(database, tenant_id, chunk_size=7)
+    await database.dispose()
+
+    events = chunked.events
+    assert len(events) == len(catalogue.interactions) + 1
+    assert events.users.dtype == np.int32 and events.items.dtype == np.int32
+    assert events.kinds.itemsize == 1 and events.values.dtype == np.float32
+    assert events.times.dtype == np.float64 and events.user_ids.dtype == object
+    rating = events.is_kind("rating")
+    assert rating.sum() == 1 and events.values[rating][0] == 4.5
+    assert list(events.pairs())[np.flatnonzero(rating)[0]] == (str(user.id), str(item.id))
+    assert list(chunked.events.pairs()) == list(whole.events.pairs())
+    np.testing.assert_array_equal(chunked.events.times, whole.events.times)
+    rows = [
+        (u, i, events.kind_names[k], float(v), t)
+        for (u, i), k, v, t in zip(
+            events.pairs(), events.kinds, events.values, events.times, strict=True
+        )
+    ]
+    expected = TenantData.from_rows(rows, chunked.items, InteractionWeights()).matrix()
+    found = chunked.matrix()
+    assert list(found.user_ids) == list(expected.user_ids)
+    assert list(found.item_ids) == list(expected.item_ids)
+    assert (found.matrix != expected.matrix).nnz == 0
 
 
 async def test_distributed_fits_use_the_shared_train_storage(
