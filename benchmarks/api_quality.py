@@ -251,8 +251,11 @@ def serve_application(settings: Settings, args: AppArgs) -> Iterator[str]:
         "env": settings.env,
         "data_dir": str(settings.data_dir.resolve()),
         "database_url": str(settings.database_url),
-        "jwt_secret": settings.jwt_secret.get_secret_value() if settings.jwt_secret else "",
     }
+    # A secret never goes into the Serve config (the builder refuses it): the replicas inherit
+    # it from the environment of the Ray this process starts, as from `ray start`'s shell.
+    if settings.jwt_secret is not None:
+        os.environ["RECSERVE_JWT_SECRET"] = settings.jwt_secret.get_secret_value()
     port = free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
