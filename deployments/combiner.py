@@ -124,7 +124,9 @@ class HybridCombiner:
         # The cold source opens the database and the cache from Settings, as the ingress does:
         # cold answers are computed here, in the one recommendation step, like every other.
         store = RemoteVectorStore(vectors) if vectors is not None else None
-        similar = VectorSimilar(self._settings, store)
+        # The embedded store (through the vectors replica) keeps new items' content vectors;
+        # the trained engines answer for themselves, as in the single-process server.
+        similar = VectorSimilar(self._settings, store, local=store is not None)
         self._core = RecommendationCore(
             self._engines, self._config.plan(), similar, ColdSource(self._settings, similar)
         )

@@ -77,12 +77,17 @@ class VectorSimilar:
 
     @property
     def enabled(self) -> bool:
-        return self._store is not None or self._settings.qdrant_url is not None
+        """Trained engines' candidates and neighbours come from the store: a Qdrant server,
+        or a store given for that. Not from the embedded store (``local``): there the models
+        answer, in the single-process server and in the Serve app alike."""
+        if self._settings.qdrant_url is not None:
+            return True
+        return self._store is not None and not self._local
 
     @property
     def text_enabled(self) -> bool:
-        """Hashed content vectors are kept: a server, a given store, or the local embedded one."""
-        return self.enabled or self._local
+        """Hashed content vectors are kept: a server, a given store, or the embedded one."""
+        return self._local or self.enabled
 
     async def close(self) -> None:
         """Release the store this object opened itself (a store it was given stays open)."""

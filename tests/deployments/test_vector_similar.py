@@ -92,3 +92,18 @@ async def test_content_candidates_search_around_the_users_recent_items(store, rn
         await VectorSimilar(Settings(data_dir=tmp_path)).content_candidates(TENANT, ["i1"], 5)
         is None
     )
+
+
+async def test_the_embedded_store_keeps_new_items_while_the_models_answer(tmp_path: Path) -> None:
+    """The Serve app's vectors replica and the single-process server hold the embedded store
+    for new items' content vectors (``local``); trained engines answer for themselves there,
+    so both servers give the same lists. A Qdrant server answers for the engines too."""
+    store = EdgeVectorStore(tmp_path / "qdrant")
+    try:
+        local = VectorSimilar(Settings(data_dir=tmp_path), store, local=True)
+        assert local.text_enabled and not local.enabled
+        assert await local.content_candidates(TENANT, ["i1"], 5) is None
+        server = Settings(data_dir=tmp_path, qdrant_url="http://qdrant:6333")
+        assert VectorSimilar(server, store, local=True).enabled
+    finally:
+        await store.close()
