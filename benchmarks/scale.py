@@ -62,14 +62,23 @@ def _url_for(base: str | None, directory: Path, size: str) -> str:
 
 def _fit(url: str, directory: Path, name: str, *extra: str) -> dict[str, Any]:
     """One engine trained in a child process; what it cost and what it made."""
-    seconds, _cpu, rss = _recserve(
-        url, directory, "train", "--tenant", DOMAIN, "--algorithms", name, "--no-evaluate", *extra
-    )
+    started = time.perf_counter()
+    try:
+        seconds, _cpu, rss = _recserve(
+            url, directory, "train", "--tenant", DOMAIN, "--algorithms", name, "--no-evaluate",
+            *extra,
+        )  # fmt: skip
+    except RuntimeError:
+        # The plan skipped the only engine asked for, so the run trained nothing and failed;
+        # the log says why (any other failure is raised again below).
+        seconds, rss = time.perf_counter() - started, float("nan")
     log = (directory / "recserve.log").read_text()
     skipped = re.search(rf"{name} skipped:\s*(.+)", log)
     row: dict[str, Any] = {"engine": name, "job_s": seconds, "peak_rss_mb": rss}
     if skipped:
         return {**row, "skipped": " ".join(skipped.group(1).split())}
+    if rss != rss:  # failed, and not because the plan skipped it
+        raise RuntimeError(f"recserve train --algorithms {name} failed:\n{log[-3000:]}")
     settings = Settings(database_url=url, data_dir=directory)
     from deployments.models import ArtifactModelSource
     from storage.artifacts import create_artifact_store
