@@ -129,7 +129,7 @@ def create_app(
             expose_headers=["Retry-After"],
             max_age=600,
         )
-    app.include_router(router, prefix="/graphql")
+    router.install(app, "/graphql")
 
     mount_observability(app, services)
 

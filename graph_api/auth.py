@@ -8,7 +8,9 @@ key or algorithm is refused, as is one missing ``exp``/``iat``/``type`` or of th
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -23,6 +25,10 @@ from storage.settings import Settings
 TokenType = Literal["access", "refresh"]
 ISSUER = "recserve"
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "tid", "role", "type", "iss"]
+# Access tokens already verified, with their expiry: a client sends the same token with every
+# request for its lifetime, and checking the signature and claims again cost more than the rest
+# of a cached answer's auth. Only successes are kept; expiry is checked on every use.
+VERIFIED_TOKENS = 4096
 
 _hasher = PasswordHasher()
 # Verifying against a real hash when the email is unknown keeps login time the same for known
@@ -72,6 +78,7 @@ class TokenService:
             "access": timedelta(minutes=settings.access_token_minutes),
             "refresh": timedelta(days=settings.refresh_token_days),
         }
+        self._verified: OrderedDict[str, tuple[Principal, str, float]] = OrderedDict()
 
     @property
     def access_lifetime(self) -> timedelta:
@@ -113,6 +120,20 @@ class TokenService:
         return principal, jti
 
     def _verify(self, token: str, expected_type: TokenType) -> tuple[Principal, str]:
+        if expected_type == "access" and (known := self._verified.get(token)) is not None:
+            principal, jti, expires_at = known
+            if time.time() < expires_at:
+                self._verified.move_to_end(token)
+                return principal, jti
+            del self._verified[token]
+        principal, jti, expires_at = self._decode(token, expected_type)
+        if expected_type == "access":
+            self._verified[token] = (principal, jti, expires_at)
+            if len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        return principal, jti
+
+    def _decode(self, token: str, expected_type: TokenType) -> tuple[Principal, str, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -136,7 +157,7 @@ class TokenService:
                 tier=str(claims.get("tier", "basic")),
                 session_id=uuid.UUID(session) if session is not None else None,
             )
-            return principal, str(claims.get("jti") or "")
+            return principal, str(claims.get("jti") or ""), float(claims["exp"])
         except (ValueError, TypeError, AttributeError) as error:
             raise Unauthenticated("Invalid token.") from error
 

@@ -6,6 +6,10 @@
 * ``GraphQLOverHTTP`` parses bodies as strict JSON (no ``NaN``/``Infinity``, no number that
   overflows to infinity, no nesting that would exhaust the parser's stack): a 400 with a
   ``BAD_USER_INPUT`` error instead of a 500 or a non-finite number reaching a resolver.
+* POST, the request every client sends, is a plain Starlette route: the context getter is
+  called directly instead of through FastAPI's dependency solving, which cost more per request
+  than parsing the body. Responses are encoded with orjson. GET (GraphiQL, queries by URL) and
+  websockets keep Strawberry's routes.
 * It speaks ``application/graphql-response+json`` (GraphQL-over-HTTP) when the client's Accept
   prefers it: that media type, and a 4xx for request errors (parse, validation, variable
   coercion: no ``data`` entry), where ``application/json`` keeps answering 200. Strawberry 0.341
@@ -16,11 +20,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
+import orjson
+from cross_web import HTTPException
+from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.fastapi import GraphQLRouter
+from strawberry.fastapi import BaseContext, GraphQLRouter
 from strawberry.types.unset import UNSET
 
 from graph_api.errors import BAD_USER_INPUT
@@ -136,11 +145,56 @@ def strict_json(data: str | bytes) -> object:
         raise UnreadableBody("The JSON body is nested too deeply.") from error
 
 
+# Where the POST route leaves the response that resolvers may set a status or headers on (a
+# 429's Retry-After), for ``get_sub_response``: on the request, not on the shared router.
+SUB_RESPONSE = "recserve.sub_response"
+
+
 class GraphQLOverHTTP(GraphQLRouter[Any, None]):
-    """Strawberry's FastAPI router with strict JSON and graphql-response+json."""
+    """Strawberry's FastAPI router with strict JSON, graphql-response+json and a lean POST."""
+
+    def __init__(
+        self,
+        schema: Any,
+        *,
+        context_getter: Callable[[HTTPConnection], Awaitable[BaseContext]],
+        path: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(schema, path=path, context_getter=context_getter, **kwargs)
+        self._make_context = context_getter
+        self.routes[:] = [
+            route
+            for route in self.routes
+            if not (isinstance(route, APIRoute) and "POST" in route.methods)
+        ]
+
+    def install(self, app: Any, prefix: str) -> None:
+        """Serve the GraphQL endpoint at ``prefix`` of ``app``: POST here, the rest routed."""
+        app.add_route(prefix, self._post, methods=["POST"])
+        app.include_router(self, prefix=prefix)
+
+    async def _post(self, request: Request) -> Response:
+        sub_response = Response()
+        del sub_response.headers["content-length"]
+        sub_response.status_code = None  # type: ignore[assignment]  # "unset", as FastAPI's
+        request.scope[SUB_RESPONSE] = sub_response
+        context = await self._make_context(request)
+        context.request, context.response = request, sub_response
+        try:
+            return await self.run(request=request, context=context, root_value=None)
+        except HTTPException as error:
+            return PlainTextResponse(error.reason, status_code=error.status_code)
+
+    async def get_sub_response(self, request: Request) -> Response:
+        found = request.scope.get(SUB_RESPONSE)
+        return found if found is not None else await super().get_sub_response(request)
 
     def decode_json(self, data: str | bytes) -> object:
         return strict_json(data)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         if self.is_websocket_request(request):

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cache, partial
 from typing import Any
 
 import orjson
@@ -161,7 +162,7 @@ async def recommend(
         engines_failed=response.engines_failed,
         model_version=response.model_version,
         cached=cached,
-        items=[item.explanation for item in items],
+        recommended=items,
     )
     return RecommendationResult(
         items=items,
@@ -268,7 +269,7 @@ async def _hydrate(
                 score=float(scored.score),
                 reason=_titled_reason(scored, by_id) if params.explain else None,
                 engine_scores=dict(scored.engine_scores),
-                explanation=_item_explanation(row.id, scored, strategy, because_rows),
+                explain=cache(partial(_item_explanation, row.id, scored, strategy, because_rows)),
             )
         )
     return result[: params.k]

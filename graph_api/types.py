@@ -7,6 +7,7 @@ argument, nested resolvers take it from the verified principal in the context.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -286,7 +287,12 @@ class RecommendationItem:
     score: float
     reason: str | None
     engine_scores: JSON
-    explanation: ItemExplanation
+    # Built only when a query selects it (here or in the list's explanation), at most once.
+    explain: strawberry.Private[Callable[[], ItemExplanation]]
+
+    @strawberry.field
+    def explanation(self) -> ItemExplanation:
+        return self.explain()
 
 
 @strawberry.type
@@ -298,9 +304,13 @@ class RecommendationExplanation:
     engines_failed: list[str]
     model_version: str | None
     cached: bool
-    items: list[ItemExplanation] = strawberry.field(
+    recommended: strawberry.Private[list[RecommendationItem]]
+
+    @strawberry.field(
         description="One per recommended item, in list order (each item's `explanation`)."
     )
+    def items(self) -> list[ItemExplanation]:
+        return [item.explain() for item in self.recommended]
 
 
 @strawberry.type
