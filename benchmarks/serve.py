@@ -18,7 +18,7 @@ by name), and writes the JSON.
 
     python -m benchmarks.serve --json bench-serve.json [--data ../shared/data/ml-100k]
         [--requests 200] [--clients 1,8] [--variants single,serve,serve-tput]
-        [--profile DIR [--profile-phase hybrid/uncached/8]]
+        [--profile DIR [--profile-phase hybrid/uncached/8]] [--client lean|httpx]
 
 ``--profile`` records every serving process with py-spy during one phase and prints, per
 process, the CPU milliseconds each request spends in each layer (``benchmarks/profiling.py``).
@@ -170,6 +170,7 @@ def run_variant(
                     (False, True),
                     _profiler(args, process.pid, f"{variant}-{tenant}"),
                     args.profile_phase,
+                    args.client,
                 )
             )
         found["rss_mib"] = process_rss(process.pid)
@@ -236,6 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         help="py-spy every serving process during one phase; raw stacks here",
     )
     parser.add_argument("--profile-phase", default="hybrid/uncached/8")
+    parser.add_argument(
+        "--client",
+        choices=("lean", "httpx"),
+        default="lean",
+        help="load generator: kept-alive raw HTTP/1.1 (default) or httpx",
+    )
     parser.add_argument("--child", choices=("single", "serve"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -264,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         print(f"trained {', '.join(ENGINES)} in {time.perf_counter() - started:.1f}s")
         results = {v: run_variant(v, dict(os.environ), tenants, args) for v in variants}
+    print(f"load client: {args.client}")
     print_table(results, list(tenants))
     if args.profile is not None:
         print_profiles(results, list(tenants), args.profile_phase)
