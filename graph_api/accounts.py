@@ -26,6 +26,7 @@ from typing import Any
 
 from graph_api.auth import Principal
 from graph_api.errors import RateLimited
+from graph_api.row_cache import row_key, snapshot
 from storage.cache.base import Cache, tenant_key
 from storage.errors import Unavailable
 from storage.repositories import sessions as sessions_repo
@@ -61,6 +62,7 @@ class AccountGuard:
         self._cache = cache
         self._database = database
         self.state_ttl = float(settings.account_state_ttl_seconds)
+        self._row_ttl = float(settings.cache_row_ttl_seconds)
         # An ended session's access tokens die by expiry; the marker need not outlive them.
         self._session_ttl = float(settings.access_token_minutes * 60)
 
@@ -99,15 +101,30 @@ class AccountGuard:
         """The database's answer; ``with_session`` also asks whether the session was ended
         (normally the cache's markers say so: this is the path when the cache is down)."""
         async with self._database.session() as session:
+            if not (with_session and principal.session_id is not None):
+                return await self._read_row(session, principal)
             active = await users_repo.account_state(
                 session=session, tenant_id=principal.tenant_id, user_id=principal.user_id
             )
-            if not (active and with_session and principal.session_id is not None):
-                return active
+            if not active:
+                return False
             family = await sessions_repo.get_family(
                 session=session, tenant_id=principal.tenant_id, family_id=principal.session_id
             )
             return family is not None and family.revoked_at is None
+
+    async def _read_row(self, session: Any, principal: Principal) -> bool:
+        """The state from the user's row, which also goes to the row cache: the request that
+        checks it next loads the same row (preferences, profile) and then need not read it."""
+        user, tenant_active = await users_repo.account_row(
+            session=session, tenant_id=principal.tenant_id, user_id=principal.user_id
+        )
+        if user is None:
+            return False
+        if self._row_ttl > 0:
+            key = row_key(principal.tenant_id, "user", principal.user_id)
+            await self._quietly(self._cache.set(key, snapshot("user", user), self._row_ttl))
+        return bool(user.is_active) and tenant_active
 
     async def user_changed(self, tenant_id: uuid.UUID, user_id: uuid.UUID, active: bool) -> None:
         """Call after committing a user's (de)activation."""

@@ -105,6 +105,20 @@ async def account_state(*, session: AsyncSession, tenant_id: uuid.UUID, user_id:
     return row is not None and bool(row[0]) and bool(row[1])
 
 
+async def account_row(
+    *, session: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[User | None, bool]:
+    """The user's row (None when they are not the tenant's) and whether the tenant is active,
+    in one query: the account check of a user's first request also fills their row cache."""
+    query = (
+        select(User, Tenant.is_active)
+        .join(Tenant, Tenant.id == User.tenant_id)
+        .where(User.tenant_id == tenant_id, User.id == user_id)
+    )
+    row = (await session.execute(query)).first()
+    return (row[0], bool(row[1])) if row is not None else (None, False)
+
+
 async def list_users(
     *, session: AsyncSession, tenant_id: uuid.UUID, limit: int = 100, offset: int = 0
 ) -> Sequence[User]:
