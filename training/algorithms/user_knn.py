@@ -1,19 +1,33 @@
 """User-based k-NN: score items by what the most similar users (shrunk cosine) interacted with.
 
 Neighbours are found at query time against the training matrix, so a fresh history is scored
-exactly like a training user and the artifact is just the matrix.
+exactly like a training user and the artifact is just the matrix. Only users who share an item
+with the query are candidates (``_neighbours.top_k_rows`` on the sparse product): a query
+costs its co-occurrences, never a dense row over all users.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from training.algorithms._neighbours import cosine_block, keep_top_k, row_norms, sharpen
+from training.algorithms._neighbours import (
+    BLOCK_ENTRY_BYTES,
+    cosine_block,
+    row_norms,
+    sharpen,
+    sparse_cosine,
+    top_k_rows,
+)
 from training.algorithms._persist import State
-from training.algorithms.base import Recommender
+from training.algorithms.base import SCORING_BLOCK, Recommender
 from training.data import InteractionMatrix, ItemInfo
+
+if TYPE_CHECKING:
+    from training.limits import Shape
 
 
 class UserKNNConfig(BaseModel):
@@ -29,6 +43,16 @@ class UserKNN(Recommender):
     aliases = ("collaborative",)
     Config = UserKNNConfig
 
+    @classmethod
+    def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
+        """The matrix and its user-major copy, plus scoring a block of users (evaluation): their
+        neighbour candidates (each may share an item with every user; no more than the item
+        co-occurrences) and the block's dense scores (three copies)."""
+        candidates = min(SCORING_BLOCK * shape.users, shape.item_pairs)
+        scores = 3 * 8 * SCORING_BLOCK * shape.items
+        matrix = super().estimated_bytes(shape, config) + 8 * shape.nnz
+        return matrix + BLOCK_ENTRY_BYTES * candidates + scores
+
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
         self._prepare()
 
@@ -36,6 +60,7 @@ class UserKNN(Recommender):
         self._x = self._inputs(self.user_items)
         self._xt = self._x.T.tocsr()
         self._norms = row_norms(self._x)
+        self._item_norms = row_norms(self._xt)
 
     def _inputs(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         if not self.config.binary:
@@ -46,12 +71,14 @@ class UserKNN(Recommender):
 
     def _score(self, queries: sp.csr_matrix, self_rows: np.ndarray | None) -> np.ndarray:
         cfg = self.config
-        dots = (queries @ self._xt).toarray().astype(np.float64)
-        sims = cosine_block(dots, row_norms(queries), self._norms, cfg.shrinkage)
+        dots = sp.csr_matrix(queries @ self._xt, dtype=np.float64)
         if self_rows is not None:
-            sims[np.arange(len(self_rows)), self_rows] = 0.0
-        sims = sharpen(keep_top_k(sims, cfg.neighbours), cfg.alpha)
-        return (sp.csr_matrix(sims) @ self._x).toarray()
+            rows = np.repeat(np.arange(dots.shape[0]), np.diff(dots.indptr))
+            dots.data[dots.indices == np.asarray(self_rows)[rows]] = 0.0
+        sims = sparse_cosine(dots, row_norms(queries), self._norms, cfg.shrinkage)
+        sims = top_k_rows(sims, cfg.neighbours)
+        sims.data = sharpen(sims.data, cfg.alpha)
+        return (sims @ self._x).toarray()
 
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         return self._score(self._x[rows], rows)
@@ -63,8 +90,8 @@ class UserKNN(Recommender):
         # items co-consumed by the users of ``item``, cosine-normalised like the user side
         column = self._xt[item]
         co = (column @ self._x).toarray().ravel().astype(np.float64)
-        item_norms = row_norms(self._xt)
-        return cosine_block(co[None, :], item_norms[[item]], item_norms, self.config.shrinkage)[0]
+        norms = self._item_norms
+        return cosine_block(co[None, :], norms[[item]], norms, self.config.shrinkage)[0]
 
     def _state(self) -> State:
         return {}
