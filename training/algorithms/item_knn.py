@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from training.algorithms._neighbours import BLOCK_ENTRY_BYTES, MAX_BLOCK, item_similarity
+from training.algorithms._neighbours import CELL_BYTES, MAX_BLOCK, item_similarity
 from training.algorithms._persist import State
 from training.algorithms.base import Recommender
 from training.data import InteractionMatrix, ItemInfo
@@ -51,15 +51,14 @@ class ItemKNN(Recommender):
 
     @classmethod
     def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
-        """The item-major copy of the matrix, one block of the item-item product (each of its
-        items may co-occur with every item; no more pairs than the whole product has) and the
-        kept neighbours (12 bytes each, three copies while they are weighted)."""
+        """The item-major copy of the matrix, one block of the item-item product (its rows
+        over every item, while they are pruned) and the kept neighbours (12 bytes each, three
+        copies while they are weighted)."""
         block = min(int(getattr(config, "block_items", MAX_BLOCK)), max(shape.items, 1))
-        pairs = min(block * shape.items, shape.user_pairs)
         neighbours = min(int(getattr(config, "neighbours", 400)), shape.items)
         kept = 3 * 12 * shape.items * neighbours
         matrix = super().estimated_bytes(shape, config) + 8 * shape.nnz
-        return matrix + BLOCK_ENTRY_BYTES * pairs + kept
+        return matrix + CELL_BYTES * block * shape.items + kept
 
     @classmethod
     def planned_config(cls, shape: Shape, config: BaseModel, budget: int) -> tuple[BaseModel, str]:
@@ -67,7 +66,7 @@ class ItemKNN(Recommender):
         none does (the plan then skips the engine)."""
         largest = max(1, min(int(getattr(config, "block_items", MAX_BLOCK)), shape.items))
         fixed = cls.estimated_bytes(shape, config.model_copy(update={"block_items": 1}))
-        per_item = BLOCK_ENTRY_BYTES * max(shape.items, 1)
+        per_item = CELL_BYTES * max(shape.items, 1)
         block = max(1, min(largest, 1 + (budget - fixed) // per_item))
         note = f"neighbours computed {block:,} of {shape.items:,} items at a time"
         return config.model_copy(update={"block_items": int(block)}), note

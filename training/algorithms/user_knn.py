@@ -1,9 +1,9 @@
 """User-based k-NN: score items by what the most similar users (shrunk cosine) interacted with.
 
 Neighbours are found at query time against the training matrix, so a fresh history is scored
-exactly like a training user and the artifact is just the matrix. Only users who share an item
-with the query are candidates (``_neighbours.top_k_rows`` on the sparse product): a query
-costs its co-occurrences, never a dense row over all users.
+exactly like a training user and the artifact is just the matrix. Queries are scored a few at a
+time (``QUERY_BYTES`` of dense similarity rows over all users at once), so scoring a block of
+users holds a bounded slice of the user × user similarity, never all of it.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
 from training.algorithms._neighbours import (
-    BLOCK_ENTRY_BYTES,
+    CELL_BYTES,
     cosine_block,
+    keep_top_k,
     row_norms,
     sharpen,
-    sparse_cosine,
-    top_k_rows,
 )
 from training.algorithms._persist import State
 from training.algorithms.base import SCORING_BLOCK, Recommender
@@ -28,6 +27,9 @@ from training.data import InteractionMatrix, ItemInfo
 
 if TYPE_CHECKING:
     from training.limits import Shape
+
+# dense similarity rows (query x all users, ``CELL_BYTES`` a cell) held at once while scoring
+QUERY_BYTES = 256 * 2**20
 
 
 class UserKNNConfig(BaseModel):
@@ -45,13 +47,14 @@ class UserKNN(Recommender):
 
     @classmethod
     def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
-        """The matrix and its user-major copy, plus scoring a block of users (evaluation): their
-        neighbour candidates (each may share an item with every user; no more than the item
-        co-occurrences) and the block's dense scores (three copies)."""
-        candidates = min(SCORING_BLOCK * shape.users, shape.item_pairs)
+        """The matrix and its user-major copy, plus scoring a block of users (evaluation): the
+        similarity rows of a few queries at a time and the block's dense scores (three
+        copies)."""
+        rows = min(SCORING_BLOCK, _query_rows(shape.users))
+        similarity = CELL_BYTES * rows * shape.users
         scores = 3 * 8 * SCORING_BLOCK * shape.items
         matrix = super().estimated_bytes(shape, config) + 8 * shape.nnz
-        return matrix + BLOCK_ENTRY_BYTES * candidates + scores
+        return matrix + similarity + scores
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
         self._prepare()
@@ -71,14 +74,19 @@ class UserKNN(Recommender):
 
     def _score(self, queries: sp.csr_matrix, self_rows: np.ndarray | None) -> np.ndarray:
         cfg = self.config
-        dots = sp.csr_matrix(queries @ self._xt, dtype=np.float64)
-        if self_rows is not None:
-            rows = np.repeat(np.arange(dots.shape[0]), np.diff(dots.indptr))
-            dots.data[dots.indices == np.asarray(self_rows)[rows]] = 0.0
-        sims = sparse_cosine(dots, row_norms(queries), self._norms, cfg.shrinkage)
-        sims = top_k_rows(sims, cfg.neighbours)
-        sims.data = sharpen(sims.data, cfg.alpha)
-        return (sims @ self._x).toarray()
+        scores = np.empty((queries.shape[0], self.n_items), dtype=np.float64)
+        step = _query_rows(self.n_users)
+        for start in range(0, queries.shape[0], step):
+            part = queries[start : start + step]
+            dots = (part @ self._xt).toarray().astype(np.float64)
+            sims = cosine_block(dots, row_norms(part), self._norms, cfg.shrinkage)
+            del dots
+            if self_rows is not None:
+                own = self_rows[start : start + step]
+                sims[np.arange(len(own)), own] = 0.0
+            sims = sharpen(keep_top_k(sims, cfg.neighbours), cfg.alpha)
+            scores[start : start + step] = (sp.csr_matrix(sims) @ self._x).toarray()
+        return scores
 
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         return self._score(self._x[rows], rows)
@@ -98,3 +106,8 @@ class UserKNN(Recommender):
 
     def _restore(self, state: State) -> None:
         self._prepare()
+
+
+def _query_rows(users: int) -> int:
+    """Queries scored at once: ``QUERY_BYTES`` of dense similarity rows over ``users``."""
+    return max(1, QUERY_BYTES // (CELL_BYTES * max(users, 1)))
