@@ -36,11 +36,11 @@ def keep_top_k(block: np.ndarray, k: int) -> np.ndarray:
     return block
 
 
-def sharpen(block: np.ndarray, alpha: float) -> np.ndarray:
+def sharpen(values: np.ndarray, alpha: float) -> np.ndarray:
     """Similarity exponent: alpha > 1 lets the strongest neighbours dominate."""
     if alpha == 1.0:
-        return block
-    return np.sign(block) * np.abs(block) ** alpha
+        return values
+    return np.sign(values) * np.abs(values) ** alpha
 
 
 def item_similarity(
@@ -66,8 +66,10 @@ def item_similarity(
         dense = cosine_block(dots, norms[start:stop], norms, shrinkage)
         del dots
         dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        parts.append(sp.csr_matrix(sharpen(keep_top_k(dense, neighbours), alpha)))
+        kept = sp.csr_matrix(keep_top_k(dense, neighbours))
         del dense
+        kept.data = sharpen(kept.data, alpha)  # on the kept entries only: zeros stay zeros
+        parts.append(kept)
     if not parts:
         return sp.csr_matrix((0, 0), dtype=np.float32)
     similarity = sp.vstack(parts, format="csr", dtype=np.float32)

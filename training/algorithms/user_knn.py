@@ -84,8 +84,10 @@ class UserKNN(Recommender):
             if self_rows is not None:
                 own = self_rows[start : start + step]
                 sims[np.arange(len(own)), own] = 0.0
-            sims = sharpen(keep_top_k(sims, cfg.neighbours), cfg.alpha)
-            scores[start : start + step] = (sp.csr_matrix(sims) @ self._x).toarray()
+            kept = sp.csr_matrix(keep_top_k(sims, cfg.neighbours))
+            del sims
+            kept.data = sharpen(kept.data, cfg.alpha)
+            scores[start : start + step] = (kept @ self._x).toarray()
         return scores
 
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
