@@ -44,7 +44,8 @@ class ModelVersion:
     metrics: dict[str, float]
     duration_seconds: float | None
     counts: dict[str, int]
-    # how the memory plan fitted it (training.limits): "fit", or "scaled: <what it gave up>"
+    # how the memory plan fitted it (training.limits): "fit", "fit: <the sizes it chose>" or
+    # "scaled: <what it gave up>"
     fit: str = "fit"
 
 
@@ -74,9 +75,10 @@ def _row(algorithm: str, version: str, current: bool, meta: dict[str, Any]) -> M
 
 
 def _fit_text(limits: Any) -> str:
-    if not isinstance(limits, dict) or limits.get("action", "fit") == "fit":
+    if not isinstance(limits, dict):
         return "fit"
-    return f"{limits.get('action')}: {limits.get('note', '')}".strip()
+    action, note = limits.get("action", "fit"), limits.get("note") or ""
+    return f"{action}: {note}" if note else str(action)
 
 
 def trained_algorithms(store: ArtifactStore, tenant_id: str, known: list[str]) -> list[str]:

@@ -6,7 +6,8 @@ interaction events become numbers, so per-tenant weighting and time decay live h
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -14,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
+
+from storage.errors import InvalidData
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -81,14 +84,64 @@ def _vocabulary(ids: Iterable[str]) -> tuple[np.ndarray, dict[str, int]]:
     return _id_array(index), index
 
 
-class EventsBuilder:
-    """Collects events chunk by chunk into columns: each id is coded once through a dictionary,
-    so memory grows by a few bytes an event, never by a tuple per event."""
+class _Coder:
+    """Codes keys (a numpy array per chunk) in order of first appearance with array operations
+    only: a chunk's distinct keys are looked up among the sorted keys seen so far and the new
+    ones appended, so no Python step is taken per row, nor per distinct key of a chunk."""
 
     def __init__(self) -> None:
-        self._users: dict[Hashable, int] = {}
-        self._items: dict[Hashable, int] = {}
-        self._kinds: dict[str, int] = {}
+        self._sorted: np.ndarray | None = None  # every key seen, sorted
+        self._sorted_codes = np.empty(0, dtype=np.int32)
+        self._keys: list[np.ndarray] = []  # in code order
+        self.size = 0
+
+    def codes(self, keys: np.ndarray) -> np.ndarray:
+        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        seen = self._sorted if self._sorted is not None else distinct[:0]
+        if seen.dtype != distinct.dtype:  # e.g. a longer string: widen, never truncate
+            seen = seen.astype(np.result_type(seen, distinct))
+        at = np.searchsorted(seen, distinct)
+        known = np.zeros(len(distinct), dtype=bool)
+        inside = np.flatnonzero(at < len(seen))
+        known[inside] = seen[at[inside]] == distinct[inside]
+        local = np.empty(len(distinct), dtype=np.int32)
+        local[known] = self._sorted_codes[at[known]]
+        fresh = np.flatnonzero(~known)
+        in_order = fresh[np.argsort(first[fresh], kind="stable")]
+        local[in_order] = np.arange(self.size, self.size + len(fresh), dtype=np.int32)
+        self.size += len(fresh)
+        self._keys.append(distinct[in_order])
+        self._sorted = np.insert(seen, at[fresh], distinct[fresh])
+        self._sorted_codes = np.insert(self._sorted_codes, at[fresh], local[fresh])
+        return local[inverse.ravel()]
+
+    def distinct(self) -> list[Any]:
+        """The distinct keys in code order, as Python values."""
+        return [key for part in self._keys for key in part.tolist()]
+
+
+def hex_keys(ids: Sequence[str]) -> np.ndarray:
+    """Ids given as 32 hex digits (``storage`` reads UUIDs so) as one fixed-width array."""
+    joined = "".join(ids).encode("ascii")
+    if len(joined) != 32 * len(ids):
+        raise InvalidData("ids must be 32 hex digits each")
+    return np.frombuffer(joined, dtype="S32")
+
+
+def uuid_from_hex(key: bytes) -> str:
+    return str(uuid.UUID(hex=key.decode("ascii")))
+
+
+class EventsBuilder:
+    """Collects events chunk by chunk into columns: ids are coded by array operations
+    (``_Coder``), so memory grows by a few bytes an event, never by a tuple per event.
+
+    ``decode_ids`` turns a distinct id key into the id (``uuid_from_hex`` for ``hex_keys``);
+    keys are the ids themselves without it."""
+
+    def __init__(self, decode_ids: Callable[[Any], str] | None = None) -> None:
+        self._users, self._items, self._kinds = _Coder(), _Coder(), _Coder()
+        self._decode = decode_ids or str
         self._chunks: list[tuple[np.ndarray, ...]] = []
 
     def add(
@@ -99,15 +152,35 @@ class EventsBuilder:
         values: Sequence[float | None],
         times: Sequence[Timestamp],
     ) -> None:
-        """One chunk of parallel columns; ids may be any hashable (UUIDs from the database)."""
+        """One chunk of parallel columns; ids may be any hashable (coded by ``str``)."""
         n = len(users)
+        self.add_columns(
+            _str_keys(users),
+            _str_keys(items),
+            _str_keys(kinds),
+            np.fromiter((np.nan if v is None else v for v in values), np.float32, n),
+            np.fromiter(map(to_unix, times), np.float64, n),
+        )
+
+    def add_columns(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        kinds: np.ndarray,
+        values: np.ndarray,
+        times: np.ndarray,
+    ) -> None:
+        """One chunk as arrays: id keys, kind names, values (NaN: none), unix seconds."""
+        n = len(users)
+        if not len(items) == len(kinds) == len(values) == len(times) == n:
+            raise InvalidData("event columns must have one entry per event")
         self._chunks.append(
             (
-                _codes(self._users, users, n),
-                _codes(self._items, items, n),
-                _codes(self._kinds, kinds, n),
-                np.fromiter((np.nan if v is None else v for v in values), np.float32, n),
-                np.fromiter(map(to_unix, times), np.float64, n),
+                self._users.codes(users),
+                self._items.codes(items),
+                self._kinds.codes(kinds),
+                np.asarray(values, dtype=np.float32),
+                np.asarray(times, dtype=np.float64),
             )
         )
 
@@ -115,27 +188,31 @@ class EventsBuilder:
         columns = [np.concatenate(parts) for parts in zip(*self._chunks, strict=True)]
         if not columns:
             columns = [np.empty(0, t) for t in (np.int32, np.int32, np.int32, np.float32, float)]
-        kinds = columns[2].astype(np.min_scalar_type(max(len(self._kinds) - 1, 0)))
+        kinds = columns[2].astype(np.min_scalar_type(max(self._kinds.size - 1, 0)))
         return Events(
             columns[0],
             columns[1],
             kinds,
             columns[3],
             columns[4],
-            _id_array(self._users),
-            _id_array(self._items),
-            tuple(self._kinds),
+            _object_array([self._decode(key) for key in self._users.distinct()]),
+            _object_array([self._decode(key) for key in self._items.distinct()]),
+            tuple(str(kind) for kind in self._kinds.distinct()),
         )
 
 
-def _codes(index: dict[Any, int], ids: Sequence[Hashable], n: int) -> np.ndarray:
-    return np.fromiter((index.setdefault(i, len(index)) for i in ids), np.int32, n)
+def _str_keys(ids: Sequence[Hashable]) -> np.ndarray:
+    return np.array([str(i) for i in ids], dtype=str) if len(ids) else np.empty(0, dtype=str)
+
+
+def _object_array(values: list[str]) -> np.ndarray:
+    ids = np.empty(len(values), dtype=object)
+    ids[:] = values
+    return ids
 
 
 def _id_array(index: dict[Any, int]) -> np.ndarray:
-    ids = np.empty(len(index), dtype=object)
-    ids[:] = [str(i) for i in index]
-    return ids
+    return _object_array([str(i) for i in index])
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ beyond a budget (``Recommender.scaled_config``: EASE keeps the most popular item
 ``plan_fit`` compares the estimate with the training budget (``RECSERVE_TRAIN_MEMORY_GB``,
 default half of this machine's memory) and answers one of three actions:
 
-- ``fit``: the engine fits as configured;
+- ``fit``: the engine fits as configured, its working sizes chosen from the budget
+  (``Recommender.planned_config``: item-kNN's block of items, e.g. "neighbours computed 512 of
+  50,000 items at a time");
 - ``scaled``: the engine fits in its scalable form (the note says which, e.g. "top 22,000 of
   50,000 items");
 - ``skipped``: nothing fits; the note says how much it would need.
@@ -89,9 +91,10 @@ def plan_fit(name: str, shape: Shape, budget: int, config: BaseModel | None = No
     """How ``name`` fits ``shape`` within ``budget`` bytes (see the module docstring)."""
     algorithm = REGISTRY[name]
     config = config if config is not None else algorithm.Config()
-    estimate = algorithm.estimated_bytes(shape, config)
+    planned, planned_note = algorithm.planned_config(shape, config, budget)
+    estimate = algorithm.estimated_bytes(shape, planned)
     if estimate <= budget:
-        return FitPlan(name, "fit", estimate, budget, config)
+        return FitPlan(name, "fit", estimate, budget, planned, planned_note)
     scaled = algorithm.scaled_config(shape, config, budget)
     if scaled is not None:
         smaller, note = scaled

@@ -36,7 +36,15 @@ from storage.settings import Settings
 from storage.vectors import Point, VectorStore, create_vector_store
 from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY, Recommender, create
 from training.algorithms.content import TEXT_COLLECTION, TEXT_DIMS, hashed_vectors
-from training.data import Events, EventsBuilder, InteractionMatrix, InteractionWeights, ItemInfo
+from training.data import (
+    Events,
+    EventsBuilder,
+    InteractionMatrix,
+    InteractionWeights,
+    ItemInfo,
+    hex_keys,
+    uuid_from_hex,
+)
 from training.evaluation import evaluate_ranking, pair_split_index
 from training.hybrid import BLEND, HybridConfig
 from training.hybrid_tuning import choose_blend
@@ -124,16 +132,33 @@ async def load_tenant_data(
 ) -> TenantData:
     """Interactions, ratings (as explicit ``rating`` events) and the active catalogue, streamed
     in chunks of ``chunk_size`` rows straight into columns."""
-    events = EventsBuilder()
+    events = EventsBuilder(decode_ids=uuid_from_hex)
     async with database.session() as session:
         tenant = await repo.get_tenant(session=session, tenant_id=tenant_id)
-        chunks = repo.iter_interactions(session=session, tenant_id=tenant_id, chunk_size=chunk_size)
+        # ids arrive as hex digits and are coded by array operations (``training.data``):
+        # only each distinct id becomes a Python UUID string, once
+        chunks = repo.iter_interaction_columns(
+            session=session, tenant_id=tenant_id, chunk_size=chunk_size
+        )
         async for chunk in chunks:
-            events.add(*zip(*chunk, strict=True))
-        ratings = repo.iter_ratings(session=session, tenant_id=tenant_id, chunk_size=chunk_size)
+            events.add_columns(
+                hex_keys(chunk.user_ids),
+                hex_keys(chunk.item_ids),
+                np.array(chunk.types, dtype=str),
+                np.array(chunk.values, dtype=np.float32),
+                np.array(chunk.times, dtype=np.float64),
+            )
+        ratings = repo.iter_rating_columns(
+            session=session, tenant_id=tenant_id, chunk_size=chunk_size
+        )
         async for chunk in ratings:
-            users, items, values, times = zip(*chunk, strict=True)
-            events.add(users, items, ("rating",) * len(users), values, times)
+            events.add_columns(
+                hex_keys(chunk.user_ids),
+                hex_keys(chunk.item_ids),
+                np.full(len(chunk.user_ids), "rating"),
+                np.array(chunk.values, dtype=np.float32),
+                np.array(chunk.times, dtype=np.float64),
+            )
         catalogue = await repo.catalogue_items(session=session, tenant_id=tenant_id)
     items = [
         ItemInfo(

@@ -5,9 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import String, Table, cast, func, select
+from sqlalchemy import (
+    Float,
+    Select,
+    String,
+    Table,
+    cast,
+    func,
+    literal_column,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
@@ -24,6 +34,52 @@ MAX_PAGE = 1000
 
 def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
+
+
+class EventColumns(NamedTuple):
+    """One streamed chunk of training events as parallel columns: ids as their 32 hex digits
+    (a plain string from every driver), times as unix seconds."""
+
+    user_ids: Sequence[str]
+    item_ids: Sequence[str]
+    types: Sequence[str] | None  # None: every event of the chunk is of the caller's one type
+    values: Sequence[float | None]
+    times: Sequence[float]
+
+
+def hex_id(session: AsyncSession, column: Any) -> Any:
+    """A ``Uuid`` column as 32 lowercase hex digits, read with no per-row UUID object."""
+    if dialect_name(session) == "postgresql":
+        return func.encode(func.uuid_send(column), literal_column("'hex'"))
+    return type_coerce(column, String)  # elsewhere ``Uuid`` is stored as CHAR(32) hex
+
+
+def epoch_seconds(session: AsyncSession, column: Any) -> Any:
+    """A timestamp column as unix seconds (float) on PostgreSQL; as is elsewhere (the caller
+    converts, see ``stream_event_columns``)."""
+    if dialect_name(session) == "postgresql":
+        return type_coerce(func.date_part(literal_column("'epoch'"), column), Float)
+    return column
+
+
+async def stream_event_columns(
+    session: AsyncSession, query: Select[Any], chunk_size: int, *, typed: bool
+) -> AsyncIterator[EventColumns]:
+    """``query`` (user, item, [type,] value, time, with ``hex_id`` and ``epoch_seconds``) in
+    chunks of up to ``chunk_size`` rows, streamed from a server-side cursor, as columns."""
+    query = query.execution_options(yield_per=chunk_size)
+    # Core, not ORM, execution: the ORM's per-row loading took a third of the read time
+    result = await (await session.connection()).stream(query)
+    postgres = dialect_name(session) == "postgresql"
+    async for partition in result.partitions():
+        columns = list(zip(*partition, strict=True))
+        if typed:
+            users, items, types, values, times = columns
+        else:
+            (users, items, values, times), types = columns, None
+        if not postgres:  # aware UTC datetimes (``UtcDateTime``)
+            times = [moment.timestamp() for moment in times]
+        yield EventColumns(users, items, types, values, times)
 
 
 def upsert_insert(session: AsyncSession, table: Any) -> Any:

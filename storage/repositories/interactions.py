@@ -2,7 +2,8 @@
 
 Writes are single (``record_interaction``, idempotent by key) or bulk
 (``bulk_insert_interactions``: COPY on PostgreSQL, executemany on SQLite). Training reads
-columns with ``load_interactions`` or streams chunks with ``iter_interactions``.
+columns with ``load_interactions`` or streams chunks with ``iter_interactions`` (training:
+``iter_interaction_columns``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from sqlalchemy.orm import aliased
 from storage.errors import Conflict, InvalidData
 from storage.models import Interaction, Rating, UtcDateTime, utcnow
 from storage.repositories._bulk import copy_records, executemany_records, new_uuid_hex
-from storage.repositories._common import chunks, dialect_name, savepoint, table_of
+from storage.repositories._common import (
+    EventColumns,
+    chunks,
+    dialect_name,
+    epoch_seconds,
+    hex_id,
+    savepoint,
+    stream_event_columns,
+    table_of,
+)
 
 MAX_TYPE_LENGTH = 32
 _BATCH = 1000
@@ -517,6 +527,23 @@ async def iter_interactions(
     result = await (await session.connection()).stream(query)
     async for partition in result.partitions():
         yield [InteractionRow(*row) for row in partition]
+
+
+async def iter_interaction_columns(
+    *, session: AsyncSession, tenant_id: uuid.UUID, chunk_size: int = 10_000
+) -> AsyncIterator[EventColumns]:
+    """``iter_interactions`` as columns for training: ids as hex digits, times as unix seconds
+    (computed by PostgreSQL), so reading makes no UUID or datetime object per row."""
+    query = select(
+        hex_id(session, Interaction.user_id),
+        hex_id(session, Interaction.item_id),
+        Interaction.interaction_type,
+        Interaction.value,
+        epoch_seconds(session, Interaction.created_at),
+    ).where(Interaction.tenant_id == tenant_id)
+    query = query.order_by(Interaction.created_at, Interaction.id)
+    async for chunk in stream_event_columns(session, query, chunk_size, typed=True):
+        yield chunk
 
 
 async def count_interactions(

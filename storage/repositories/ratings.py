@@ -14,9 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.errors import InvalidData
 from storage.models import RATING_MAX, RATING_MIN, Rating, utcnow
 from storage.repositories._common import (
+    EventColumns,
     chunks,
+    epoch_seconds,
     first_per_user,
+    hex_id,
     savepoint,
+    stream_event_columns,
     table_of,
     upsert_insert,
 )
@@ -165,6 +169,22 @@ async def load_ratings(
 ) -> list[tuple[uuid.UUID, uuid.UUID, float, datetime]]:
     """Every rating of the tenant as ``(user_id, item_id, rating, updated_at)``, for training."""
     return [tuple(row) for row in (await session.execute(_training_query(tenant_id))).tuples()]
+
+
+async def iter_rating_columns(
+    *, session: AsyncSession, tenant_id: uuid.UUID, chunk_size: int = 10_000
+) -> AsyncIterator[EventColumns]:
+    """``iter_ratings`` as columns for training (see ``iter_interaction_columns``); ``types``
+    is None: every event is a rating."""
+    query = select(
+        hex_id(session, Rating.user_id),
+        hex_id(session, Rating.item_id),
+        Rating.rating,
+        epoch_seconds(session, Rating.updated_at),
+    ).where(Rating.tenant_id == tenant_id)
+    query = query.order_by(Rating.updated_at, Rating.id)
+    async for chunk in stream_event_columns(session, query, chunk_size, typed=False):
+        yield chunk
 
 
 async def iter_ratings(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from storage.errors import InvalidData
 from training.data import (
     SECONDS_PER_DAY,
     Events,
@@ -15,6 +16,8 @@ from training.data import (
     InteractionMatrix,
     InteractionWeights,
     ItemInfo,
+    hex_keys,
+    uuid_from_hex,
 )
 
 NOW = 1_700_000_000.0
@@ -137,3 +140,35 @@ def test_matrix_from_events_recodes_users_and_items_by_first_appearance() -> Non
     assert list(data.item_ids) == ["cold", "i1", "i2"]
     assert cell(data, "u2", "i1") == pytest.approx(0.6) and cell(data, "u2", "i2") == 2.0
     assert data.ratings is not None and float(data.ratings[1, 1]) == 3.0
+
+
+def test_ids_are_coded_by_first_appearance_across_chunks(rng: np.random.Generator) -> None:
+    """Array coding gives the codes one dictionary over every row gave; hex keys decode to the
+    UUIDs' strings, and a longer kind name in a later chunk is not cut."""
+    pool = [uuid.UUID(int=int(v)) for v in rng.integers(0, 2**63, 40)]
+    users = [pool[i] for i in rng.integers(0, 40, 500)]
+    items = [pool[i] for i in rng.integers(0, 25, 500)]
+    kinds = ["view"] * 300 + ["add_to_cart"] * 150 + ["view"] * 50
+    builder = EventsBuilder(decode_ids=uuid_from_hex)
+    for start in range(0, 500, 60):
+        part = slice(start, start + 60)
+        builder.add_columns(
+            hex_keys([u.hex for u in users[part]]),
+            hex_keys([i.hex for i in items[part]]),
+            np.array(kinds[part], dtype=str),
+            np.ones(len(users[part]), dtype=np.float32),
+            np.arange(start, start + len(users[part]), dtype=np.float64),
+        )
+    events = builder.build()
+    for codes, ids, column in (
+        (events.users, events.user_ids, users),
+        (events.items, events.item_ids, items),
+    ):
+        index: dict[uuid.UUID, int] = {}
+        expected = [index.setdefault(value, len(index)) for value in column]
+        assert codes.tolist() == expected
+        assert list(ids) == [str(value) for value in index]
+    assert events.kind_names == ("view", "add_to_cart")
+    assert events.kinds.tolist() == [0] * 300 + [1] * 150 + [0] * 50
+    with pytest.raises(InvalidData, match="32 hex digits"):
+        hex_keys(["abc"])

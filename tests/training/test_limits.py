@@ -62,9 +62,24 @@ def test_what_cannot_fit_is_skipped_with_what_it_would_need() -> None:
     plan = plan_fit("ease", LARGE, GIB // 100)
     assert plan.action == "skipped" and plan.config is None
     assert plan.note.startswith("would need ") and "budget 0.0 GiB" in plan.note
-    # item-kNN's co-occurrence product has no cheaper form
+    # item-kNN's smallest block still needs its kept neighbours: 720 MB at 50k items
     assert plan_fit("item_knn", LARGE, GIB).action == "skipped"
     assert plan_fit("popularity", LARGE, GIB).action == "fit"
+
+
+def test_item_knn_takes_the_block_of_items_the_budget_affords() -> None:
+    roomy = plan_fit("item_knn", LARGE, 12 * GIB)
+    assert roomy.action == "fit" and roomy.config.block_items == 512
+    assert roomy.note == "neighbours computed 512 of 50,000 items at a time"
+    # the whole co-occurrence product (2e9 pairs) would not fit, one block does
+    assert roomy.estimated_bytes < 4 * GIB
+    tight = plan_fit("item_knn", LARGE, int(1.5 * GIB))
+    assert tight.action == "fit" and 1 < tight.config.block_items < 512
+    assert tight.estimated_bytes <= 1.5 * GIB
+    assert plan_fit("item_knn", LARGE, int(1.5 * GIB), tight.config) == tight
+    # the planned block is what the estimate assumed: one more item would not fit
+    bigger = tight.config.model_copy(update={"block_items": tight.config.block_items + 1})
+    assert REGISTRY["item_knn"].estimated_bytes(LARGE, bigger) > 1.5 * GIB
 
 
 def test_the_default_budget_is_half_the_machine() -> None:
@@ -139,3 +154,11 @@ async def test_training_plans_each_fit_and_records_it(
     store.load(str(tenant.id), "ease", result.versions["ease"], tmp_path / "fetched")
     model = load(tmp_path / "fetched")
     assert model.kept is not None and 10 <= len(model.kept) <= 40
+
+    # with room for item-kNN, the block of items it chose is recorded and listed
+    roomy = Settings(data_dir=tmp_path, train_memory_gb=1.0)
+    result = await train_tenant_async(roomy, str(tenant.id), ["item_knn"], evaluate=False)
+    rows = await asyncio.to_thread(list_models, store, str(tenant.id), ["item_knn"])
+    assert [row.fit for row in rows] == ["fit: neighbours computed 80 of 80 items at a time"]
+    meta = store.metadata(str(tenant.id), "item_knn", result.versions["item_knn"])
+    assert meta["limits"]["action"] == "fit" and meta["params"]["block_items"] == 80

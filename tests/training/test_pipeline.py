@@ -18,6 +18,7 @@ from storage.errors import InvalidData
 from storage.metrics import PrometheusBackend, use_backend
 from storage.settings import Settings
 from storage.vectors import QdrantServerStore, create_vector_store
+from tests.storage.sql_support import BACKENDS, migrated_database
 from training.algorithms import REGISTRY, Popularity, load
 from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
@@ -363,3 +364,54 @@ async def test_item_vectors_go_to_the_store_given_and_it_stays_open(
         await given.close()
     assert not settings.qdrant_path.exists()  # the settings' embedded store was never opened
     await database.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_loading_codes_ids_in_the_database_form_as_rows_did(
+    backend: str, request: pytest.FixtureRequest, catalogue
+) -> None:
+    """The columnar load (ids as hex, times as seconds, coded by arrays) gives exactly the
+    events that coding each row's UUID and datetime in Python gave."""
+    from training.data import to_unix
+    from training.pipeline import load_tenant_data
+
+    async with migrated_database(backend, request) as database:
+        async with database.session() as session:
+            tenant = await repo.create_tenant(session=session, name="rows", domain="rows.test")
+        await ingest_dataset(
+            database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
+        )
+        async with database.session() as session:
+            users = await repo.list_users(session=session, tenant_id=tenant.id)
+            items = await repo.catalogue_items(session=session, tenant_id=tenant.id)
+            for user, item, rating in ((users[0], items[0], 4.5), (users[3], items[5], 1.0)):
+                await repo.rate_item(
+                    session=session,
+                    tenant_id=tenant.id,
+                    user_id=user.id,
+                    item_id=item.id,
+                    rating=rating,
+                )
+            rows = [
+                (r.user_id, r.item_id, r.interaction_type, r.value, r.created_at)
+                async for chunk in repo.iter_interactions(session=session, tenant_id=tenant.id)
+                for r in chunk
+            ]
+            rows += [
+                (u, i, "rating", v, t)
+                async for chunk in repo.iter_ratings(session=session, tenant_id=tenant.id)
+                for u, i, v, t in chunk
+            ]
+        found = (await load_tenant_data(database, tenant.id, chunk_size=13)).events
+
+    vocabularies: list[dict] = [{}, {}, {}]
+    codes = [[index.setdefault(row[c], len(index)) for row in rows] for c, index in
+             zip(range(3), vocabularies, strict=True)]  # fmt: skip
+    assert found.users.tolist() == codes[0] and found.items.tolist() == codes[1]
+    assert found.kinds.tolist() == codes[2]
+    assert list(found.user_ids) == [str(u) for u in vocabularies[0]]
+    assert list(found.item_ids) == [str(i) for i in vocabularies[1]]
+    assert found.kind_names == tuple(vocabularies[2])
+    assert found.values.tolist() == [np.float32(row[3]) for row in rows]
+    assert found.times.tolist() == [to_unix(row[4]) for row in rows]
+    assert len(found) == len(catalogue.interactions) + 2

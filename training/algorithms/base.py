@@ -28,7 +28,7 @@ Recommendation = tuple[str, float]
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 # rows scored per dense block in recommend_many: bounds memory at BLOCK x n_items floats
-_BLOCK = 256
+SCORING_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,13 @@ class Recommender(ABC):
         """Peak memory of fitting ``shape``. The base: the interaction matrix's copies a fit
         holds (CSR, 8 bytes per entry: value and index; four copies) and the id vocabularies."""
         return 32 * shape.nnz + 64 * (shape.users + shape.items)
+
+    @classmethod
+    def planned_config(cls, shape: Shape, config: BaseModel, budget: int) -> tuple[BaseModel, str]:
+        """``config`` with its working sizes chosen for ``shape`` and ``budget`` bytes, and a
+        note saying what was chosen ("": nothing). Unlike ``scaled_config`` it gives nothing
+        up: the fitted model is the same."""
+        return config, ""
 
     @classmethod
     def scaled_config(
@@ -207,8 +214,8 @@ class Recommender(ABC):
     ) -> list[list[Recommendation]]:
         results: list[list[Recommendation]] = [[] for _ in users]
         known = [(pos, self._user_index[u]) for pos, u in enumerate(users) if u in self._user_index]
-        for start in range(0, len(known), _BLOCK):
-            block = known[start : start + _BLOCK]
+        for start in range(0, len(known), SCORING_BLOCK):
+            block = known[start : start + SCORING_BLOCK]
             rows = np.array([row for _, row in block], dtype=np.int64)
             seen = [self._seen(row) for row in rows] if exclude_seen else None
             ranked = self._top_k(self.score_rows(rows), seen, k, filter)

@@ -1,5 +1,9 @@
 """Item-based k-NN: shrunk cosine between item columns, the top neighbours of each item kept.
 
+The neighbours are computed ``block_items`` items at a time (``_neighbours.item_similarity``),
+so fitting holds one block of the item-item product, never all of it; the training budget
+chooses the block (see ``training.limits``).
+
 Scores are X·S, which makes explanations exact: the contribution of a history item i to the
 score of item j is x_i · S[i, j], so :meth:`ItemKNN.because` names the largest one.
 """
@@ -13,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
-from training.algorithms._neighbours import BLOCK, item_similarity
+from training.algorithms._neighbours import CELL_BYTES, MAX_BLOCK, item_similarity
 from training.algorithms._persist import State
 from training.algorithms.base import Recommender
 from training.data import InteractionMatrix, ItemInfo
@@ -33,6 +37,8 @@ class ItemKNNConfig(BaseModel):
     popularity_penalty: float = Field(default=0.0, ge=0)
     # L1-normalise each item's neighbour row: every history item then casts one unit of vote
     normalize: bool = True
+    # items whose rows of the item-item product are held at once while fitting
+    block_items: int = Field(default=MAX_BLOCK, ge=1)
 
 
 class ItemKNN(Recommender):
@@ -45,17 +51,32 @@ class ItemKNN(Recommender):
 
     @classmethod
     def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
-        """The sparse item-item product (one entry per co-occurring pair, at most items²; 12
-        bytes each, three copies while it is converted), dense blocks of it, the kept rows."""
-        pairs = min(shape.items * shape.items, shape.user_pairs)
-        blocks = 3 * 8 * BLOCK * shape.items
-        kept = 12 * shape.items * int(getattr(config, "neighbours", 400))
-        return super().estimated_bytes(shape, config) + 36 * pairs + blocks + kept
+        """The item-major copy of the matrix, one block of the item-item product (its rows
+        over every item, while they are pruned) and the kept neighbours (12 bytes each, three
+        copies while they are weighted)."""
+        block = min(int(getattr(config, "block_items", MAX_BLOCK)), max(shape.items, 1))
+        neighbours = min(int(getattr(config, "neighbours", 400)), shape.items)
+        kept = 3 * 12 * shape.items * neighbours
+        matrix = super().estimated_bytes(shape, config) + 8 * shape.nnz
+        return matrix + CELL_BYTES * block * shape.items + kept
+
+    @classmethod
+    def planned_config(cls, shape: Shape, config: BaseModel, budget: int) -> tuple[BaseModel, str]:
+        """The largest block (up to the configured one) that fits ``budget``; one item when
+        none does (the plan then skips the engine)."""
+        largest = max(1, min(int(getattr(config, "block_items", MAX_BLOCK)), shape.items))
+        fixed = cls.estimated_bytes(shape, config.model_copy(update={"block_items": 1}))
+        per_item = CELL_BYTES * max(shape.items, 1)
+        block = max(1, min(largest, 1 + (budget - fixed) // per_item))
+        note = f"neighbours computed {block:,} of {shape.items:,} items at a time"
+        return config.model_copy(update={"block_items": int(block)}), note
 
     def _fit(self, data: InteractionMatrix, items: list[ItemInfo]) -> None:
         x = self._inputs(self.user_items)
         cfg = self.config
-        similarity = item_similarity(x, cfg.neighbours, cfg.shrinkage, cfg.alpha)
+        similarity = item_similarity(
+            x, cfg.neighbours, cfg.shrinkage, cfg.alpha, block=cfg.block_items
+        )
         if cfg.popularity_penalty > 0:
             popularity = np.maximum(np.diff(x.tocsc().indptr), 1).astype(np.float64)
             similarity = similarity @ sp.diags(popularity**-cfg.popularity_penalty)
