@@ -369,13 +369,23 @@ async def train_tenant_async(
     holdout = Holdout(data, seed) if evaluate else None
     vectors: dict[str, np.ndarray] = {}
     shape, budget = Shape.of(full), budget_bytes(settings.train_memory_gb)
+    plans = {name: plan_fit(name, shape, budget) for name in names}
+    on_ray = _OnRay(
+        [n for n in names if plans[n].action != "skipped"] if distributed else [],
+        full,
+        data.items,
+        seed,
+        workers,
+        address,
+        settings.train_storage_uri,
+    )
     for step, name in enumerate(names, start=1):
         if progress:
             progress(f"train: {name}", step - 1, len(names))
         if report:
             report(name, "running", None)
         fit_started = time.perf_counter()
-        plan = plan_fit(name, shape, budget)
+        plan = plans[name]
         if plan.action == "skipped":
             result.skipped[name] = plan.note
             log.warning("tenant %s: %s skipped: %s", tenant_id, name, plan.note)
@@ -384,17 +394,12 @@ async def train_tenant_async(
         if plan.action == "scaled":
             log.warning("tenant %s: %s scaled to fit memory: %s", tenant_id, name, plan.note)
         try:
-            model = _fit(
-                name,
-                full,
-                data.items,
-                seed,
-                workers if distributed else 0,
-                address,
-                plan.config,
-                storage_path=settings.train_storage_uri,
-            )
-            fit_seconds = time.perf_counter() - fit_started
+            if name in on_ray.names:
+                model = on_ray.model(name)
+                fit_seconds = on_ray.seconds
+            else:
+                model = create(name, plan.config, seed=seed).fit(full, data.items)
+                fit_seconds = time.perf_counter() - fit_started
             metrics = holdout.metrics(name, plan.config) if holdout is not None else {}
             metadata = {
                 "limits": plan.metadata(),
@@ -403,6 +408,7 @@ async def train_tenant_async(
                 "counts": counts,
                 "metrics": metrics,
                 "fit_seconds": fit_seconds,
+                **({"fitted_with": on_ray.names} if name in on_ray.names else {}),
                 "duration_seconds": time.perf_counter() - fit_started,  # fit and holdout
                 "code_version": code_version(),
             }
@@ -449,34 +455,52 @@ async def train_tenant_async(
     return result
 
 
-def _fit(
-    name: str,
-    data: InteractionMatrix,
-    items: list[ItemInfo],
-    seed: int,
-    workers: int,
-    address: str | None,
-    config: BaseModel | None = None,
-    *,
-    storage_path: str | None = None,
-) -> Recommender:
-    """Fit in this process, or on Ray Train when ``workers`` > 0 and a distributed form exists
-    (with its own settings: ``config``, the memory plan's, applies in process)."""
-    from training.distributed.runner import DISTRIBUTED_ALGORITHMS  # no Ray/torch import here
+class _OnRay:
+    """The tenant's algorithms with a distributed form, fitted together in one Ray Train run
+    (workers start once) when the first of them is asked for. The memory plan's settings
+    apply in process only: these fit with their own."""
 
-    if workers and name in DISTRIBUTED_ALGORITHMS:
-        from training.distributed import train_distributed
+    def __init__(
+        self,
+        candidates: list[str],
+        data: InteractionMatrix,
+        items: list[ItemInfo],
+        seed: int,
+        workers: int,
+        address: str | None,
+        storage_path: str | None,
+    ) -> None:
+        from training.distributed.runner import DISTRIBUTED_ALGORITHMS  # no Ray/torch import
 
-        return train_distributed(
-            name,
-            data,
-            workers=workers,
-            seed=seed,
-            address=address,
-            items=items,
-            storage_path=storage_path,
-        )
-    return create(name, config, seed=seed).fit(data, items)
+        self.names = [name for name in candidates if name in DISTRIBUTED_ALGORITHMS]
+        self.data, self.items, self.seed, self.workers = data, items, seed, workers
+        self.address, self.storage_path = address, storage_path
+        self.seconds = 0.0
+        self._models: dict[str, Recommender] | None = None
+        self._error: Exception | None = None
+
+    def model(self, name: str) -> Recommender:
+        if self._models is None and self._error is None:
+            from training.distributed import fit_distributed
+
+            started = time.perf_counter()
+            try:
+                self._models = fit_distributed(
+                    self.names,
+                    self.data,
+                    workers=self.workers,
+                    seed=self.seed,
+                    address=self.address,
+                    items=self.items,
+                    storage_path=self.storage_path,
+                )
+            except Exception as error:  # every algorithm of the run is skipped with its reason
+                self._error = error
+            self.seconds = time.perf_counter() - started
+        if self._error is not None:
+            raise self._error
+        assert self._models is not None
+        return self._models[name]
 
 
 async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> None:

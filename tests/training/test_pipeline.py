@@ -305,16 +305,22 @@ async def test_distributed_fits_use_the_shared_train_storage(
     tmp_path: Path, catalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a multi-node cluster the Ray Train run lives where every node reaches it:
-    RECSERVE_TRAIN_STORAGE_URI (``recserve train --storage``) reaches the trainer."""
+    RECSERVE_TRAIN_STORAGE_URI (``recserve train --storage``) reaches the trainer. ALS and SVD
+    fit in one run (workers start once); the other algorithms fit in process."""
     import training.distributed as distributed
 
     calls: list[dict] = []
 
-    def fake(name, data, **options):  # type: ignore[no-untyped-def]
-        calls.append({"name": name, **options})
-        return REGISTRY[name]({"iterations": 2}, seed=options["seed"]).fit(data, options["items"])
+    def fake(names, data, **options):  # type: ignore[no-untyped-def]
+        calls.append({"names": names, **options})
+        return {
+            name: REGISTRY[name]({"iterations": 2, "epochs": 2}, seed=options["seed"]).fit(
+                data, options["items"]
+            )
+            for name in names
+        }
 
-    monkeypatch.setattr(distributed, "train_distributed", fake)
+    monkeypatch.setattr(distributed, "fit_distributed", fake)
     shared = str(tmp_path / "shared-ray-train")
     settings = Settings(data_dir=tmp_path, train_storage_uri=shared)
     database, tenant_id = await _tenant(settings, "shared.example")
@@ -323,10 +329,12 @@ async def test_distributed_fits_use_the_shared_train_storage(
     )
     await database.dispose()
     result = await train_tenant_async(
-        settings, str(tenant_id), ["als", "popularity"], evaluate=False, distributed=True
+        settings, str(tenant_id), ["als", "popularity", "svd"], evaluate=False, distributed=True
     )
-    assert sorted(result.versions) == ["als", "popularity"]
-    assert [(c["name"], c["storage_path"], c["workers"]) for c in calls] == [("als", shared, 2)]
+    assert sorted(result.versions) == ["als", "popularity", "svd"]
+    assert [(c["names"], c["storage_path"], c["workers"]) for c in calls] == [
+        (["als", "svd"], shared, 2)
+    ]
 
 
 async def test_item_vectors_go_to_the_store_given_and_it_stays_open(
