@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ BLEND_FILE = "blend.json"
 # The width of every trained vector collection (``items_als``, ``items_content``): the
 # collections are shared by all tenants, whose factors and feature counts differ.
 STORED_DIMS = 256
+# Item vectors built and upserted at a time (points of padded rows and their payloads).
+VECTOR_BATCH = 1000
 # The hashed content vectors' mark for items in the models (item writes mark theirs "new").
 TRAINED = {"stage": "trained"}
 MAX_BLEND_USERS = 1000
@@ -262,21 +264,9 @@ async def _upsert_vectors(
                 STORED_DIMS,
             )
             continue
-        # Every tenant shares the collection, so every vector has its width: zeros pad
-        # narrower ones (a tenant with few features or factors) and keep every cosine.
-        matrix = np.zeros((found.shape[0], STORED_DIMS), dtype=np.float32)
-        matrix[:, : found.shape[1]] = found
-        points = [
-            (
-                str(item),
-                row.tolist(),
-                {"tenant_id": tenant, "category": category.get(str(item))},
-            )
-            for item, row in zip(ids, matrix, strict=True)
-            if np.any(row)
-        ]
+        batches = _vector_batches(tenant, ids, found, category)
         try:
-            await _replace_vectors(store, collection, tenant, int(matrix.shape[1]), points)
+            await _replace_vectors(store, collection, tenant, STORED_DIMS, batches)
         except Exception as error:  # the models are published; only vector search suffers
             log.warning(
                 "tenant %s: item vectors of %s not stored: %s",
@@ -285,6 +275,27 @@ async def _upsert_vectors(
                 _reason(error),
             )
             log.debug("tenant %s: %s vector upsert failed", tenant, collection, exc_info=True)
+
+
+def _vector_batches(
+    tenant: str, ids: np.ndarray, found: np.ndarray, category: dict[str, str | None]
+) -> Iterator[list[Point]]:
+    """The points of ``found`` (one row per item of ``ids``), ``VECTOR_BATCH`` at a time:
+    only one batch of padded rows and payloads exists at once, whatever the catalogue size.
+    Every tenant shares the collection, so every vector has its width: zeros pad narrower
+    ones (a tenant with few features or factors) and keep every cosine; all-zero rows (no
+    signal) are left out."""
+    for start in range(0, found.shape[0], VECTOR_BATCH):
+        part = found[start : start + VECTOR_BATCH]
+        padded = np.zeros((part.shape[0], STORED_DIMS), dtype=np.float32)
+        padded[:, : part.shape[1]] = part
+        batch: list[Point] = [
+            (str(item), row.tolist(), {"tenant_id": tenant, "category": category.get(str(item))})
+            for item, row in zip(ids[start : start + VECTOR_BATCH], padded, strict=True)
+            if np.any(row)
+        ]
+        if batch:
+            yield batch
 
 
 async def _upsert_text_vectors(store: VectorStore, tenant: str, items: list[ItemInfo]) -> None:
@@ -296,8 +307,8 @@ async def _upsert_text_vectors(store: VectorStore, tenant: str, items: list[Item
         return
     try:
         await store.ensure_collection(TEXT_COLLECTION, TEXT_DIMS)
-        for start in range(0, len(items), 1000):  # bounded memory whatever the catalogue size
-            chunk = items[start : start + 1000]
+        for start in range(0, len(items), VECTOR_BATCH):  # bounded memory, any catalogue
+            chunk = items[start : start + VECTOR_BATCH]
             points: list[Point] = [
                 (item.id, row.tolist(), {"tenant_id": tenant, "category": item.category, **TRAINED})
                 for item, row in zip(chunk, hashed_vectors(chunk), strict=True)
@@ -309,18 +320,22 @@ async def _upsert_text_vectors(store: VectorStore, tenant: str, items: list[Item
 
 
 async def _replace_vectors(
-    store: VectorStore, collection: str, tenant: str, dim: int, points: list[Point]
+    store: VectorStore, collection: str, tenant: str, dim: int, batches: Iterable[list[Point]]
 ) -> None:
-    """The tenant's points in ``collection`` become ``points``; none (e.g. content vectors of a
-    catalogue without text or categories) just clears what an earlier run stored."""
-    if not points:
+    """The tenant's points in ``collection`` become those of ``batches`` (one upsert each);
+    none (e.g. content vectors of a catalogue without text or categories) just clears what an
+    earlier run stored."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
         with contextlib.suppress(NotFound):  # no collection yet: nothing stale either
             await store.delete_by_filter(collection, tenant)
         return
     await store.ensure_collection(collection, dim)
     await store.delete_by_filter(collection, tenant)
-    for start in range(0, len(points), 1000):
-        await store.upsert(collection, points[start : start + 1000])
+    await store.upsert(collection, first)
+    for batch in batches:
+        await store.upsert(collection, batch)
 
 
 def _reason(error: Exception) -> str:

@@ -337,6 +337,35 @@ async def test_distributed_fits_use_the_shared_train_storage(
     ]
 
 
+async def test_a_failed_ray_run_skips_its_algorithms_and_the_rest_publish(
+    tmp_path: Path, catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.distributed as distributed
+
+    calls: list[list[str]] = []
+
+    def failing(names, data, **options):  # type: ignore[no-untyped-def]
+        calls.append(names)
+        raise RuntimeError("worker group did not start")
+
+    monkeypatch.setattr(distributed, "fit_distributed", failing)
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "failed-ray.example")
+    await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions[:400]
+    )
+    await database.dispose()
+    result = await train_tenant_async(
+        settings, str(tenant_id), ["als", "popularity", "svd"], evaluate=False, distributed=True
+    )
+    assert calls == [["als", "svd"]]  # tried once for both
+    assert sorted(result.versions) == ["popularity"]
+    assert result.skipped == {
+        "als": "RuntimeError: worker group did not start",
+        "svd": "RuntimeError: worker group did not start",
+    }
+
+
 async def test_item_vectors_go_to_the_store_given_and_it_stays_open(
     tmp_path: Path, catalogue
 ) -> None:
@@ -371,3 +400,54 @@ async def test_item_vectors_go_to_the_store_given_and_it_stays_open(
         await given.close()
     assert not settings.qdrant_path.exists()  # the settings' embedded store was never opened
     await database.dispose()
+
+
+class _RecordingStore:
+    """Just what ``_replace_vectors`` calls, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    async def ensure_collection(self, name: str, dim: int) -> None:
+        self.calls.append(("ensure", dim))
+
+    async def delete_by_filter(self, name: str, tenant: str) -> None:
+        self.calls.append(("delete", tenant))
+
+    async def upsert(self, name: str, points: list) -> None:
+        self.calls.append(("upsert", len(points)))
+
+
+async def test_item_vectors_are_built_and_upserted_a_batch_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each batch is padded and upserted before the next is built; all-zero rows stay out."""
+    from training import pipeline
+
+    monkeypatch.setattr(pipeline, "VECTOR_BATCH", 4)
+    ids = np.array([f"i{n}" for n in range(10)], dtype=object)
+    found = np.arange(30, dtype=np.float32).reshape(10, 3) + 1
+    found[5] = 0
+    batches = pipeline._vector_batches("t1", ids, found, {"i1": "shoes"})
+    first = next(batches)
+    assert [point[0] for point in first] == ["i0", "i1", "i2", "i3"]
+    assert len(first[1][1]) == STORED_DIMS and first[1][1][:4] == [4.0, 5.0, 6.0, 0.0]
+    assert first[1][2] == {"tenant_id": "t1", "category": "shoes"}
+    assert [[point[0] for point in batch] for batch in batches] == [
+        ["i4", "i6", "i7"],
+        ["i8", "i9"],
+    ]
+    store = _RecordingStore()
+    await pipeline._replace_vectors(
+        store, "items_als", "t1", STORED_DIMS, pipeline._vector_batches("t1", ids, found, {})
+    )
+    assert store.calls == [
+        ("ensure", STORED_DIMS),
+        ("delete", "t1"),
+        ("upsert", 4),
+        ("upsert", 3),
+        ("upsert", 2),
+    ]
+    cleared = _RecordingStore()
+    await pipeline._replace_vectors(cleared, "items_als", "t1", STORED_DIMS, iter([]))
+    assert cleared.calls == [("delete", "t1")]
