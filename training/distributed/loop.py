@@ -16,7 +16,9 @@ import numpy as np
 
 def train_loop(config: dict[str, Any]) -> None:
     """TorchTrainer ``train_loop_per_worker``: fit each of ``config["algorithms"]`` in turn,
-    reporting every iteration; rank 0 checkpoints every algorithm's arrays at the end."""
+    reporting once per algorithm (each ``ray.train.report`` is a barrier across the workers
+    through an actor: per iteration it cost 0.2-0.3 s on a loaded 2-core machine) with every
+    iteration's metrics in ``history``; rank 0 checkpoints every algorithm's arrays at the end."""
     entered = time.time()
     import ray
     import ray.train
@@ -32,30 +34,27 @@ def train_loop(config: dict[str, Any]) -> None:
     finished: dict[str, dict[str, Any]] = {}
     # the solvers run ``threads`` threads of their own; BLAS under them gets as many
     with threadpool_limits(threads), tempfile.TemporaryDirectory(prefix="recserve-") as directory:
-        for name, settings in config["algorithms"]:
-            last: dict[str, Any] = {}
-
-            def report(metrics: dict[str, Any], name: str = name, last: dict = last) -> None:
-                last.update(metrics)
-                ray.train.report({"algorithm": name, **metrics})
-
+        for position, (name, settings) in enumerate(config["algorithms"], start=1):
+            history: list[dict[str, Any]] = []
             if name == "als":
                 from training.distributed.als import fit_als
 
                 shard = ray.get(settings["shards"][rank])
                 arrays = fit_als(
-                    settings, shard, rank=rank, world=world, device=device, report=report
+                    settings, shard, rank=rank, world=world, device=device, report=history.append
                 )
             else:
                 from training.distributed.svd import fit_svd
 
                 ratings = ray.get(settings["ratings"])
                 arrays = fit_svd(
-                    settings, ratings, rank=rank, world=world, device=device, report=report
+                    settings, ratings, rank=rank, world=world, device=device, report=history.append
                 )
             if rank == 0:
                 np.savez(Path(directory) / f"{name}.npz", **arrays)
-            finished[name] = last
+            finished[name] = {**history[-1], "history": history}
+            if position < len(config["algorithms"]):  # the last one reports with the checkpoint
+                ray.train.report({"algorithm": name, **history[-1]})
         summary = {"algorithms": finished, "entered_at": entered, "left_at": time.time()}
         checkpoint = ray.train.Checkpoint.from_directory(directory) if rank == 0 else None
         ray.train.report(summary, checkpoint=checkpoint)
