@@ -17,7 +17,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,8 @@ BLEND_FILE = "blend.json"
 # The width of every trained vector collection (``items_als``, ``items_content``): the
 # collections are shared by all tenants, whose factors and feature counts differ.
 STORED_DIMS = 256
+# Item vectors built and upserted at a time (points of padded rows and their payloads).
+VECTOR_BATCH = 1000
 # The hashed content vectors' mark for items in the models (item writes mark theirs "new").
 TRAINED = {"stage": "trained"}
 MAX_BLEND_USERS = 1000
@@ -287,21 +289,9 @@ async def _upsert_vectors(
                 STORED_DIMS,
             )
             continue
-        # Every tenant shares the collection, so every vector has its width: zeros pad
-        # narrower ones (a tenant with few features or factors) and keep every cosine.
-        matrix = np.zeros((found.shape[0], STORED_DIMS), dtype=np.float32)
-        matrix[:, : found.shape[1]] = found
-        points = [
-            (
-                str(item),
-                row.tolist(),
-                {"tenant_id": tenant, "category": category.get(str(item))},
-            )
-            for item, row in zip(ids, matrix, strict=True)
-            if np.any(row)
-        ]
+        batches = _vector_batches(tenant, ids, found, category)
         try:
-            await _replace_vectors(store, collection, tenant, int(matrix.shape[1]), points)
+            await _replace_vectors(store, collection, tenant, STORED_DIMS, batches)
         except Exception as error:  # the models are published; only vector search suffers
             log.warning(
                 "tenant %s: item vectors of %s not stored: %s",
@@ -310,6 +300,27 @@ async def _upsert_vectors(
                 _reason(error),
             )
             log.debug("tenant %s: %s vector upsert failed", tenant, collection, exc_info=True)
+
+
+def _vector_batches(
+    tenant: str, ids: np.ndarray, found: np.ndarray, category: dict[str, str | None]
+) -> Iterator[list[Point]]:
+    """The points of ``found`` (one row per item of ``ids``), ``VECTOR_BATCH`` at a time:
+    only one batch of padded rows and payloads exists at once, whatever the catalogue size.
+    Every tenant shares the collection, so every vector has its width: zeros pad narrower
+    ones (a tenant with few features or factors) and keep every cosine; all-zero rows (no
+    signal) are left out."""
+    for start in range(0, found.shape[0], VECTOR_BATCH):
+        part = found[start : start + VECTOR_BATCH]
+        padded = np.zeros((part.shape[0], STORED_DIMS), dtype=np.float32)
+        padded[:, : part.shape[1]] = part
+        batch: list[Point] = [
+            (str(item), row.tolist(), {"tenant_id": tenant, "category": category.get(str(item))})
+            for item, row in zip(ids[start : start + VECTOR_BATCH], padded, strict=True)
+            if np.any(row)
+        ]
+        if batch:
+            yield batch
 
 
 async def _upsert_text_vectors(store: VectorStore, tenant: str, items: list[ItemInfo]) -> None:
@@ -321,8 +332,8 @@ async def _upsert_text_vectors(store: VectorStore, tenant: str, items: list[Item
         return
     try:
         await store.ensure_collection(TEXT_COLLECTION, TEXT_DIMS)
-        for start in range(0, len(items), 1000):  # bounded memory whatever the catalogue size
-            chunk = items[start : start + 1000]
+        for start in range(0, len(items), VECTOR_BATCH):  # bounded memory, any catalogue
+            chunk = items[start : start + VECTOR_BATCH]
             points: list[Point] = [
                 (item.id, row.tolist(), {"tenant_id": tenant, "category": item.category, **TRAINED})
                 for item, row in zip(chunk, hashed_vectors(chunk), strict=True)
@@ -334,18 +345,22 @@ async def _upsert_text_vectors(store: VectorStore, tenant: str, items: list[Item
 
 
 async def _replace_vectors(
-    store: VectorStore, collection: str, tenant: str, dim: int, points: list[Point]
+    store: VectorStore, collection: str, tenant: str, dim: int, batches: Iterable[list[Point]]
 ) -> None:
-    """The tenant's points in ``collection`` become ``points``; none (e.g. content vectors of a
-    catalogue without text or categories) just clears what an earlier run stored."""
-    if not points:
+    """The tenant's points in ``collection`` become those of ``batches`` (one upsert each);
+    none (e.g. content vectors of a catalogue without text or categories) just clears what an
+    earlier run stored."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
         with contextlib.suppress(NotFound):  # no collection yet: nothing stale either
             await store.delete_by_filter(collection, tenant)
         return
     await store.ensure_collection(collection, dim)
     await store.delete_by_filter(collection, tenant)
-    for start in range(0, len(points), 1000):
-        await store.upsert(collection, points[start : start + 1000])
+    await store.upsert(collection, first)
+    for batch in batches:
+        await store.upsert(collection, batch)
 
 
 def _reason(error: Exception) -> str:
@@ -394,13 +409,23 @@ async def train_tenant_async(
     holdout = Holdout(data, seed) if evaluate else None
     vectors: dict[str, np.ndarray] = {}
     shape, budget = Shape.of(full), budget_bytes(settings.train_memory_gb)
+    plans = {name: plan_fit(name, shape, budget) for name in names}
+    on_ray = _OnRay(
+        [n for n in names if plans[n].action != "skipped"] if distributed else [],
+        full,
+        data.items,
+        seed,
+        workers,
+        address,
+        settings.train_storage_uri,
+    )
     for step, name in enumerate(names, start=1):
         if progress:
             progress(f"train: {name}", step - 1, len(names))
         if report:
             report(name, "running", None)
         fit_started = time.perf_counter()
-        plan = plan_fit(name, shape, budget)
+        plan = plans[name]
         if plan.action == "skipped":
             result.skipped[name] = plan.note
             log.warning("tenant %s: %s skipped: %s", tenant_id, name, plan.note)
@@ -409,17 +434,12 @@ async def train_tenant_async(
         if plan.action == "scaled":
             log.warning("tenant %s: %s scaled to fit memory: %s", tenant_id, name, plan.note)
         try:
-            model = _fit(
-                name,
-                full,
-                data.items,
-                seed,
-                workers if distributed else 0,
-                address,
-                plan.config,
-                storage_path=settings.train_storage_uri,
-            )
-            fit_seconds = time.perf_counter() - fit_started
+            if name in on_ray.names:
+                model = on_ray.model(name)
+                fit_seconds = on_ray.seconds
+            else:
+                model = create(name, plan.config, seed=seed).fit(full, data.items)
+                fit_seconds = time.perf_counter() - fit_started
             metrics = holdout.metrics(name, plan.config) if holdout is not None else {}
             metadata = {
                 "limits": plan.metadata(),
@@ -428,6 +448,7 @@ async def train_tenant_async(
                 "counts": counts,
                 "metrics": metrics,
                 "fit_seconds": fit_seconds,
+                **({"fitted_with": on_ray.names} if name in on_ray.names else {}),
                 "duration_seconds": time.perf_counter() - fit_started,  # fit and holdout
                 "code_version": code_version(),
             }
@@ -474,34 +495,52 @@ async def train_tenant_async(
     return result
 
 
-def _fit(
-    name: str,
-    data: InteractionMatrix,
-    items: list[ItemInfo],
-    seed: int,
-    workers: int,
-    address: str | None,
-    config: BaseModel | None = None,
-    *,
-    storage_path: str | None = None,
-) -> Recommender:
-    """Fit in this process, or on Ray Train when ``workers`` > 0 and a distributed form exists
-    (with its own settings: ``config``, the memory plan's, applies in process)."""
-    from training.distributed.runner import DISTRIBUTED_ALGORITHMS  # no Ray/torch import here
+class _OnRay:
+    """The tenant's algorithms with a distributed form, fitted together in one Ray Train run
+    (workers start once) when the first of them is asked for. The memory plan's settings
+    apply in process only: these fit with their own."""
 
-    if workers and name in DISTRIBUTED_ALGORITHMS:
-        from training.distributed import train_distributed
+    def __init__(
+        self,
+        candidates: list[str],
+        data: InteractionMatrix,
+        items: list[ItemInfo],
+        seed: int,
+        workers: int,
+        address: str | None,
+        storage_path: str | None,
+    ) -> None:
+        from training.distributed.runner import DISTRIBUTED_ALGORITHMS  # no Ray/torch import
 
-        return train_distributed(
-            name,
-            data,
-            workers=workers,
-            seed=seed,
-            address=address,
-            items=items,
-            storage_path=storage_path,
-        )
-    return create(name, config, seed=seed).fit(data, items)
+        self.names = [name for name in candidates if name in DISTRIBUTED_ALGORITHMS]
+        self.data, self.items, self.seed, self.workers = data, items, seed, workers
+        self.address, self.storage_path = address, storage_path
+        self.seconds = 0.0
+        self._models: dict[str, Recommender] | None = None
+        self._error: Exception | None = None
+
+    def model(self, name: str) -> Recommender:
+        if self._models is None and self._error is None:
+            from training.distributed import fit_distributed
+
+            started = time.perf_counter()
+            try:
+                self._models = fit_distributed(
+                    self.names,
+                    self.data,
+                    workers=self.workers,
+                    seed=self.seed,
+                    address=self.address,
+                    items=self.items,
+                    storage_path=self.storage_path,
+                )
+            except Exception as error:  # every algorithm of the run is skipped with its reason
+                self._error = error
+            self.seconds = time.perf_counter() - started
+        if self._error is not None:
+            raise self._error
+        assert self._models is not None
+        return self._models[name]
 
 
 async def _announce(settings: Settings, tenant: str, result: TrainingResult) -> None:

@@ -14,9 +14,9 @@ from training.algorithms import ALS, SVD, Recommender, create
 from training.data import InteractionMatrix
 from training.datasets.synthetic import generate_catalogue
 from training.distributed import als_objective, train_distributed
-from training.distributed.objective import factor_objective
+from training.distributed.objective import factor_objective, stored_loss
 from training.distributed.runner import run_distributed
-from training.distributed.shards import build_blocks, shard_bounds
+from training.distributed.shards import als_shards, build_blocks, shard_bounds
 from training.evaluation import evaluate_ranking, python_stratified_split, rmse_mae
 
 ALS_CONFIG = {"factors": 8, "regularization": 5.0, "alpha": 4.0, "iterations": 10}
@@ -54,6 +54,61 @@ def test_objective_matches_the_dense_sum(rng: np.random.Generator) -> None:
     dense = np.sum(confidence * (preference - x @ y.T) ** 2) + reg * (np.sum(x**2) + np.sum(y**2))
     found = factor_objective(sp.csr_matrix(values), x, y, alpha, reg)
     assert found == pytest.approx(dense, rel=1e-10)
+
+
+def test_stored_loss_is_the_same_in_chunks(rng: np.random.Generator) -> None:
+    scaled = sp.random(30, 20, density=0.3, format="csr", random_state=2) * 3.0
+    scaled.data[::4] *= -1  # dislikes: preference 0 at confidence |c|
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(20, 4))
+    dense = scaled.toarray()
+    scores = x @ y.T
+    stored = dense != 0
+    expected = np.sum((np.abs(dense) * ((dense > 0) - scores) ** 2 - scores**2)[stored])
+    assert stored_loss(scaled, x, y) == pytest.approx(expected, rel=1e-12)
+    assert stored_loss(scaled, x, y, chunk=7) == pytest.approx(expected, rel=1e-12)
+
+
+def test_als_shards_split_both_sides_in_rank_order() -> None:
+    scaled = sp.random(9, 7, density=0.4, format="csr", random_state=3, dtype=np.float32)
+    shards = als_shards(scaled, 2)
+    assert [(s.user_lo, s.users.shape[0], s.item_lo, s.items.shape[0]) for s in shards] == [
+        (0, 5, 0, 4),
+        (5, 4, 4, 3),
+    ]
+    assert all(shard.shape == (9, 7) for shard in shards)
+    assert (sp.vstack([s.users for s in shards]) != scaled).nnz == 0
+    assert (sp.vstack([s.items for s in shards]) != scaled.T.tocsr()).nnz == 0
+
+
+def test_one_cpu_rank_fits_exactly_what_implicit_fits(implicit_split) -> None:
+    """A rank runs implicit's own row solver on its shard from implicit's start, so one rank
+    (no exchange) reproduces the single-node factors; with more ranks each row sees the same
+    inputs, only on another worker."""
+    import torch
+
+    from training.distributed.als import fit_als
+
+    matrix = implicit_split[0]
+    single = create("als", ALS_CONFIG, seed=3).fit(matrix)
+    scaled = sp.csr_matrix(matrix.matrix, dtype=np.float32) * ALS_CONFIG["alpha"]
+    settings = {**ALS_CONFIG, "cg_steps": 3, "threads": 1, "seed": 3}
+    reports: list[dict] = []
+    found = fit_als(
+        settings,
+        als_shards(scaled, 1)[0],
+        rank=0,
+        world=1,
+        device=torch.device("cpu"),
+        report=reports.append,
+    )
+    np.testing.assert_allclose(found["user"], single.user_factors, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(found["item"], single.item_factors, rtol=1e-5, atol=1e-7)
+    assert [r["iteration"] for r in reports] == list(range(1, ALS_CONFIG["iterations"] + 1))
+    assert "objective" in reports[-1] and "objective" not in reports[0]
+    expected = factor_objective(
+        matrix.matrix, found["user"], found["item"], ALS_CONFIG["alpha"], 5.0
+    )
+    assert reports[-1]["objective"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_conjugate_gradient_rows_reach_the_exact_solves(implicit_split) -> None:
@@ -98,6 +153,10 @@ def test_only_als_and_svd_have_a_distributed_form(implicit_split) -> None:
         train_distributed("ease", implicit_split[0], workers=2)
     with pytest.raises(InvalidData):
         train_distributed("als", implicit_split[0], workers=0)
+    with pytest.raises(InvalidData):
+        run_distributed(["als", "als"], implicit_split[0], workers=2)
+    with pytest.raises(InvalidData):
+        run_distributed([], implicit_split[0], workers=2)
 
 
 @pytest.mark.ray
@@ -107,8 +166,10 @@ def test_distributed_als_reaches_the_single_node_objective_and_quality(
 ) -> None:
     matrix, test = implicit_split
     single = create("als", ALS_CONFIG, seed=3).fit(matrix)
-    run = run_distributed("als", matrix, workers=2, seed=3, config=ALS_CONFIG)
+    run = run_distributed("als", matrix, workers=2, seed=3, configs={"als": ALS_CONFIG})
     model = run.model
+    # the same start and the same row solver as implicit: the same factors, on two workers
+    np.testing.assert_allclose(model.item_factors, single.item_factors, rtol=1e-4, atol=1e-6)
     assert isinstance(model, ALS)
     assert model.user_factors.shape == single.user_factors.shape
     assert model.item_factors.shape == single.item_factors.shape
@@ -117,8 +178,10 @@ def test_distributed_als_reaches_the_single_node_objective_and_quality(
     single_objective = als_objective(single, matrix.matrix, alpha, reg)
     # conjugate-gradient steps on both sides (3 per row, warm-started): the same optimum
     assert distributed_objective == pytest.approx(single_objective, rel=0.02)
-    assert run.metrics["iteration"] == ALS_CONFIG["iterations"]
-    assert run.metrics["objective"] == pytest.approx(distributed_objective, rel=1e-4)
+    assert run.metrics["als"]["iteration"] == ALS_CONFIG["iterations"]
+    assert run.metrics["als"]["objective"] == pytest.approx(distributed_objective, rel=1e-4)
+    assert 0 < run.metrics["als"]["solve_seconds"] <= run.metrics["als"]["train_seconds"]
+    assert run.timeline["startup_seconds"] > 0 and run.timeline["loop_seconds"] > 0
     ours, theirs = evaluate_ranking(model, matrix, test), evaluate_ranking(single, matrix, test)
     assert ours["ndcg@10"] == pytest.approx(theirs["ndcg@10"], abs=0.03)
     assert ours["ndcg@10"] > 0.1
@@ -130,11 +193,21 @@ def test_distributed_als_reaches_the_single_node_objective_and_quality(
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_distributed_svd_rmse_is_close_to_single_node(serve_instance: int, rating_split) -> None:
+def test_svd_and_als_fit_in_one_run_on_the_same_workers(serve_instance: int, rating_split) -> None:
+    """One Ray Train run fits both (workers start once); SVD's RMSE matches single-node's."""
     matrix, test = rating_split
     single = create("svd", SVD_CONFIG, seed=5).fit(matrix)
-    model = train_distributed("svd", matrix, workers=2, seed=5, config=SVD_CONFIG)
-    assert isinstance(model, SVD)
+    run = run_distributed(
+        ["svd", "als"], matrix, workers=2, seed=5, configs={"svd": SVD_CONFIG, "als": ALS_CONFIG}
+    )
+    model = run.models["svd"]
+    assert isinstance(model, SVD) and isinstance(run.models["als"], ALS)
+    assert run.metrics["svd"]["epoch"] == SVD_CONFIG["epochs"]
+    assert run.metrics["als"]["iteration"] == ALS_CONFIG["iterations"]
+    alone = create("als", ALS_CONFIG, seed=5).fit(matrix)
+    np.testing.assert_allclose(
+        run.models["als"].user_factors, alone.user_factors, rtol=1e-4, atol=1e-6
+    )
     users, items = [r[0] for r in test], [r[1] for r in test]
     actual = np.array([r[2] for r in test])
     ours, _ = rmse_mae(model.predict(users, items), actual)

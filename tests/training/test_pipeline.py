@@ -306,16 +306,22 @@ async def test_distributed_fits_use_the_shared_train_storage(
     tmp_path: Path, catalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a multi-node cluster the Ray Train run lives where every node reaches it:
-    RECSERVE_TRAIN_STORAGE_URI (``recserve train --storage``) reaches the trainer."""
+    RECSERVE_TRAIN_STORAGE_URI (``recserve train --storage``) reaches the trainer. ALS and SVD
+    fit in one run (workers start once); the other algorithms fit in process."""
     import training.distributed as distributed
 
     calls: list[dict] = []
 
-    def fake(name, data, **options):  # type: ignore[no-untyped-def]
-        calls.append({"name": name, **options})
-        return REGISTRY[name]({"iterations": 2}, seed=options["seed"]).fit(data, options["items"])
+    def fake(names, data, **options):  # type: ignore[no-untyped-def]
+        calls.append({"names": names, **options})
+        return {
+            name: REGISTRY[name]({"iterations": 2, "epochs": 2}, seed=options["seed"]).fit(
+                data, options["items"]
+            )
+            for name in names
+        }
 
-    monkeypatch.setattr(distributed, "train_distributed", fake)
+    monkeypatch.setattr(distributed, "fit_distributed", fake)
     shared = str(tmp_path / "shared-ray-train")
     settings = Settings(data_dir=tmp_path, train_storage_uri=shared)
     database, tenant_id = await _tenant(settings, "shared.example")
@@ -324,10 +330,41 @@ async def test_distributed_fits_use_the_shared_train_storage(
     )
     await database.dispose()
     result = await train_tenant_async(
-        settings, str(tenant_id), ["als", "popularity"], evaluate=False, distributed=True
+        settings, str(tenant_id), ["als", "popularity", "svd"], evaluate=False, distributed=True
     )
-    assert sorted(result.versions) == ["als", "popularity"]
-    assert [(c["name"], c["storage_path"], c["workers"]) for c in calls] == [("als", shared, 2)]
+    assert sorted(result.versions) == ["als", "popularity", "svd"]
+    assert [(c["names"], c["storage_path"], c["workers"]) for c in calls] == [
+        (["als", "svd"], shared, 2)
+    ]
+
+
+async def test_a_failed_ray_run_skips_its_algorithms_and_the_rest_publish(
+    tmp_path: Path, catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.distributed as distributed
+
+    calls: list[list[str]] = []
+
+    def failing(names, data, **options):  # type: ignore[no-untyped-def]
+        calls.append(names)
+        raise RuntimeError("worker group did not start")
+
+    monkeypatch.setattr(distributed, "fit_distributed", failing)
+    settings = Settings(data_dir=tmp_path)
+    database, tenant_id = await _tenant(settings, "failed-ray.example")
+    await ingest_dataset(
+        database, tenant_id, items=catalogue.items, interactions=catalogue.interactions[:400]
+    )
+    await database.dispose()
+    result = await train_tenant_async(
+        settings, str(tenant_id), ["als", "popularity", "svd"], evaluate=False, distributed=True
+    )
+    assert calls == [["als", "svd"]]  # tried once for both
+    assert sorted(result.versions) == ["popularity"]
+    assert result.skipped == {
+        "als": "RuntimeError: worker group did not start",
+        "svd": "RuntimeError: worker group did not start",
+    }
 
 
 async def test_item_vectors_go_to_the_store_given_and_it_stays_open(
@@ -415,3 +452,54 @@ async def test_loading_codes_ids_in_the_database_form_as_rows_did(
     assert found.values.tolist() == [np.float32(row[3]) for row in rows]
     assert found.times.tolist() == [to_unix(row[4]) for row in rows]
     assert len(found) == len(catalogue.interactions) + 2
+
+
+class _RecordingStore:
+    """Just what ``_replace_vectors`` calls, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    async def ensure_collection(self, name: str, dim: int) -> None:
+        self.calls.append(("ensure", dim))
+
+    async def delete_by_filter(self, name: str, tenant: str) -> None:
+        self.calls.append(("delete", tenant))
+
+    async def upsert(self, name: str, points: list) -> None:
+        self.calls.append(("upsert", len(points)))
+
+
+async def test_item_vectors_are_built_and_upserted_a_batch_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each batch is padded and upserted before the next is built; all-zero rows stay out."""
+    from training import pipeline
+
+    monkeypatch.setattr(pipeline, "VECTOR_BATCH", 4)
+    ids = np.array([f"i{n}" for n in range(10)], dtype=object)
+    found = np.arange(30, dtype=np.float32).reshape(10, 3) + 1
+    found[5] = 0
+    batches = pipeline._vector_batches("t1", ids, found, {"i1": "shoes"})
+    first = next(batches)
+    assert [point[0] for point in first] == ["i0", "i1", "i2", "i3"]
+    assert len(first[1][1]) == STORED_DIMS and first[1][1][:4] == [4.0, 5.0, 6.0, 0.0]
+    assert first[1][2] == {"tenant_id": "t1", "category": "shoes"}
+    assert [[point[0] for point in batch] for batch in batches] == [
+        ["i4", "i6", "i7"],
+        ["i8", "i9"],
+    ]
+    store = _RecordingStore()
+    await pipeline._replace_vectors(
+        store, "items_als", "t1", STORED_DIMS, pipeline._vector_batches("t1", ids, found, {})
+    )
+    assert store.calls == [
+        ("ensure", STORED_DIMS),
+        ("delete", "t1"),
+        ("upsert", 4),
+        ("upsert", 3),
+        ("upsert", 2),
+    ]
+    cleared = _RecordingStore()
+    await pipeline._replace_vectors(cleared, "items_als", "t1", STORED_DIMS, iter([]))
+    assert cleared.calls == [("delete", "t1")]

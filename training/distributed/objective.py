@@ -34,13 +34,29 @@ def factor_objective(
     """
     users = np.asarray(user_factors, dtype=np.float64)
     items = np.asarray(item_factors, dtype=np.float64)
-    coo = sp.coo_matrix(matrix)
-    confidence, preference = confidence_parts(coo.data, alpha)
-    scores = np.einsum("ij,ij->i", users[coo.row], items[coo.col])
+    scaled = sp.csr_matrix(matrix, dtype=np.float64) * alpha
     everywhere = float(np.sum((users.T @ users) * (items.T @ items)))
-    stored = float(np.sum(confidence * (preference - scores) ** 2 - scores**2))
+    stored = stored_loss(scaled, users, items)
     penalty = regularization * float(np.sum(users**2) + np.sum(items**2))
     return everywhere + stored + penalty
+
+
+def stored_loss(
+    scaled: sp.csr_matrix, users: np.ndarray, items: np.ndarray, chunk: int = 1 << 16
+) -> float:
+    """Σ over the stored pairs of ``c (p - s)² - s²``, ``scaled`` holding ``alpha·r`` (rows:
+    ``users``' rows, columns: ``items``' rows); ``chunk`` pairs at a time bound the memory."""
+    scaled = sp.csr_matrix(scaled)
+    rows = np.repeat(np.arange(scaled.shape[0]), np.diff(scaled.indptr))
+    confidence, preference = confidence_parts(scaled.data, 1.0)
+    total = 0.0
+    for start in range(0, scaled.nnz, chunk):
+        end = min(start + chunk, scaled.nnz)
+        pairs = users[rows[start:end]] * items[scaled.indices[start:end]]
+        scores = pairs.sum(axis=1, dtype=np.float64)
+        c, p = confidence[start:end], preference[start:end]
+        total += float(np.sum(c * (p - scores) ** 2 - scores**2))
+    return total
 
 
 def als_objective(model: object, matrix: sp.csr_matrix, alpha: float, reg: float) -> float:

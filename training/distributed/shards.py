@@ -1,7 +1,8 @@
-"""Contiguous row shards of a CSR matrix, packed into padded blocks for batched torch solves.
+"""Contiguous row shards of a CSR matrix, and (for GPU workers) padded blocks of them.
 
 A worker owns rows ``[lo, hi)`` of the user-item matrix (its users) and of the item-user matrix
-(its items). Rows are sorted by length and cut into blocks so each block pads to nearly its
+(its items); the driver cuts them once (``als_shards``) and ships each rank only its own. For
+torch solves the rows are sorted by length and cut into blocks so each block pads to nearly its
 longest row: one ``bmm`` then builds every ``Yᵀ(Cu - I)Y`` of the block at once.
 """
 
@@ -25,6 +26,34 @@ def shard_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
     base, extra = divmod(n, world)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (1 if rank < extra else 0)
+
+
+@dataclass
+class ALSShard:
+    """One rank's part of ``C = alpha·R``: its users' rows of C and its items' rows of Cᵀ."""
+
+    users: sp.csr_matrix  # rows [user_lo, user_lo + len) of C
+    items: sp.csr_matrix  # rows [item_lo, item_lo + len) of Cᵀ
+    user_lo: int
+    item_lo: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.items.shape[1], self.users.shape[1]
+
+
+def als_shards(scaled: sp.csr_matrix, world: int) -> list[ALSShard]:
+    """``world`` shards of ``scaled`` (``alpha·R``, users x items), rank order."""
+    scaled = sp.csr_matrix(scaled, dtype=np.float32)
+    transposed = scaled.T.tocsr()
+    shards = []
+    for rank in range(world):
+        user_lo, user_hi = shard_bounds(scaled.shape[0], world, rank)
+        item_lo, item_hi = shard_bounds(scaled.shape[1], world, rank)
+        shards.append(
+            ALSShard(scaled[user_lo:user_hi], transposed[item_lo:item_hi], user_lo, item_lo)
+        )
+    return shards
 
 
 @dataclass

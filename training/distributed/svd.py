@@ -1,5 +1,5 @@
 """Distributed biased MF (the model of ``training.algorithms.svd``): data-parallel Adam/SGD
-under DDP.
+under DDP, one Ray Train worker's part (called by ``loop.train_loop``).
 
 Every rank draws the same initial factors and the same epoch permutation, then takes every
 ``world``-th rating of each global batch. Its loss is scaled by ``world / len(batch)`` so DDP's
@@ -9,19 +9,15 @@ single-node step on the same batch.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
+import types
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from training.algorithms.svd import SVDConfig
 
-PARAMS_FILE = "svd.npz"
-
-
-def _module(torch: Any, n_users: int, n_items: int, cfg: SVDConfig, generator: Any) -> Any:
+def _module(torch: Any, n_users: int, n_items: int, cfg: Any, generator: Any) -> Any:
     class BiasedMF(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -59,19 +55,22 @@ def _epoch(torch: Any, state: dict[str, Any], order: Any, rank: int, world: int)
     return total
 
 
-def svd_worker(config: dict[str, Any]) -> None:
-    """TorchTrainer ``train_loop_per_worker``: one report per epoch, parameters at the end."""
-    import ray
-    import ray.train
+def fit_svd(
+    config: dict[str, Any],
+    ratings: tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]],
+    *,
+    rank: int,
+    world: int,
+    device: Any,
+    report: Callable[[dict[str, Any]], None],
+) -> dict[str, np.ndarray]:
+    """This rank's part of the fit: one report per epoch; returns the parameters."""
     import torch
     import torch.distributed as dist
     from ray.train.torch import prepare_model
 
-    torch.set_num_threads(int(config["threads"]))
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    rows, cols, values, shape = ray.get(config["ratings"])
-    cfg = SVDConfig.model_validate(config["model_config"])
+    rows, cols, values, shape = ratings
+    cfg = types.SimpleNamespace(**config["model_config"])  # an SVDConfig the driver checked
     generator = torch.Generator().manual_seed(int(config["seed"]))
     module = _module(torch, shape[0], shape[1], cfg, generator)
     model = prepare_model(module)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
@@ -80,30 +79,23 @@ def svd_worker(config: dict[str, Any]) -> None:
         "model": model,
         "optimizer": optimizer_class(model.parameters(), lr=cfg.learning_rate),
         "batch_size": cfg.batch_size,
-        "users": torch.from_numpy(rows.astype(np.int64)),
-        "items": torch.from_numpy(cols.astype(np.int64)),
-        "targets": torch.from_numpy(values.astype(np.float32)),
+        "users": torch.from_numpy(rows.astype(np.int64)).to(device),
+        "items": torch.from_numpy(cols.astype(np.int64)).to(device),
+        "targets": torch.from_numpy(values.astype(np.float32)).to(device),
         "mean": float(values.mean()) if len(values) else 0.0,
     }
     elapsed = 0.0
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
-        loss = _epoch(torch, state, torch.randperm(len(values), generator=generator), rank, world)
+        order = torch.randperm(len(values), generator=generator).to(device)
+        loss = _epoch(torch, state, order, rank, world)
         elapsed += time.perf_counter() - started
         summed = torch.tensor(loss, dtype=torch.float64)
         if dist.is_initialized():
             dist.all_reduce(summed)
-        metrics = {"epoch": epoch, "loss": float(summed) / max(len(values), 1)}
-        metrics["train_seconds"] = elapsed
-        _report(metrics, module, state["mean"], final=epoch == cfg.epochs, rank=rank)
-
-
-def _report(metrics: dict[str, Any], module: Any, mean: float, *, final: bool, rank: int) -> None:
-    import ray.train
-
-    if not (final and rank == 0):
-        ray.train.report(metrics)
-        return
+        report(
+            {"epoch": epoch, "loss": float(summed) / max(len(values), 1), "train_seconds": elapsed}
+        )
     arrays = {
         name: getattr(module, attr).detach().cpu().numpy().astype(np.float32)
         for name, attr in (
@@ -113,6 +105,4 @@ def _report(metrics: dict[str, Any], module: Any, mean: float, *, final: bool, r
             ("item_bias", "bi"),
         )
     }
-    with tempfile.TemporaryDirectory(prefix="recserve-svd-") as directory:
-        np.savez(Path(directory) / PARAMS_FILE, mean=np.array([mean]), **arrays)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    return {"mean": np.array([state["mean"]]), **arrays}
