@@ -13,13 +13,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import repositories as repo
 from storage.db import Database
 from storage.models import User
+from storage.repositories.interactions import uuid_array
 from storage.repositories.users import normalize_email
-from training.data import ItemInfo
+from training.data import EventColumns, ItemInfo
 
 Timestamp = float | datetime  # unix seconds, or an aware datetime
 InteractionEvent = tuple[str, str, str, float | None, Timestamp]  # user, item, type, value, time
@@ -109,37 +111,35 @@ async def write_events(
     tenant_id: uuid.UUID,
     item_ids: Mapping[str, uuid.UUID],
     *,
-    interactions: Sequence[InteractionEvent] = (),
+    interactions: Sequence[InteractionEvent] | EventColumns = (),
     ratings: Sequence[RatingEvent] = (),
     known_users: IdCache | None = None,
 ) -> tuple[int, int]:
     """The one write step of every import: create missing users, add the interactions the
     tenant does not have yet (same user, item, type and time: none are duplicated, so a
-    re-import is harmless) and upsert the ratings. ``item_ids`` maps every item the events
-    name to its id; ``known_users`` holds user ids found by earlier batches of the same
-    import (it is filled here). Returns (interactions written, ratings written).
+    re-import is harmless) and upsert the ratings. ``interactions`` are tuples or, from a
+    generator or a file reader, ``EventColumns`` (written without a Python object per row).
+    ``item_ids`` maps every item the events name to its id; ``known_users`` holds user ids
+    found by earlier batches of the same import (it is filled here). Every user and item
+    written is checked to be the tenant's (``check_owners``). Returns (interactions written,
+    ratings written).
 
     The transaction's commit does not wait for the disk (``relax_commit_durability``): what a
     crash of the database loses of an import, re-running it writes again."""
     await repo.relax_commit_durability(session=session)
-    keys = {row[0] for row in interactions} | {row[0] for row in ratings}
+    events = (
+        interactions
+        if isinstance(interactions, EventColumns)
+        else EventColumns.from_events(interactions)
+    )
+    used = np.unique(events.user_codes)
+    keys = {events.users[code] for code in used.tolist()} | {row[0] for row in ratings}
     cache = known_users if known_users is not None else IdCache()
     missing = [key for key in keys if cache.get(key) is None]
     cache.update(await upsert_users(session, tenant_id, missing))
     users = {key: cache[key] for key in keys}
-    written = await repo.import_interactions(
-        session=session,
-        tenant_id=tenant_id,
-        rows=[
-            {
-                "user_id": users[u],
-                "item_id": item_ids[i],
-                "interaction_type": kind,
-                "value": 1.0 if value is None else float(value),
-                "created_at": _when(ts),
-            }
-            for u, i, kind, value, ts in interactions
-        ],
+    written = await repo.import_interaction_batch(
+        session=session, tenant_id=tenant_id, batch=_batch(events, users, item_ids, used)
     )
     rated = await repo.bulk_upsert_ratings(
         session=session,
@@ -154,7 +154,29 @@ async def write_events(
             for u, i, r, ts in ratings
         ],
     )
-    return len(written), rated
+    return int(written.sum()), rated
+
+
+def _batch(
+    events: EventColumns,
+    users: Mapping[str, uuid.UUID],
+    item_ids: Mapping[str, uuid.UUID],
+    used_users: np.ndarray,
+) -> repo.InteractionBatch:
+    """The repository's columns: each distinct user and item resolved once, then gathered."""
+    user_table = np.zeros((len(events.users), 16), dtype=np.uint8)
+    user_table[used_users] = uuid_array([users[events.users[code]] for code in used_users])
+    used_items = np.unique(events.item_codes)
+    item_table = np.zeros((len(events.items), 16), dtype=np.uint8)
+    item_table[used_items] = uuid_array([item_ids[events.items[c]] for c in used_items.tolist()])
+    return repo.InteractionBatch(
+        user_ids=user_table[events.user_codes],
+        item_ids=item_table[events.item_codes],
+        types=events.types,
+        type_codes=events.type_codes,
+        values=np.where(np.isnan(events.values), 1.0, events.values),
+        times=events.times,
+    )
 
 
 async def ingest_dataset(
@@ -199,7 +221,7 @@ async def ingest_stream(
     tenant_id: uuid.UUID,
     *,
     items: Sequence[ItemInfo],
-    chunks: Iterator[Sequence[InteractionEvent]],
+    chunks: Iterator[Sequence[InteractionEvent] | EventColumns],
     total: int,
     progress: Progress | None = None,
 ) -> IngestCounts:
