@@ -8,6 +8,7 @@ operator (``recserve token``).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ RatingEvent = tuple[str, str, float, Timestamp]  # user, item, rating, time
 Progress = Callable[[str, int, int], None]
 IMPORTED_USER_DOMAIN = "imported.recserve"
 _CHUNK = 20_000
+STREAM_WRITERS = 2  # concurrent write transactions of ``ingest_stream`` on PostgreSQL
 USERNAME_CHARS: int = User.__table__.c["username"].type.length  # type: ignore[attr-defined]
 
 
@@ -135,7 +137,8 @@ async def write_events(
     used = np.unique(events.user_codes)
     keys = {events.users[code] for code in used.tolist()} | {row[0] for row in ratings}
     cache = known_users if known_users is not None else IdCache()
-    missing = [key for key in keys if cache.get(key) is None]
+    # Sorted: concurrent imports create shared new users in one order (no deadlock).
+    missing = sorted(key for key in keys if cache.get(key) is None)
     cache.update(await upsert_users(session, tenant_id, missing))
     users = {key: cache[key] for key in keys}
     written = await repo.import_interaction_batch(
@@ -226,9 +229,12 @@ async def ingest_stream(
     progress: Progress | None = None,
 ) -> IngestCounts:
     """Upsert items, then write each chunk of ``chunks`` with ``write_events`` in its own
-    transaction: a generated or streamed tenant of any size, one chunk in memory at a time.
-    ``total`` (the expected event count) only feeds ``progress``. A failure keeps the chunks
-    already written; re-running writes the rest (the write step skips what exists)."""
+    transaction: a generated or streamed tenant of any size, a few chunks in memory at a time.
+    On PostgreSQL ``STREAM_WRITERS`` transactions on their own connections write chunks at
+    once (one prepares its rows while the other's COPY runs on the server; chunks naming the
+    same user wait for each other, see ``import_interaction_batch``). ``total`` (the expected
+    event count) only feeds ``progress``. A failure keeps the chunks already written;
+    re-running writes the rest (the write step skips what exists)."""
     async with database.session() as session:
         item_map = await repo.bulk_upsert_items(
             session=session, tenant_id=tenant_id, rows=[_item_row(item) for item in items]
@@ -238,15 +244,23 @@ async def ingest_stream(
     _report(progress, "items", len(item_map), len(items))
     users = IdCache()
     read = written = 0
-    for chunk in chunks:
-        async with database.session() as session:
-            written += (
-                await write_events(
+    source = iter(chunks)
+
+    async def write_next_chunks() -> None:
+        nonlocal read, written
+        for chunk in source:  # shared by the writers: each takes the next chunk
+            async with database.session() as session:
+                done, _ = await write_events(
                     session, tenant_id, item_map, interactions=chunk, known_users=users
                 )
-            )[0]
-        read += len(chunk)
-        _report(progress, "interactions", read, max(total, read))
+            written += done  # not ``written += await ...``: that reads it before the await
+            read += len(chunk)
+            _report(progress, "interactions", read, max(total, read))
+
+    parallel = STREAM_WRITERS if database.engine.dialect.name == "postgresql" else 1
+    async with asyncio.TaskGroup() as writers:
+        for _ in range(parallel):
+            writers.create_task(write_next_chunks())
     return IngestCounts(len(item_map), len(users), written, 0)
 
 

@@ -422,6 +422,12 @@ def uuid_array(ids: Sequence[uuid.UUID]) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(len(ids), 16)
 
 
+def uuid_hex(ids: np.ndarray) -> list[str]:
+    """``ids`` (``(n, 16)`` uint8) as 32-digit hex, which asyncpg takes for a uuid."""
+    digits = np.ascontiguousarray(ids).tobytes().hex()
+    return [digits[start : start + 32] for start in range(0, len(digits), 32)]
+
+
 def uuid_list(ids: np.ndarray) -> list[uuid.UUID]:
     raw = np.ascontiguousarray(ids).tobytes()
     return [uuid.UUID(bytes=raw[start : start + 16]) for start in range(0, len(raw), 16)]
@@ -435,31 +441,73 @@ async def check_owners(
     *,
     session: AsyncSession,
     tenant_id: uuid.UUID,
-    user_ids: Iterable[uuid.UUID],
-    item_ids: Iterable[uuid.UUID],
+    user_ids: Iterable[uuid.UUID | str],
+    item_ids: Iterable[uuid.UUID | str],
+    importing: bool = False,
 ) -> None:
     """NotFound unless every user and item is this tenant's: what the interactions' foreign
     keys checked before migration 0006, once per distinct id instead of once per row.
 
     PostgreSQL locks them (``FOR KEY SHARE``, as a foreign key check does) until the
     transaction ends, so none can be deleted (nor its interactions removed by the delete
-    triggers) before the rows written against it commit. SQLite has one writer at a time.
+    triggers) before the rows written against it commit. ``importing`` locks the users more
+    strongly (``FOR NO KEY UPDATE``): two imports of one user's events run one after the
+    other, so the second sees what the first wrote and writes no event twice. SQLite has one
+    writer at a time.
     """
+    postgresql = dialect_name(session) == "postgresql"
     for model, ids in ((User, user_ids), (Item, item_ids)):
         wanted = list(dict.fromkeys(ids))
+        if postgresql:
+            lock = _IMPORTER if importing and model is User else _KEY_SHARE
+            await _check_and_lock(session, model, tenant_id, wanted, lock)
+            continue
         for batch in chunks(wanted, _OWNER_BATCH):
-            query = (
-                select(model.id)
-                .where(model.tenant_id == tenant_id, model.id.in_(batch))
-                .with_for_update(key_share=True)
-            )
+            query = select(model.id).where(model.tenant_id == tenant_id, model.id.in_(batch))
             found = set((await session.scalars(query)).all())
             if len(found) != len(batch):
-                missing = next(key for key in batch if key not in found)
-                raise NotFound(f"{model.__tablename__[:-1]} {missing} not found in this tenant")
+                raise _not_found(model, next(key for key in batch if key not in found))
 
 
 _OWNER_BATCH = 5000
+# One array parameter rather than thousands of bound ones (whose compiling cost more than
+# the lookup); the count is all a successful check needs back.
+_LOCK_OWNERS_SQL = """
+    SELECT count(*) FROM (
+        SELECT 1 FROM {table} WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
+        {lock}
+    ) AS locked
+"""
+_KEY_SHARE = "FOR KEY SHARE"
+# Also excludes other importers of the same users until commit; in id order (no deadlock).
+_IMPORTER = "ORDER BY id FOR NO KEY UPDATE"
+_MISSING_OWNER_SQL = """
+    SELECT w.id FROM unnest(CAST(:ids AS uuid[])) AS w(id)
+    WHERE NOT EXISTS (SELECT 1 FROM {table} AS o WHERE o.tenant_id = :tenant_id AND o.id = w.id)
+    LIMIT 1
+"""
+
+
+async def _check_and_lock(
+    session: AsyncSession,
+    model: type[User] | type[Item],
+    tenant_id: uuid.UUID,
+    ids: list[Any],
+    lock: str,
+) -> None:
+    if not ids:
+        return
+    params = {"tenant_id": tenant_id, "ids": [str(key) for key in ids]}
+    table_name = model.__tablename__
+    query = text(_LOCK_OWNERS_SQL.format(table=table_name, lock=lock))
+    found = await session.scalar(query, params)
+    if found != len(ids):
+        missing = await session.scalar(text(_MISSING_OWNER_SQL.format(table=table_name)), params)
+        raise _not_found(model, missing)
+
+
+def _not_found(model: type[User] | type[Item], key: object) -> NotFound:
+    return NotFound(f"{model.__tablename__[:-1]} {key} not found in this tenant")
 
 
 async def import_interactions(
@@ -497,11 +545,14 @@ async def import_interaction_batch(
     first = _first_of_each_key(batch)
     unique = batch.take(first)
     async with savepoint(session):
+        # PostgreSQL takes the ids as hex; SQLite's Uuid type wants UUIDs.
+        as_ids = uuid_hex if dialect_name(session) == "postgresql" else uuid_list
         await check_owners(
             session=session,
             tenant_id=tenant_id,
-            user_ids=uuid_list(_unique_uuids(unique.user_ids)),
-            item_ids=uuid_list(_unique_uuids(unique.item_ids)),
+            user_ids=as_ids(_unique_uuids(unique.user_ids)),
+            item_ids=as_ids(_unique_uuids(unique.item_ids)),
+            importing=True,
         )
         if dialect_name(session) == "postgresql":
             kept = await _import_postgresql(session, tenant_id, unique)
@@ -616,7 +667,7 @@ async def _import_postgresql(
     written."""
     users = _unique_uuids(batch.user_ids)
     result = await session.execute(
-        _USERS_WITH_EVENTS_SQL, {"users": uuid_list(users), "tenant_id": tenant_id}
+        _USERS_WITH_EVENTS_SQL, {"users": uuid_hex(users), "tenant_id": tenant_id}
     )
     known = uuid_array(list(result.scalars()))
     has_events = np.isin(
