@@ -15,7 +15,7 @@ from storage.errors import NotFound
 from storage.models import Registration, Tenant, TenantTier, User, UserRole
 from storage.settings import Settings
 from training.datasets import generate_catalogue, load_movielens
-from training.datasets.synthetic import StreamSpec, stream_events, stream_items
+from training.datasets.synthetic import StreamSpec, stream_event_columns, stream_items
 from training.export import ExportCounts, export_tenant
 from training.ingest import IngestCounts, Progress, ingest_dataset, ingest_stream
 from training.ingest_files import ColumnMap, ImportReport, import_files
@@ -186,7 +186,7 @@ async def ingest_synthetic(
                 database,
                 tenant.id,
                 items=stream_items(spec),
-                chunks=stream_events(spec),
+                chunks=stream_event_columns(spec),
                 total=interactions,
                 progress=progress,
             )

@@ -2,9 +2,10 @@
 
 Portable across SQLite and PostgreSQL: ``Uuid`` keys (native UUID on PostgreSQL, CHAR(32) on
 SQLite), JSON (JSONB on PostgreSQL), enums stored as checked VARCHARs, timestamps always UTC.
-Interactions and ratings point at users and items through *composite* foreign keys
-``(tenant_id, user_id)`` / ``(tenant_id, item_id)``, so the database itself refuses a row that
-mixes tenants. The schema is created by Alembic (``storage/migrations``), never ``create_all``.
+Ratings point at users and items through *composite* foreign keys ``(tenant_id, user_id)`` /
+``(tenant_id, item_id)``, so the database itself refuses a row that mixes tenants; interactions
+get the same guarantee from their write paths' checks and from delete triggers (migration 0006).
+The schema is created by Alembic (``storage/migrations``), never ``create_all``.
 
 JSON columns are not mutation-tracked: assign a new dict/list instead of editing in place.
 """
@@ -215,13 +216,10 @@ class Item(Base):
 
 class Interaction(Base):
     __tablename__ = "interactions"
+    # No foreign keys (migration 0006): every write checks and locks its rows' users and items
+    # once per statement (storage.repositories.interactions), and triggers on users and items
+    # delete their interactions as ON DELETE CASCADE did.
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
-        ),
-        ForeignKeyConstraint(
-            ["tenant_id", "item_id"], ["items.tenant_id", "items.id"], ondelete="CASCADE"
-        ),
         # Only keyed rows are deduplicated, so only they are in the index (bulk and imported
         # rows have no key). One key per user: another user's same key is another request.
         Index(
@@ -239,7 +237,6 @@ class Interaction(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    # No key of its own to tenants: the (tenant, user) key implies it and cascades with it.
     tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     item_id: Mapped[uuid.UUID] = mapped_column(Uuid)

@@ -6,10 +6,11 @@ interaction events become numbers, so per-tenant weighting and time decay live h
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +33,88 @@ class ItemInfo:
     description: str = ""
     category: str | None = None
     tags: tuple[str, ...] = ()
+
+
+def unix_microseconds(seconds: np.ndarray) -> np.ndarray:
+    """Unix seconds (float) as int64 microseconds, rounded as ``datetime.fromtimestamp``
+    rounds them (the fraction alone, half to even), so both forms of an event agree."""
+    fraction, whole = np.modf(np.asarray(seconds, dtype=np.float64))
+    return whole.astype(np.int64) * 1_000_000 + np.rint(fraction * 1e6).astype(np.int64)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """Interaction events as columns, made without a Python object per event (a generator's
+    or a file reader's batch): event i is user ``users[user_codes[i]]`` with item
+    ``items[item_codes[i]]``, of type ``types[type_codes[i]]``, value ``values[i]`` (NaN for
+    none) at ``times[i]`` (int64 microseconds since the unix epoch, UTC)."""
+
+    users: Sequence[str]
+    user_codes: np.ndarray
+    items: Sequence[str]
+    item_codes: np.ndarray
+    types: Sequence[str]
+    type_codes: np.ndarray
+    values: np.ndarray
+    times: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def from_events(
+        cls, events: Sequence[tuple[str, str, str, float | None, float | datetime]]
+    ) -> EventColumns:
+        """From (user, item, type, value or None, unix seconds or datetime) tuples."""
+        codes: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+        columns: tuple[list[int], list[int], list[int]] = ([], [], [])
+        values, times = [], []
+        for event in events:
+            for index in range(3):
+                names = codes[index]
+                columns[index].append(names.setdefault(event[index], len(names)))
+            values.append(math.nan if event[3] is None else float(event[3]))
+            at = event[4]
+            if isinstance(at, datetime):
+                at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+                times.append((at - _EPOCH) // timedelta(microseconds=1))
+            else:
+                times.append(int(unix_microseconds(np.asarray([at]))[0]))
+        users, items, types = (list(names) for names in codes)
+        user_codes, item_codes, type_codes = (np.asarray(c, dtype=np.int64) for c in columns)
+        return cls(
+            users,
+            user_codes,
+            items,
+            item_codes,
+            types,
+            type_codes,
+            np.asarray(values, dtype=np.float64),
+            np.asarray(times, dtype=np.int64),
+        )
+
+    def events(self) -> list[tuple[str, str, str, float | None, datetime]]:
+        """Back to tuples (times as aware datetimes)."""
+        return [
+            (
+                self.users[u],
+                self.items[i],
+                self.types[k],
+                None if v != v else v,
+                _EPOCH + timedelta(microseconds=t),
+            )
+            for u, i, k, v, t in zip(
+                self.user_codes.tolist(),
+                self.item_codes.tolist(),
+                self.type_codes.tolist(),
+                self.values.tolist(),
+                self.times.tolist(),
+                strict=True,
+            )
+        ]
 
 
 class InteractionWeights(BaseModel):

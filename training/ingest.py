@@ -8,18 +8,21 @@ operator (``recserve token``).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import repositories as repo
 from storage.db import Database
 from storage.models import User
+from storage.repositories.interactions import uuid_array
 from storage.repositories.users import normalize_email
-from training.data import ItemInfo
+from training.data import EventColumns, ItemInfo
 
 Timestamp = float | datetime  # unix seconds, or an aware datetime
 InteractionEvent = tuple[str, str, str, float | None, Timestamp]  # user, item, type, value, time
@@ -27,6 +30,7 @@ RatingEvent = tuple[str, str, float, Timestamp]  # user, item, rating, time
 Progress = Callable[[str, int, int], None]
 IMPORTED_USER_DOMAIN = "imported.recserve"
 _CHUNK = 20_000
+STREAM_WRITERS = 2  # concurrent write transactions of ``ingest_stream`` on PostgreSQL
 USERNAME_CHARS: int = User.__table__.c["username"].type.length  # type: ignore[attr-defined]
 
 
@@ -109,37 +113,36 @@ async def write_events(
     tenant_id: uuid.UUID,
     item_ids: Mapping[str, uuid.UUID],
     *,
-    interactions: Sequence[InteractionEvent] = (),
+    interactions: Sequence[InteractionEvent] | EventColumns = (),
     ratings: Sequence[RatingEvent] = (),
     known_users: IdCache | None = None,
 ) -> tuple[int, int]:
     """The one write step of every import: create missing users, add the interactions the
     tenant does not have yet (same user, item, type and time: none are duplicated, so a
-    re-import is harmless) and upsert the ratings. ``item_ids`` maps every item the events
-    name to its id; ``known_users`` holds user ids found by earlier batches of the same
-    import (it is filled here). Returns (interactions written, ratings written).
+    re-import is harmless) and upsert the ratings. ``interactions`` are tuples or, from a
+    generator or a file reader, ``EventColumns`` (written without a Python object per row).
+    ``item_ids`` maps every item the events name to its id; ``known_users`` holds user ids
+    found by earlier batches of the same import (it is filled here). Every user and item
+    written is checked to be the tenant's (``check_owners``). Returns (interactions written,
+    ratings written).
 
     The transaction's commit does not wait for the disk (``relax_commit_durability``): what a
     crash of the database loses of an import, re-running it writes again."""
     await repo.relax_commit_durability(session=session)
-    keys = {row[0] for row in interactions} | {row[0] for row in ratings}
+    events = (
+        interactions
+        if isinstance(interactions, EventColumns)
+        else EventColumns.from_events(interactions)
+    )
+    used = np.unique(events.user_codes)
+    keys = {events.users[code] for code in used.tolist()} | {row[0] for row in ratings}
     cache = known_users if known_users is not None else IdCache()
-    missing = [key for key in keys if cache.get(key) is None]
+    # Sorted: concurrent imports create shared new users in one order (no deadlock).
+    missing = sorted(key for key in keys if cache.get(key) is None)
     cache.update(await upsert_users(session, tenant_id, missing))
     users = {key: cache[key] for key in keys}
-    written = await repo.import_interactions(
-        session=session,
-        tenant_id=tenant_id,
-        rows=[
-            {
-                "user_id": users[u],
-                "item_id": item_ids[i],
-                "interaction_type": kind,
-                "value": 1.0 if value is None else float(value),
-                "created_at": _when(ts),
-            }
-            for u, i, kind, value, ts in interactions
-        ],
+    written = await repo.import_interaction_batch(
+        session=session, tenant_id=tenant_id, batch=_batch(events, users, item_ids, used)
     )
     rated = await repo.bulk_upsert_ratings(
         session=session,
@@ -154,7 +157,29 @@ async def write_events(
             for u, i, r, ts in ratings
         ],
     )
-    return len(written), rated
+    return int(written.sum()), rated
+
+
+def _batch(
+    events: EventColumns,
+    users: Mapping[str, uuid.UUID],
+    item_ids: Mapping[str, uuid.UUID],
+    used_users: np.ndarray,
+) -> repo.InteractionBatch:
+    """The repository's columns: each distinct user and item resolved once, then gathered."""
+    user_table = np.zeros((len(events.users), 16), dtype=np.uint8)
+    user_table[used_users] = uuid_array([users[events.users[code]] for code in used_users])
+    used_items = np.unique(events.item_codes)
+    item_table = np.zeros((len(events.items), 16), dtype=np.uint8)
+    item_table[used_items] = uuid_array([item_ids[events.items[c]] for c in used_items.tolist()])
+    return repo.InteractionBatch(
+        user_ids=user_table[events.user_codes],
+        item_ids=item_table[events.item_codes],
+        types=events.types,
+        type_codes=events.type_codes,
+        values=np.where(np.isnan(events.values), 1.0, events.values),
+        times=events.times,
+    )
 
 
 async def ingest_dataset(
@@ -199,14 +224,17 @@ async def ingest_stream(
     tenant_id: uuid.UUID,
     *,
     items: Sequence[ItemInfo],
-    chunks: Iterator[Sequence[InteractionEvent]],
+    chunks: Iterator[Sequence[InteractionEvent] | EventColumns],
     total: int,
     progress: Progress | None = None,
 ) -> IngestCounts:
     """Upsert items, then write each chunk of ``chunks`` with ``write_events`` in its own
-    transaction: a generated or streamed tenant of any size, one chunk in memory at a time.
-    ``total`` (the expected event count) only feeds ``progress``. A failure keeps the chunks
-    already written; re-running writes the rest (the write step skips what exists)."""
+    transaction: a generated or streamed tenant of any size, a few chunks in memory at a time.
+    On PostgreSQL ``STREAM_WRITERS`` transactions on their own connections write chunks at
+    once (one prepares its rows while the other's COPY runs on the server; chunks naming the
+    same user wait for each other, see ``import_interaction_batch``). ``total`` (the expected
+    event count) only feeds ``progress``. A failure keeps the chunks already written;
+    re-running writes the rest (the write step skips what exists)."""
     async with database.session() as session:
         item_map = await repo.bulk_upsert_items(
             session=session, tenant_id=tenant_id, rows=[_item_row(item) for item in items]
@@ -216,15 +244,23 @@ async def ingest_stream(
     _report(progress, "items", len(item_map), len(items))
     users = IdCache()
     read = written = 0
-    for chunk in chunks:
-        async with database.session() as session:
-            written += (
-                await write_events(
+    source = iter(chunks)
+
+    async def write_next_chunks() -> None:
+        nonlocal read, written
+        for chunk in source:  # shared by the writers: each takes the next chunk
+            async with database.session() as session:
+                done, _ = await write_events(
                     session, tenant_id, item_map, interactions=chunk, known_users=users
                 )
-            )[0]
-        read += len(chunk)
-        _report(progress, "interactions", read, max(total, read))
+            written += done  # not ``written += await ...``: that reads it before the await
+            read += len(chunk)
+            _report(progress, "interactions", read, max(total, read))
+
+    parallel = STREAM_WRITERS if database.engine.dialect.name == "postgresql" else 1
+    async with asyncio.TaskGroup() as writers:
+        for _ in range(parallel):
+            writers.create_task(write_next_chunks())
     return IngestCounts(len(item_map), len(users), written, 0)
 
 

@@ -10,13 +10,16 @@ in input order, as DataLoaders need.
 """
 
 from storage.repositories.interactions import (
+    InteractionBatch,
     InteractionColumns,
     InteractionRow,
     ItemPopularity,
     bulk_insert_interactions,
+    check_owners,
     count_interacting_users,
     count_interactions,
     existing_interaction_keys,
+    import_interaction_batch,
     import_interactions,
     interactions_for,
     interactions_for_users,
@@ -77,6 +80,7 @@ from storage.repositories.users import (
 
 __all__ = [
     "NO_PASSWORD",
+    "InteractionBatch",
     "InteractionColumns",
     "InteractionRow",
     "ItemPopularity",
@@ -87,6 +91,7 @@ __all__ = [
     "bulk_upsert_ratings",
     "bulk_upsert_users",
     "catalogue_items",
+    "check_owners",
     "count_interacting_users",
     "count_interactions",
     "count_items",
@@ -101,6 +106,7 @@ __all__ = [
     "get_tenant_by_domain",
     "get_user",
     "get_user_by_email",
+    "import_interaction_batch",
     "import_interactions",
     "interactions_for",
     "interactions_for_users",

@@ -11,16 +11,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 from sqlalchemy import Select, String, Uuid, func, select, table, text, tuple_, union_all
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from storage.errors import Conflict, InvalidData
-from storage.models import Interaction, Rating, UtcDateTime, utcnow
-from storage.repositories._bulk import copy_records, executemany_records, new_uuid_hex
+from storage.errors import Conflict, InvalidData, NotFound
+from storage.models import Interaction, Item, Rating, User, UtcDateTime, utcnow
+from storage.repositories._bulk import (
+    PG_EPOCH_MICROSECONDS,
+    binary_copy_data,
+    copy_binary,
+    copy_records,
+    executemany_records,
+    new_uuid_bytes,
+    new_uuid_hex,
+)
 from storage.repositories._common import (
     EventColumns,
     chunks,
@@ -107,6 +116,7 @@ async def record_interaction(
         existing = await _by_idempotency_key(session, tenant_id, user_id, idempotency_key)
         if existing is not None:
             return existing
+    await check_owners(session=session, tenant_id=tenant_id, user_ids=[user_id], item_ids=[item_id])
     interaction = Interaction(
         tenant_id=tenant_id,
         user_id=user_id,
@@ -259,6 +269,12 @@ async def bulk_insert_interactions(
     async with savepoint(session):
         connection = await session.connection()
         for chunk in chunks(rows, chunk_size):
+            await check_owners(
+                session=session,
+                tenant_id=tenant_id,
+                user_ids=[row["user_id"] for row in chunk],
+                item_ids=[row["item_id"] for row in chunk],
+            )
             records = _bulk_records(tenant_id, chunk, now)
             if connection.dialect.name == "postgresql":
                 await copy_records(connection, table, _COLUMNS, records)
@@ -333,12 +349,182 @@ async def _existing_keys_postgresql(
     return found
 
 
+@dataclass
+class InteractionBatch:
+    """Interactions to import as columns, the form the import write step takes: row i is user
+    ``user_ids[i]`` and item ``item_ids[i]`` (UUID bytes, ``(n, 16)`` uint8), type
+    ``types[type_codes[i]]``, ``values[i]`` and ``times[i]`` (microseconds since the unix
+    epoch, UTC)."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    types: Sequence[str]
+    type_codes: np.ndarray
+    values: np.ndarray
+    times: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def take(self, rows: np.ndarray) -> InteractionBatch:
+        return InteractionBatch(
+            self.user_ids[rows],
+            self.item_ids[rows],
+            self.types,
+            self.type_codes[rows],
+            self.values[rows],
+            self.times[rows],
+        )
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> InteractionBatch:
+        """Rows as ``import_interactions`` takes them (each needs ``created_at``)."""
+        types: dict[str, int] = {}
+        codes, values, times = [], [], []
+        for row in rows:
+            created_at = row.get("created_at")
+            if created_at is None:
+                raise InvalidData("an imported interaction needs its time (created_at)")
+            codes.append(types.setdefault(row["interaction_type"], len(types)))
+            values.append(float(row.get("value", 1.0)))
+            times.append(_microseconds(created_at))
+        return cls(
+            uuid_array([row["user_id"] for row in rows]),
+            uuid_array([row["item_id"] for row in rows]),
+            list(types),
+            np.asarray(codes, dtype=np.int64),
+            np.asarray(values, dtype=np.float64),
+            np.asarray(times, dtype=np.int64),
+        )
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        users, items = uuid_list(self.user_ids), uuid_list(self.item_ids)
+        return [
+            {
+                "user_id": user,
+                "item_id": item,
+                "interaction_type": self.types[code],
+                "value": value,
+                "created_at": _EPOCH + timedelta(microseconds=at),
+            }
+            for user, item, code, value, at in zip(
+                users,
+                items,
+                self.type_codes.tolist(),
+                self.values.tolist(),
+                self.times.tolist(),
+                strict=True,
+            )
+        ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _microseconds(when: datetime) -> int:
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def uuid_array(ids: Sequence[uuid.UUID]) -> np.ndarray:
+    """``ids`` as a ``(n, 16)`` uint8 array of their bytes."""
+    raw = b"".join(value.bytes for value in ids)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(len(ids), 16)
+
+
+def uuid_hex(ids: np.ndarray) -> list[str]:
+    """``ids`` (``(n, 16)`` uint8) as 32-digit hex, which asyncpg takes for a uuid."""
+    digits = np.ascontiguousarray(ids).tobytes().hex()
+    return [digits[start : start + 32] for start in range(0, len(digits), 32)]
+
+
+def uuid_list(ids: np.ndarray) -> list[uuid.UUID]:
+    raw = np.ascontiguousarray(ids).tobytes()
+    return [uuid.UUID(bytes=raw[start : start + 16]) for start in range(0, len(raw), 16)]
+
+
+def _unique_uuids(ids: np.ndarray) -> np.ndarray:
+    return np.unique(np.ascontiguousarray(ids).view("V16").ravel()).view(np.uint8).reshape(-1, 16)
+
+
+async def check_owners(
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    user_ids: Iterable[uuid.UUID | str],
+    item_ids: Iterable[uuid.UUID | str],
+    importing: bool = False,
+) -> None:
+    """NotFound unless every user and item is this tenant's: what the interactions' foreign
+    keys checked before migration 0006, once per distinct id instead of once per row.
+
+    PostgreSQL locks them (``FOR KEY SHARE``, as a foreign key check does) until the
+    transaction ends, so none can be deleted (nor its interactions removed by the delete
+    triggers) before the rows written against it commit. ``importing`` locks the users more
+    strongly (``FOR NO KEY UPDATE``): two imports of one user's events run one after the
+    other, so the second sees what the first wrote and writes no event twice. SQLite has one
+    writer at a time.
+    """
+    postgresql = dialect_name(session) == "postgresql"
+    for model, ids in ((User, user_ids), (Item, item_ids)):
+        wanted = list(dict.fromkeys(ids))
+        if postgresql:
+            lock = _IMPORTER if importing and model is User else _KEY_SHARE
+            await _check_and_lock(session, model, tenant_id, wanted, lock)
+            continue
+        for batch in chunks(wanted, _OWNER_BATCH):
+            query = select(model.id).where(model.tenant_id == tenant_id, model.id.in_(batch))
+            found = set((await session.scalars(query)).all())
+            if len(found) != len(batch):
+                raise _not_found(model, next(key for key in batch if key not in found))
+
+
+_OWNER_BATCH = 5000
+# One array parameter rather than thousands of bound ones (whose compiling cost more than
+# the lookup); the count is all a successful check needs back.
+_LOCK_OWNERS_SQL = """
+    SELECT count(*) FROM (
+        SELECT 1 FROM {table} WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
+        {lock}
+    ) AS locked
+"""
+_KEY_SHARE = "FOR KEY SHARE"
+# Also excludes other importers of the same users until commit; in id order (no deadlock).
+_IMPORTER = "ORDER BY id FOR NO KEY UPDATE"
+_MISSING_OWNER_SQL = """
+    SELECT w.id FROM unnest(CAST(:ids AS uuid[])) AS w(id)
+    WHERE NOT EXISTS (SELECT 1 FROM {table} AS o WHERE o.tenant_id = :tenant_id AND o.id = w.id)
+    LIMIT 1
+"""
+
+
+async def _check_and_lock(
+    session: AsyncSession,
+    model: type[User] | type[Item],
+    tenant_id: uuid.UUID,
+    ids: list[Any],
+    lock: str,
+) -> None:
+    if not ids:
+        return
+    params = {"tenant_id": tenant_id, "ids": [str(key) for key in ids]}
+    table_name = model.__tablename__
+    query = text(_LOCK_OWNERS_SQL.format(table=table_name, lock=lock))
+    found = await session.scalar(query, params)
+    if found != len(ids):
+        missing = await session.scalar(text(_MISSING_OWNER_SQL.format(table=table_name)), params)
+        raise _not_found(model, missing)
+
+
+def _not_found(model: type[User] | type[Item], key: object) -> NotFound:
+    return NotFound(f"{model.__tablename__[:-1]} {key} not found in this tenant")
+
+
 async def import_interactions(
     *,
     session: AsyncSession,
     tenant_id: uuid.UUID,
     rows: Sequence[Mapping[str, Any]],
-    chunk_size: int = 20_000,
 ) -> list[Mapping[str, Any]]:
     """Insert the rows whose (user, item, type, created_at) the tenant does not have yet;
     returns those rows (the ones written).
@@ -346,22 +532,78 @@ async def import_interactions(
     This makes an import idempotent without a natural key in the schema: re-importing the
     same events (same users, items, types and timestamps) writes nothing, and a repeated
     event within ``rows`` is written once (the first one wins). Every row needs
-    ``created_at``. Otherwise as ``bulk_insert_interactions`` (all-or-nothing per call).
+    ``created_at``. All-or-nothing per call; a user or item unknown to this tenant raises
+    NotFound. ``import_interaction_batch`` with the rows as columns.
     """
-    fresh: dict[InteractionKey, Mapping[str, Any]] = {}
-    for row in rows:
-        if row.get("created_at") is None:
-            raise InvalidData("an imported interaction needs its time (created_at)")
-        fresh.setdefault(_key(row), row)
-    if dialect_name(session) == "postgresql":
-        return await _import_postgresql(session, tenant_id, list(fresh.values()), chunk_size)
-    for key in await existing_interaction_keys(session=session, tenant_id=tenant_id, keys=fresh):
-        del fresh[key]
-    written = list(fresh.values())
-    await bulk_insert_interactions(
-        session=session, tenant_id=tenant_id, rows=written, chunk_size=chunk_size
+    if not rows:
+        return []
+    written = await import_interaction_batch(
+        session=session, tenant_id=tenant_id, batch=InteractionBatch.from_rows(rows)
     )
+    return [rows[index] for index in np.flatnonzero(written)]
+
+
+async def import_interaction_batch(
+    *, session: AsyncSession, tenant_id: uuid.UUID, batch: InteractionBatch
+) -> np.ndarray:
+    """``import_interactions`` of columns, the import write step: which rows were written (a
+    boolean mask). The distinct users and items are checked (``check_owners``) once."""
+    for name in batch.types:
+        _check_type(name)
+    if not len(batch):
+        return np.zeros(0, dtype=bool)
+    first = _first_of_each_key(batch)
+    unique = batch.take(first)
+    async with savepoint(session):
+        # PostgreSQL takes the ids as hex; SQLite's Uuid type wants UUIDs.
+        as_ids = uuid_hex if dialect_name(session) == "postgresql" else uuid_list
+        await check_owners(
+            session=session,
+            tenant_id=tenant_id,
+            user_ids=as_ids(_unique_uuids(unique.user_ids)),
+            item_ids=as_ids(_unique_uuids(unique.item_ids)),
+            importing=True,
+        )
+        if dialect_name(session) == "postgresql":
+            kept = await _import_postgresql(session, tenant_id, unique)
+        else:
+            kept = await _import_other(session, tenant_id, unique)
+    written = np.zeros(len(batch), dtype=bool)
+    written[first[kept]] = True
     return written
+
+
+def _first_of_each_key(batch: InteractionBatch) -> np.ndarray:
+    """Positions of the first row of each (user, item, type, time), in input order."""
+    keys = np.empty((len(batch), 6), dtype=np.uint64)
+    keys[:, 0:2] = np.ascontiguousarray(batch.user_ids).view(np.uint64)
+    keys[:, 2:4] = np.ascontiguousarray(batch.item_ids).view(np.uint64)
+    keys[:, 4] = batch.times.astype(np.int64).view(np.uint64)
+    keys[:, 5] = batch.type_codes
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    # lexsort is stable: the first row of each run of equal keys came first in the input.
+    return np.sort(order[starts])
+
+
+async def _import_other(
+    session: AsyncSession, tenant_id: uuid.UUID, batch: InteractionBatch
+) -> np.ndarray:
+    """SQLite: look the keys up, then insert the rest; the positions written."""
+    rows = batch.to_rows()
+    existing = await existing_interaction_keys(
+        session=session, tenant_id=tenant_id, keys=[_key(row) for row in rows]
+    )
+    kept = [index for index, row in enumerate(rows) if _key(row) not in existing]
+    connection = await session.connection()
+    for chunk in chunks(kept, 20_000):
+        records = _bulk_records(tenant_id, [rows[index] for index in chunk], None)
+        await executemany_records(
+            connection, table_of(Interaction), _COLUMNS, records, preprocessed=frozenset({"id"})
+        )
+    return np.asarray(kept, dtype=np.int64)
 
 
 # PostgreSQL imports write in two ways. A row can only repeat an event its user already has,
@@ -371,7 +613,11 @@ async def import_interactions(
 # write there is), then one INSERT ... SELECT moves the rows the tenant lacks. The LATERAL
 # probe with LIMIT 1 cannot be turned into a join, so every row costs one lookup in the
 # (tenant, user, created_at) index whatever the planner believes of a freshly filled table; a
-# join against all of the tenant's rows made each chunk cost the tenant's size.
+# join against all of the tenant's rows made each chunk cost the tenant's size. The probe
+# names only the user and the time (OFFSET 0 keeps the item out of it): with the item in it,
+# and statistics of a still empty table, the planner probed the (tenant, item) index and read
+# every event of a popular item per row (a 100k-row CSV import ran past 400 s). Both COPYs
+# send binary rows built by numpy (``binary_copy_data``).
 _USERS_WITH_EVENTS_SQL = text(
     """
     SELECT u.id FROM unnest(CAST(:users AS uuid[])) AS u(id)
@@ -379,11 +625,12 @@ _USERS_WITH_EVENTS_SQL = text(
                   WHERE i.tenant_id = :tenant_id AND i.user_id = u.id)
     """
 ).columns(id=Uuid())
-_STAGE = "interaction_import_stage"
-_STAGE_COLUMNS = ("ord", "id", "user_id", "item_id", "interaction_type", "value", "created_at")
+_COPY_COLUMNS = ("id", "tenant_id", "user_id", "item_id", "interaction_type", "value", "created_at")
+_STAGE = "interaction_import_rows"
+_STAGE_COLUMNS = ("id", "user_id", "item_id", "interaction_type", "value", "created_at")
 _CREATE_STAGE_SQL = f"""
     CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} (
-        ord integer, id uuid, user_id uuid, item_id uuid, interaction_type varchar(32),
+        id uuid, user_id uuid, item_id uuid, interaction_type varchar(32),
         value double precision, created_at timestamptz
     ) ON COMMIT DELETE ROWS
 """
@@ -394,73 +641,74 @@ _MOVE_STAGE_SQL = text(
     SELECT s.id, :tenant_id, s.user_id, s.item_id, s.interaction_type, s.value, s.created_at
     FROM {_STAGE} AS s
     LEFT JOIN LATERAL (
-        SELECT 1 AS found FROM interactions AS i
-        WHERE i.tenant_id = :tenant_id AND i.user_id = s.user_id
-          AND i.created_at = s.created_at AND i.item_id = s.item_id
-          AND i.interaction_type = s.interaction_type
+        SELECT 1 AS found FROM (
+            SELECT i.item_id, i.interaction_type FROM interactions AS i
+            WHERE i.tenant_id = :tenant_id AND i.user_id = s.user_id
+              AND i.created_at = s.created_at
+            OFFSET 0
+        ) AS same_moment
+        WHERE same_moment.item_id = s.item_id
+          AND same_moment.interaction_type = s.interaction_type
         LIMIT 1
     ) AS e ON true
     WHERE e.found IS NULL
     RETURNING interactions.id
     """
-)
+).columns(id=Uuid())
 
 
-async def _users_with_events(
-    session: AsyncSession, tenant_id: uuid.UUID, rows: list[Mapping[str, Any]]
-) -> set[uuid.UUID]:
-    """Which users of ``rows`` already have an interaction in the tenant (one probe each)."""
-    users = list({row["user_id"] for row in rows})
-    result = await session.execute(_USERS_WITH_EVENTS_SQL, {"users": users, "tenant_id": tenant_id})
-    return set(result.scalars())
+def _copy_data(batch: InteractionBatch, leading: Sequence[np.ndarray]) -> bytes:
+    """Binary COPY rows: the ``leading`` columns, then user, item, type, value and time."""
+    return binary_copy_data(
+        [
+            *leading,
+            batch.user_ids,
+            batch.item_ids,
+            None,
+            batch.values.astype(">f8"),
+            (batch.times - PG_EPOCH_MICROSECONDS).astype(">i8"),
+        ],
+        batch.types,
+        batch.type_codes,
+    )
 
 
 async def _import_postgresql(
-    session: AsyncSession, tenant_id: uuid.UUID, rows: list[Mapping[str, Any]], chunk_size: int
-) -> list[Mapping[str, Any]]:
-    """``import_interactions`` on PostgreSQL; ``rows`` are already unique by key."""
-    async with savepoint(session):
-        known = await _users_with_events(session, tenant_id, rows)
-        fresh = [row for row in rows if row["user_id"] not in known]
-        others = [row for row in rows if row["user_id"] in known]
-        connection = await session.connection()
-        for chunk in chunks(fresh, max(chunk_size, 100_000)):
-            records = _bulk_records(tenant_id, chunk, None)  # imported rows have their time
-            await copy_records(connection, table_of(Interaction), _COLUMNS, records)
-        if others:
-            fresh += await _move_through_stage(connection, tenant_id, others, chunk_size)
-    return fresh
-
-
-async def _move_through_stage(
-    connection: AsyncConnection,
-    tenant_id: uuid.UUID,
-    rows: list[Mapping[str, Any]],
-    chunk_size: int,
-) -> list[Mapping[str, Any]]:
-    """The rows the tenant lacks, written through the stage table and the duplicate probe."""
-    written: list[Mapping[str, Any]] = []
+    session: AsyncSession, tenant_id: uuid.UUID, batch: InteractionBatch
+) -> np.ndarray:
+    """``import_interaction_batch`` on PostgreSQL, ``batch`` unique by key: the positions
+    written."""
+    users = _unique_uuids(batch.user_ids)
+    result = await session.execute(
+        _USERS_WITH_EVENTS_SQL, {"users": uuid_hex(users), "tenant_id": tenant_id}
+    )
+    known = uuid_array(list(result.scalars()))
+    has_events = np.isin(
+        np.ascontiguousarray(batch.user_ids).view("V16").ravel(), known.view("V16").ravel()
+    )
+    connection = await session.connection()
+    fresh = np.flatnonzero(~has_events)
+    if len(fresh):
+        rows = batch.take(fresh)
+        tenant = np.frombuffer(tenant_id.bytes, dtype=np.uint8)
+        data = _copy_data(
+            rows, [new_uuid_bytes(len(rows)), np.broadcast_to(tenant, (len(rows), 16))]
+        )
+        await copy_binary(connection, table_of(Interaction), _COPY_COLUMNS, data)
+    others = np.flatnonzero(has_events)
+    if not len(others):
+        return fresh
+    rows = batch.take(others)
     await connection.exec_driver_sql(_CREATE_STAGE_SQL)
-    for chunk in chunks(rows, chunk_size):
-        ids = new_uuid_hex(len(chunk))
-        records = [
-            (
-                ordinal,
-                new_id,
-                row["user_id"],
-                row["item_id"],
-                _check_type(row["interaction_type"]),
-                float(row.get("value", 1.0)),
-                row["created_at"],
-            )
-            for ordinal, (new_id, row) in enumerate(zip(ids, chunk, strict=True))
-        ]
-        await connection.exec_driver_sql(f"TRUNCATE {_STAGE}")
-        await copy_records(connection, table(_STAGE), _STAGE_COLUMNS, records)
-        result = await connection.execute(_MOVE_STAGE_SQL, {"tenant_id": tenant_id})
-        inserted = {found.hex for found in result.scalars()}
-        written.extend(row for new_id, row in zip(ids, chunk, strict=True) if new_id in inserted)
-    return written
+    await connection.exec_driver_sql(f"TRUNCATE {_STAGE}")
+    ids = new_uuid_bytes(len(rows))
+    await copy_binary(connection, table(_STAGE), _STAGE_COLUMNS, _copy_data(rows, [ids]))
+    moved = await connection.execute(_MOVE_STAGE_SQL, {"tenant_id": tenant_id})
+    # The written rows by their new ids, matched on the client: joining the RETURNING rows
+    # back to the (never analysed) stage table got a nested loop, rows x rows per batch.
+    inserted = uuid_array(list(moved.scalars()))
+    written = np.isin(ids.view("V16").ravel(), inserted.view("V16").ravel())
+    return np.sort(np.concatenate([fresh, others[written]]))
 
 
 async def refresh_statistics(*, session: AsyncSession) -> None:

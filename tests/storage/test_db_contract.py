@@ -437,6 +437,92 @@ async def test_import_writes_each_event_once_whether_its_user_is_new_or_not(
     assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 4
 
 
+async def test_every_interaction_write_refuses_another_tenants_user_or_item(
+    session: AsyncSession,
+) -> None:
+    """No foreign keys on interactions (migration 0006): each write path checks the users and
+    items itself, and writes nothing when one is unknown or another tenant's."""
+    tenant, other = await make_tenant(session), await make_tenant(session)
+    user, item = await make_user(session, tenant), await make_item(session, tenant)
+    stranger, foreign = await make_user(session, other), await make_item(session, other)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    for user_id, item_id in ((stranger.id, item.id), (user.id, foreign.id), (user.id, user.id)):
+        with pytest.raises(NotFound):
+            await repo.record_interaction(
+                session=session,
+                tenant_id=tenant.id,
+                user_id=user_id,
+                item_id=item_id,
+                interaction_type="view",
+            )
+        good = {"user_id": user.id, "item_id": item.id, "interaction_type": "view"}
+        bad = {"user_id": user_id, "item_id": item_id, "interaction_type": "view"}
+        with pytest.raises(NotFound):
+            await repo.bulk_insert_interactions(
+                session=session, tenant_id=tenant.id, rows=[good, bad]
+            )
+        with pytest.raises(NotFound):
+            await repo.import_interactions(
+                session=session,
+                tenant_id=tenant.id,
+                rows=[{**good, "created_at": at}, {**bad, "created_at": at}],
+            )
+    assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 0
+
+
+async def test_deleting_an_item_removes_its_interactions(session: AsyncSession) -> None:
+    """The delete trigger on items does what ON DELETE CASCADE did: the item's events go,
+    the other items' stay (items are soft-deleted by the API; this is a row deleted outright)."""
+    tenant = await make_tenant(session)
+    user = await make_user(session, tenant)
+    gone, kept = await make_item(session, tenant), await make_item(session, tenant)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        {"user_id": user.id, "item_id": item.id, "interaction_type": "view", "created_at": at}
+        for item in (gone, kept)
+    ]
+    await repo.import_interactions(session=session, tenant_id=tenant.id, rows=rows)
+    await session.delete(gone)
+    await session.flush()
+    remaining = await repo.load_interactions(session=session, tenant_id=tenant.id)
+    assert remaining.item_ids == [kept.id]
+
+
+async def test_an_import_holds_its_users_until_it_commits(
+    database: Database, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL: a user whose events an uncommitted import wrote cannot be deleted until the
+    import commits (the write step locks it, as the foreign key check did), and the delete
+    then removes those events too: nothing is left pointing at a deleted user."""
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    async with database.session() as session:
+        tenant = await make_tenant(session)
+        user, item = await make_user(session, tenant), await make_item(session, tenant)
+    row = {
+        "user_id": user.id,
+        "item_id": item.id,
+        "interaction_type": "view",
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    deleted = asyncio.Event()
+
+    async def delete_user() -> None:
+        async with database.session() as session:
+            await session.delete(await session.get(User, user.id))
+            await session.flush()
+        deleted.set()
+
+    async with database.session() as importing:
+        await repo.import_interactions(session=importing, tenant_id=tenant.id, rows=[row])
+        deleting = asyncio.create_task(delete_user())
+        await asyncio.sleep(0.5)
+        assert not deleted.is_set()  # waiting for the import's lock
+    await asyncio.wait_for(deleting, 10)
+    async with database.session() as session:
+        assert await repo.count_interactions(session=session, tenant_id=tenant.id) == 0
+
+
 async def test_rating_rules(session: AsyncSession) -> None:
     tenant = await make_tenant(session)
     user, item = await make_user(session, tenant), await make_item(session, tenant)

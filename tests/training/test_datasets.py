@@ -166,3 +166,42 @@ def test_a_streamed_tenant_is_long_tailed_and_shops_in_home_clusters() -> None:
     assert max(per_user.values()) > 4 * (20_000 / 300)  # heavy users beside light ones
     category = Counter(items[e[1]].category for e in events if e[0] == "user-000007")
     assert category.most_common(1)[0][1] > 0.6 * sum(category.values())
+
+
+def test_streamed_columns_are_the_streamed_events() -> None:
+    """The generator's columns (what ``recserve ingest synthetic`` writes) hold the same events
+    as its tuples, times rounded to the microsecond as ``datetime.fromtimestamp`` rounds."""
+    from datetime import UTC, datetime
+
+    from training.datasets.synthetic import StreamSpec, stream_event_columns, stream_events
+
+    spec = StreamSpec(users=120, items=90, interactions=3_000, clusters=3, seed=5)
+    tuples = [e for chunk in stream_events(spec, chunk_rows=700) for e in chunk]
+    columns = list(stream_event_columns(spec, chunk_rows=700))
+    assert len(columns) > 1
+    from_columns = [e for chunk in columns for e in chunk.events()]
+    assert from_columns == [
+        (u, i, k, v, datetime.fromtimestamp(t, tz=UTC)) for u, i, k, v, t in tuples
+    ]
+
+
+def test_event_columns_round_trip_and_round_times_like_datetime() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from training.data import EventColumns, unix_microseconds
+
+    seconds = np.random.default_rng(3).uniform(-1e9, 2e9, 20_000)
+    seconds[:4] = [0.0000005, 1.0000015, -0.0000005, 1_700_000_000.1234565]
+    expected = [datetime.fromtimestamp(float(t), tz=UTC) for t in seconds]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert [epoch + timedelta(microseconds=int(m)) for m in unix_microseconds(seconds)] == expected
+    at = datetime(2026, 3, 1, 12, 0, 0, 250, tzinfo=UTC)
+    events = [("u1", "i1", "view", None, at), ("u2", "i1", "buy", 2.5, 1_700_000_000.5)]
+    columns = EventColumns.from_events(events)
+    assert columns.users == ["u1", "u2"] and columns.items == ["i1"]
+    assert columns.events() == [
+        ("u1", "i1", "view", None, at),
+        ("u2", "i1", "buy", 2.5, datetime.fromtimestamp(1_700_000_000.5, tz=UTC)),
+    ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data import ItemInfo
+from training.data import EventColumns, ItemInfo, unix_microseconds
 
 Event = tuple[str, str, str, float | None, float]
 
@@ -201,12 +201,11 @@ def _events_per_user(spec: StreamSpec) -> np.ndarray:
     return counts
 
 
-def stream_events(spec: StreamSpec, chunk_rows: int = 100_000) -> Iterator[list[Event]]:
-    """The tenant's events as (user, item external id, type, None, unix time) tuples, in
-    chunks of about ``chunk_rows`` (whole users per chunk), deterministic for the seed.
-
-    Only one chunk exists at a time: 10M events never sit in memory together.
-    """
+def _stream_draws(
+    spec: StreamSpec, chunk_rows: int
+) -> Iterator[tuple[range, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per chunk of whole users: its user range and the (user, item, type index, unix time)
+    of each event."""
     counts = _events_per_user(spec)
     clusters = np.arange(spec.items) % spec.clusters
     members = [np.flatnonzero(clusters == c) for c in range(spec.clusters)]
@@ -214,7 +213,6 @@ def stream_events(spec: StreamSpec, chunk_rows: int = 100_000) -> Iterator[list[
     global_rank = np.cumsum(1.0 / np.arange(1, spec.items + 1) ** 0.9)
     global_order = np.random.default_rng([spec.seed, 3]).permutation(spec.items)
     type_edges = np.cumsum(_STREAM_SHARES)
-    ids = [f"item-{i:05d}" for i in range(spec.items)]
     start = 0
     while start < spec.users:
         stop = start + 1
@@ -237,10 +235,46 @@ def stream_events(spec: StreamSpec, chunk_rows: int = 100_000) -> Iterator[list[
         picks[roaming] = global_order[np.minimum(ranks, spec.items - 1)]
         kinds = np.searchsorted(type_edges, rng.random(total) * type_edges[-1])
         times = _START + rng.random(total) * _SPAN_SECONDS
+        yield range(start, stop), users, picks, kinds, times
+        start = stop
+
+
+def _item_id(index: int) -> str:
+    return f"item-{index:05d}"
+
+
+def _user_id(index: int) -> str:
+    return f"user-{index:06d}"
+
+
+def stream_events(spec: StreamSpec, chunk_rows: int = 100_000) -> Iterator[list[Event]]:
+    """The tenant's events as (user, item external id, type, None, unix time) tuples, in
+    chunks of about ``chunk_rows`` (whole users per chunk), deterministic for the seed.
+
+    Only one chunk exists at a time: 10M events never sit in memory together.
+    """
+    ids = [_item_id(i) for i in range(spec.items)]
+    for _users, users, picks, kinds, times in _stream_draws(spec, chunk_rows):
         yield [
-            (f"user-{u:06d}", ids[i], _STREAM_TYPES[k], None, t)
+            (_user_id(u), ids[i], _STREAM_TYPES[k], None, t)
             for u, i, k, t in zip(
                 users.tolist(), picks.tolist(), kinds.tolist(), times.tolist(), strict=True
             )
         ]
-        start = stop
+
+
+def stream_event_columns(spec: StreamSpec, chunk_rows: int = 100_000) -> Iterator[EventColumns]:
+    """``stream_events`` as columns (``EventColumns``, times rounded to microseconds as the
+    tuples' are when written): the same events without a Python object per event."""
+    ids = [_item_id(i) for i in range(spec.items)]
+    for span, users, picks, kinds, times in _stream_draws(spec, chunk_rows):
+        yield EventColumns(
+            users=[_user_id(u) for u in span],
+            user_codes=users - span.start,
+            items=ids,
+            item_codes=picks,
+            types=_STREAM_TYPES,
+            type_codes=kinds,
+            values=np.full(len(users), np.nan),
+            times=unix_microseconds(times),
+        )
