@@ -126,9 +126,26 @@ class LeanClient:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
-        reader, writer = (
-            self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
-        )
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if reader.at_eof():  # the server closed it while idle (keep-alive timeout)
+                writer.close()
+                continue
+            try:
+                return await self._exchange(reader, writer, path, body, token)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                continue  # closed as we sent: as httpx does, once more on a new connection
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return await self._exchange(reader, writer, path, body, token)
+
+    async def _exchange(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        path: str,
+        body: bytes,
+        token: str,
+    ) -> tuple[int, bytes]:
         try:
             writer.write(
                 f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
