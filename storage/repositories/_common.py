@@ -36,7 +36,7 @@ def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-class EventColumns(NamedTuple):
+class EventChunk(NamedTuple):
     """One streamed chunk of training events as parallel columns: ids as their 32 hex digits
     (a plain string from every driver), times as unix seconds."""
 
@@ -64,7 +64,7 @@ def epoch_seconds(session: AsyncSession, column: Any) -> Any:
 
 async def stream_event_columns(
     session: AsyncSession, query: Select[Any], chunk_size: int, *, typed: bool
-) -> AsyncIterator[EventColumns]:
+) -> AsyncIterator[EventChunk]:
     """``query`` (user, item, [type,] value, time, with ``hex_id`` and ``epoch_seconds``) in
     chunks of up to ``chunk_size`` rows, streamed from a server-side cursor, as columns."""
     query = query.execution_options(yield_per=chunk_size)
@@ -79,7 +79,7 @@ async def stream_event_columns(
             (users, items, values, times), types = columns, None
         if not postgres:  # aware UTC datetimes (``UtcDateTime``)
             times = [moment.timestamp() for moment in times]
-        yield EventColumns(users, items, types, values, times)
+        yield EventChunk(users, items, types, values, times)
 
 
 def upsert_insert(session: AsyncSession, table: Any) -> Any:

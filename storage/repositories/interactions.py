@@ -31,7 +31,7 @@ from storage.repositories._bulk import (
     new_uuid_hex,
 )
 from storage.repositories._common import (
-    EventColumns,
+    EventChunk,
     chunks,
     dialect_name,
     epoch_seconds,
@@ -779,7 +779,7 @@ async def iter_interactions(
 
 async def iter_interaction_columns(
     *, session: AsyncSession, tenant_id: uuid.UUID, chunk_size: int = 10_000
-) -> AsyncIterator[EventColumns]:
+) -> AsyncIterator[EventChunk]:
     """``iter_interactions`` as columns for training: ids as hex digits, times as unix seconds
     (computed by PostgreSQL), so reading makes no UUID or datetime object per row."""
     query = select(

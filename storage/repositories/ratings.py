@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.errors import InvalidData
 from storage.models import RATING_MAX, RATING_MIN, Rating, utcnow
 from storage.repositories._common import (
-    EventColumns,
+    EventChunk,
     chunks,
     epoch_seconds,
     first_per_user,
@@ -173,7 +173,7 @@ async def load_ratings(
 
 async def iter_rating_columns(
     *, session: AsyncSession, tenant_id: uuid.UUID, chunk_size: int = 10_000
-) -> AsyncIterator[EventColumns]:
+) -> AsyncIterator[EventChunk]:
     """``iter_ratings`` as columns for training (see ``iter_interaction_columns``); ``types``
     is None: every event is a rating."""
     query = select(
