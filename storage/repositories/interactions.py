@@ -116,7 +116,6 @@ async def record_interaction(
         existing = await _by_idempotency_key(session, tenant_id, user_id, idempotency_key)
         if existing is not None:
             return existing
-    await check_owners(session=session, tenant_id=tenant_id, user_ids=[user_id], item_ids=[item_id])
     interaction = Interaction(
         tenant_id=tenant_id,
         user_id=user_id,
@@ -129,6 +128,13 @@ async def record_interaction(
     try:
         async with savepoint(session):
             session.add(interaction)
+            await session.flush()
+            # Checked after the insert, in its savepoint (an unknown owner undoes it): on
+            # SQLite a read first would make the insert upgrade a read snapshot, which fails at
+            # once ("database is locked") when another connection committed in between.
+            await check_owners(
+                session=session, tenant_id=tenant_id, user_ids=[user_id], item_ids=[item_id]
+            )
     except Conflict:
         # A concurrent request with the same key won the race: its row is the answer.
         if idempotency_key is None:
