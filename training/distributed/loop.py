@@ -36,7 +36,7 @@ def train_loop(config: dict[str, Any]) -> None:
     with threadpool_limits(threads), tempfile.TemporaryDirectory(prefix="recserve-") as directory:
         for position, (name, settings) in enumerate(config["algorithms"], start=1):
             history: list[dict[str, Any]] = []
-            if name == "als":
+            if "shards" in settings:  # ALS: each worker was given its own rows (a shard)
                 from training.distributed.als import fit_als
 
                 shard = ray.get(settings["shards"][rank])
