@@ -1,7 +1,7 @@
 """Scale benchmark: generated tenants of 100k, 1M and 10M interactions, end to end.
 
     python -m benchmarks.scale [--sizes 100k,1m] [--database URL] [--algorithms ...]
-                               [--distributed] [--json OUT]
+                               [--one-job] [--keep DIR] [--distributed] [--json OUT]
 
 Per size, in a fresh database (PostgreSQL from ``--database`` or
 ``RECSERVE_TEST_POSTGRES_URL``; a SQLite file without either), dropped afterwards:
@@ -15,6 +15,12 @@ Per size, in a fresh database (PostgreSQL from ``--database`` or
 - **serve**: p50 of uncached ``recommendations`` (hybrid) through the in-process app's
   recommendation core, over 200 users;
 - ``--distributed``: ALS on Ray Train with 1 and 2 workers beside implicit (needs Ray).
+
+``--one-job`` trains all the engines in one ``recserve train`` process instead (the tenant is
+loaded once; at 10M the load takes minutes): fit seconds are still each engine's, job seconds
+and peak RSS the whole job's. ``--keep DIR`` keeps the database and the artifacts in ``DIR``
+(one size only); run again with the same ``DIR`` and the ingested tenant is reused, so engines
+can be added to a 10M run without ingesting it again.
 
 Prints one table. Timings depend on what else runs on the machine.
 """
@@ -62,23 +68,37 @@ def _url_for(base: str | None, directory: Path, size: str) -> str:
 
 def _fit(url: str, directory: Path, name: str, *extra: str) -> dict[str, Any]:
     """One engine trained in a child process; what it cost and what it made."""
+    return _fit_job(url, directory, [name], *extra)[0]
+
+
+def _fit_job(url: str, directory: Path, names: list[str], *extra: str) -> list[dict[str, Any]]:
+    """Engines trained together by one ``recserve train`` child process: a row per engine."""
     started = time.perf_counter()
     try:
         seconds, _cpu, rss = _recserve(
-            url, directory, "train", "--tenant", DOMAIN, "--algorithms", name, "--no-evaluate",
-            *extra,
+            url, directory, "train", "--tenant", DOMAIN, "--algorithms", ",".join(names),
+            "--no-evaluate", *extra,
         )  # fmt: skip
     except RuntimeError:
-        # The plan skipped the only engine asked for, so the run trained nothing and failed;
+        # The plan skipped every engine asked for, so the run trained nothing and failed;
         # the log says why (any other failure is raised again below).
         seconds, rss = time.perf_counter() - started, float("nan")
     log = (directory / "recserve.log").read_text()
-    skipped = re.search(rf"{name} skipped:\s*(.+)", log)
-    row: dict[str, Any] = {"engine": name, "job_s": seconds, "peak_rss_mb": rss}
-    if skipped:
-        return {**row, "skipped": " ".join(skipped.group(1).split())}
-    if rss != rss:  # failed, and not because the plan skipped it
-        raise RuntimeError(f"recserve train --algorithms {name} failed:\n{log[-3000:]}")
+    rows = []
+    for name in names:
+        skipped = re.search(rf"{name} skipped:\s*(.+)", log)
+        row: dict[str, Any] = {"engine": name, "job_s": seconds, "peak_rss_mb": rss}
+        if skipped:
+            rows.append({**row, "skipped": " ".join(skipped.group(1).split())})
+            continue
+        if rss != rss:  # failed, and not because the plan skipped it
+            raise RuntimeError(f"recserve train --algorithms {name} failed:\n{log[-3000:]}")
+        rows.append(_made(url, directory, name, row))
+    return rows
+
+
+def _made(url: str, directory: Path, name: str, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with the fit seconds and model bytes of ``name``'s current version."""
     settings = Settings(database_url=url, data_dir=directory)
     from deployments.models import ArtifactModelSource
     from storage.artifacts import create_artifact_store
@@ -119,30 +139,55 @@ async def _p50(url: str, directory: Path, engines: list[str]) -> float:
     return float(np.percentile(times, 50))
 
 
+def _workspace(size: str, base_url: str | None, keep: Path | None) -> tuple[Path, str, bool]:
+    """(directory, database URL, reused): ``keep``'s tenant when it holds one, else a new one."""
+    if keep is None:
+        directory = Path(tempfile.mkdtemp(prefix=f"recserve-scale-{size}-"))
+        return directory, _url_for(base_url, directory, size), False
+    keep.mkdir(parents=True, exist_ok=True)
+    kept = keep / "database_url"
+    if kept.exists():
+        return keep, kept.read_text().strip(), True
+    url = _url_for(base_url, keep, size)
+    kept.write_text(url)
+    return keep, url, False
+
+
 async def run_size(
-    size: str, base_url: str | None, engines: list[str], distributed: bool
+    size: str,
+    base_url: str | None,
+    engines: list[str],
+    distributed: bool,
+    one_job: bool = False,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     interactions, users, items = SIZES[size]
-    directory = Path(tempfile.mkdtemp(prefix=f"recserve-scale-{size}-"))
-    url = _url_for(base_url, directory, size)
-    await create_database(url)
+    directory, url, reused = _workspace(size, base_url, keep)
     try:
-        _recserve(url, directory, "tenant", "create", "--domain", DOMAIN)
-        seconds, _cpu, rss = _recserve(
-            url, directory, "ingest", "synthetic", "--tenant", DOMAIN,
-            "--users", str(users), "--items", str(items), "--interactions", str(interactions),
-        )  # fmt: skip
         result: dict[str, Any] = {
             "size": size,
             "backend": make_url(url).get_backend_name(),
-            "ingest_rows_per_s": interactions / seconds,
-            "ingest_peak_rss_mb": rss,
             "fits": [],
         }
-        print(f"{size}: ingested in {seconds:.0f}s", file=sys.stderr)
-        for name in engines:
-            result["fits"].append(_fit(url, directory, name))
-            print(f"{size}: {result['fits'][-1]}", file=sys.stderr)
+        if reused:
+            print(f"{size}: reusing the tenant ingested in {url}", file=sys.stderr)
+        else:
+            await create_database(url)
+            _recserve(url, directory, "tenant", "create", "--domain", DOMAIN)
+            seconds, _cpu, rss = _recserve(
+                url, directory, "ingest", "synthetic", "--tenant", DOMAIN,
+                "--users", str(users), "--items", str(items), "--interactions", str(interactions),
+            )  # fmt: skip
+            result["ingest_rows_per_s"] = interactions / seconds
+            result["ingest_peak_rss_mb"] = rss
+            print(f"{size}: ingested in {seconds:.0f}s", file=sys.stderr)
+        if one_job and engines:
+            result["fits"] = _fit_job(url, directory, engines)
+            result["one_job"] = True
+        else:
+            for name in engines:
+                result["fits"].append(_fit(url, directory, name))
+                print(f"{size}: {result['fits'][-1]}", file=sys.stderr)
         trained = [fit["engine"] for fit in result["fits"] if "skipped" not in fit]
         result["p50_ms"] = await _p50(url, directory, trained) if trained else None
         if distributed:
@@ -152,8 +197,11 @@ async def run_size(
             ]
         return result
     finally:
-        await drop_database(url)
-        shutil.rmtree(directory, ignore_errors=True)
+        if keep is None:
+            await drop_database(url)
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            print(f"{size}: kept {url} and {directory}", file=sys.stderr)
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -164,10 +212,14 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print(header)
     print("-" * len(header))
     for r in results:
-        print(
-            f"{r['size']:<6}{'ingest':<13}{'':>8}{'':>9}{'':>9}{r['ingest_peak_rss_mb']:>13,.0f}"
-            f"{'':>10}  {r['ingest_rows_per_s']:,.0f} rows/s into {r['backend']}"
-        )
+        if "ingest_rows_per_s" in r:
+            print(
+                f"{r['size']:<6}{'ingest':<13}{'':>8}{'':>9}{'':>9}"
+                f"{r['ingest_peak_rss_mb']:>13,.0f}{'':>10}  "
+                f"{r['ingest_rows_per_s']:,.0f} rows/s into {r['backend']}"
+            )
+        if r.get("one_job"):
+            print(f"{r['size']:<6}{'(one job)':<13}{'':>8}{'':>36}  job s and RSS: all engines")
         rows = [(fit, "") for fit in r["fits"]]
         rows += [(fit, str(fit["workers"])) for fit in r.get("distributed", [])]
         for fit, workers in rows:
@@ -191,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--algorithms", default=",".join(ENGINES))
     parser.add_argument("--distributed", action="store_true", help="also ALS on Ray Train")
+    parser.add_argument("--one-job", action="store_true", help="all engines in one train job")
+    parser.add_argument("--keep", type=Path, help="keep (or reuse) the tenant in this directory")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
@@ -198,9 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sizes {unknown}: use {', '.join(SIZES)}")
     engines = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    if args.keep is not None and len(sizes) != 1:
+        parser.error("--keep takes one size")
     os.environ.setdefault("RECSERVE_SCHEDULER_ENABLED", "false")
     results = [
-        asyncio.run(run_size(size, args.database, engines, args.distributed)) for size in sizes
+        asyncio.run(
+            run_size(size, args.database, engines, args.distributed, args.one_job, args.keep)
+        )
+        for size in sizes
     ]
     print_table(results)
     if args.json:
