@@ -10,7 +10,8 @@ default half of this machine's memory) and answers one of three actions:
   (``Recommender.planned_config``: item-kNN's block of items, e.g. "neighbours computed 512 of
   50,000 items at a time");
 - ``scaled``: the engine fits in its scalable form (the note says which, e.g. "top 22,000 of
-  50,000 items");
+  50,000 items"), for memory or for time (``Recommender.faster_config``: SVD's lazy Adam when
+  a dense step would update hundreds of times the rows its batch touches);
 - ``skipped``: nothing fits; the note says how much it would need.
 
 The plan is logged, written into the model version's metadata (``limits``) and shown by
@@ -92,9 +93,15 @@ def plan_fit(name: str, shape: Shape, budget: int, config: BaseModel | None = No
     algorithm = REGISTRY[name]
     config = config if config is not None else algorithm.Config()
     planned, planned_note = algorithm.planned_config(shape, config, budget)
+    action: Action = "fit"
+    faster = algorithm.faster_config(shape, planned)
+    if faster is not None:
+        planned, faster_note = faster
+        planned_note = "; ".join(note for note in (planned_note, faster_note) if note)
+        action = "scaled"
     estimate = algorithm.estimated_bytes(shape, planned)
     if estimate <= budget:
-        return FitPlan(name, "fit", estimate, budget, planned, planned_note)
+        return FitPlan(name, action, estimate, budget, planned, planned_note)
     scaled = algorithm.scaled_config(shape, config, budget)
     if scaled is not None:
         smaller, note = scaled

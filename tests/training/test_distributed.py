@@ -219,6 +219,28 @@ def test_svd_and_als_fit_in_one_run_on_the_same_workers(serve_instance: int, rat
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_lazy_adam_svd_on_two_workers_matches_single_node(
+    serve_instance: int, rating_split
+) -> None:
+    """The form the plan picks for large tenants: sparse gradients all-reduced across workers."""
+    matrix, test = rating_split
+    config = {**SVD_CONFIG, "optimizer": "sparse_adam"}
+    single = create("svd", config, seed=5).fit(matrix)
+    run = run_distributed(["svd"], matrix, workers=2, seed=5, configs={"svd": config})
+    model = run.models["svd"]
+    assert model.config.optimizer == "sparse_adam"
+    assert model.user_bias.shape == (len(matrix.user_ids),)
+    users, items = [r[0] for r in test], [r[1] for r in test]
+    actual = np.array([r[2] for r in test])
+    ours, _ = rmse_mae(model.predict(users, items), actual)
+    theirs, _ = rmse_mae(single.predict(users, items), actual)
+    baseline, _ = rmse_mae(np.full(len(actual), model.global_mean), actual)
+    assert ours == pytest.approx(theirs, abs=0.03)
+    assert ours < baseline - 0.05
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 async def test_pipeline_trains_als_distributed_and_publishes_it(
     serve_instance: int, tmp_path: Path
 ) -> None:

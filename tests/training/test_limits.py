@@ -13,7 +13,7 @@ from storage import repositories as repo
 from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
 from storage.settings import Settings
-from training.algorithms import EASE, REGISTRY, create, load
+from training.algorithms import EASE, REGISTRY, SVD, create, load
 from training.algorithms import ease as ease_module
 from training.data import InteractionMatrix
 from training.datasets.synthetic import generate_catalogue
@@ -65,6 +65,39 @@ def test_what_cannot_fit_is_skipped_with_what_it_would_need() -> None:
     # item-kNN's smallest block still needs its kept neighbours: 720 MB at 50k items
     assert plan_fit("item_knn", LARGE, GIB).action == "skipped"
     assert plan_fit("popularity", LARGE, GIB).action == "fit"
+
+
+def test_svd_switches_to_lazy_adam_where_dense_steps_would_touch_every_row() -> None:
+    movielens = Shape(users=943, items=1_682, nnz=80_000, user_pairs=10**7, item_pairs=10**7)
+    as_configured = plan_fit("svd", movielens, 12 * GIB)
+    assert as_configured.action == "fit" and as_configured.config.optimizer == "adam"
+    plan = plan_fit("svd", LARGE, 12 * GIB)
+    assert plan.action == "scaled" and plan.config.optimizer == "sparse_adam"
+    assert plan.note.startswith("lazy Adam: a dense step would update ")
+    # an optimiser the tenant chose for itself is kept
+    sgd = plan_fit("svd", LARGE, 12 * GIB, SVD.Config(optimizer="sgd"))
+    assert sgd.action == "fit" and sgd.config.optimizer == "sgd"
+
+
+def test_lazy_adam_svd_learns_the_ratings(rng: np.random.Generator) -> None:
+    users, items = rng.normal(size=(60, 3)), rng.normal(size=(40, 3))
+    rows = [
+        (f"u{u}", f"i{i}", float(np.clip(3 + users[u] @ items[i], 1, 5)), 0)
+        for u in range(60)
+        for i in range(40)
+        if rng.random() < 0.5
+    ]
+    data = InteractionMatrix.from_ratings(rows)
+    config = {"factors": 6, "epochs": 30, "batch_size": 64, "learning_rate": 0.02}
+    lazy = SVD({**config, "optimizer": "sparse_adam"}, seed=3).fit(data)
+    dense = SVD(config, seed=3).fit(data)
+    actual = np.array([r[2] for r in rows])
+    pairs = [r[0] for r in rows], [r[1] for r in rows]
+    lazy_rmse = float(np.sqrt(np.mean((lazy.predict(*pairs) - actual) ** 2)))
+    dense_rmse = float(np.sqrt(np.mean((dense.predict(*pairs) - actual) ** 2)))
+    spread = float(np.std(actual))
+    assert lazy.user_bias.shape == (60,) and lazy.item_factors.shape == (40, 6)
+    assert lazy_rmse < 0.6 * spread and lazy_rmse < dense_rmse + 0.1
 
 
 def test_item_knn_takes_the_block_of_items_the_budget_affords() -> None:

@@ -107,6 +107,13 @@ class Recommender(ABC):
         return config, ""
 
     @classmethod
+    def faster_config(cls, shape: Shape, config: BaseModel) -> tuple[BaseModel, str] | None:
+        """A form whose fitting time grows with the data rather than with the model, and a
+        note saying why, when ``config``'s form would spend most of its time on rows the data
+        does not touch (SVD's dense Adam step updates every user and item row); None: keep it."""
+        return None
+
+    @classmethod
     def scaled_config(
         cls, shape: Shape, config: BaseModel, budget: int
     ) -> tuple[BaseModel, str] | None:
