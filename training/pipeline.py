@@ -432,7 +432,7 @@ async def train_tenant_async(
             meters.training_run(name, "skipped", 0.0)
             continue
         if plan.action == "scaled":
-            log.warning("tenant %s: %s scaled to fit memory: %s", tenant_id, name, plan.note)
+            log.warning("tenant %s: %s scaled to its scalable form: %s", tenant_id, name, plan.note)
         try:
             if name in on_ray.names:
                 model = on_ray.model(name)
