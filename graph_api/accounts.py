@@ -100,9 +100,9 @@ class AccountGuard:
     async def _read(self, principal: Principal, *, with_session: bool = False) -> bool:
         """The database's answer; ``with_session`` also asks whether the session was ended
         (normally the cache's markers say so: this is the path when the cache is down)."""
+        if not (with_session and principal.session_id is not None):
+            return await self._database.read(lambda session: self._read_row(session, principal))
         async with self._database.session() as session:
-            if not (with_session and principal.session_id is not None):
-                return await self._read_row(session, principal)
             active = await users_repo.account_state(
                 session=session, tenant_id=principal.tenant_id, user_id=principal.user_id
             )

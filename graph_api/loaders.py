@@ -54,8 +54,11 @@ class Loaders:
         return await self._users_from_database(ids)
 
     async def _users_from_database(self, ids: list[uuid.UUID]) -> list[User | None]:
-        async with self._database.session() as session:
-            return await repo.users_by_ids(session=session, tenant_id=self.tenant_id, user_ids=ids)
+        return await self._database.read(
+            lambda session: repo.users_by_ids(
+                session=session, tenant_id=self.tenant_id, user_ids=ids
+            )
+        )
 
     async def _items(self, ids: list[uuid.UUID]) -> list[Item | None]:
         if self._rows is not None:
@@ -64,16 +67,20 @@ class Loaders:
 
     async def _items_from_database(self, ids: list[uuid.UUID]) -> list[Item | None]:
         # Soft-deleted items load as None, like missing ones.
-        async with self._database.session() as session:
-            return await repo.items_by_ids(session=session, tenant_id=self.tenant_id, item_ids=ids)
+        return await self._database.read(
+            lambda session: repo.items_by_ids(
+                session=session, tenant_id=self.tenant_id, item_ids=ids
+            )
+        )
 
     async def _tenants(self, ids: list[uuid.UUID]) -> list[Tenant | None]:
         # Only the caller's own tenant is ever visible, whatever id is asked for.
-        async with self._database.session() as session:
-            try:
-                own = await repo.get_tenant(session=session, tenant_id=self.tenant_id)
-            except NotFound:
-                own = None
+        try:
+            own = await self._database.read(
+                lambda session: repo.get_tenant(session=session, tenant_id=self.tenant_id)
+            )
+        except NotFound:
+            own = None
         return [own if key == self.tenant_id else None for key in ids]
 
     async def _interactions(self, keys: list[InteractionKey]) -> list[list[Interaction]]:
@@ -92,8 +99,8 @@ class Loaders:
         # keeps each owner's and each type's newest rows, filtered here: a batch is always one
         # statement, cut in SQL to the largest limit asked for.
         sql_type = next(iter(types)) if len(types) == 1 else None
-        async with self._database.session() as session:
-            lists = await repo.interactions_for(
+        lists = await self._database.read(
+            lambda session: repo.interactions_for(
                 session=session,
                 tenant_id=self.tenant_id,
                 owner=owner,
@@ -101,6 +108,7 @@ class Loaders:
                 interaction_type=sql_type,
                 per_owner=max(limit for _, _, limit in keys),
             )
+        )
         by_owner = dict(zip(owners, lists, strict=True))
         return [
             [row for row in by_owner[owner] if kind is None or row.interaction_type == kind][:limit]
@@ -109,28 +117,31 @@ class Loaders:
 
     async def _ratings(self, keys: list[RatingKey]) -> list[list[Rating]]:
         user_ids = list(dict.fromkeys(user_id for user_id, _ in keys))
-        async with self._database.session() as session:
-            lists = await repo.ratings_for_users(
+        lists = await self._database.read(
+            lambda session: repo.ratings_for_users(
                 session=session,
                 tenant_id=self.tenant_id,
                 user_ids=user_ids,
                 per_user=max(limit for _, limit in keys),
             )
+        )
         by_user = dict(zip(user_ids, lists, strict=True))
         return [by_user[user_id][:limit] for user_id, limit in keys]
 
     async def _average_ratings(self, item_ids: list[uuid.UUID]) -> list[float | None]:
-        async with self._database.session() as session:
-            stats = await repo.average_ratings(
+        stats = await self._database.read(
+            lambda session: repo.average_ratings(
                 session=session, tenant_id=self.tenant_id, item_ids=item_ids
             )
+        )
         return [entry.average for entry in stats]
 
     async def _item_popularity(self, item_ids: list[uuid.UUID]) -> list[repo.ItemPopularity]:
-        async with self._database.session() as session:
-            return await repo.item_popularity(
+        return await self._database.read(
+            lambda session: repo.item_popularity(
                 session=session, tenant_id=self.tenant_id, item_ids=item_ids
             )
+        )
 
 
 def prime(loader: DataLoader[K, V], rows: Sequence[Any], key: Callable[[Any], K]) -> None:

@@ -203,13 +203,14 @@ async def _ask_recommender(
 async def _history(ctx: RequestContext, principal: Principal) -> tuple[str, ...]:
     """Newest first: the items the user interacted with or rated (a rating is an interaction
     whose weight grows with the rating, as in training), one bounded query."""
-    async with ctx.session() as session:
-        items = await repo.recent_items(
+    items = await ctx.services.database.read(
+        lambda session: repo.recent_items(
             session=session,
             tenant_id=principal.tenant_id,
             user_id=principal.user_id,
             limit=HISTORY_LENGTH,
         )
+    )
     return tuple(str(item) for item in items)
 
 

@@ -39,12 +39,15 @@ def counting_statements(api: Api) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    engine = api.database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    # the main engine and the one the request path's reads use (Database.read)
+    engines = {api.database.engine.sync_engine, api.database.read_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 async def _seed(api: Api, users: int) -> Any:

@@ -611,3 +611,52 @@ async def test_set_tenant_tier(session: AsyncSession) -> None:
     ).tier is TenantTier.ENTERPRISE
     with pytest.raises(ValueError):
         await repo.set_tenant_tier(session=session, tenant_id=tenant.id, tier="gold")
+
+
+async def test_reads_see_committed_rows_without_a_transaction(database: Database) -> None:
+    from sqlalchemy import event
+
+    async with database.session() as session:
+        tenant = await make_tenant(session)
+        user = await make_user(session, tenant)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.strip().split()[0].upper())
+
+    engine = database.read_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        found = await database.read(
+            lambda s: repo.users_by_ids(session=s, tenant_id=tenant.id, user_ids=[user.id])
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [row.id for row in found if row is not None] == [user.id]
+    # one statement: no BEGIN or COMMIT around it, no ping before it
+    assert statements == ["SELECT"]
+    with pytest.raises(NotFound):
+        await database.read(lambda s: repo.get_tenant(session=s, tenant_id=uuid.uuid4()))
+
+
+async def test_a_read_survives_a_connection_the_server_closed(
+    database: Database, request: pytest.FixtureRequest
+) -> None:
+    """Read connections are not pinged before use: a dropped one costs one retry."""
+    from sqlalchemy import text
+
+    async with database.session() as session:
+        tenant = await make_tenant(session)
+    pids = await database.read(
+        lambda s: (
+            s.scalar(text("SELECT pg_backend_pid()"))
+            if database.dialect == "postgresql"
+            else s.scalar(text("SELECT 1"))
+        )
+    )
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite has no server to close a connection")
+    async with database.session() as session:
+        await session.execute(text(f"SELECT pg_terminate_backend({int(pids)})"))
+    found = await database.read(lambda s: repo.get_tenant(session=s, tenant_id=tenant.id))
+    assert found.id == tenant.id
