@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import cache, partial
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import orjson
 
@@ -55,6 +55,7 @@ STRATEGIES = ("weighted", "switching")
 # minRating filters after scoring, so ask for more than needed; ratings are sparse.
 MIN_RATING_OVERFETCH = 4
 PAYLOAD_FORMAT = 2  # of the cached result (``_response_to_json``): 2 added explanations
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -270,10 +271,23 @@ async def _hydrate(
                 score=float(scored.score),
                 reason=_titled_reason(scored, by_id) if params.explain else None,
                 engine_scores=dict(scored.engine_scores),
-                explain=cache(partial(_item_explanation, row.id, scored, strategy, because_rows)),
+                explain=_once(partial(_item_explanation, row.id, scored, strategy, because_rows)),
             )
         )
     return result[: params.k]
+
+
+def _once(make: Callable[[], T]) -> Callable[[], T]:
+    """``make``'s value, made on the first call only (``functools.cache`` would build an LRU
+    wrapper per item, which cost a cached request more than most of its fields)."""
+    made: list[T] = []
+
+    def value() -> T:
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return value
 
 
 def _item_explanation(
