@@ -3,8 +3,10 @@
 Each algorithm class declares how its peak fitting memory grows with the tenant's data
 (``Recommender.estimated_bytes(shape, config)``) and, when it has one, a scalable form for data
 beyond a budget (``Recommender.scaled_config``: EASE keeps the most popular items it can afford).
-``plan_fit`` compares the estimate with the training budget (``RECSERVE_TRAIN_MEMORY_GB``,
-default half of this machine's memory) and answers one of three actions:
+``plan_fit`` compares the estimate with what is left of the training budget
+(``RECSERVE_TRAIN_MEMORY_GB``, default half of this machine's memory: the budget of the whole
+training process, so the pipeline plans each engine just before its fit against the budget less
+what the process holds then, ``available_budget``) and answers one of three actions:
 
 - ``fit``: the engine fits as configured, its working sizes chosen from the budget
   (``Recommender.planned_config``: item-kNN's block of items, e.g. "neighbours computed 512 of
@@ -86,6 +88,22 @@ def budget_bytes(memory_gb: float | None) -> int:
     except (ValueError, OSError, AttributeError):  # not POSIX: assume a small machine
         total = 8 * GIB
     return int(total // 2)
+
+
+def held_bytes() -> int:
+    """The memory this process holds now (its resident set; 0 where /proc cannot tell): what a
+    training job already uses (the loaded tenant, the engines fitted before) before the next
+    engine's fit adds its own."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+
+
+def available_budget(budget: int) -> int:
+    """What of ``budget`` (the training process's memory) is left for the next fit."""
+    return max(budget - held_bytes(), 0)
 
 
 def plan_fit(name: str, shape: Shape, budget: int, config: BaseModel | None = None) -> FitPlan:

@@ -48,7 +48,7 @@ from training.data import (
 from training.evaluation import evaluate_ranking, pair_split_index
 from training.hybrid import BLEND, HybridConfig
 from training.hybrid_tuning import choose_blend
-from training.limits import Shape, budget_bytes, plan_fit
+from training.limits import Shape, available_budget, budget_bytes, plan_fit
 from training.registry import code_version
 
 log = logging.getLogger(__name__)
@@ -409,7 +409,7 @@ async def train_tenant_async(
     holdout = Holdout(data, seed) if evaluate else None
     vectors: dict[str, np.ndarray] = {}
     shape, budget = Shape.of(full), budget_bytes(settings.train_memory_gb)
-    plans = {name: plan_fit(name, shape, budget) for name in names}
+    plans = {name: plan_fit(name, shape, available_budget(budget)) for name in names}
     on_ray = _OnRay(
         [n for n in names if plans[n].action != "skipped"] if distributed else [],
         full,
@@ -419,13 +419,18 @@ async def train_tenant_async(
         address,
         settings.train_storage_uri,
     )
+    model: Recommender | None = None
     for step, name in enumerate(names, start=1):
+        model = None  # the previous engine's model is published: its memory goes before this fit
         if progress:
             progress(f"train: {name}", step - 1, len(names))
         if report:
             report(name, "running", None)
         fit_started = time.perf_counter()
         plan = plans[name]
+        if plan.action != "skipped" and name not in on_ray.names:
+            # again, against what the engines fitted so far have left of the budget
+            plan = plan_fit(name, shape, available_budget(budget))
         if plan.action == "skipped":
             result.skipped[name] = plan.note
             log.warning("tenant %s: %s skipped: %s", tenant_id, name, plan.note)

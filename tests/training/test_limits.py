@@ -13,12 +13,13 @@ from storage import repositories as repo
 from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
 from storage.settings import Settings
+from training import limits as limits_module
 from training.algorithms import EASE, REGISTRY, SVD, create, load
 from training.algorithms import ease as ease_module
 from training.data import InteractionMatrix
 from training.datasets.synthetic import generate_catalogue
 from training.ingest import ingest_dataset
-from training.limits import GIB, Shape, budget_bytes, plan_fit
+from training.limits import GIB, Shape, available_budget, budget_bytes, held_bytes, plan_fit
 from training.pipeline import train_tenant_async
 from training.registry import list_models
 
@@ -154,6 +155,8 @@ async def test_training_plans_each_fit_and_records_it(
 ) -> None:
     catalogue = generate_catalogue(n_users=60, n_items=80, n_clusters=4, interactions_per_user=12)
     monkeypatch.setattr(ease_module, "MIN_SCALED_ITEMS", 10)
+    # budgets of a few KB here: the process's own memory is left out of these plans
+    monkeypatch.setattr(limits_module, "held_bytes", lambda: 0)
     # room for the matrix copies and a 40-item EASE, not for the 80-item one or item-kNN
     settings = Settings(data_dir=tmp_path)
     assert settings.database_url
@@ -195,3 +198,45 @@ async def test_training_plans_each_fit_and_records_it(
     assert [row.fit for row in rows] == ["fit: neighbours computed 80 of 80 items at a time"]
     meta = store.metadata(str(tenant.id), "item_knn", result.versions["item_knn"])
     assert meta["limits"]["action"] == "fit" and meta["params"]["block_items"] == 80
+
+
+def test_a_fit_gets_the_budget_less_what_the_process_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert held_bytes() > 10 * 2**20  # this test process: the interpreter, numpy, scipy
+    monkeypatch.setattr(limits_module, "held_bytes", lambda: 3 * GIB)
+    assert available_budget(10 * GIB) == 7 * GIB
+    assert available_budget(2 * GIB) == 0
+    # at 50k items, what EASE may cover shrinks with what the job already holds
+    roomy = plan_fit("ease", LARGE, available_budget(15 * GIB)).config.max_items
+    monkeypatch.setattr(limits_module, "held_bytes", lambda: 6 * GIB)
+    tight = plan_fit("ease", LARGE, available_budget(15 * GIB)).config.max_items
+    assert tight < roomy
+
+
+async def test_training_plans_each_engine_against_the_memory_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget is the training process's: what it holds when an engine's turn comes (the
+    loaded tenant, the engines before) is not there for that engine's fit."""
+    catalogue = generate_catalogue(n_users=30, n_items=40, n_clusters=3, interactions_per_user=8)
+    settings = Settings(data_dir=tmp_path, train_memory_gb=1.0)
+    assert settings.database_url
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    async with database.session() as session:
+        tenant = await repo.create_tenant(session=session, name="held", domain="held.example")
+    await ingest_dataset(
+        database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    await database.dispose()
+    held = iter([0, 0, 0, GIB])  # two up-front plans, popularity's turn, then ease's turn
+    monkeypatch.setattr(limits_module, "held_bytes", lambda: next(held, GIB))
+
+    result = await train_tenant_async(
+        settings, str(tenant.id), ["popularity", "ease"], evaluate=False
+    )
+
+    assert sorted(result.versions) == ["popularity"]
+    assert result.skipped["ease"].startswith("would need ")
+    assert result.skipped["ease"].endswith("budget 0.0 GiB")
