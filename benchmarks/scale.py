@@ -16,6 +16,10 @@ Per size, in a fresh database (PostgreSQL from ``--database`` or
   recommendation core, over 200 users;
 - ``--distributed``: ALS on Ray Train with 1 and 2 workers beside implicit (needs Ray).
 
+``--movielens PATH`` adds a first row set for MovieLens-100K from ``PATH`` (ingested by
+``recserve ingest movielens``, fitted and served like the generated sizes): the baseline the
+issue's "p50 at 10M within 3x of ML-100K" compares against.
+
 ``--one-job`` trains all the engines in one ``recserve train`` process instead (the tenant is
 loaded once; at 10M the load takes minutes): fit seconds are still each engine's, job seconds
 and peak RSS the whole job's. ``--keep DIR`` keeps the database and the artifacts in ``DIR``
@@ -45,7 +49,7 @@ from sqlalchemy import make_url, select
 
 from benchmarks.ingest import _recserve
 from storage.db import Database, create_database, drop_database
-from storage.models import Interaction
+from storage.models import User
 from storage.settings import Settings
 
 # interactions -> (users, items): 50 events per user, a catalogue a fifth of the users
@@ -120,9 +124,7 @@ async def _p50(url: str, directory: Path, engines: list[str]) -> float:
     database = Database(url)
     try:
         async with database.session() as session:
-            rows = await session.execute(
-                select(Interaction.tenant_id, Interaction.user_id).distinct().limit(5_000)
-            )
+            rows = await session.execute(select(User.tenant_id, User.id).limit(5_000))
             pairs = rows.all()
     finally:
         await database.dispose()
@@ -160,8 +162,9 @@ async def run_size(
     distributed: bool,
     one_job: bool = False,
     keep: Path | None = None,
+    movielens: Path | None = None,
 ) -> dict[str, Any]:
-    interactions, users, items = SIZES[size]
+    """One size end to end (``movielens``: MovieLens-100K from that folder, as size "ml100k")."""
     directory, url, reused = _workspace(size, base_url, keep)
     try:
         result: dict[str, Any] = {
@@ -174,10 +177,16 @@ async def run_size(
         else:
             await create_database(url)
             _recserve(url, directory, "tenant", "create", "--domain", DOMAIN)
-            seconds, _cpu, rss = _recserve(
-                url, directory, "ingest", "synthetic", "--tenant", DOMAIN,
-                "--users", str(users), "--items", str(items), "--interactions", str(interactions),
-            )  # fmt: skip
+            if movielens is not None:
+                interactions = 100_000
+                ingest = ("movielens", str(movielens))
+            else:
+                interactions, users, items = SIZES[size]
+                ingest = (
+                    "synthetic", "--users", str(users), "--items", str(items),
+                    "--interactions", str(interactions),
+                )  # fmt: skip
+            seconds, _cpu, rss = _recserve(url, directory, "ingest", *ingest, "--tenant", DOMAIN)
             result["ingest_rows_per_s"] = interactions / seconds
             result["ingest_peak_rss_mb"] = rss
             print(f"{size}: ingested in {seconds:.0f}s", file=sys.stderr)
@@ -206,7 +215,7 @@ async def run_size(
 
 def print_table(results: list[dict[str, Any]]) -> None:
     header = (
-        f"{'size':<6}{'engine':<13}{'workers':>8}{'fit s':>9}{'job s':>9}{'peak RSS MB':>13}"
+        f"{'size':<8}{'engine':<13}{'workers':>8}{'fit s':>9}{'job s':>9}{'peak RSS MB':>13}"
         f"{'model MB':>10}  note"
     )
     print(header)
@@ -214,25 +223,25 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for r in results:
         if "ingest_rows_per_s" in r:
             print(
-                f"{r['size']:<6}{'ingest':<13}{'':>8}{'':>9}{'':>9}"
+                f"{r['size']:<8}{'ingest':<13}{'':>8}{'':>9}{'':>9}"
                 f"{r['ingest_peak_rss_mb']:>13,.0f}{'':>10}  "
                 f"{r['ingest_rows_per_s']:,.0f} rows/s into {r['backend']}"
             )
         if r.get("one_job"):
-            print(f"{r['size']:<6}{'(one job)':<13}{'':>8}{'':>36}  job s and RSS: all engines")
+            print(f"{r['size']:<8}{'(one job)':<13}{'':>8}{'':>36}  job s and RSS: all engines")
         rows = [(fit, "") for fit in r["fits"]]
         rows += [(fit, str(fit["workers"])) for fit in r.get("distributed", [])]
         for fit, workers in rows:
             name = fit["engine"] + (" (Ray)" if workers else "")
             if "skipped" in fit:
-                print(f"{r['size']:<6}{name:<13}{workers:>8}{'':>36}  skipped: {fit['skipped']}")
+                print(f"{r['size']:<8}{name:<13}{workers:>8}{'':>36}  skipped: {fit['skipped']}")
                 continue
             print(
-                f"{r['size']:<6}{name:<13}{workers:>8}{fit['fit_s']:>9.1f}{fit['job_s']:>9.1f}"
+                f"{r['size']:<8}{name:<13}{workers:>8}{fit['fit_s']:>9.1f}{fit['job_s']:>9.1f}"
                 f"{fit['peak_rss_mb']:>13,.0f}{fit['model_mb']:>10.1f}"
             )
         p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.1f} ms"
-        print(f"{r['size']:<6}{'serve':<13}{'':>8}{'':>45}  hybrid p50 uncached {p50}")
+        print(f"{r['size']:<8}{'serve':<13}{'':>8}{'':>45}  hybrid p50 uncached {p50}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distributed", action="store_true", help="also ALS on Ray Train")
     parser.add_argument("--one-job", action="store_true", help="all engines in one train job")
     parser.add_argument("--keep", type=Path, help="keep (or reuse) the tenant in this directory")
+    parser.add_argument("--movielens", type=Path, help="ML-100K folder: a baseline row set")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
@@ -255,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep is not None and len(sizes) != 1:
         parser.error("--keep takes one size")
     os.environ.setdefault("RECSERVE_SCHEDULER_ENABLED", "false")
-    results = [
+    baseline = []
+    if args.movielens is not None:
+        baseline = [
+            asyncio.run(
+                run_size(
+                    "ml100k", args.database, engines, False, args.one_job, None, args.movielens
+                )
+            )
+        ]
+    results = baseline + [
         asyncio.run(
             run_size(size, args.database, engines, args.distributed, args.one_job, args.keep)
         )
