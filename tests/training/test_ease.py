@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from tests.training.test_algorithms_contract import planted
 from training.algorithms import create
+from training.algorithms import ease as ease_module
 from training.data import InteractionMatrix
 
 
@@ -56,3 +59,47 @@ def test_user_weighting_changes_the_model_but_not_its_scoring_rule() -> None:
 def test_user_weighting_must_be_non_negative() -> None:
     with pytest.raises(ValueError):
         create("ease", {"user_weighting": -0.5})
+
+
+def test_blocks_and_the_in_place_inverse_match_the_closed_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ease_module, "BLOCK_ITEMS", 7)  # many blocks, one ragged
+    data = uneven()
+    config = {"regularization": 5.0, "dropout": 0.5, "user_weighting": 0.5}
+    model = create("ease", {**config, "weighting": "binary"}).fit(data)
+    expected = reference_weights(np.sign(data.matrix.toarray()), 5.0, 0.5, 0.5)
+    assert model.weights.dtype == np.float32
+    assert np.allclose(model.weights, expected, atol=1e-5)
+
+
+def test_the_inverse_overwrites_the_gram_and_refuses_an_indefinite_one() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(30, 30))
+    spd = a @ a.T + 30 * np.eye(30)
+    gram = spd.copy()
+    lower = ease_module._invert_in_place(gram)
+    assert lower is gram
+    assert np.allclose(np.tril(lower), np.tril(np.linalg.inv(spd)))
+    with pytest.raises(ValueError, match="not positive definite"):
+        ease_module._invert_in_place(-spd.copy())
+
+
+def test_the_fit_peaks_near_twelve_bytes_per_pair_of_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One float64 and one float32 item × item matrix: building the Gram from one sparse product
+    and inverting with numpy.linalg.inv peaked at over 20 bytes per pair."""
+    monkeypatch.setattr(ease_module, "BLOCK_ITEMS", 64)  # blocks small beside 1,500 items
+    users, items = 3000, 1500
+    matrix = sp.random(users, items, density=0.02, format="csr", dtype=np.float32, rng=3)
+    matrix.data[:] = 1.0
+    ids = np.array([f"u{i}" for i in range(users)], dtype=object)
+    data = InteractionMatrix(matrix, ids, np.array([f"i{j}" for j in range(items)], dtype=object))
+    tracemalloc.start()
+    try:
+        create("ease").fit(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 14 * items**2

@@ -2,10 +2,14 @@
 
 P = (XᵀX + λI)⁻¹. Scores are X·B, so any history scores with no refit (fold-in is free).
 
-Its cost is dense in the catalogue: fitting holds three float64 item × item matrices (50,000
-items: 60 GB). ``max_items`` fits B on the most interacted-with items only (the training budget
-sets it, see ``training.limits``); the other items are never recommended by this engine, and
-still count in the histories that score the kept ones only through their kept neighbours.
+Its cost is dense in the catalogue. The fit holds one float64 item × item matrix, in which the
+Gram matrix is built a block of item columns at a time and then inverted in place (Cholesky,
+LAPACK ``potrf``/``potri``), and the float32 weights built from it a block of rows at a time:
+12 bytes per pair of items (50,000 items: 30 GB), where building the Gram from one sparse
+product and inverting it with ``numpy.linalg.inv`` held 20-24. ``max_items`` fits B on the most
+interacted-with items only (the training budget sets it, see ``training.limits``); the other
+items are never recommended by this engine, and still count in the histories that score the
+kept ones only through their kept neighbours.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ if TYPE_CHECKING:
 
 # Below this many items a scaled EASE is not worth serving: the engine is skipped instead.
 MIN_SCALED_ITEMS = 1000
+# item columns (Gram) or rows (weights) handled at a time: a block costs 16 bytes x items
+BLOCK_ITEMS = 512
+# peak bytes per pair of covered items: the float64 Gram / precision and the float32 weights
+BYTES_PER_PAIR = 12
 
 
 class EASEConfig(BaseModel):
@@ -59,14 +67,21 @@ class EASE(Recommender):
     @classmethod
     def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
         covered = min(shape.items, getattr(config, "max_items", None) or shape.items)
-        return super().estimated_bytes(shape, config) + 3 * 8 * covered * covered
+        blocks = 2 * 8 * min(BLOCK_ITEMS, covered) * covered  # a dense block, its product
+        return super().estimated_bytes(shape, config) + BYTES_PER_PAIR * covered**2 + blocks
 
     @classmethod
     def scaled_config(
         cls, shape: Shape, config: BaseModel, budget: int
     ) -> tuple[BaseModel, str] | None:
         spare = budget - super().estimated_bytes(shape, config)
-        covered = math.isqrt(max(spare, 0) // 24)
+        covered = math.isqrt(max(spare, 0) // BYTES_PER_PAIR)
+        while (
+            covered > 0
+            and cls.estimated_bytes(shape, config.model_copy(update={"max_items": covered}))
+            > budget
+        ):
+            covered -= max(1, covered // 200)
         if covered < MIN_SCALED_ITEMS:
             return None
         scaled = config.model_copy(update={"max_items": covered})
@@ -81,7 +96,7 @@ class EASE(Recommender):
             self.kept = np.sort(np.argsort(-popularity, kind="stable")[:limit])
             x = sp.csr_matrix(x[:, self.kept])
         weighted = self._user_weighted(x)
-        gram = (weighted.T @ weighted).toarray().astype(np.float64)
+        gram = _gram(weighted)
         diagonal = np.diag_indices_from(gram)
         # λ keeps its meaning whatever the weighting: the mean squared entry of the unweighted X,
         # times the share of the Gram's mass the user weighting leaves
@@ -91,10 +106,7 @@ class EASE(Recommender):
             scale *= float(np.trace(gram)) / unweighted_trace
         ridge = self.config.regularization * scale
         gram[diagonal] += ridge + self.config.dropout * gram[diagonal]
-        precision = np.linalg.inv(gram)
-        weights = precision / -np.diag(precision)
-        weights[np.diag_indices_from(weights)] = 0.0
-        self.weights = weights.astype(np.float32)
+        self.weights = _weights(_invert_in_place(gram))
 
     def _user_weighted(self, x: sp.csr_matrix) -> sp.csr_matrix:
         if self.config.user_weighting == 0:
@@ -144,3 +156,51 @@ class EASE(Recommender):
         self.weights = np.asarray(state["weights"])
         kept = state.get("kept")
         self.kept = np.asarray(kept, dtype=np.int64) if kept is not None else None
+
+
+def _gram(x: sp.csr_matrix) -> np.ndarray:
+    """XᵀX as a dense float64 array, filled a block of item columns at a time: the product of
+    the whole matrix, made dense and then float64, would have held it three times over."""
+    n = x.shape[1]
+    gram = np.empty((n, n), dtype=np.float64)
+    transposed, columns = sp.csr_matrix(x.T), sp.csc_matrix(x)
+    for start in range(0, n, BLOCK_ITEMS):
+        stop = min(n, start + BLOCK_ITEMS)
+        gram[:, start:stop] = (transposed @ columns[:, start:stop]).toarray()
+    return gram
+
+
+def _invert_in_place(gram: np.ndarray) -> np.ndarray:
+    """The inverse of the symmetric positive definite ``gram``, in its own memory: Cholesky
+    (``potrf``) then the inverse from the factor (``potri``). LAPACK works on the Fortran view
+    (the transpose, the same matrix), so the C array holds the inverse's lower triangle; the
+    rest is left as it was."""
+    from scipy.linalg import lapack
+
+    view = gram.T  # Fortran-ordered: LAPACK writes into gram's own buffer
+    factor, info = lapack.dpotrf(view, lower=0, clean=0, overwrite_a=1)
+    if info == 0:
+        factor, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
+    if info != 0:
+        raise ValueError(f"EASE: the regularised Gram matrix is not positive definite ({info})")
+    if not np.shares_memory(factor, gram):  # the wrapper copied: keep what it computed
+        gram[...] = factor.T
+    return gram
+
+
+def _weights(lower: np.ndarray) -> np.ndarray:
+    """B = -P / diag(P) with a zero diagonal, as float32, from P's lower triangle (``lower``'s
+    other entries are ignored), a block of rows at a time."""
+    n = lower.shape[0]
+    diagonal = np.diagonal(lower).copy()
+    weights = np.empty((n, n), dtype=np.float32)
+    for start in range(0, n, BLOCK_ITEMS):
+        stop = min(n, start + BLOCK_ITEMS)
+        rows = np.empty((stop - start, n), dtype=np.float64)
+        rows[:, :start] = lower[start:stop, :start]
+        rows[:, stop:] = lower[stop:, start:stop].T
+        square = lower[start:stop, start:stop]
+        rows[:, start:stop] = np.tril(square) + np.tril(square, -1).T
+        weights[start:stop] = rows / -diagonal
+    np.fill_diagonal(weights, 0.0)
+    return weights
