@@ -141,3 +141,21 @@ def test_an_engine_reports_the_bytes_it_holds_until_memory_evicts_them() -> None
         assert engine.info()["models"] == {"t2:v1": other.nbytes}
     finally:
         use_backend(previous)
+
+
+async def test_small_scoring_stays_on_the_loop_and_large_goes_to_a_thread() -> None:
+    """A thread handoff costs more than scoring one user of a small catalogue; a big batch must
+    not hold the replica's event loop."""
+    import threading
+
+    from deployments.engine import INLINE_SCORES, _scored
+
+    class Sized:
+        def __init__(self, n_items: int) -> None:
+            self.n_items = n_items
+
+    loop_thread = threading.get_ident()
+    small = await _scored(Sized(1_682), 1, threading.get_ident)
+    large = await _scored(Sized(INLINE_SCORES), 2, threading.get_ident)
+    assert small == loop_thread
+    assert large != loop_thread
