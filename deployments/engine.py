@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from opentelemetry.trace import Link, get_current_span
@@ -38,15 +37,11 @@ from deployments.scoring import (
     SimilarQuery,
     answer,
     run_queries,
+    scored,
 )
 from storage import meters
 from storage.settings import Settings
 from storage.tracing import configure_tracing, extract, tracer
-
-T = TypeVar("T")
-# Up to this many item scores a call is scored on the replica's event loop (one ML-100K user:
-# 1,682; one user of 50,000 items: 50,000, about a millisecond); beyond, in a worker thread.
-INLINE_SCORES = 100_000
 
 logger = logging.getLogger("ray.serve")
 
@@ -152,7 +147,7 @@ class Engine:
             attributes={"algorithm": self.algorithm, "batch_size": len(queries)},
         ):
             model = await self._current_model()
-            return await _scored(model, len(queries), run_queries, model, queries)
+            return await scored(model, len(queries), run_queries, model, queries)
 
     async def recommend_many(self, queries: list[EngineQuery]) -> list[Pairs]:
         """Queries a caller already batched (``deployments.batching``): one call, one model."""
@@ -163,7 +158,7 @@ class Engine:
             attributes={"algorithm": self.algorithm, "batch_size": len(queries)},
         ):
             model = await self._current_model()
-            return await _scored(model, len(queries), run_queries, model, queries)
+            return await scored(model, len(queries), run_queries, model, queries)
 
     async def similar_items(self, query: SimilarQuery) -> Pairs:
         return await self._answer("similar_items", query)
@@ -181,7 +176,7 @@ class Engine:
             f"engine {self.algorithm} {method}", context=extract(query.trace)
         ):
             model = await self._current_model()
-            return await _scored(model, 1, answer, model, method, query)
+            return await scored(model, 1, answer, model, method, query)
 
     def info(self) -> dict[str, Any]:
         """What this replica runs with: used by health checks and to verify env passthrough."""
@@ -197,12 +192,3 @@ class Engine:
             # the models this replica holds and their bytes (mapped: shared within the node)
             "models": self._memory.sizes(),
         }
-
-
-async def _scored(model: Any, queries: int, work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)``: on the event loop when it scores at most ``INLINE_SCORES`` items (a
-    thread handoff cost the engine replicas more CPU than scoring one ML-100K user), else in a
-    worker thread, so a large batch does not hold the replica's loop."""
-    if queries * int(getattr(model, "n_items", 0) or 0) <= INLINE_SCORES:
-        return work(*args)
-    return await asyncio.to_thread(work, *args)

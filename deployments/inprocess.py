@@ -20,7 +20,7 @@ from deployments.jobs import JobLedger, ThreadJobs
 from deployments.models import BlendCache, ModelSource, VersionCache, resolve_source
 from deployments.plan import PlanConfig, RecommendationCore
 from deployments.scheduler import Scheduler
-from deployments.scoring import Pairs, answer
+from deployments.scoring import Pairs, answer, scored
 from deployments.vector_similar import VectorSimilar
 from graph_api.recommender import (
     ItemContent,
@@ -60,7 +60,7 @@ class InProcessEngines:
 
     async def call(self, engine: str, method: str, tenant_id: str, version: str, query: Any) -> Any:
         model = await self.model(tenant_id, engine, version)
-        return await asyncio.to_thread(answer, model, method, query)
+        return await scored(model, 1, answer, model, method, query)
 
     async def model(self, tenant_id: str, engine: str, version: str) -> Model:
         key = (tenant_id, engine, version)

@@ -9,9 +9,10 @@ row are answered by one vectorised ``recommend_many``; the others fold their his
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,19 @@ if TYPE_CHECKING:
     from training.algorithms.base import Recommendation, Recommender
 
 Pairs = list[tuple[str, float]]
+T = TypeVar("T")
+# Up to this many item scores a call is scored on the caller's event loop (one ML-100K user:
+# 1,682; one user of 50,000 items: 50,000, about a millisecond); beyond, in a worker thread.
+INLINE_SCORES = 100_000
+
+
+async def scored(model: Any, queries: int, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)``: on the event loop when it scores at most ``INLINE_SCORES`` items (a
+    thread handoff cost an engine replica more CPU than scoring one ML-100K user), else in a
+    worker thread, so a large batch does not hold the loop."""
+    if queries * int(getattr(model, "n_items", 0) or 0) <= INLINE_SCORES:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
 
 
 @dataclass(frozen=True)

@@ -148,14 +148,14 @@ async def test_small_scoring_stays_on_the_loop_and_large_goes_to_a_thread() -> N
     not hold the replica's event loop."""
     import threading
 
-    from deployments.engine import INLINE_SCORES, _scored
+    from deployments.scoring import INLINE_SCORES, scored
 
     class Sized:
         def __init__(self, n_items: int) -> None:
             self.n_items = n_items
 
     loop_thread = threading.get_ident()
-    small = await _scored(Sized(1_682), 1, threading.get_ident)
-    large = await _scored(Sized(INLINE_SCORES), 2, threading.get_ident)
+    small = await scored(Sized(1_682), 1, threading.get_ident)
+    large = await scored(Sized(INLINE_SCORES), 2, threading.get_ident)
     assert small == loop_thread
     assert large != loop_thread
