@@ -38,7 +38,7 @@ schema: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
-	$(BIN)/python -m benchmarks.scale --sizes 100k,1m --json bench-scale.json
+	$(BIN)/python -m benchmarks.scale --sizes 100k,1m --movielens $(ML100K) --json bench-scale.json
 	$(BIN)/python -m benchmarks.quality --data $(ML100K) --json bench-quality.json
 	$(BIN)/python -m benchmarks.api_quality --data $(ML100K) --serve --json bench-api-quality.json
 	$(BIN)/python -m benchmarks.hybrid_shapes --data $(ML100K) --json bench-hybrid-shapes.json
