@@ -411,7 +411,7 @@ async def train_tenant_async(
     shape, budget = Shape.of(full), budget_bytes(settings.train_memory_gb)
     plans = {name: plan_fit(name, shape, available_budget(budget)) for name in names}
     on_ray = _OnRay(
-        [n for n in names if plans[n].action != "skipped"] if distributed else [],
+        {n: plans[n].config for n in names if plans[n].action != "skipped"} if distributed else {},
         full,
         data.items,
         seed,
@@ -502,12 +502,13 @@ async def train_tenant_async(
 
 class _OnRay:
     """The tenant's algorithms with a distributed form, fitted together in one Ray Train run
-    (workers start once) when the first of them is asked for. The memory plan's settings
-    apply in process only: these fit with their own."""
+    (workers start once) when the first of them is asked for, each in the form its plan chose
+    (SVD's lazy Adam on a large tenant); the plan's memory budget is this process's, not the
+    workers'."""
 
     def __init__(
         self,
-        candidates: list[str],
+        candidates: dict[str, BaseModel | None],
         data: InteractionMatrix,
         items: list[ItemInfo],
         seed: int,
@@ -518,6 +519,7 @@ class _OnRay:
         from training.distributed.runner import DISTRIBUTED_ALGORITHMS  # no Ray/torch import
 
         self.names = [name for name in candidates if name in DISTRIBUTED_ALGORITHMS]
+        self.configs = {name: candidates[name] for name in self.names}
         self.data, self.items, self.seed, self.workers = data, items, seed, workers
         self.address, self.storage_path = address, storage_path
         self.seconds = 0.0
@@ -535,6 +537,7 @@ class _OnRay:
                     self.data,
                     workers=self.workers,
                     seed=self.seed,
+                    configs=self.configs,
                     address=self.address,
                     items=self.items,
                     storage_path=self.storage_path,

@@ -20,6 +20,7 @@ from storage.settings import Settings
 from storage.vectors import QdrantServerStore, create_vector_store
 from tests.storage.sql_support import BACKENDS, migrated_database
 from training.algorithms import REGISTRY, Popularity, load
+from training.algorithms import svd as svd_module
 from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
 from training.hybrid import BLEND
@@ -322,6 +323,8 @@ async def test_distributed_fits_use_the_shared_train_storage(
         }
 
     monkeypatch.setattr(distributed, "fit_distributed", fake)
+    # the plan's form reaches the Ray run: here SVD's lazy Adam, as on a large tenant
+    monkeypatch.setattr(svd_module, "LAZY_ADAM_RATIO", 0)
     shared = str(tmp_path / "shared-ray-train")
     settings = Settings(data_dir=tmp_path, train_storage_uri=shared)
     database, tenant_id = await _tenant(settings, "shared.example")
@@ -336,6 +339,8 @@ async def test_distributed_fits_use_the_shared_train_storage(
     assert [(c["names"], c["storage_path"], c["workers"]) for c in calls] == [
         (["als", "svd"], shared, 2)
     ]
+    assert calls[0]["configs"]["svd"].optimizer == "sparse_adam"
+    assert calls[0]["configs"]["als"] == REGISTRY["als"].Config()
 
 
 async def test_a_failed_ray_run_skips_its_algorithms_and_the_rest_publish(
