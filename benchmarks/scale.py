@@ -115,6 +115,27 @@ def _made(url: str, directory: Path, name: str, row: dict[str, Any]) -> dict[str
     return {**row, "fit_s": meta["fit_seconds"], "model_mb": model.nbytes / 2**20}
 
 
+def _published(url: str, directory: Path) -> list[str]:
+    """The engines with a promoted version for the benchmark's tenant."""
+    from storage.artifacts import create_artifact_store
+    from storage.errors import NotFound
+
+    settings = Settings(database_url=url, data_dir=directory)
+    root = Path(settings.artifact_uri)
+    tenants = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    if not tenants:
+        return []
+    store = create_artifact_store(settings)
+    published = []
+    for name in ENGINES:
+        try:
+            if store.current(tenants[0], name) is not None:
+                published.append(name)
+        except NotFound:
+            continue
+    return published
+
+
 async def _p50(url: str, directory: Path, engines: list[str]) -> float:
     """Median ms of uncached hybrid recommendations through the in-process app."""
     from deployments.inprocess import InProcessRecommender
@@ -197,8 +218,10 @@ async def run_size(
             for name in engines:
                 result["fits"].append(_fit(url, directory, name))
                 print(f"{size}: {result['fits'][-1]}", file=sys.stderr)
-        trained = [fit["engine"] for fit in result["fits"] if "skipped" not in fit]
+        # every engine the tenant has a model of (with --keep, also those of earlier runs)
+        trained = _published(url, directory)
         result["p50_ms"] = await _p50(url, directory, trained) if trained else None
+        result["p50_engines"] = trained
         if distributed:
             result["distributed"] = [
                 {**_fit(url, directory, "als", "--distributed", "--workers", str(n)), "workers": n}

@@ -103,3 +103,24 @@ def test_the_fit_peaks_near_twelve_bytes_per_pair_of_items(
     finally:
         tracemalloc.stop()
     assert peak < 14 * items**2
+
+
+def test_a_large_inverse_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenBLAS 0.3.30's threaded potrf crashes from about 22,700 items: above the limit the
+    inverse takes one thread (and still computes the same inverse)."""
+    asked: list[int | None] = []
+    real = ease_module.threadpool_limits
+
+    def spy(limits: int | None = None, user_api: str | None = None):  # type: ignore[no-untyped-def]
+        asked.append(limits)
+        return real(limits=limits, user_api=user_api)
+
+    monkeypatch.setattr(ease_module, "threadpool_limits", spy)
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(40, 40))
+    spd = a @ a.T + 40 * np.eye(40)
+    ease_module._invert_in_place(spd.copy())
+    monkeypatch.setattr(ease_module, "THREADED_INVERSE_ITEMS", 39)
+    lower = ease_module._invert_in_place(spd.copy())
+    assert asked == [None, 1]
+    assert np.allclose(np.tril(lower), np.tril(np.linalg.inv(spd)))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
+from threadpoolctl import threadpool_limits
 
 from training.algorithms._persist import State
 from training.algorithms.base import Recommender
@@ -34,6 +35,8 @@ MIN_SCALED_ITEMS = 1000
 BLOCK_ITEMS = 512
 # peak bytes per pair of covered items: the float64 Gram / precision and the float32 weights
 BYTES_PER_PAIR = 12
+# above this many items the in-place inverse runs on one BLAS thread (see _invert_in_place)
+THREADED_INVERSE_ITEMS = 16_384
 
 
 class EASEConfig(BaseModel):
@@ -178,9 +181,13 @@ def _invert_in_place(gram: np.ndarray) -> np.ndarray:
     from scipy.linalg import lapack
 
     view = gram.T  # Fortran-ordered: LAPACK writes into gram's own buffer
-    factor, info = lapack.dpotrf(view, lower=0, clean=0, overwrite_a=1)
-    if info == 0:
-        factor, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
+    # scipy 1.17.1's OpenBLAS (0.3.30) crashes at once in its threaded potrf from about 22,700
+    # items (a segmentation fault, seen at 22,900 here; 22,600 ran); one thread computes it
+    threads = 1 if len(gram) > THREADED_INVERSE_ITEMS else None
+    with threadpool_limits(limits=threads, user_api="blas"):
+        factor, info = lapack.dpotrf(view, lower=0, clean=0, overwrite_a=1)
+        if info == 0:
+            factor, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
     if info != 0:
         raise ValueError(f"EASE: the regularised Gram matrix is not positive definite ({info})")
     if not np.shares_memory(factor, gram):  # the wrapper copied: keep what it computed
