@@ -8,6 +8,7 @@ in-memory source instead of monkeypatching Ray replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ from training.hybrid import BLEND
 
 logger = logging.getLogger("ray.serve")
 MODEL_CACHE_DIR = "model-cache"
+# beside a node's copy of a version: when the store saved it (``local_copy``)
+SAVED_AT = ".saved-at"
 
 if TYPE_CHECKING:
     from training.algorithms.base import Recommender
@@ -57,6 +60,13 @@ def split_model_id(value: str) -> tuple[str, str]:
     return tenant_id, version
 
 
+def _saved_at(copy: Path) -> str | None:
+    try:
+        return (copy / SAVED_AT).read_text()
+    except OSError:
+        return None
+
+
 class ArtifactModelSource:
     """The production source: the artifact store named by ``Settings.artifact_uri``.
 
@@ -84,14 +94,27 @@ class ArtifactModelSource:
 
     def local_copy(self, tenant_id: str, algorithm: str, version: str) -> Path:
         """The node's copy of a version, downloaded when missing. A copy appears whole or not
-        at all (downloaded beside it, then renamed), so concurrent replicas never read half."""
+        at all (downloaded beside it, then renamed), so concurrent replicas never read half.
+
+        A copy is the store's version only if it was saved at the same moment (``created_at``,
+        kept beside the copy): a store that was emptied and trained again reuses version
+        names, and the node must not go on serving the old model under the new one's name."""
         target = self._cache_dir / tenant_id / algorithm / version
+        saved = str(self._store.metadata(tenant_id, algorithm, version).get("created_at"))
         if target.is_dir():
-            return target
+            if _saved_at(target) == saved:
+                return target
+            # another model under this name: set it aside (replicas mapping it keep their
+            # pages) and download the store's
+            stale = Path(tempfile.mkdtemp(prefix=f".{version}-stale-", dir=target.parent))
+            with contextlib.suppress(OSError):  # another replica moved it first
+                target.rename(stale / "model")
+            shutil.rmtree(stale, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
         try:
-            self._store.load(tenant_id, algorithm, version, staging / "model")
+            stored = self._store.load(tenant_id, algorithm, version, staging / "model")
+            (staging / "model" / SAVED_AT).write_text(str(stored.get("created_at")))
             try:
                 (staging / "model").rename(target)
             except OSError:  # another replica's copy landed first: use that one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,25 @@ async def test_small_scoring_stays_on_the_loop_and_large_goes_to_a_thread() -> N
     large = await scored(Sized(INLINE_SCORES), 2, threading.get_ident)
     assert small == loop_thread
     assert large != loop_thread
+
+
+async def test_a_store_trained_again_from_empty_is_not_served_from_the_old_copy(
+    tmp_path: Path,
+) -> None:
+    """An emptied artifact store reuses version names: the node's copy of the old v000001 must
+    not be served as the new v000001."""
+    settings = Settings(data_dir=tmp_path, env="test")
+    tenant = str((await ops.create_tenant(settings, domain="again.example")).id)
+    await ops.ingest_synthetic(
+        settings, domain="again.example", users=40, items=30, clusters=3, per_user=6, seed=5
+    )
+    version = (await train_tenant_async(settings, tenant, ["popularity"])).versions["popularity"]
+    old = ArtifactModelSource(settings).load(tenant, "popularity", version)
+    shutil.rmtree(Path(settings.artifact_uri) / tenant)
+    await ops.ingest_synthetic(
+        settings, domain="again.example", users=40, items=30, clusters=3, per_user=6, seed=6
+    )
+    again = await train_tenant_async(settings, tenant, ["popularity"], evaluate=False)
+    assert again.versions["popularity"] == version  # the same name, another model
+    new = ArtifactModelSource(settings).load(tenant, "popularity", version)
+    assert new.user_items.nnz > old.user_items.nnz
