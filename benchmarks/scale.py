@@ -12,8 +12,8 @@ Per size, in a fresh database (PostgreSQL from ``--database`` or
   process (so its peak RSS is that fit's, data loading included): fit seconds from the
   version's metadata, model bytes as a replica holds them, or the memory plan's reason when
   the engine is skipped (``RECSERVE_TRAIN_MEMORY_GB`` applies as in production);
-- **serve**: p50 of uncached ``recommendations`` (hybrid) through the in-process app's
-  recommendation core, over 200 users;
+- **serve**: p50 of uncached ``recommendations`` (hybrid of every engine the tenant has a
+  model of) through the in-process app's recommendation core, over 200 users;
 - ``--distributed``: ALS on Ray Train with 1 and 2 workers beside implicit (needs Ray).
 
 ``--movielens PATH`` adds a first row set for MovieLens-100K from ``PATH`` (ingested by
