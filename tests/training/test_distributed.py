@@ -208,13 +208,7 @@ def test_svd_and_als_fit_in_one_run_on_the_same_workers(serve_instance: int, rat
     np.testing.assert_allclose(
         run.models["als"].user_factors, alone.user_factors, rtol=1e-4, atol=1e-6
     )
-    users, items = [r[0] for r in test], [r[1] for r in test]
-    actual = np.array([r[2] for r in test])
-    ours, _ = rmse_mae(model.predict(users, items), actual)
-    theirs, _ = rmse_mae(single.predict(users, items), actual)
-    baseline, _ = rmse_mae(np.full(len(actual), model.global_mean), actual)
-    assert ours == pytest.approx(theirs, abs=0.03)
-    assert ours < baseline - 0.05
+    _assert_rmse_matches(model, single, test)
 
 
 @pytest.mark.ray
@@ -230,13 +224,7 @@ def test_lazy_adam_svd_on_two_workers_matches_single_node(
     model = run.models["svd"]
     assert model.config.optimizer == "sparse_adam"
     assert model.user_bias.shape == (len(matrix.user_ids),)
-    users, items = [r[0] for r in test], [r[1] for r in test]
-    actual = np.array([r[2] for r in test])
-    ours, _ = rmse_mae(model.predict(users, items), actual)
-    theirs, _ = rmse_mae(single.predict(users, items), actual)
-    baseline, _ = rmse_mae(np.full(len(actual), model.global_mean), actual)
-    assert ours == pytest.approx(theirs, abs=0.03)
-    assert ours < baseline - 0.05
+    _assert_rmse_matches(model, single, test)
 
 
 @pytest.mark.ray
@@ -273,3 +261,14 @@ async def test_pipeline_trains_als_distributed_and_publishes_it(
     model = load(tmp_path / "restored")
     assert isinstance(model, ALS) and model.n_users == 40
     assert len(model.recommend(str(model.user_ids[0]), k=5)) == 5
+
+
+def _assert_rmse_matches(model: SVD, single: Recommender, test: list) -> None:
+    """``model``'s test RMSE is the single-node fit's, and well under the global mean's."""
+    users, items = [r[0] for r in test], [r[1] for r in test]
+    actual = np.array([r[2] for r in test])
+    ours, _ = rmse_mae(model.predict(users, items), actual)
+    theirs, _ = rmse_mae(single.predict(users, items), actual)  # type: ignore[attr-defined]
+    baseline, _ = rmse_mae(np.full(len(actual), model.global_mean), actual)
+    assert ours == pytest.approx(theirs, abs=0.03)
+    assert ours < baseline - 0.05

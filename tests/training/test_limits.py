@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -161,16 +162,7 @@ async def test_training_plans_each_fit_and_records_it(
     # budgets of a few KB here: the process's own memory is left out of these plans
     monkeypatch.setattr(limits_module, "held_bytes", lambda: 0)
     # room for the matrix copies and a 40-item EASE, not for the 80-item one or item-kNN
-    settings = Settings(data_dir=tmp_path)
-    assert settings.database_url
-    await migrate(settings.database_url)
-    database = Database.from_settings(settings)
-    async with database.session() as session:
-        tenant = await repo.create_tenant(session=session, name="big", domain="big.example")
-    await ingest_dataset(
-        database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
-    )
-    await database.dispose()
+    tenant = await _ingested(Settings(data_dir=tmp_path), catalogue, "big.example")
     nnz = len({(u, i) for u, i, *_ in catalogue.interactions})
     shape = Shape(users=60, items=80, nnz=nnz, user_pairs=0, item_pairs=0)
     budget = EASE.estimated_bytes(shape, EASE.Config(max_items=40))
@@ -225,15 +217,7 @@ async def test_training_plans_each_engine_against_the_memory_left(
     loaded tenant, the engines before) is not there for that engine's fit."""
     catalogue = generate_catalogue(n_users=30, n_items=40, n_clusters=3, interactions_per_user=8)
     settings = Settings(data_dir=tmp_path, train_memory_gb=1.0)
-    assert settings.database_url
-    await migrate(settings.database_url)
-    database = Database.from_settings(settings)
-    async with database.session() as session:
-        tenant = await repo.create_tenant(session=session, name="held", domain="held.example")
-    await ingest_dataset(
-        database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
-    )
-    await database.dispose()
+    tenant = await _ingested(settings, catalogue, "held.example")
     held = iter([0, 0, 0, GIB])  # two up-front plans, popularity's turn, then ease's turn
     monkeypatch.setattr(limits_module, "held_bytes", lambda: next(held, GIB))
 
@@ -244,3 +228,17 @@ async def test_training_plans_each_engine_against_the_memory_left(
     assert sorted(result.versions) == ["popularity"]
     assert result.skipped["ease"].startswith("would need ")
     assert result.skipped["ease"].endswith("budget 0.0 GiB")
+
+
+async def _ingested(settings: Settings, catalogue: Any, domain: str) -> Any:
+    """A new tenant of ``domain`` holding ``catalogue``, in ``settings``' migrated database."""
+    assert settings.database_url
+    await migrate(settings.database_url)
+    database = Database.from_settings(settings)
+    async with database.session() as session:
+        tenant = await repo.create_tenant(session=session, name=domain, domain=domain)
+    await ingest_dataset(
+        database, tenant.id, items=catalogue.items, interactions=catalogue.interactions
+    )
+    await database.dispose()
+    return tenant
