@@ -216,6 +216,9 @@ class Item(Base):
 
 class Interaction(Base):
     __tablename__ = "interactions"
+    # PostgreSQL partitions it by tenant, one partition each, and its primary key there is
+    # (tenant_id, id) (migration 0007: a new tenant's first large import is loaded in bulk,
+    # storage.repositories.interaction_loads); ids are time-ordered UUIDs, unique on their own.
     # No foreign keys (migration 0006): every write checks and locks its rows' users and items
     # once per statement (storage.repositories.interactions), and triggers on users and items
     # delete their interactions as ON DELETE CASCADE did.

@@ -45,7 +45,7 @@ async def test_upgrade_downgrade_upgrade(backend: str, request: pytest.FixtureRe
             assert await _tables(database) == TABLES
             async with database.engine.connect() as connection:
                 version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-                assert version == "0006"
+                assert version == "0007"
                 # The hand-written migration and the models describe the same schema.
                 assert await connection.run_sync(_schema_differences) == []
             await migrate(url)  # already at head: a no-op, not an error
@@ -68,3 +68,47 @@ async def test_unreachable_server_is_unavailable() -> None:
                 await session.execute(text("SELECT 1"))
     finally:
         await database.dispose()
+
+
+@pytest.mark.services
+async def test_partitioning_keeps_every_interaction(request: pytest.FixtureRequest) -> None:
+    """PostgreSQL, 0006 -> 0007: existing events move into their tenants' partitions, and
+    back again on downgrade."""
+    async with temporary_database(backend_url("postgresql", request)) as url:
+        await migrate(url, "0006")
+        database = Database(url)
+        try:
+            async with database.engine.begin() as connection:
+                for tenant in ("a", "b"):
+                    await connection.execute(
+                        text(
+                            f"""
+                            WITH t AS (INSERT INTO tenants (id, name, domain, tier, settings,
+                                           registration, is_active, created_at)
+                                       VALUES (gen_random_uuid(), '{tenant}', '{tenant}.test',
+                                               'basic', '{{}}', 'closed', true, now())
+                                       RETURNING id)
+                            INSERT INTO interactions (id, tenant_id, user_id, item_id,
+                                                      interaction_type, value, created_at)
+                            SELECT gen_random_uuid(), t.id, gen_random_uuid(),
+                                   gen_random_uuid(), 'view', 1, now()
+                            FROM t, generate_series(1, {3 if tenant == "a" else 2})
+                            """
+                        )
+                    )
+            counts = "SELECT count(*) FROM interactions GROUP BY tenant_id ORDER BY 1"
+            await migrate(url)
+            async with database.engine.connect() as connection:
+                assert list((await connection.execute(text(counts))).scalars()) == [2, 3]
+                partitions = await connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_inherits "
+                        "WHERE inhparent = 'interactions'::regclass"
+                    )
+                )
+                assert partitions == 2
+            await downgrade(url, "0006")
+            async with database.engine.connect() as connection:
+                assert list((await connection.execute(text(counts))).scalars()) == [2, 3]
+        finally:
+            await database.dispose()
