@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -116,6 +116,7 @@ async def write_events(
     interactions: Sequence[InteractionEvent] | EventColumns = (),
     ratings: Sequence[RatingEvent] = (),
     known_users: IdCache | None = None,
+    load: repo.InteractionLoad | None = None,
 ) -> tuple[int, int]:
     """The one write step of every import: create missing users, add the interactions the
     tenant does not have yet (same user, item, type and time: none are duplicated, so a
@@ -123,12 +124,13 @@ async def write_events(
     generator or a file reader, ``EventColumns`` (written without a Python object per row).
     ``item_ids`` maps every item the events name to its id; ``known_users`` holds user ids
     found by earlier batches of the same import (it is filled here). Every user and item
-    written is checked to be the tenant's (``check_owners``). Returns (interactions written,
+    written is checked to be the tenant's (``check_owners``). With a ``load`` the interactions
+    go to a new tenant's bulk load (``with_interaction_load``). Returns (interactions written,
     ratings written).
 
-    The transaction's commit does not wait for the disk (``relax_commit_durability``): what a
+    The transaction's commit does not wait for the disk (``tune_import_transaction``): what a
     crash of the database loses of an import, re-running it writes again."""
-    await repo.relax_commit_durability(session=session)
+    await repo.tune_import_transaction(session=session)
     events = (
         interactions
         if isinstance(interactions, EventColumns)
@@ -142,7 +144,10 @@ async def write_events(
     cache.update(await upsert_users(session, tenant_id, missing))
     users = {key: cache[key] for key in keys}
     written = await repo.import_interaction_batch(
-        session=session, tenant_id=tenant_id, batch=_batch(events, users, item_ids, used)
+        session=session,
+        tenant_id=tenant_id,
+        batch=_batch(events, users, item_ids, used),
+        load=load,
     )
     rated = await repo.bulk_upsert_ratings(
         session=session,
@@ -234,7 +239,9 @@ async def ingest_stream(
     once (one prepares its rows while the other's COPY runs on the server; chunks naming the
     same user wait for each other, see ``import_interaction_batch``). ``total`` (the expected
     event count) only feeds ``progress``. A failure keeps the chunks already written;
-    re-running writes the rest (the write step skips what exists)."""
+    re-running writes the rest (the write step skips what exists). A tenant with no
+    interactions yet is loaded in bulk (``with_interaction_load``): then a failure leaves it
+    without any, and re-running writes all."""
     async with database.session() as session:
         item_map = await repo.bulk_upsert_items(
             session=session, tenant_id=tenant_id, rows=[_item_row(item) for item in items]
@@ -246,22 +253,52 @@ async def ingest_stream(
     read = written = 0
     source = iter(chunks)
 
-    async def write_next_chunks() -> None:
-        nonlocal read, written
-        for chunk in source:  # shared by the writers: each takes the next chunk
-            async with database.session() as session:
-                done, _ = await write_events(
-                    session, tenant_id, item_map, interactions=chunk, known_users=users
-                )
-            written += done  # not ``written += await ...``: that reads it before the await
-            read += len(chunk)
-            _report(progress, "interactions", read, max(total, read))
+    async def write_all(load: repo.InteractionLoad | None) -> int:
+        async def write_next_chunks() -> None:
+            nonlocal read, written
+            for chunk in source:  # shared by the writers: each takes the next chunk
+                async with database.session() as session:
+                    done, _ = await write_events(
+                        session,
+                        tenant_id,
+                        item_map,
+                        interactions=chunk,
+                        known_users=users,
+                        load=load,
+                    )
+                written += done  # not ``written += await ...``: that reads it before the await
+                read += len(chunk)
+                _report(progress, "interactions", read, max(total, read))
 
-    parallel = STREAM_WRITERS if database.engine.dialect.name == "postgresql" else 1
-    async with asyncio.TaskGroup() as writers:
-        for _ in range(parallel):
-            writers.create_task(write_next_chunks())
+        parallel = STREAM_WRITERS if database.engine.dialect.name == "postgresql" else 1
+        async with asyncio.TaskGroup() as writers:
+            for _ in range(parallel):
+                writers.create_task(write_next_chunks())
+        return written
+
+    written = await with_interaction_load(database, tenant_id, total, write_all)
     return IngestCounts(len(item_map), len(users), written, 0)
+
+
+async def with_interaction_load(
+    database: Database,
+    tenant_id: uuid.UUID,
+    expected_rows: int,
+    write: Callable[[repo.InteractionLoad | None], Awaitable[int]],
+) -> int:
+    """Run ``write`` (which returns the interactions it wrote) with a bulk load of the tenant
+    where one applies (PostgreSQL, a tenant with no interactions yet, ``expected_rows`` at least
+    ``LOAD_MIN_ROWS``: see ``storage.repositories.interaction_loads``), else with None (the
+    normal write step); the interactions written, less those the load's end drops as repeats."""
+    load = await repo.begin_interaction_load(database, tenant_id, expected_rows)
+    if load is None:
+        return await write(None)
+    try:
+        written = await write(load)
+    except BaseException:
+        await repo.abandon_interaction_load(load)
+        raise
+    return written - await repo.finish_interaction_load(database, load)
 
 
 def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:

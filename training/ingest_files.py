@@ -49,6 +49,7 @@ from training.ingest import (
     Progress,
     RatingEvent,
     upsert_users,
+    with_interaction_load,
     write_events,
 )
 
@@ -508,7 +509,7 @@ async def _run(
 ) -> ImportReport:
     if not strict:
         report = ImportReport()
-        await _import(database.session, tenant_id, sources, report, progress)
+        await _import(database.session, tenant_id, sources, report, progress, database=database)
         return report
     checked = ImportReport()
     for source in sources:  # the streaming validation pass: nothing is written
@@ -547,27 +548,64 @@ async def _import(
     report: ImportReport,
     progress: Progress | None,
     after_failure: str = "earlier batches were, and re-running the import skips them",
+    database: Database | None = None,
 ) -> None:
+    """Write the sources batch by batch. With ``database`` (batches in transactions of their
+    own), the interactions of a tenant that has none yet are loaded in bulk
+    (``with_interaction_load``)."""
     for source in sources:
-        total, done = _rows_in(source.path), 0
+        total = _rows_in(source.path)
         if source.kind in ("interactions", "ratings"):  # their items are written by now
             async with open_session() as session:
                 await repo.refresh_statistics(session=session)
-        for read, rows in source.batches(report):
-            first, last = (rows[0][0], rows[-1][0]) if rows else (0, 0)
-            try:
-                async with open_session() as session:
+
+        async def write(
+            load: repo.InteractionLoad | None, source: _Source = source, total: int = total
+        ) -> int:
+            before = report.interactions
+            await _write_batches(
+                open_session, tenant_id, source, report, progress, after_failure, total, load
+            )
+            return report.interactions - before
+
+        if database is not None and source.kind == "interactions":
+            written = await with_interaction_load(database, tenant_id, total, write)
+            repeated = report.interactions - written  # dropped by the load's end
+            report.interactions -= repeated
+            report.duplicates += repeated
+        else:
+            await write(None)
+
+
+async def _write_batches(
+    open_session: OpenSession,
+    tenant_id: uuid.UUID,
+    source: _Source,
+    report: ImportReport,
+    progress: Progress | None,
+    after_failure: str,
+    total: int,
+    load: repo.InteractionLoad | None,
+) -> None:
+    done = 0
+    for read, rows in source.batches(report):
+        first, last = (rows[0][0], rows[-1][0]) if rows else (0, 0)
+        try:
+            async with open_session() as session:
+                if load is None:
                     await _WRITERS[source.kind](session, tenant_id, source, rows, report)
-            except StorageError as error:
-                raise ImportFailed(
-                    f"{source.path.name}: the batch of lines {first}..{last} was not written "
-                    f"({error}); {after_failure}"
-                ) from error
-            done += read
-            if progress is not None:
-                progress(source.kind, done, max(total, done))
+                else:
+                    await _write_interactions(session, tenant_id, source, rows, report, load)
+        except StorageError as error:
+            raise ImportFailed(
+                f"{source.path.name}: the batch of lines {first}..{last} was not written "
+                f"({error}); {after_failure}"
+            ) from error
+        done += read
         if progress is not None:
-            progress(source.kind, max(total, done), max(total, done))  # rows were lines
+            progress(source.kind, done, max(total, done))
+    if progress is not None:
+        progress(source.kind, max(total, done), max(total, done))  # rows were lines
 
 
 async def _write_items(
@@ -611,11 +649,16 @@ async def _known_items(
 
 
 async def _write_interactions(
-    session: AsyncSession, tenant_id: uuid.UUID, source: _Source, rows: list, report: ImportReport
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    source: _Source,
+    rows: list,
+    report: ImportReport,
+    load: repo.InteractionLoad | None = None,
 ) -> None:
     ids, known = await _known_items(session, tenant_id, source, rows, report)
     written, _ = await write_events(
-        session, tenant_id, ids, interactions=known, known_users=source.users
+        session, tenant_id, ids, interactions=known, known_users=source.users, load=load
     )
     report.interactions += written
     report.duplicates += len(known) - written

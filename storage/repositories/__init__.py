@@ -9,6 +9,12 @@ Batch readers (``*_by_ids``, ``*_for_users``, ``*_for_items``, ``average_ratings
 in input order, as DataLoaders need.
 """
 
+from storage.repositories.interaction_loads import (
+    InteractionLoad,
+    abandon_interaction_load,
+    begin_interaction_load,
+    finish_interaction_load,
+)
 from storage.repositories.interactions import (
     InteractionBatch,
     InteractionColumns,
@@ -31,7 +37,7 @@ from storage.repositories.interactions import (
     recent_items,
     record_interaction,
     refresh_statistics,
-    relax_commit_durability,
+    tune_import_transaction,
 )
 from storage.repositories.items import (
     bulk_upsert_items,
@@ -82,10 +88,13 @@ __all__ = [
     "NO_PASSWORD",
     "InteractionBatch",
     "InteractionColumns",
+    "InteractionLoad",
     "InteractionRow",
     "ItemPopularity",
     "RatingStats",
+    "abandon_interaction_load",
     "average_ratings",
+    "begin_interaction_load",
     "bulk_insert_interactions",
     "bulk_upsert_items",
     "bulk_upsert_ratings",
@@ -100,6 +109,7 @@ __all__ = [
     "create_user",
     "delete_item",
     "existing_interaction_keys",
+    "finish_interaction_load",
     "get_item",
     "get_item_by_external_id",
     "get_tenant",
@@ -129,12 +139,12 @@ __all__ = [
     "recent_items",
     "record_interaction",
     "refresh_statistics",
-    "relax_commit_durability",
     "set_preferences",
     "set_tenant_active",
     "set_tenant_registration",
     "set_tenant_tier",
     "set_user_active",
+    "tune_import_transaction",
     "update_item",
     "users_by_ids",
 ]

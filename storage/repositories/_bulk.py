@@ -44,6 +44,46 @@ def new_uuid_hex(count: int) -> list[str]:
     return [digits[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
+def unique_uuids(ids: np.ndarray) -> np.ndarray:
+    """The distinct rows of ``ids`` (``(n, 16)`` uint8), in the order they first appear."""
+    return ids[first_of_each_row(np.ascontiguousarray(ids).view(np.uint64))]
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def first_of_each_row(keys: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct row of ``keys`` (``(n, k)``
+    uint64), in input order.
+
+    Rows are sorted by a 64-bit hash (one sort of n integers), then each row is compared with
+    its neighbour: exact whatever the hash does. Only if two different rows share a hash does
+    it sort the rows themselves (``np.lexsort`` over k keys, 2.5 times slower on 1M rows of 6
+    keys; ``np.unique`` of 16-byte ids as numpy voids was the largest client cost of a bulk
+    import)."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64)
+    hashes = keys[:, 0].copy()
+    with np.errstate(over="ignore"):
+        for column in range(1, keys.shape[1]):
+            hashes = (hashes ^ (hashes >> np.uint64(29))) * _MIX ^ keys[:, column]
+        hashes = (hashes ^ (hashes >> np.uint64(32))) * _MIX
+    order = np.argsort(hashes)  # numpy's fastest sort; not stable, hence the min below
+    ordered = hashes[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    members = keys[order]
+    # Exact: rows next to each other in hash order differ exactly where a hash group starts.
+    if np.array_equal(np.any(members[1:] != members[:-1], axis=1), starts[1:]):
+        firsts = np.minimum.reduceat(order, np.flatnonzero(starts))  # each group's earliest row
+    else:  # a hash shared by different rows
+        order = np.lexsort(keys.T[::-1])
+        ordered_keys = keys[order]
+        starts[1:] = np.any(ordered_keys[1:] != ordered_keys[:-1], axis=1)
+        firsts = order[starts]  # lexsort is stable: the first of equal rows came first
+    return np.sort(firsts)
+
+
 # PostgreSQL's binary COPY format: a signature, flags and header extension length, then one
 # tuple per row (int16 field count, then int32 length + bytes per field), then -1.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)

@@ -27,8 +27,10 @@ from storage.repositories._bulk import (
     copy_binary,
     copy_records,
     executemany_records,
+    first_of_each_row,
     new_uuid_bytes,
     new_uuid_hex,
+    unique_uuids,
 )
 from storage.repositories._common import (
     EventChunk,
@@ -40,6 +42,7 @@ from storage.repositories._common import (
     stream_event_columns,
     table_of,
 )
+from storage.repositories.interaction_loads import InteractionLoad
 
 MAX_TYPE_LENGTH = 32
 _BATCH = 1000
@@ -449,10 +452,6 @@ def uuid_list(ids: np.ndarray) -> list[uuid.UUID]:
     return [uuid.UUID(bytes=raw[start : start + 16]) for start in range(0, len(raw), 16)]
 
 
-def _unique_uuids(ids: np.ndarray) -> np.ndarray:
-    return np.unique(np.ascontiguousarray(ids).view("V16").ravel()).view(np.uint8).reshape(-1, 16)
-
-
 async def check_owners(
     *,
     session: AsyncSession,
@@ -550,10 +549,18 @@ async def import_interactions(
 
 
 async def import_interaction_batch(
-    *, session: AsyncSession, tenant_id: uuid.UUID, batch: InteractionBatch
+    *,
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    batch: InteractionBatch,
+    load: InteractionLoad | None = None,
 ) -> np.ndarray:
     """``import_interactions`` of columns, the import write step: which rows were written (a
-    boolean mask). The distinct users and items are checked (``check_owners``) once."""
+    boolean mask). The distinct users and items are checked (``check_owners``) once.
+
+    With a ``load`` (``begin_interaction_load``) the rows go to the load's side table instead,
+    repeated events of the batch removed; events repeating an earlier batch's are removed by
+    ``finish_interaction_load``, which reports how many."""
     for name in batch.types:
         _check_type(name)
     if not len(batch):
@@ -566,11 +573,13 @@ async def import_interaction_batch(
         await check_owners(
             session=session,
             tenant_id=tenant_id,
-            user_ids=as_ids(_unique_uuids(unique.user_ids)),
-            item_ids=as_ids(_unique_uuids(unique.item_ids)),
+            user_ids=as_ids(unique_uuids(unique.user_ids)),
+            item_ids=as_ids(unique_uuids(unique.item_ids)),
             importing=True,
         )
-        if dialect_name(session) == "postgresql":
+        if load is not None:
+            kept = await _import_into_load(session, load, unique)
+        elif dialect_name(session) == "postgresql":
             kept = await _import_postgresql(session, tenant_id, unique)
         else:
             kept = await _import_other(session, tenant_id, unique)
@@ -586,12 +595,7 @@ def _first_of_each_key(batch: InteractionBatch) -> np.ndarray:
     keys[:, 2:4] = np.ascontiguousarray(batch.item_ids).view(np.uint64)
     keys[:, 4] = batch.times.astype(np.int64).view(np.uint64)
     keys[:, 5] = batch.type_codes
-    order = np.lexsort(keys.T[::-1])
-    ordered = keys[order]
-    starts = np.ones(len(order), dtype=bool)
-    starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
-    # lexsort is stable: the first row of each run of equal keys came first in the input.
-    return np.sort(order[starts])
+    return first_of_each_row(keys)
 
 
 async def _import_other(
@@ -684,7 +688,7 @@ async def _import_postgresql(
 ) -> np.ndarray:
     """``import_interaction_batch`` on PostgreSQL, ``batch`` unique by key: the positions
     written."""
-    users = _unique_uuids(batch.user_ids)
+    users = unique_uuids(batch.user_ids)
     result = await session.execute(
         _USERS_WITH_EVENTS_SQL, {"users": uuid_hex(users), "tenant_id": tenant_id}
     )
@@ -717,6 +721,19 @@ async def _import_postgresql(
     return np.sort(np.concatenate([fresh, others[written]]))
 
 
+async def _import_into_load(
+    session: AsyncSession, load: InteractionLoad, batch: InteractionBatch
+) -> np.ndarray:
+    """``import_interaction_batch`` into a load's side table: every row (unique by key)."""
+    load.note_chunk(batch.user_ids, batch.item_ids)
+    tenant = np.frombuffer(load.tenant_id.bytes, dtype=np.uint8)
+    data = _copy_data(
+        batch, [new_uuid_bytes(len(batch)), np.broadcast_to(tenant, (len(batch), 16))]
+    )
+    await copy_binary(await session.connection(), table(load.table), _COPY_COLUMNS, data)
+    return np.arange(len(batch))
+
+
 async def refresh_statistics(*, session: AsyncSession) -> None:
     """PostgreSQL: refresh the planner's statistics of the tables an import's rows point to.
 
@@ -731,16 +748,26 @@ async def refresh_statistics(*, session: AsyncSession) -> None:
         await session.execute(text("ANALYZE tenants, users, items, interactions"))
 
 
-async def relax_commit_durability(*, session: AsyncSession) -> None:
-    """PostgreSQL: the current transaction's commit returns without waiting for its WAL to
-    reach disk (``synchronous_commit = off`` for this transaction only).
+async def tune_import_transaction(*, session: AsyncSession) -> None:
+    """PostgreSQL, for the bulk import paths, in one round trip: the current transaction's
+    commit returns without waiting for its WAL to reach disk (``synchronous_commit = off``),
+    and its statements are planned for their own parameters (``plan_cache_mode``).
 
-    For the bulk import paths: a crash of the database server in the next fraction of a second
-    may lose the last chunks an import reported written (never a partial chunk, nor anything
-    of other sessions); imports are idempotent, so re-running one writes what is missing.
+    - A crash of the database server in the next fraction of a second may lose the last chunks
+      an import reported written (never a partial chunk, nor anything of other sessions);
+      imports are idempotent, so re-running one writes what is missing.
+    - asyncpg prepares each statement once per connection, and after five runs PostgreSQL may
+      keep a generic plan made when the tenant had few users: the owner checks of a 10M
+      import then scanned every user of the tenant per chunk (1-2 s each, most of the server's
+      time). A plan per run costs well under a millisecond.
     """
     if dialect_name(session) == "postgresql":
-        await session.execute(text("SET LOCAL synchronous_commit = off"))
+        await session.execute(
+            text(
+                "SELECT set_config('synchronous_commit', 'off', true), "
+                "set_config('plan_cache_mode', 'force_custom_plan', true)"
+            )
+        )
 
 
 def _columns_query(tenant_id: uuid.UUID, since: datetime | None) -> Select[Any]:
