@@ -35,6 +35,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import repositories as repo
@@ -52,6 +53,7 @@ from training.ingest import (
     with_interaction_load,
     write_events,
 )
+from training.ingest_columns import ArrowInvalid, EventBatch, csv_event_batches, scan
 
 T = TypeVar("T")
 KINDS = ("items", "users", "interactions", "ratings")
@@ -444,8 +446,12 @@ class _Source:
                 raise ImportFileError(f"{self.path.name}: not a readable Parquet file") from error
             _check_header(self.path, names, required)
 
-    def batches(self, report: ImportReport) -> Iterator[tuple[int, list[tuple[int, Any]]]]:
-        """``(rows read, parsed rows [(line, row)])`` per batch; bad rows go to ``report``."""
+    def batches(
+        self, report: ImportReport
+    ) -> Iterator[tuple[int, list[tuple[int, Any]] | EventBatch]]:
+        """``(rows read, parsed rows [(line, row)])`` per batch; bad rows go to ``report``.
+        Interactions from an unquoted CSV file come as an ``EventBatch`` where every row of
+        the batch passes the checks (``training.ingest_columns``)."""
         by_column = {self.columns.column(self.kind, name): name for name in FIELDS[self.kind]}
         required = {self.columns.column(self.kind, name) for name in REQUIRED[self.kind]}
         reader = _READERS[file_format(self.path)]
@@ -454,6 +460,42 @@ class _Source:
         def bad(line: int, reason: str) -> None:
             report.bad(BadRow(self.path.name, line, reason))
 
+        def parse_row(line: int, fields: Mapping[str, Any]) -> tuple[int, Any] | None:
+            try:
+                return line, parse(fields.get)
+            except ValueError as error:
+                bad(line, str(error))
+                return None
+
+        blank_lines = (
+            scan(self.path)
+            if self.kind == "interactions" and file_format(self.path) == "csv"
+            else None
+        )
+        if blank_lines is not None:
+            with self.path.open(newline="", encoding="utf-8-sig") as handle:
+                header = next(_decoded(self.path, csv.reader(handle), lambda: 0), None) or []
+            try:
+                yield from csv_event_batches(
+                    self.path,
+                    blank_lines,
+                    header,
+                    {column: by_column[column] for column in header if column in by_column},
+                    {
+                        "user": USER_KEY_CHARS,
+                        "item": _ITEM_CHARS["external_id"],
+                        "type": MAX_TYPE_LENGTH,
+                    },
+                    DEFAULT_TYPE,
+                    bad,
+                    parse_row,
+                    BATCH_ROWS,
+                )
+            except ArrowInvalid as error:  # e.g. "CSV conversion error to string: invalid UTF8"
+                if "UTF8" not in str(error):
+                    raise ImportFileError(f"{self.path.name}: {error}") from error
+                raise ImportFileError(f"{self.path.name}: not UTF-8 text") from error
+            return
         for batch in _batches(reader(self.path, set(by_column), required, bad), BATCH_ROWS):
             parsed = []
             for line, values in batch:
@@ -589,10 +631,15 @@ async def _write_batches(
 ) -> None:
     done = 0
     for read, rows in source.batches(report):
-        first, last = (rows[0][0], rows[-1][0]) if rows else (0, 0)
+        if isinstance(rows, EventBatch):
+            first, last = (int(rows.lines[0]), int(rows.lines[-1])) if len(rows) else (0, 0)
+        else:
+            first, last = (rows[0][0], rows[-1][0]) if rows else (0, 0)
         try:
             async with open_session() as session:
-                if load is None:
+                if isinstance(rows, EventBatch):
+                    await _write_event_batch(session, tenant_id, source, rows, report, load)
+                elif load is None:
                     await _WRITERS[source.kind](session, tenant_id, source, rows, report)
                 else:
                     await _write_interactions(session, tenant_id, source, rows, report, load)
@@ -662,6 +709,42 @@ async def _write_interactions(
     )
     report.interactions += written
     report.duplicates += len(known) - written
+
+
+async def _write_event_batch(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    source: _Source,
+    batch: EventBatch,
+    report: ImportReport,
+    load: repo.InteractionLoad | None,
+) -> None:
+    """``_write_interactions`` of a columnar batch: rows naming an item the tenant lacks are
+    bad rows, the rest are written."""
+    events = batch.events
+    cache = source.items
+    cache.update(
+        await repo.item_ids_by_external_ids(
+            session=session,
+            tenant_id=tenant_id,
+            external_ids=[key for key in events.items if key not in cache],
+        )
+    )
+    known = np.fromiter((key in cache for key in events.items), bool, len(events.items))
+    rows_known = known[events.item_codes]
+    if not rows_known.all():
+        unknown = np.flatnonzero(~rows_known)
+        for line, code in zip(
+            batch.lines[unknown].tolist(), events.item_codes[unknown].tolist(), strict=True
+        ):
+            report.bad(BadRow(source.path.name, line, f"unknown item {events.items[code]!r}"))
+        batch = batch.take(np.flatnonzero(rows_known))
+    ids = {key: cache[key] for key in events.items if key in cache}
+    written, _ = await write_events(
+        session, tenant_id, ids, interactions=batch.events, known_users=source.users, load=load
+    )
+    report.interactions += written
+    report.duplicates += len(batch) - written
 
 
 async def _write_ratings(

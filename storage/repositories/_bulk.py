@@ -52,6 +52,15 @@ def unique_uuids(ids: np.ndarray) -> np.ndarray:
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
+def row_hashes(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of ``keys`` (``(n, k)`` uint64): equal rows, equal hashes."""
+    hashes = keys[:, 0].copy()
+    with np.errstate(over="ignore"):
+        for column in range(1, keys.shape[1]):
+            hashes = (hashes ^ (hashes >> np.uint64(29))) * _MIX ^ keys[:, column]
+        return (hashes ^ (hashes >> np.uint64(32))) * _MIX
+
+
 def first_of_each_row(keys: np.ndarray) -> np.ndarray:
     """Positions of the first occurrence of each distinct row of ``keys`` (``(n, k)``
     uint64), in input order.
@@ -63,11 +72,7 @@ def first_of_each_row(keys: np.ndarray) -> np.ndarray:
     import)."""
     if not len(keys):
         return np.zeros(0, dtype=np.int64)
-    hashes = keys[:, 0].copy()
-    with np.errstate(over="ignore"):
-        for column in range(1, keys.shape[1]):
-            hashes = (hashes ^ (hashes >> np.uint64(29))) * _MIX ^ keys[:, column]
-        hashes = (hashes ^ (hashes >> np.uint64(32))) * _MIX
+    hashes = row_hashes(keys)
     order = np.argsort(hashes)  # numpy's fastest sort; not stable, hence the min below
     ordered = hashes[order]
     starts = np.ones(len(order), dtype=bool)

@@ -725,7 +725,7 @@ async def _import_into_load(
     session: AsyncSession, load: InteractionLoad, batch: InteractionBatch
 ) -> np.ndarray:
     """``import_interaction_batch`` into a load's side table: every row (unique by key)."""
-    load.note_chunk(batch.user_ids, batch.item_ids)
+    load.note_chunk(batch.user_ids, batch.item_ids, batch.times)
     tenant = np.frombuffer(load.tenant_id.bytes, dtype=np.uint8)
     data = _copy_data(
         batch, [new_uuid_bytes(len(batch)), np.broadcast_to(tenant, (len(batch), 16))]

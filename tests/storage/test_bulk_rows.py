@@ -39,3 +39,17 @@ def test_unique_uuids_in_first_seen_order() -> None:
     doubled = ids[[2, 0, 2, 1, 0]]
     assert np.array_equal(_bulk.unique_uuids(doubled), ids[[2, 0, 1]])
     assert _bulk.unique_uuids(ids[:0]).shape == (0, 16)
+
+
+def test_moment_set_answers_like_a_set() -> None:
+    from storage.repositories.interaction_loads import MomentSet
+
+    rng = np.random.default_rng(3)
+    moments, seen = MomentSet(), set()
+    for size in [1, 5, 3, 40, 7, 200, 1, 64]:
+        chunk = np.unique(rng.integers(0, 500, size=size).astype(np.uint64))
+        assert moments.any_of(chunk) == bool(seen & set(chunk.tolist()))
+        moments.add(chunk)
+        seen |= set(chunk.tolist())
+    assert all(len(a) > len(b) for a, b in zip(moments.runs, moments.runs[1:], strict=False))
+    assert set(np.concatenate(moments.runs).tolist()) == seen

@@ -462,3 +462,94 @@ async def test_a_failed_batch_stops_the_import_and_says_what_stayed(
     assert await _state(database, other) == {
         "items": [], "users": [], "interactions": [], "ratings": []
     }  # fmt: skip
+
+
+PARITY_CSV = (
+    "user,item,type,value,time\n"
+    "u1,a,view,1,1700000000\n"
+    "u1,b,,2,1700000001.25\n"
+    "u2,c,click,,2024-01-02T03:04:05Z\n"
+    "\n"
+    "u2,a,like,1,2024-01-03T00:00:00+01:00\n"
+    "u3,b\n"
+    "u3,zzz,view,1,1700000002\n"
+    "u3,a,view,abc,1700000003\n"
+    ",a,view,1,1700000004\n"
+    "u4,a,view,1,2024-01-05 06:07:08\n"
+    "u4,b,view,1,2024-01-05\n"
+    "u5,c,view,1,1700000005\n"
+    "u5,c,view,1,1700000005\n"
+    ",,,,\n"
+    "u6,a,view,1,not-a-time\n"
+    "u6,a,purchase,3,1700000006\n"
+    "u7,b,view,1e0,1700000007\n"
+    "u7,c,view,1,1700000008\n"
+    "u7,a,view,1,1700000009\n"
+    '"u8","a","view","1","1700000010"\n'
+    '"u""9",b,"",,1700000011\n'
+)
+
+
+async def test_columnar_csv_path_matches_the_row_path(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unquoted interactions CSV is read as columns (``training.ingest_columns``): the
+    same rows written, the same bad rows with the same lines and reasons, as row by row."""
+    from training import ingest_files
+
+    monkeypatch.setattr(ingest_files, "BATCH_ROWS", 3)
+    items = _write(tmp_path / "items.csv", "external_id,title\na,A\nb,B\nc,C\n")
+    events = _write(tmp_path / "events.csv", PARITY_CSV)
+    columnar_batches = 0
+    write_event_batch = ingest_files._write_event_batch
+
+    async def counting(*args: Any) -> None:
+        nonlocal columnar_batches
+        columnar_batches += 1
+        await write_event_batch(*args)
+
+    monkeypatch.setattr(ingest_files, "_write_event_batch", counting)
+    results = []
+    for row_path in (True, False):
+        if row_path:
+            monkeypatch.setattr(ingest_files, "scan", lambda path: None)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(ingest_files, "BATCH_ROWS", 3)
+            monkeypatch.setattr(ingest_files, "_write_event_batch", counting)
+        tenant_id = await _tenant(database)
+        report = await import_files(database, tenant_id, items=items, interactions=events)
+        results.append((report, await _state(database, tenant_id)))
+        assert (columnar_batches > 0) is not row_path
+    (rows_report, rows_state), (columns_report, columns_state) = results
+    assert [(b.line, b.reason) for b in columns_report.bad_rows] == [
+        (b.line, b.reason) for b in rows_report.bad_rows
+    ]
+    assert [b.line for b in rows_report.bad_rows] == [7, 8, 9, 10, 15, 16]
+    assert (
+        (columns_report.interactions, columns_report.duplicates)
+        == (
+            rows_report.interactions,
+            rows_report.duplicates,
+        )
+        == (13, 1)
+    )
+    assert columns_state == rows_state
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+def test_the_scan_finds_blank_lines_across_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    from training import ingest_columns
+
+    monkeypatch.setattr(ingest_columns, "SCAN_BYTES", block)
+    text = "h,x\n\na,1\r\n\r\nb,2\n\n\nc,3\n\n"
+    path = _write(tmp_path / "events.csv", text)
+    path.write_bytes(text.encode())
+    expected = [n for n, line in enumerate(text.split("\n"), 1) if line in ("", "\r")][:-1]
+    assert ingest_columns.scan(path) == expected == [2, 4, 6, 7, 9]
+    path.write_bytes(b'h,x\n"a","1"\n\n"b ""c""",2\n')  # quoted, doubled quotes: one line each
+    assert ingest_columns.scan(path) == [3]
+    path.write_bytes(b'h,x\n"a\nb",1\n')  # a value over two lines
+    assert ingest_columns.scan(path) is None

@@ -19,9 +19,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
-from sklearn.preprocessing import normalize
 
 from training.algorithms._persist import State
 from training.algorithms.base import Recommender
@@ -39,6 +36,9 @@ def hashed_vectors(items: list[ItemInfo]) -> np.ndarray:
     """Unit-length ``len(items) x TEXT_DIMS`` float32 vectors of title, description, tags and
     category; all-zero rows for items with no words and no category. Stateless: an item gets
     the same vector whenever and wherever it is computed."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.preprocessing import normalize
+
     documents = [" ".join([i.title, i.description, *i.tags]) for i in items]
     words = HashingVectorizer(
         n_features=TEXT_DIMS, ngram_range=(1, 2), alternate_sign=True, norm="l2"
@@ -83,6 +83,8 @@ class Content(Recommender):
         self._blank = np.asarray(abs(self.features).sum(axis=1)).ravel() == 0
 
     def _text_features(self, items: list[ItemInfo]) -> sp.csr_matrix:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         documents = [" ".join([i.title, i.description, *i.tags]) for i in items]
         if not any(doc.strip() for doc in documents):
             return sp.csr_matrix((len(items), 0), dtype=np.float32)
@@ -129,6 +131,9 @@ class Content(Recommender):
 
     def item_vectors(self) -> np.ndarray:
         """Dense L2-normalised ``n_items x d`` float32 vectors (d <= vector_dims) to upload."""
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.preprocessing import normalize
+
         n_items, n_features = self.features.shape
         if self._blank.all():  # nothing to embed: zero-width vectors, none of them worth storing
             return np.zeros((n_items, 0), dtype=np.float32)
@@ -153,5 +158,7 @@ class Content(Recommender):
 
 def _unit_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
     """Rows scaled to unit length (zero rows stay zero); a matrix without columns as it is."""
+    from sklearn.preprocessing import normalize
+
     matrix = sp.csr_matrix(matrix)
     return sp.csr_matrix(normalize(matrix)) if matrix.shape[1] else matrix
