@@ -79,12 +79,13 @@ def scan(path: Path) -> list[int] | None:
     tail = b""
     with path.open("rb") as handle:
         while block := handle.read(SCAN_BYTES):
-            raw = np.frombuffer(block, dtype=np.uint8)
             if quotes_before or b'"' in block:
-                seen = np.cumsum(raw == ord('"'), dtype=np.int64) + quotes_before
-                if (seen[raw == ord("\n")] % 2).any():
+                raw = np.frombuffer(block, dtype=np.uint8)
+                quotes = np.flatnonzero(raw == ord('"'))
+                before_newlines = np.searchsorted(quotes, np.flatnonzero(raw == ord("\n")))
+                if ((before_newlines + quotes_before) % 2).any():
                     return None
-                quotes_before = int(seen[-1] % 2)
+                quotes_before = (quotes_before + len(quotes)) % 2
             data = tail + block
             for match in _BLANK_LINE.finditer(data):
                 if match.end() >= len(tail):  # not found in the previous block already
@@ -244,11 +245,12 @@ def _times(values: Any) -> np.ndarray | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        seconds = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-    except pa.ArrowInvalid:
-        pass
-    else:
+    first = values[0].as_py() if len(values) else ""
+    if "-" not in first[1:]:  # a number, or nothing the ISO casts would read
+        try:
+            seconds = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            return None
         if (
             np.isfinite(seconds).all()
             and ((seconds >= _MIN_SECONDS) & (seconds <= _MAX_SECONDS)).all()

@@ -459,6 +459,7 @@ async def check_owners(
     user_ids: Iterable[uuid.UUID | str],
     item_ids: Iterable[uuid.UUID | str],
     importing: bool = False,
+    locking: bool = True,
 ) -> None:
     """NotFound unless every user and item is this tenant's: what the interactions' foreign
     keys checked before migration 0006, once per distinct id instead of once per row.
@@ -467,14 +468,18 @@ async def check_owners(
     transaction ends, so none can be deleted (nor its interactions removed by the delete
     triggers) before the rows written against it commit. ``importing`` locks the users more
     strongly (``FOR NO KEY UPDATE``): two imports of one user's events run one after the
-    other, so the second sees what the first wrote and writes no event twice. SQLite has one
-    writer at a time.
+    other, so the second sees what the first wrote and writes no event twice. Without
+    ``locking`` (a bulk load, whose end locks every user and item it wrote once, see
+    ``finish_interaction_load``) the ids are only checked: a row lock writes to the row, and
+    locking each batch's users and items again made the writing of a 10M-row CSV import
+    (random users in every batch) take 83 s instead of 63 s.
+    SQLite has one writer at a time.
     """
     postgresql = dialect_name(session) == "postgresql"
     for model, ids in ((User, user_ids), (Item, item_ids)):
         wanted = list(dict.fromkeys(ids))
         if postgresql:
-            lock = _IMPORTER if importing and model is User else _KEY_SHARE
+            lock = (_IMPORTER if importing and model is User else _KEY_SHARE) if locking else ""
             await _check_and_lock(session, model, tenant_id, wanted, lock)
             continue
         for batch in chunks(wanted, _OWNER_BATCH):
@@ -576,6 +581,7 @@ async def import_interaction_batch(
             user_ids=as_ids(unique_uuids(unique.user_ids)),
             item_ids=as_ids(unique_uuids(unique.item_ids)),
             importing=True,
+            locking=load is None,
         )
         if load is not None:
             kept = await _import_into_load(session, load, unique)
