@@ -146,10 +146,11 @@ def similarity_matrix(model: Recommender, rows: Sequence[str], cols: Sequence[st
     col_index = [model.item_index(c) for c in cols]
     known_cols = [j for j, c in enumerate(col_index) if c is not None]
     targets = np.array([col_index[j] for j in known_cols], dtype=np.int64)
-    for i, item in enumerate(rows):
-        row = model.item_index(item)
-        if row is not None and len(targets):
-            matrix[i, known_cols] = np.asarray(model.item_scores(row), dtype=np.float64)[targets]
+    row_index = [model.item_index(item) for item in rows]
+    known_rows = [i for i, r in enumerate(row_index) if r is not None]
+    if known_rows and len(targets):
+        sources = np.array([row_index[i] for i in known_rows], dtype=np.int64)
+        matrix[np.ix_(known_rows, known_cols)] = model.pair_scores(sources, targets)
     matrix[~np.isfinite(matrix)] = 0.0
     # Engines score on their own scales (cosine, dot products): MMR needs a common one.
     peak = matrix.max(initial=0.0)

@@ -163,6 +163,15 @@ class RecommenderContract:
         if self.personalised:
             assert cluster_of(similar[0]) == "b"
 
+    def test_pair_scores_are_the_item_scores_of_those_pairs(self, model: Recommender) -> None:
+        """MMR and explanations ask for pairs only; engines may compute them their own way."""
+        rows, cols = np.array([0, 4, 17]), np.array([3, 0, 25, 9])
+        expected = np.stack(
+            [np.asarray(model.item_scores(r), dtype=np.float64)[cols] for r in rows]
+        )
+        assert np.allclose(model.pair_scores(rows, cols), expected, equal_nan=True)
+        assert model.pair_scores(rows[:0], cols).shape == (0, 4)
+
     def test_deterministic_under_a_seed(self) -> None:
         users = ["ua0", "ub1", "uc2"]
         first = self.make_model().fit(planted()).recommend_many(users, k=8)

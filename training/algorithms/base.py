@@ -156,6 +156,16 @@ class Recommender(ABC):
     def item_scores(self, item: int) -> np.ndarray:
         """Similarity of every item to internal item ``item``."""
 
+    def pair_scores(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``len(rows) x len(cols)`` similarities of internal items: what MMR and explanations
+        ask for. Engines whose ``item_scores`` computes against the whole catalogue override
+        it to compute only these pairs."""
+        if not len(rows):
+            return np.zeros((0, len(cols)), dtype=np.float64)
+        return np.stack(
+            [np.asarray(self.item_scores(int(row)), dtype=np.float64)[cols] for row in rows]
+        )
+
     def item_vectors(self) -> np.ndarray | None:
         """Dense ``n_items x d`` vectors for ``vector_collection``; None for engines without."""
         return None
