@@ -129,6 +129,13 @@ class Content(Recommender):
     def item_scores(self, item: int) -> np.ndarray:
         return self._scores(self.features[item])[0]
 
+    def pair_scores(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``item_scores`` of these pairs only: each row against ``cols``, not the catalogue."""
+        scores = (self.features[rows] @ self.features[cols].T).toarray().astype(np.float64)
+        scores[:, self._blank[cols]] = -np.inf
+        scores[self._blank[rows]] = -np.inf
+        return scores
+
     def item_vectors(self) -> np.ndarray:
         """Dense L2-normalised ``n_items x d`` float32 vectors (d <= vector_dims) to upload."""
         from sklearn.decomposition import TruncatedSVD
