@@ -30,12 +30,20 @@ from pyarrow import ArrowInvalid
 
 from training.data import EventColumns, unix_microseconds
 
-__all__ = ["ArrowInvalid", "EventBatch", "csv_event_batches", "scan"]
+__all__ = ["ArrowInvalid", "EventBatch", "NotUtf8", "csv_event_batches", "scan"]
 
 SCAN_BYTES = 1 << 22
 BLOCK_BYTES = 1 << 22
 # datetime's range, as the row path's ``datetime.fromtimestamp`` accepts it
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+class NotUtf8(ValueError):
+    """The file is not UTF-8 text somewhere after ``line`` (the last line read before)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"not UTF-8 text (somewhere after line {line})")
+        self.line = line
 
 
 @dataclass
@@ -132,18 +140,32 @@ def csv_event_batches(
         bisect.insort(skipped, line)
         return "skip"
 
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(ignore_empty_lines=True, invalid_row_handler=invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types={column: pa.string() for column in header},
-            include_columns=[column for column in header if column in by_column],
-            strings_can_be_null=False,
-        ),
-    )
+    def unreadable(error: ArrowInvalid, line: int) -> Exception:
+        # "CSV conversion error to string: invalid UTF8 data"
+        return NotUtf8(line) if "UTF8" in str(error) else error
+
+    try:  # reads the first block already
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=True, invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={column: pa.string() for column in header},
+                include_columns=[column for column in header if column in by_column],
+                strings_can_be_null=False,
+            ),
+        )
+    except ArrowInvalid as error:
+        raise unreadable(error, 1) from error
     next_line = 2  # line 1 is the header
-    for record_batch in reader:
+    batches = iter(reader)
+    while True:
+        try:
+            record_batch = next(batches)
+        except StopIteration:
+            return
+        except ArrowInvalid as error:
+            raise unreadable(error, next_line - 1) from error
         for start in range(0, record_batch.num_rows, batch_rows):
             piece = record_batch.slice(start, batch_rows)
             count = piece.num_rows

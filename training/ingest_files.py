@@ -53,7 +53,13 @@ from training.ingest import (
     with_interaction_load,
     write_events,
 )
-from training.ingest_columns import ArrowInvalid, EventBatch, csv_event_batches, scan
+from training.ingest_columns import (
+    ArrowInvalid,
+    EventBatch,
+    NotUtf8,
+    csv_event_batches,
+    scan,
+)
 
 T = TypeVar("T")
 KINDS = ("items", "users", "interactions", "ratings")
@@ -491,10 +497,8 @@ class _Source:
                     parse_row,
                     BATCH_ROWS,
                 )
-            except ArrowInvalid as error:  # e.g. "CSV conversion error to string: invalid UTF8"
-                if "UTF8" not in str(error):
-                    raise ImportFileError(f"{self.path.name}: {error}") from error
-                raise ImportFileError(f"{self.path.name}: not UTF-8 text") from error
+            except (NotUtf8, ArrowInvalid) as error:
+                raise ImportFileError(f"{self.path.name}: {error}") from error
             return
         for batch in _batches(reader(self.path, set(by_column), required, bad), BATCH_ROWS):
             parsed = []

@@ -553,3 +553,21 @@ def test_the_scan_finds_blank_lines_across_blocks(
     assert ingest_columns.scan(path) == [3]
     path.write_bytes(b'h,x\n"a\nb",1\n')  # a value over two lines
     assert ingest_columns.scan(path) is None
+
+
+async def test_columnar_path_stops_at_text_that_is_not_utf8(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import ingest_columns
+
+    monkeypatch.setattr(ingest_columns, "BLOCK_BYTES", 4096)
+    tenant_id = await _tenant(database)
+    items = _write(tmp_path / "items.csv", "external_id,title\na,A\n")
+    events = tmp_path / "events.csv"
+    rows = b"".join(b"u%d,a,view,1,%d\n" % (n, 1700000000 + n) for n in range(2000))
+    for body, after in ((rows + b"u,a,view,1,17\xff\n", r"\d{3,}"), (b"u,\xff,view,1,1\n", r"\d+")):
+        events.write_bytes(b"user,item,type,value,time\n" + body)
+        with pytest.raises(
+            ImportFileError, match=rf"events\.csv: not UTF-8 text \(somewhere after line {after}\)"
+        ):
+            await import_files(database, tenant_id, items=items, interactions=events)
