@@ -438,6 +438,7 @@ async def test_a_failed_batch_stops_the_import_and_says_what_stayed(
     from training import ingest_files
 
     monkeypatch.setattr(ingest_files, "BATCH_ROWS", 2)
+    monkeypatch.setattr(ingest_files, "COLUMN_BATCH_FACTOR", 1)
     real = ingest_files.write_events
     calls = 0
 
