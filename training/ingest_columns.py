@@ -191,11 +191,11 @@ def _batch(
     import pyarrow.compute as pc
 
     count = len(lines)
-    text = {name: pc.utf8_trim_whitespace(column) for name, column in columns.items()}
-    empty = {name: pc.equal(pc.utf8_length(values), 0) for name, values in text.items()}
     if not count:
         return []
-    events = _columns(text, empty, count, limits, default_type)
+    text = {name: pc.utf8_trim_whitespace(column) for name, column in columns.items()}
+    lengths = {name: pc.utf8_length(values) for name, values in text.items()}
+    events = _columns(text, lengths, count, limits, default_type)
     if events is None:  # some value needs the row path: it reports the bad ones
         raw = {name: values.to_pylist() for name, values in text.items()}
         parsed = []
@@ -209,7 +209,7 @@ def _batch(
 
 def _columns(
     text: Mapping[str, Any],
-    empty: Mapping[str, Any],
+    lengths: Mapping[str, Any],
     count: int,
     limits: Mapping[str, int],
     default_type: str,
@@ -218,11 +218,12 @@ def _columns(
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    empty = {name: pc.equal(length, 0) for name, length in lengths.items()}
     for name in ("user", "item"):
-        if pc.any(empty[name]).as_py() or pc.max(pc.utf8_length(text[name])).as_py() > limits[name]:
+        if pc.any(empty[name]).as_py() or pc.max(lengths[name]).as_py() > limits[name]:
             return None
     if "type" in text:
-        if pc.max(pc.utf8_length(text["type"])).as_py() > limits["type"]:
+        if pc.max(lengths["type"]).as_py() > limits["type"]:
             return None
         types = pc.if_else(empty["type"], default_type, text["type"])
     else:

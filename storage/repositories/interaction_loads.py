@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database, translated_errors
-from storage.repositories._bulk import row_hashes, unique_uuids
+from storage.repositories._bulk import row_hashes
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,13 @@ class InteractionLoad:
     may_repeat: bool = False  # some row shares its user and time with an earlier chunk's
     rows: int = 0
 
-    def note_chunk(self, user_ids: np.ndarray, item_ids: np.ndarray, times: np.ndarray) -> None:
-        """Remember a chunk's distinct users and items (UUID bytes, ``(n, 16)`` uint8) and its
-        rows' moments (user and ``times``, int64)."""
-        self.users.update(_distinct(user_ids))
-        self.items.update(_distinct(item_ids))
+    def note_chunk(
+        self, user_ids: np.ndarray, times: np.ndarray, users: np.ndarray, items: np.ndarray
+    ) -> None:
+        """Remember a chunk's rows' moments (``user_ids``, UUID bytes ``(n, 16)`` uint8, and
+        ``times``, int64) and its distinct ``users`` and ``items`` (UUID bytes)."""
+        self.users.update(_rows(users))
+        self.items.update(_rows(items))
         keys = np.empty((len(times), 3), dtype=np.uint64)
         keys[:, 0:2] = np.ascontiguousarray(user_ids).view(np.uint64)
         keys[:, 2] = np.asarray(times, dtype=np.int64).view(np.uint64)
@@ -103,8 +105,8 @@ class MomentSet:
             self.runs[-1] = np.sort(np.concatenate([self.runs[-1], newest]))
 
 
-def _distinct(ids: np.ndarray) -> list[bytes]:
-    raw = unique_uuids(ids).tobytes()
+def _rows(ids: np.ndarray) -> list[bytes]:
+    raw = np.ascontiguousarray(ids).tobytes()
     return [raw[start : start + 16] for start in range(0, len(raw), 16)]
 
 

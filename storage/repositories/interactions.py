@@ -575,18 +575,19 @@ async def import_interaction_batch(
     async with savepoint(session):
         # PostgreSQL takes the ids as hex; SQLite's Uuid type wants UUIDs.
         as_ids = uuid_hex if dialect_name(session) == "postgresql" else uuid_list
+        users, items = unique_uuids(unique.user_ids), unique_uuids(unique.item_ids)
         await check_owners(
             session=session,
             tenant_id=tenant_id,
-            user_ids=as_ids(unique_uuids(unique.user_ids)),
-            item_ids=as_ids(unique_uuids(unique.item_ids)),
+            user_ids=as_ids(users),
+            item_ids=as_ids(items),
             importing=True,
             locking=load is None,
         )
         if load is not None:
-            kept = await _import_into_load(session, load, unique)
+            kept = await _import_into_load(session, load, unique, users, items)
         elif dialect_name(session) == "postgresql":
-            kept = await _import_postgresql(session, tenant_id, unique)
+            kept = await _import_postgresql(session, tenant_id, unique, users)
         else:
             kept = await _import_other(session, tenant_id, unique)
     written = np.zeros(len(batch), dtype=bool)
@@ -690,11 +691,10 @@ def _copy_data(batch: InteractionBatch, leading: Sequence[np.ndarray]) -> bytes:
 
 
 async def _import_postgresql(
-    session: AsyncSession, tenant_id: uuid.UUID, batch: InteractionBatch
+    session: AsyncSession, tenant_id: uuid.UUID, batch: InteractionBatch, users: np.ndarray
 ) -> np.ndarray:
-    """``import_interaction_batch`` on PostgreSQL, ``batch`` unique by key: the positions
-    written."""
-    users = unique_uuids(batch.user_ids)
+    """``import_interaction_batch`` on PostgreSQL, ``batch`` unique by key and ``users`` its
+    distinct users: the positions written."""
     result = await session.execute(
         _USERS_WITH_EVENTS_SQL, {"users": uuid_hex(users), "tenant_id": tenant_id}
     )
@@ -728,10 +728,15 @@ async def _import_postgresql(
 
 
 async def _import_into_load(
-    session: AsyncSession, load: InteractionLoad, batch: InteractionBatch
+    session: AsyncSession,
+    load: InteractionLoad,
+    batch: InteractionBatch,
+    users: np.ndarray,
+    items: np.ndarray,
 ) -> np.ndarray:
-    """``import_interaction_batch`` into a load's side table: every row (unique by key)."""
-    load.note_chunk(batch.user_ids, batch.item_ids, batch.times)
+    """``import_interaction_batch`` into a load's side table: every row (unique by key);
+    ``users`` and ``items`` are the batch's distinct ones."""
+    load.note_chunk(batch.user_ids, batch.times, users, items)
     tenant = np.frombuffer(load.tenant_id.bytes, dtype=np.uint8)
     data = _copy_data(
         batch, [new_uuid_bytes(len(batch)), np.broadcast_to(tenant, (len(batch), 16))]
