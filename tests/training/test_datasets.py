@@ -205,3 +205,12 @@ def test_event_columns_round_trip_and_round_times_like_datetime() -> None:
         ("u1", "i1", "view", None, at),
         ("u2", "i1", "buy", 2.5, datetime.fromtimestamp(1_700_000_000.5, tz=UTC)),
     ]
+
+
+def test_a_catalogue_smaller_than_its_clusters_is_still_generated() -> None:
+    """``recserve ingest synthetic --users 5 --items 5`` (six clusters by default) crashed with
+    numpy's "a cannot be empty": a cluster had no item to choose."""
+    catalogue = generate_catalogue(5, 5, 6, 4, seed=1)
+    assert len(catalogue.items) == 5
+    assert {event[1] for event in catalogue.interactions} <= {item.id for item in catalogue.items}
+    assert len(set(catalogue.item_cluster.values())) == 5

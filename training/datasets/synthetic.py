@@ -134,6 +134,7 @@ def generate_catalogue(
     producing a view and possibly a click, cart add and purchase."""
     if min(n_users, n_items, n_clusters, interactions_per_user) < 1:
         raise ValueError("all sizes must be positive")
+    n_clusters = min(n_clusters, n_items)  # every cluster holds an item
     rng = np.random.default_rng(seed)
     clusters = np.arange(n_items) % n_clusters
     items = [_make_item(i, int(clusters[i]), rng) for i in range(n_items)]
