@@ -102,6 +102,11 @@ class ItemKNN(Recommender):
     def item_scores(self, item: int) -> np.ndarray:
         return self.similarity[item].toarray()[0].astype(np.float64)
 
+    def pair_scores(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The asked pairs only: a whole catalogue row per candidate made MMR's 30 x 30 cost
+        1.6 ms at ML-100K."""
+        return self.similarity[rows][:, cols].toarray().astype(np.float64)
+
     def because(self, user_or_history: str | Sequence[str], item: str) -> str | None:
         """The interacted item that contributed most to ``item``'s score, or None."""
         target = self.item_index(item)
