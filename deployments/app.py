@@ -48,6 +48,8 @@ class AppArgs(BaseModel):
     max_batch_size: int = Field(default=32, gt=0)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     version_ttl_s: float = Field(default=2.0, ge=0)
+    # MiB of similarity models the combiner holds for MMR and explanations (0: ask the engines)
+    near_model_mb: float = Field(default=256.0, ge=0)
     # Overrides of the served hybrid (training.hybrid.HybridConfig); {} serves it as tuned.
     hybrid: dict[str, Any] = Field(default_factory=dict)
     # Without the ingress the combiner is the app's entry (tests, batch jobs, other front ends).
@@ -140,6 +142,7 @@ def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
         config={
             "engine_timeout_s": args.engine_timeout_s,
             "version_ttl_s": args.version_ttl_s,
+            "near_model_mb": args.near_model_mb,
             "hybrid": args.hybrid,
         },
         train_entrypoint=args.train_entrypoint,

@@ -23,11 +23,19 @@ from deployments.batching import CallBatcher
 from deployments.cold import ColdSource
 from deployments.fanout import failed_calls
 from deployments.jobs import JobLedger
-from deployments.models import BlendCache, ModelSource, VersionCache, model_id, resolve_source
+from deployments.models import (
+    MIB,
+    BlendCache,
+    ModelSource,
+    NearModels,
+    VersionCache,
+    model_id,
+    resolve_source,
+)
 from deployments.plan import PlanConfig, RecommendationCore
 from deployments.ray_metrics import install_ray_metrics
 from deployments.scheduler import Scheduler
-from deployments.scoring import EngineQuery, Pairs
+from deployments.scoring import EngineQuery, Pairs, answer, scored
 from deployments.training_jobs import TrainingJobs
 from deployments.vector_similar import VectorSimilar
 from deployments.vector_store import RemoteVectorStore
@@ -41,10 +49,16 @@ from graph_api.recommender import (
 from storage.settings import Settings
 from storage.tracing import configure_tracing, inject
 
+# What the combiner may answer with a model it holds (``NearModels``) instead of a round trip.
+LOCAL_METHODS = frozenset({"similarity"})
+
 
 class CombinerConfig(BaseModel):
     engine_timeout_s: float = Field(default=2.0, gt=0)
     version_ttl_s: float = Field(default=2.0, ge=0)
+    # MiB of similarity models the combiner holds to answer MMR's and explanations' item
+    # similarity itself (a larger model is asked of its engine replica); 0: always ask.
+    near_model_mb: float = Field(default=256.0, ge=0)
     # Overrides of the one hybrid's settings (training.hybrid.HybridConfig); {} serves it as is.
     hybrid: dict[str, Any] = Field(default_factory=dict)
     train_num_cpus: float = Field(default=0.5, gt=0)
@@ -57,12 +71,18 @@ class ServeEngines:
     """``plan.Engines`` over the engine deployments' handles."""
 
     def __init__(
-        self, handles: dict[str, DeploymentHandle], versions: VersionCache, blends: BlendCache
+        self,
+        handles: dict[str, DeploymentHandle],
+        versions: VersionCache,
+        blends: BlendCache,
+        near: NearModels | None = None,
     ) -> None:
         self.names = tuple(handles)
         self._handles = handles
         self._versions = versions
         self._blends = blends
+        # Similarity (MMR, explanations) from models held here: no round trip after the fan-out.
+        self.near = near
         self.watch: Any = lambda tenant_id: None
         # Concurrent requests' queries to one engine and model leave as one call.
         self.batcher: CallBatcher[tuple[str, str], EngineQuery] = CallBatcher(self._recommend_many)
@@ -77,6 +97,10 @@ class ServeEngines:
     def call(
         self, engine: str, method: str, tenant_id: str, version: str, query: Any
     ) -> Awaitable[Any]:
+        if method in LOCAL_METHODS and self.near is not None:
+            held = self.near.get(engine, tenant_id, version)
+            if held is not None:
+                return scored(held, 1, answer, held, method, query)
         model = model_id(tenant_id, version)
         # Called inside the engine's span, so the carried context names it as the parent.
         query = dataclasses.replace(query, trace=inject({}))
@@ -116,7 +140,10 @@ class HybridCombiner:
         self._config = CombinerConfig.model_validate(config or {})
         source = resolve_source(source, self._settings)
         versions = VersionCache(source, self._config.version_ttl_s)
-        self._engines = ServeEngines(self._handles, versions, BlendCache(source, versions))
+        self._near = NearModels(source, max_bytes=int(self._config.near_model_mb * MIB))
+        self._engines = ServeEngines(
+            self._handles, versions, BlendCache(source, versions), self._near
+        )
         # Promotions announced on models:{tenant} invalidate at once; the TTL is the fallback.
         self._events = VersionEvents(self._settings, versions.invalidate)
         self._engines.watch = self._events.watch
@@ -142,6 +169,7 @@ class HybridCombiner:
     def reconfigure(self, config: dict[str, Any]) -> None:
         self._config = CombinerConfig.model_validate({**self._config.model_dump(), **config})
         self._versions.ttl_seconds = self._config.version_ttl_s
+        self._near.resize(int(self._config.near_model_mb * MIB))
         self._core.config = self._config.plan()
         self._jobs.num_cpus = self._config.train_num_cpus
 

@@ -295,7 +295,81 @@ class ModelMemory:
         too_big = self.max_bytes is not None and held > self.max_bytes
         return too_big or len(self._models) > self.max_models
 
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+
     def sizes(self) -> dict[str, int]:
         """Bytes per held model, least recently used first."""
         with self._lock:
             return {key: size for key, (_, size) in self._models.items()}
+
+
+class NearModels:
+    """Models a caller holds beside the engine replicas, for the cheap methods it may answer
+    itself: the combiner computes MMR's and explanations' item similarity with the similarity
+    engine's own model (``scoring.answer``, the code that replica runs) instead of a second
+    round trip after the fan-out.
+
+    ``get`` never waits: a model not yet held starts loading in a worker thread and the caller
+    asks the engine replica meanwhile. A model whose ``nbytes`` exceed ``max_model_bytes`` is
+    not kept (the replica answers for it, as before), and at most ``max_bytes`` are held, least
+    recently used out. Artifact copies are memory-mapped, so on a node that runs the engine the
+    pages are shared with its replica.
+    """
+
+    def __init__(self, source: ModelSource, *, max_bytes: int, max_models: int = 64) -> None:
+        self._source = source
+        self.max_model_bytes = max_bytes
+        self._memory = ModelMemory(max_bytes=max_bytes, max_models=max_models)
+        self._loading: dict[str, asyncio.Task[None]] = {}
+        # (engine, tenant, version) found too large or unloadable: never tried again
+        self._refused: set[str] = set()
+        self.loads = 0
+
+    @staticmethod
+    def key(engine: str, tenant_id: str, version: str) -> str:
+        return f"{engine}:{model_id(tenant_id, version)}"
+
+    def get(self, engine: str, tenant_id: str, version: str) -> Recommender | None:
+        if self.max_model_bytes <= 0:
+            return None
+        key = self.key(engine, tenant_id, version)
+        model = self._memory.get(key)
+        if model is None and key not in self._refused and key not in self._loading:
+            task = asyncio.get_running_loop().create_task(
+                self._load(key, engine, tenant_id, version)
+            )
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return model
+
+    async def _load(self, key: str, engine: str, tenant_id: str, version: str) -> None:
+        self.loads += 1
+        try:
+            model = await asyncio.to_thread(self._source.load, tenant_id, engine, version)
+        except Exception as error:  # the replica answers; this copy is not retried
+            logger.warning("no local copy of %s: %s", key, error)
+            self._refused.add(key)
+            return
+        if int(getattr(model, "nbytes", 0)) > self.max_model_bytes:
+            self._refused.add(key)
+            return
+        # older versions of this engine's model for the tenant are never asked again
+        prefix = f"{engine}:{tenant_id}:"
+        for held in self._memory.sizes():
+            if held.startswith(prefix) and held != key:
+                self._memory.drop(held)
+        self._memory.put(key, model)
+
+    def held(self) -> dict[str, int]:
+        return self._memory.sizes()
+
+    def resize(self, max_bytes: int) -> None:
+        """A new budget (``reconfigure``): what no longer fits goes at the next load."""
+        self.max_model_bytes = self._memory.max_bytes = max_bytes
+        self._refused.clear()
+
+    async def close(self) -> None:
+        for task in list(self._loading.values()):
+            task.cancel()
