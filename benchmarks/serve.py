@@ -14,7 +14,10 @@ Clients post ``recommendations`` queries for the hybrid and for one engine (EASE
 (each (user, k) pair once per variant, so the response cache never answers) and cached (the same
 16 users' lists again and again). Prints one table (p50, p99, requests/s per client count, with
 the variant / single-process ratios) and the resident memory of each process (every Serve replica
-by name), and writes the JSON.
+by name), and writes the JSON. Each phase also reports the server's CPU milliseconds per request
+(every process of the server, native threads included, from /proc), listed by process for the
+uncached hybrid phase at 8 clients: what each Serve hop costs, independent of how busy the
+machine is.
 
     python -m benchmarks.serve --json bench-serve.json [--data ../shared/data/ml-100k]
         [--requests 200] [--clients 1,8] [--variants single,serve,serve-tput]
@@ -43,10 +46,12 @@ from typing import Any
 import yaml
 
 from benchmarks.profiling import Profile, Profiler
-from benchmarks.serve_load import measure, prepare_tenant, process_rss
+from benchmarks.serve_load import IDLE, measure, prepare_tenant, process_rss
 
 ENGINES = ["popularity", "item_knn", "ease", "als", "content"]
 FRONT_REPLICAS = "BENCH_SERVE_FRONT_REPLICAS"
+INGRESS_REPLICAS = "BENCH_SERVE_INGRESS_REPLICAS"
+ARGS = "BENCH_SERVE_ARGS"  # JSON: fields of AppArgs a variant changes
 ALGORITHMS = ("hybrid", "ease")
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 VARIANT_ENV: dict[str, dict[str, str]] = {
@@ -56,12 +61,26 @@ VARIANT_ENV: dict[str, dict[str, str]] = {
     "serve-haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
     # two replicas of the ingress and of the combiner (the two Python hops every request takes)
     "serve-tput-2x": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", FRONT_REPLICAS: "2"},
+    # the combiner asks the similarity engine's replica for MMR's similarity (no near models)
+    "serve-haproxy-remote-sim": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        ARGS: '{"near_model_mb": 0}',
+    },
+    # two replicas of the ingress, the busiest process (HAProxy spreads clients over them)
+    "serve-haproxy-2in": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        INGRESS_REPLICAS: "2",
+    },
     "serve-haproxy-2x": {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         FRONT_REPLICAS: "2",
     },
 }
+# the phase whose CPU per request is listed process by process
+CPU_PHASE = "hybrid/uncached/8"
 DEFAULT_VARIANTS = "single,serve,serve-tput,serve-tput-2x"
 READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 60.0
@@ -96,13 +115,24 @@ def serve_args() -> Any:
     """``serve_config.yaml``'s app args, with the engines this benchmark trains."""
     from deployments.app import AppArgs
 
-    document = yaml.safe_load(SERVE_CONFIG.read_text())
-    args = AppArgs.model_validate(document["applications"][0]["args"])
+    application = yaml.safe_load(SERVE_CONFIG.read_text())["applications"][0]
+    args = AppArgs.model_validate(application["args"])
     sizes = dict(args.sizes)
+    # The replicas the config starts with (an autoscaled deployment's minimum: this load never
+    # scales one up within a phase).
+    for deployment in application.get("deployments", []):
+        name = deployment["name"]
+        count = deployment.get("num_replicas")
+        count = (deployment.get("autoscaling_config") or {}).get("min_replicas", count)
+        if name in sizes and isinstance(count, int):
+            sizes[name] = sizes[name].model_copy(update={"num_replicas": count})
     if replicas := int(os.environ.get(FRONT_REPLICAS, "0")):
         for name in ("ingress", "combiner"):
             sizes[name] = sizes[name].model_copy(update={"num_replicas": replicas})
-    return args.model_copy(update={"engines": ENGINES, "sizes": sizes})
+    if replicas := int(os.environ.get(INGRESS_REPLICAS, "0")):
+        sizes["ingress"] = sizes["ingress"].model_copy(update={"num_replicas": replicas})
+    changed = json.loads(os.environ.get(ARGS, "{}"))
+    return args.model_copy(update={**changed, "engines": ENGINES, "sizes": sizes})
 
 
 def _exit(*_: object) -> None:
@@ -166,7 +196,7 @@ def run_variant(
                     args.requests,
                     READY_TIMEOUT_S,
                     process,
-                    ALGORITHMS,
+                    tuple(args.algorithms.split(",")),
                     (False, True),
                     _profiler(args, process.pid, f"{variant}-{tenant}"),
                     args.profile_phase,
@@ -199,23 +229,44 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _cpu(row: dict) -> float | None:
+    spent = row.get("cpu_ms")
+    return sum(spent.values()) if spent else None
+
+
 def print_table(results: dict[str, dict], tenants: list[str]) -> None:
     base = results.get("single")
     header = f"{'tenant':<10}{'variant':<12}{'request':<22}{'p50 ms':>9}{'p99 ms':>9}"
-    header += f"{'req/s':>9}{'p50 x':>8}{'rps x':>8}{'errors':>7}"
+    header += f"{'req/s':>9}{'p50 x':>8}{'rps x':>8}{'CPU ms':>8}{'errors':>7}"
     print(header)
     print("-" * len(header))
     for tenant in tenants:
         for variant, found in results.items():
             for phase, row in found[tenant].items():
+                if phase == IDLE:
+                    continue
                 ref = base[tenant][phase] if base and variant != "single" else None
                 p50x = row["p50_ms"] / ref["p50_ms"] if ref else None
                 rpsx = row["rps"] / ref["rps"] if ref else None
                 print(
                     f"{tenant:<10}{variant:<12}{phase:<22}{row['p50_ms']:>9.1f}"
                     f"{row['p99_ms']:>9.1f}{row['rps']:>9.1f}{_fmt(p50x, 2):>8}"
-                    f"{_fmt(rpsx, 2):>8}{row['errors']:>7}"
+                    f"{_fmt(rpsx, 2):>8}{_fmt(_cpu(row)):>8}{row['errors']:>7}"
                 )
+    print(f"\nserver CPU ms per request by process, {CPU_PHASE}:")
+    for tenant in tenants:
+        for variant, found in results.items():
+            spent = found[tenant].get(CPU_PHASE, {}).get("cpu_ms") or {}
+            parts = sorted(spent.items(), key=lambda kv: -kv[1])
+            listed = ", ".join(f"{name} {ms:.2f}" for name, ms in parts if ms >= 0.05)
+            print(f"  {tenant} {variant}: total {sum(spent.values()):.2f}; {listed}")
+    print("\nserver CPU while idle (ms per second, all processes; before the first phase):")
+    for variant, found in results.items():
+        idle = [sum(found[t].get(IDLE, {}).values()) for t in tenants]
+        print(
+            f"  {variant}: "
+            + ", ".join(f"{t} {ms:.0f}" for t, ms in zip(tenants, idle, strict=True))
+        )
     print("\nresident memory (MiB) after the run, per process:")
     for variant, found in results.items():
         parts = sorted(found["rss_mib"].items(), key=lambda kv: -kv[1])
@@ -231,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS)
     parser.add_argument("--data", type=Path, help="ML-100K folder: also measure that tenant")
+    parser.add_argument("--no-demo", action="store_true", help="skip the generated tenant")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
     parser.add_argument(
         "--profile",
         type=Path,
@@ -264,7 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         env = _child_environment(Path(tmp))
         os.environ.update(env)
         started = time.perf_counter()
-        tenants = {"demo": asyncio.run(prepare_tenant(Path(tmp), ENGINES))}
+        tenants = {}
+        if not args.no_demo:
+            tenants["demo"] = asyncio.run(prepare_tenant(Path(tmp), ENGINES))
         if args.data is not None and (args.data / "u.data").exists():
             tenants["ml-100k"] = asyncio.run(
                 prepare_tenant(Path(tmp), ENGINES, args.data, "bench-ml100k.example")

@@ -10,6 +10,7 @@ time is both in each latency and taken from the server's CPU.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -43,6 +44,8 @@ query($k: Int!, $algorithm: String!) {
     responseTimeMs items { score item { id title } }
   }
 }"""
+IDLE_SECONDS = 4
+IDLE = "idle_cpu_ms_per_s"
 CACHED_USERS = 16  # a cached phase cycles over this many users' already-answered lists
 
 
@@ -267,6 +270,10 @@ async def measure(
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
         await wait_ready(http, ready_timeout_s, process)
         client: Poster = lean if client_kind == "lean" else HttpxPoster(http)
+        # what the server burns with no request at all (metrics, health checks, controllers)
+        before = process_cpu(process.pid)
+        await asyncio.sleep(IDLE_SECONDS)
+        results[IDLE] = cpu_per_request(before, process_cpu(process.pid), int(IDLE_SECONDS))
         for algorithm in algorithms:
             uncached = Load(tokens, algorithm)
             # First requests load the models into the replicas (or the process): not measured.
@@ -278,6 +285,7 @@ async def measure(
                 name = "cached" if is_cached else "uncached"
                 for c in clients:
                     key = f"{algorithm}/{name}/{c}"
+                    before = process_cpu(process.pid)
                     if profiler is not None and key == profile_phase:
                         profiler.start()
                         results[key] = await run_phase(client, load, c, requests)
@@ -286,6 +294,9 @@ async def measure(
                         ).per_process
                     else:
                         results[key] = await run_phase(client, load, c, requests)
+                    results[key]["cpu_ms"] = cpu_per_request(
+                        before, process_cpu(process.pid), results[key]["requests"]
+                    )
     await lean.aclose()
     return results
 
@@ -316,6 +327,40 @@ def process_tree(root_pid: int) -> list[tuple[int, str]]:
             )
             found.append((pid, name))
     return found
+
+
+def process_cpu(root_pid: int) -> dict[int, tuple[str, float]]:
+    """pid -> (name, CPU seconds so far: user + system, every thread) of ``root_pid`` and its
+    descendants; Linux only. Native threads count too (Ray's core worker, gRPC, HAProxy),
+    which a Python sampler does not see."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for pid, name in process_tree(root_pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[pid] = (_replica_name(name), (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def _replica_name(name: str) -> str:
+    # Ray retitles an actor's process with the method it runs ("...:engine_ease.check_health")
+    head, dot, method = name.rpartition(".")
+    return head if dot and ":" in head and method.isidentifier() else name
+
+
+def cpu_per_request(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], requests: int
+) -> dict[str, float]:
+    """CPU milliseconds per request each process (by name) spent between two readings; a
+    process that started in between counts from its start."""
+    spent: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        used = seconds - before.get(pid, (name, 0.0))[1]
+        if used > 0:
+            spent[name] = spent.get(name, 0.0) + used * 1000.0 / max(requests, 1)
+    return spent
 
 
 def process_rss(root_pid: int) -> dict[str, float]:
