@@ -58,6 +58,11 @@ VARIANT_ENV: dict[str, dict[str, str]] = {
     "single": {},
     "serve": {},
     "serve-tput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    # throughput mode, but Ray's proxy calls the ingress as a deployment (no direct ingress)
+    "serve-tput-proxied": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    },
     "serve-haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
     # two replicas of the ingress and of the combiner (the two Python hops every request takes)
     "serve-tput-2x": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", FRONT_REPLICAS: "2"},
