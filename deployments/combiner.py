@@ -204,6 +204,10 @@ class HybridCombiner:
         outcome = await failed_calls(calls, self._config.engine_timeout_s)
         return {name: "unavailable" if name in outcome else "ok" for name in names}
 
+    def near_models(self) -> dict[str, int]:
+        """The models this replica holds to answer similarity itself (key -> bytes)."""
+        return self._near.held()
+
     async def train(self, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
         """A new job, or the tenant's running one covering these algorithms."""
         job, _created = await self._jobs.start(tenant_id, algorithms)

@@ -103,6 +103,25 @@ async def test_hybrid_drops_the_broken_engine_and_blends_on_request(deployed: di
     assert any(len(item.engine_scores) == 2 for item in blended.items)
 
 
+async def test_diversified_lists_take_similarity_from_the_combiners_own_model(
+    deployed: dict,
+) -> None:
+    asked = {"user_id": "u2", "diversify": True, "explain": True, "k": 6}
+    first = await _recommend(deployed, **asked)  # item-kNN's replica answers the similarity
+    for _ in range(100):  # meanwhile the combiner loads the model itself, in the background
+        held = await deployed["combiner"].near_models.remote()
+        if any(key.startswith(f"item_knn:{TENANT}:") for key in held):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"the combiner never held item_knn's model: {held}")
+    again = await _recommend(deployed, **asked)  # answered without that round trip
+    assert [i.item_id for i in again.items] == [i.item_id for i in first.items]
+    assert [i.because_item_ids for i in again.items] == [i.because_item_ids for i in first.items]
+    plain = await _recommend(deployed, **{**asked, "diversify": False})
+    assert [i.item_id for i in first.items] != [i.item_id for i in plain.items]  # MMR ran
+
+
 async def test_single_engine_and_popularity_fallback(deployed: dict) -> None:
     reply = await _recommend(deployed, user_id="u1", algorithm="ease", categories=("a",))
     assert reply.engines_used == ["ease"] and reply.engines_failed == []
