@@ -312,27 +312,29 @@ class NearModels:
     round trip after the fan-out.
 
     ``get`` never waits: a model not yet held starts loading in a worker thread and the caller
-    asks the engine replica meanwhile. A model whose ``nbytes`` exceed ``max_model_bytes`` is
-    not kept (the replica answers for it, as before), and at most ``max_bytes`` are held, least
+    asks the engine replica meanwhile. A model whose ``nbytes`` exceed ``max_bytes`` is not
+    kept (the replica answers for it, as before), and at most ``max_bytes`` are held, least
     recently used out. Artifact copies are memory-mapped, so on a node that runs the engine the
     pages are shared with its replica.
     """
 
     def __init__(self, source: ModelSource, *, max_bytes: int, max_models: int = 64) -> None:
         self._source = source
-        self.max_model_bytes = max_bytes
         self._memory = ModelMemory(max_bytes=max_bytes, max_models=max_models)
         self._loading: dict[str, asyncio.Task[None]] = {}
         # (engine, tenant, version) found too large or unloadable: never tried again
         self._refused: set[str] = set()
-        self.loads = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self._memory.max_bytes or 0
 
     @staticmethod
     def key(engine: str, tenant_id: str, version: str) -> str:
         return f"{engine}:{model_id(tenant_id, version)}"
 
     def get(self, engine: str, tenant_id: str, version: str) -> Recommender | None:
-        if self.max_model_bytes <= 0:
+        if self.max_bytes <= 0:
             return None
         key = self.key(engine, tenant_id, version)
         model = self._memory.get(key)
@@ -345,14 +347,13 @@ class NearModels:
         return model
 
     async def _load(self, key: str, engine: str, tenant_id: str, version: str) -> None:
-        self.loads += 1
         try:
             model = await asyncio.to_thread(self._source.load, tenant_id, engine, version)
         except Exception as error:  # the replica answers; this copy is not retried
             logger.warning("no local copy of %s: %s", key, error)
             self._refused.add(key)
             return
-        if int(getattr(model, "nbytes", 0)) > self.max_model_bytes:
+        if int(getattr(model, "nbytes", 0)) > self.max_bytes:
             self._refused.add(key)
             return
         # older versions of this engine's model for the tenant are never asked again
@@ -367,9 +368,5 @@ class NearModels:
 
     def resize(self, max_bytes: int) -> None:
         """A new budget (``reconfigure``): what no longer fits goes at the next load."""
-        self.max_model_bytes = self._memory.max_bytes = max_bytes
+        self._memory.max_bytes = max_bytes
         self._refused.clear()
-
-    async def close(self) -> None:
-        for task in list(self._loading.values()):
-            task.cancel()
