@@ -18,7 +18,13 @@ from cluster import operations as ops
 from cluster.manifests import ROOT
 from cluster.manifests import main as generate_manifests
 from cluster.models_cli import models_app, retrain_due_command
-from cluster.serving import EXAMPLE_QUERY, graphql, start_serve, wait_until_ready
+from cluster.serving import (
+    EXAMPLE_QUERY,
+    graphql,
+    start_serve,
+    stopping_with_this_process,
+    wait_until_ready,
+)
 from cluster.status import StatusReport, fetch_health, model_versions, serve_rows
 from cluster.status import render as render_status
 from graph_api.schema import printed_sdl
@@ -375,8 +381,9 @@ def token(
 @app.command()
 def serve(config: Path = Path("serve_config.yaml")) -> None:
     """Run the Serve application (``serve run serve_config.yaml``) until interrupted."""
-    process = start_serve(get_settings(), config.resolve())
-    raise typer.Exit(process.wait())
+    with stopping_with_this_process(start_serve(get_settings(), config.resolve())) as process:
+        code = process.wait()
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -444,9 +451,8 @@ def demo(
     _prepare_demo(settings)
     admin = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_ADMIN, admin=True))
     shopper = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_SHOPPER))
-    process = start_serve(settings)
     base = f"http://127.0.0.1:{port}"
-    try:
+    with stopping_with_this_process(start_serve(settings)) as process:
         console.print("starting Ray Serve (about half a minute)...")
         wait_until_ready(base, process=process)
         answer = graphql(base, EXAMPLE_QUERY, token=shopper.access_token)
@@ -454,10 +460,6 @@ def demo(
         if keep_serving:
             console.print("serving; Ctrl-C stops it")
             process.wait()
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=60)
 
 
 def _prepare_demo(settings: Settings) -> None:

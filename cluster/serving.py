@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from storage.settings import Settings
 
@@ -46,6 +49,31 @@ def start_serve(settings: Settings, config: Path = SERVE_CONFIG) -> subprocess.P
     serve = Path(sys.executable).with_name("serve")
     command = [str(serve), "run", str(config)]
     return subprocess.Popen(command, env=serve_environment(settings), cwd=ROOT)
+
+
+def _exit_on_sigterm(*_: object) -> NoReturn:
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+@contextmanager
+def stopping_with_this_process(
+    process: subprocess.Popen[bytes], timeout_s: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``process`` ends when this block does, however it ends: a supervisor's SIGTERM too, on
+    which Python would otherwise exit at once and leave ``serve run`` (and the Ray it started)
+    running. Ctrl-C reaches both already (the terminal signals the whole process group)."""
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield process
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.terminate()  # `serve run` shuts Serve and its Ray down on SIGTERM
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def wait_until_ready(
