@@ -52,10 +52,10 @@ from benchmarks.quality import (
 )
 from cluster import operations as ops
 from deployments.app import AppArgs
-from deployments.inprocess import InProcessRecommender
-from deployments.plan import PlanConfig
+from recommend.inprocess import InProcessRecommender
+from recommend.step import PlanConfig
 from graph_api.auth import Principal, TokenService
-from graph_api.recommender import HYBRID
+from recommend.types import HYBRID
 from storage import repositories as repo
 from storage.settings import Settings
 from training.datasets import MovieLens, load_movielens
@@ -381,7 +381,7 @@ def artifact_metrics(
     settings: Settings, ids: TenantIds, engines: Sequence[str], split: Split
 ) -> dict[str, dict[str, float]]:
     """Diagnostic: each promoted model called directly (trained row, no history, no blend)."""
-    from deployments.models import ArtifactModelSource
+    from recommend.model_cache import ArtifactModelSource
 
     source = ArtifactModelSource(settings)
     ours = [ids.users[u] for u in split.users]

@@ -1,7 +1,7 @@
 """Result cache: cached vs uncached ``recommendations`` through the GraphQL app, in-process.
 
 One synthetic tenant (``benchmarks.serve_load``: 500 users x 400 items) is ingested and trained
-into a temporary data dir; ``create_app`` over ``deployments.inprocess.InProcessRecommender``
+into a temporary data dir; ``create_app`` over ``recommend.inprocess.InProcessRecommender``
 is driven by httpx over ASGI (no sockets), so the figures are the API's own cost. For each cache
 backend (in-process, plus Redis with ``--redis``) and client count:
 
@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from benchmarks.serve_load import prepare_tenant
-from deployments.inprocess import InProcessRecommender
+from recommend.inprocess import InProcessRecommender
 from graph_api.app import create_app
 from storage.settings import Settings
 

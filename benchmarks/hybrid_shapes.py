@@ -4,7 +4,7 @@
 
 The hybrid's default weights were chosen on validation splits of ML-100K's training part, and
 training tunes each tenant's own blend on its holdout (keeping the defaults unless the tenant's
-data shows a significant gain). Here the served core (``deployments.plan``, in-process engines)
+data shows a significant gain). Here the served core (``recommend.step``, in-process engines)
 is measured, with the blend training would tune, on tenants of other shapes: generated
 catalogues (base, sparser, long-tail, many cold users) and ML-100K subsamples (fewer users,
 sparser users). Each is split 75/25 per user (seed 42) at the (user, item) level, so no pair is
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.quality import evaluate_served, fit_engines, tenant_blend, tenant_data
-from graph_api.recommender import HYBRID
+from recommend.types import HYBRID
 from training.data import ItemInfo
 from training.datasets import generate_catalogue, load_movielens
 from training.evaluation import stratified_pair_split

@@ -30,12 +30,12 @@ RATE_HZ = 100
 # (layer, substrings of a frame "function (path:line)"); the innermost matching frame wins, and
 # within one frame the first listed layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("engine scoring", ("training/algorithms/", "deployments/scoring.py")),
-    ("blending", ("training/hybrid.py", "blend (deployments/plan.py")),
+    ("engine scoring", ("training/algorithms/", "recommend/scoring.py")),
+    ("blending", ("training/hybrid.py", "blend (recommend/step.py")),
     ("diversify/explain", ("mmr", "explain")),
     ("(de)serialisation", ("pickle", "serializ", "msgpack", "json", "orjson", "pydantic")),
     ("auth (JWT)", ("jwt/", "graph_api/auth.py")),
-    ("rate limit", ("graph_api/ratelimit.py", "graph_api/limits.py")),
+    ("rate limit", ("graph_api/ratelimit.py", "graph_api/query_limits.py")),
     ("result cache", ("graph_api/result_cache.py", "storage/cache/")),
     ("SQL", ("sqlalchemy/", "aiosqlite", "asyncpg", "storage/repositories/")),
     ("hydration", ("graph_api/row_cache.py", "graph_api/loaders.py")),

@@ -5,7 +5,7 @@
 The training part of a 75/25 per-user stratified split (seed 42) becomes the interaction matrix
 exactly as the training pipeline builds it (ratings as ``rating`` events, the default weights);
 every engine is fitted as the pipeline fits it, and every list, the hybrid's included, comes from
-the serving core (``deployments.plan``) over in-process engines, with the user's training items
+the serving core (``recommend.step``) over in-process engines, with the user's training items
 as the request's history, as the API sends them. So this is the offline row of what the API
 serves; ``benchmarks.api_quality`` measures the same through HTTP GraphQL. ``--tune`` chooses
 the hybrid's weights on validation splits of the training part only (seeds 7, 123, 2024) and
@@ -29,10 +29,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deployments.inprocess import InProcessRecommender
-from deployments.models import MemoryModelSource
-from deployments.plan import PlanConfig
-from graph_api.recommender import HYBRID, RecommendationRequest
+from recommend.inprocess import InProcessRecommender
+from recommend.model_cache import MemoryModelSource
+from recommend.step import PlanConfig
+from recommend.types import HYBRID, RecommendationRequest
 from storage.settings import Settings
 from training.algorithms import ALGORITHMS, REGISTRY, Recommender, create
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo

@@ -189,7 +189,7 @@ async def new_item_tokens(data_dir: Path, users: int, variant: str) -> tuple[str
 
 
 async def run_single(tokens: list[str], args: Any) -> dict:
-    from deployments.inprocess import InProcessRecommender
+    from recommend.inprocess import InProcessRecommender
     from graph_api.app import create_app
     from storage.settings import Settings
 

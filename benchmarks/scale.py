@@ -104,7 +104,7 @@ def _fit_job(url: str, directory: Path, names: list[str], *extra: str) -> list[d
 def _made(url: str, directory: Path, name: str, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with the fit seconds and model bytes of ``name``'s current version."""
     settings = Settings(database_url=url, data_dir=directory)
-    from deployments.models import ArtifactModelSource
+    from recommend.model_cache import ArtifactModelSource
     from storage.artifacts import create_artifact_store
 
     store = create_artifact_store(settings)
@@ -138,8 +138,8 @@ def _published(url: str, directory: Path) -> list[str]:
 
 async def _p50(url: str, directory: Path, engines: list[str]) -> float:
     """Median ms of uncached hybrid recommendations through the in-process app."""
-    from deployments.inprocess import InProcessRecommender
-    from graph_api.recommender import RecommendationRequest
+    from recommend.inprocess import InProcessRecommender
+    from recommend.types import RecommendationRequest
 
     settings = Settings(database_url=url, data_dir=directory, env="test", scheduler_enabled=False)
     database = Database(url)

@@ -4,7 +4,7 @@ Tenants are ingested and trained once into a temporary data dir: the generated d
 (500 users x 400 items) and, with ``--data``, ML-100K. Each variant then serves those same
 promoted models from a fresh child process, configured as ``serve_config.yaml`` configures Serve:
 
-- ``single``: uvicorn running ``create_app`` over ``deployments.inprocess.InProcessRecommender``;
+- ``single``: uvicorn running ``create_app`` over ``recommend.inprocess.InProcessRecommender``;
 - ``serve``: the full Serve app (GraphQL ingress, combiner, engines) on a fresh local Ray;
 - ``serve-tput``: the same with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (set before Ray starts);
 - ``serve-haproxy``: also ``RAY_SERVE_ENABLE_HA_PROXY=1`` (needs ``haproxy``; opt-in, because
@@ -109,8 +109,8 @@ def _free_port() -> int:
 def _run_single(port: int) -> None:
     import uvicorn
 
-    from deployments.inprocess import InProcessRecommender
-    from deployments.plan import PlanConfig
+    from recommend.inprocess import InProcessRecommender
+    from recommend.step import PlanConfig
     from graph_api.app import create_app
     from storage.settings import Settings
 

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from cluster import operations as ops
-from graph_api.recommender import TrainingJob
+from recommend.types import TrainingJob
 from storage.artifacts import create_artifact_store
 from storage.settings import Settings, get_settings
 
@@ -118,7 +118,7 @@ def retrain_due_command(
     Each run is a training job recorded like the app's (``trainingJobs``): a tenant already
     training (started by the app's scheduler or ``trainModel``) is not trained twice."""
     from cluster.cli import console, run
-    from training.scheduler import retrain_due
+    from jobs.policy import retrain_due
 
     settings = get_settings()
     names = [a.strip() for a in algorithms.split(",")] if algorithms else None
@@ -138,7 +138,7 @@ async def run_job(
     settings: Settings, tenant_id: str, algorithms: list[str] | None, address: str | None
 ) -> TrainingJob:
     """One recorded training job in this process (the scheduler's path), awaited."""
-    from deployments.jobs import JobLedger, ThreadJobs
+    from jobs.ledger import JobLedger, ThreadJobs
     from storage.models import JobTrigger
 
     ledger = JobLedger(settings)

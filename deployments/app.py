@@ -23,8 +23,8 @@ from ray.serve import Application
 from deployments.combiner import HybridCombiner
 from deployments.engine import Engine
 from deployments.ingress import GraphQLIngress
-from deployments.models import ModelSource
-from deployments.plan import catalog_for
+from recommend.model_cache import ModelSource
+from recommend.step import catalog_for
 from deployments.vector_store import NAME as VECTORS
 from deployments.vector_store import VectorStoreServer
 from storage.errors import InvalidData

@@ -1,10 +1,10 @@
-"""The combiner deployment: ``deployments.plan.RecommendationCore`` over Serve handles.
+"""The combiner deployment: ``recommend.step.RecommendationCore`` over Serve handles.
 
 All of the recommendation step lives in ``plan``; this shell resolves model versions (cached
 briefly, dropped at once when a promotion is announced), turns an engine call into a call on
 that engine's handle with the tenant's multiplexed model id, and runs training jobs: those
 asked for (``trainModel``) and those its retraining scheduler starts (one leader among the
-replicas, ``deployments.scheduler``), all recorded in the database (``deployments.jobs``).
+replicas, ``jobs.scheduler``), all recorded in the database (``jobs.ledger``).
 Requests, queries and answers cross the handles as the dataclasses they are.
 """
 
@@ -19,11 +19,11 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.batching import CallBatcher
-from deployments.cold import ColdSource
-from deployments.fanout import failed_calls
-from deployments.jobs import JobLedger
-from deployments.models import (
+from recommend.batching import CallBatcher
+from recommend.cold import ColdSource
+from recommend.fanout import failed_calls
+from jobs.ledger import JobLedger
+from recommend.model_cache import (
     MIB,
     BlendCache,
     ModelSource,
@@ -32,15 +32,15 @@ from deployments.models import (
     model_id,
     resolve_source,
 )
-from deployments.plan import PlanConfig, RecommendationCore
+from recommend.step import PlanConfig, RecommendationCore
 from deployments.ray_metrics import install_ray_metrics
-from deployments.scheduler import Scheduler
-from deployments.scoring import EngineQuery, Pairs, answer, scored
-from deployments.training_jobs import TrainingJobs
-from deployments.vector_similar import VectorSimilar
+from jobs.scheduler import Scheduler
+from recommend.scoring import EngineQuery, Pairs, answer, scored
+from jobs.ray_runner import TrainingJobs
+from recommend.vector_similar import VectorSimilar
 from deployments.vector_store import RemoteVectorStore
-from deployments.version_events import VersionEvents
-from graph_api.recommender import (
+from recommend.version_events import VersionEvents
+from recommend.types import (
     ItemContent,
     RecommendationRequest,
     RecommendationResponse,
@@ -179,7 +179,7 @@ class HybridCombiner:
     async def recommend_many(
         self, requests: list[RecommendationRequest]
     ) -> list[RecommendationResponse | Exception]:
-        """Requests an ingress batched (``deployments.batching``), answered concurrently; a
+        """Requests an ingress batched (``recommend.batching``), answered concurrently; a
         request's own error is returned in its place, for its caller alone."""
         return await asyncio.gather(
             *(self._core.recommend(request) for request in requests), return_exceptions=True

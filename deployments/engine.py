@@ -22,7 +22,7 @@ from opentelemetry.trace import Link, get_current_span
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.models import (
+from recommend.model_cache import (
     MIB,
     ModelMemory,
     ModelSource,
@@ -30,7 +30,7 @@ from deployments.models import (
     split_model_id,
 )
 from deployments.ray_metrics import install_ray_metrics
-from deployments.scoring import (
+from recommend.scoring import (
     EngineQuery,
     Pairs,
     SimilarityQuery,
@@ -150,7 +150,7 @@ class Engine:
             return await scored(model, len(queries), run_queries, model, queries)
 
     async def recommend_many(self, queries: list[EngineQuery]) -> list[Pairs]:
-        """Queries a caller already batched (``deployments.batching``): one call, one model."""
+        """Queries a caller already batched (``recommend.batching``): one call, one model."""
         with tracer().start_as_current_span(
             f"engine {self.algorithm} recommend",
             context=extract(queries[0].trace),

@@ -13,9 +13,9 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.batching import CallBatcher
+from recommend.batching import CallBatcher
 from deployments.ray_metrics import install_ray_metrics
-from graph_api.recommender import (
+from recommend.types import (
     AlgorithmCatalog,
     ItemContent,
     RecommendationRequest,
@@ -30,12 +30,12 @@ logger = logging.getLogger(__name__)
 
 
 class HandleRecommender:
-    """``graph_api.recommender.Recommender`` over the combiner's deployment handle."""
+    """``recommend.types.Recommender`` over the combiner's deployment handle."""
 
     def __init__(self, combiner: DeploymentHandle, catalog: AlgorithmCatalog) -> None:
         self._combiner = combiner
         self.catalog = catalog
-        # Concurrent requests leave for the combiner together (``deployments.batching``).
+        # Concurrent requests leave for the combiner together (``recommend.batching``).
         self.batcher: CallBatcher[None, RecommendationRequest] = CallBatcher(self._recommend_many)
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:

@@ -28,11 +28,11 @@ from graph_api.clients import ClientAddresses
 from graph_api.context import RequestContext, Services
 from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
-from graph_api.metrics import MetricsRecorder
+from graph_api.request_metrics import MetricsRecorder
 from graph_api.observability import mount_observability
 from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import RateLimiter, SubscriptionSlots
-from graph_api.recommender import BackgroundWork, Recommender
+from recommend.types import BackgroundWork, Recommender
 from graph_api.result_cache import ResultCache
 from graph_api.schema import build_schema
 from storage.cache import Cache, create_cache

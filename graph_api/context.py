@@ -27,10 +27,10 @@ from graph_api.accounts import AccountGuard, LoginThrottle
 from graph_api.auth import Principal, TokenService, bearer_token
 from graph_api.errors import ApiError, Forbidden, Unauthenticated
 from graph_api.loaders import Loaders
-from graph_api.metrics import MetricsRecorder
+from graph_api.request_metrics import MetricsRecorder
 from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import Admission, RateLimiter, SubscriptionSlots
-from graph_api.recommender import Recommender
+from recommend.types import Recommender
 from graph_api.row_cache import RowCache
 from storage.settings import Settings
 

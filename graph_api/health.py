@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from graph_api.metrics import MetricsSnapshot
+from graph_api.request_metrics import MetricsSnapshot
 from storage.errors import StorageError
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 User and tenant budgets come from the tenant's subscription tier (carried in the verified
 token); requests without a valid token are counted against their client IP. A request costs the
-sum of its root fields' costs (``graph_api.limits``), charged atomically to each window, which
+sum of its root fields' costs (``graph_api.query_limits``), charged atomically to each window, which
 lives in the cache (Redis in production, one Lua script per window) so every replica shares it.
 The outcome of the request's own admission is kept on the context, which is what
 ``rateLimitStatus`` reports: real figures, not a second counting call. If the cache cannot be

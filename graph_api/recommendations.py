@@ -25,7 +25,7 @@ from graph_api.auth import Principal
 from graph_api.context import RequestContext
 from graph_api.errors import BadUserInput, ObjectNotFound
 from graph_api.preferences import Preferences
-from graph_api.recommender import (
+from recommend.types import (
     AlgorithmCatalog,
     RecommendationRequest,
     RecommendationResponse,

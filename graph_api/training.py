@@ -22,40 +22,17 @@ from graph_api.context import Info, RequestContext, require_admin
 from graph_api.errors import BadUserInput, ObjectNotFound
 from graph_api.inputs import check_page
 from graph_api.recommendations import tenant_cache_prefix
-from graph_api.recommender import HYBRID
-from graph_api.recommender import TrainingJob as Job
+from recommend.types import HYBRID
+from jobs.ledger import TrainingJob as Job
+from jobs.ledger import job_from_record
 from graph_api.types import ModelVersion, TrainingJob
 from storage import model_registry
 from storage.artifacts import create_artifact_store
-from storage.model_registry import version_label
-from storage.models import TrainingJobRecord
 from storage.repositories import jobs as jobs_repo
 
 # trainingJobUpdates reads the record this often (the training process writes it).
 JOB_POLL_SECONDS = 1.0
 FINISHED = ("succeeded", "failed")
-
-
-def job_from_record(record: TrainingJobRecord) -> Job:
-    """The record as the ``TrainingJob`` the API, the serving side and the CLI read."""
-    versions = {str(k): str(v) for k, v in (record.versions or {}).items()}
-    return Job(
-        job_id=record.id.hex,
-        tenant_id=str(record.tenant_id),
-        algorithms=list(versions) or list(record.algorithms or []),
-        status=str(record.status),
-        model_version=version_label(versions),
-        metrics={str(a): dict(m) for a, m in (record.metrics or {}).items()},
-        progress={str(a): dict(p) for a, p in (record.progress or {}).items()},
-        error=record.error,
-        trigger=str(record.trigger) if record.trigger is not None else None,
-        reason=record.reason,
-        distributed=bool(record.distributed),
-        created_at=record.created_at,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        duration_seconds=record.duration_seconds,
-    )
 
 
 def _job_key(job_id: str) -> uuid.UUID:

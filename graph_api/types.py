@@ -15,7 +15,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from graph_api import recommender
+from jobs import ledger
 from graph_api.context import Info, require_admin
 from graph_api.errors import BadUserInput
 from graph_api.preferences import UserPreferences
@@ -345,7 +345,7 @@ class TrainingJob:
     duration_seconds: float | None
 
     @classmethod
-    def from_job(cls, job: recommender.TrainingJob) -> TrainingJob:
+    def from_job(cls, job: ledger.TrainingJob) -> TrainingJob:
         return cls(
             job_id=job.job_id,
             algorithms=list(job.algorithms),

@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     # one replica; one more is refused with RATE_LIMITED.
     max_subscriptions_per_connection: int = Field(default=10, gt=0)
     max_subscriptions_per_user: int = Field(default=20, gt=0)
-    # Cold start (deployments.cold): a tenant without trained models is answered from the
+    # Cold start (recommend.cold): a tenant without trained models is answered from the
     # database's recent counts (its last ``cold_window_interactions`` interactions within
     # ``cold_window_days``), cached ``cold_cache_seconds`` per tenant, and from content vectors.
     cold_window_days: int = Field(default=30, gt=0)

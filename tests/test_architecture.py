@@ -26,7 +26,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "training.data",
         # The retraining rules, one implementation for `recserve retrain-due` and the
         # scheduler of the serving app (no torch, no pipeline: only storage and the registry).
-        "training.scheduler",
+        "jobs.policy",
     ),
     "cluster": tuple(OURS),
 }
@@ -115,7 +115,7 @@ STEP = ("weighted_hybrid", "switching_hybrid", "mmr_diversify", "fan_out", "firs
 
 
 def test_one_implementation_of_the_recommendation_step() -> None:
-    """Choosing, fanning out, blending and diversifying happen in ``deployments/plan.py`` only;
+    """Choosing, fanning out, blending and diversifying happen in ``recommend/step.py`` only;
     the combiner deployment and the in-process recommender both wrap its core."""
     users: dict[str, set[str]] = {}
     for path in _modules(*PRODUCT, "benchmarks"):
@@ -124,7 +124,7 @@ def test_one_implementation_of_the_recommendation_step() -> None:
                 name = node.id if isinstance(node, ast.Name) else node.attr
                 if name in STEP:
                     users.setdefault(str(path.relative_to(ROOT)), set()).add(name)
-    definitions = {"training/hybrid.py", "deployments/fanout.py"}
-    assert set(users) - definitions == {"deployments/plan.py"}, users
-    for shell in ("deployments/combiner.py", "deployments/inprocess.py"):
+    definitions = {"training/hybrid.py", "recommend/fanout.py"}
+    assert set(users) - definitions == {"recommend/step.py"}, users
+    for shell in ("deployments/combiner.py", "recommend/inprocess.py"):
         assert "RecommendationCore(" in (ROOT / shell).read_text(), shell

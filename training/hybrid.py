@@ -1,7 +1,7 @@
 """The hybrid: which engines blend, with what weights, and the pure blending maths.
 
 There is one hybrid. ``HybridConfig`` names it (engines, weights, normalisation, candidate
-depth, cold-user weights); ``deployments.plan`` serves it, ``benchmarks/quality.py`` measures it
+depth, cold-user weights); ``recommend.step`` serves it, ``benchmarks/quality.py`` measures it
 through the same code, and ``training.hybrid_tuning`` chooses its weights on validation splits.
 
 Input to the blend is always ``{engine: [(item_id, score), ...]}`` (best first, each engine's

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from deployments.batching import CallBatcher
+from recommend.batching import CallBatcher
 
 
 class Receiver:

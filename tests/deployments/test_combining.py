@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 
-from deployments.fanout import fan_out, first_answer
+from recommend.fanout import fan_out, first_answer
 from deployments.ingress import HandleRecommender
-from deployments.jobs import summarise
-from deployments.plan import catalog_for
-from graph_api.recommender import (
+from jobs.ledger import summarise
+from recommend.step import catalog_for
+from recommend.types import (
     RecommendationRequest,
     RecommendationResponse,
     Recommender,

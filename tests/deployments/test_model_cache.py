@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from cluster import operations as ops
 from deployments.engine import Engine
-from deployments.models import (
+from recommend.model_cache import (
     MIB,
     MODEL_CACHE_DIR,
     ArtifactModelSource,
@@ -149,7 +149,7 @@ async def test_small_scoring_stays_on_the_loop_and_large_goes_to_a_thread() -> N
     not hold the replica's event loop."""
     import threading
 
-    from deployments.scoring import INLINE_SCORES, scored
+    from recommend.scoring import INLINE_SCORES, scored
 
     class Sized:
         def __init__(self, n_items: int) -> None:

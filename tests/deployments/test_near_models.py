@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from deployments.combiner import ServeEngines
-from deployments.models import BlendCache, MemoryModelSource, NearModels, VersionCache
-from deployments.scoring import SimilarityQuery, answer
+from recommend.model_cache import BlendCache, MemoryModelSource, NearModels, VersionCache
+from recommend.scoring import SimilarityQuery, answer
 from tests.deployments.fakes import FakeResponse, synthetic_matrix
 from training.algorithms import Recommender, create
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.scoring import EngineQuery, run_queries
+from recommend.scoring import EngineQuery, run_queries
 from tests.deployments.fakes import synthetic_matrix
 from training.algorithms import create
 

@@ -1,4 +1,4 @@
-"""The one recommendation step (``deployments.plan``) over in-process engines, no Ray.
+"""The one recommendation step (``recommend.step``) over in-process engines, no Ray.
 
 Real models fitted on two planted taste clusters; the Serve combiner runs the same core over
 handles (``test_serve_app``), so what holds here holds there.
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from deployments.inprocess import InProcessRecommender
-from deployments.models import MemoryModelSource
-from deployments.plan import PlanConfig
-from graph_api.recommender import RecommendationRequest
+from recommend.inprocess import InProcessRecommender
+from recommend.model_cache import MemoryModelSource
+from recommend.step import PlanConfig
+from recommend.types import RecommendationRequest
 from storage.settings import Settings
 from tests.deployments.fakes import database_tenant, synthetic_matrix
 from training.algorithms import Recommender, create

@@ -20,10 +20,10 @@ from ray import serve
 
 from cluster import operations as ops
 from deployments.app import AppArgs, compose
-from deployments.models import ArtifactModelSource
+from recommend.model_cache import ArtifactModelSource
 from deployments.vector_store import NAME as VECTORS
 from deployments.vector_store import RemoteVectorStore
-from graph_api.recommender import RecommendationRequest, RecommendationResponse, TrainingJob
+from recommend.types import RecommendationRequest, RecommendationResponse, TrainingJob
 from storage.artifacts import ArtifactStore
 from storage.errors import NotFound
 from storage.settings import Settings

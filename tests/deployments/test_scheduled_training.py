@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from cluster import operations as ops
-from deployments.inprocess import InProcessRecommender
+from recommend.inprocess import InProcessRecommender
 from graph_api.app import create_app
 from storage.cache import create_cache
 from storage.db import Database, migrate

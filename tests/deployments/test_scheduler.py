@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deployments.jobs import JobLedger, ThreadJobs
-from deployments.scheduler import FAILURE_BACKOFF_INTERVALS, LEASE_INTERVALS, Scheduler
+from jobs.ledger import JobLedger, ThreadJobs
+from jobs.scheduler import FAILURE_BACKOFF_INTERVALS, LEASE_INTERVALS, Scheduler
 from storage import repositories as repo
 from storage.db import Database, migrate
 from storage.repositories.leases import acquire_lease, release_lease

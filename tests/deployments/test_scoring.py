@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployments.scoring import (
+from recommend.scoring import (
     EngineQuery,
     make_filter,
     non_personal_top,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from deployments.app import AppArgs, build_app
-from graph_api.recommender import RecommendationRequest, RecommendationResponse
+from recommend.types import RecommendationRequest, RecommendationResponse
 from storage.artifacts import ArtifactStore
 from storage.settings import Settings
 from tests.deployments.fakes import database_tenant, synthetic_matrix

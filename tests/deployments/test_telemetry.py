@@ -9,7 +9,7 @@ import logging
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from deployments.fanout import fan_out
+from recommend.fanout import fan_out
 from deployments.ray_metrics import RayMetricsBackend
 from storage.logs import JsonFormatter, bind_request
 from storage.metrics import SPECS, backend, render_local

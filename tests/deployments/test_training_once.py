@@ -1,5 +1,5 @@
 """One running training job per tenant and algorithm, decided by the job records in the
-database (``deployments.jobs``, ``storage.repositories.jobs``), in-process path."""
+database (``jobs.ledger``, ``storage.repositories.jobs``), in-process path."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from deployments.inprocess import InProcessRecommender
-from deployments.jobs import JobLedger, ThreadJobs
-from deployments.models import MemoryModelSource
+from recommend.inprocess import InProcessRecommender
+from jobs.ledger import JobLedger, ThreadJobs
+from recommend.model_cache import MemoryModelSource
 from storage.db import Database
 from storage.errors import InvalidData
 from storage.models import utcnow

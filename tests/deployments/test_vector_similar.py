@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from deployments.inprocess import InProcessRecommender
-from deployments.models import MemoryModelSource
-from deployments.vector_similar import VectorSimilar
+from recommend.inprocess import InProcessRecommender
+from recommend.model_cache import MemoryModelSource
+from recommend.vector_similar import VectorSimilar
 from storage.settings import Settings
 from storage.vectors import EdgeVectorStore, QdrantServerStore, VectorStore
 from tests.deployments.fakes import synthetic_matrix

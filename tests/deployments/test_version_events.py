@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from deployments.models import VersionCache
-from deployments.version_events import VersionEvents, models_channel
+from recommend.model_cache import VersionCache
+from recommend.version_events import VersionEvents, models_channel
 from storage.cache import create_cache
 from storage.settings import Settings
 

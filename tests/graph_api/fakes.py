@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from graph_api.recommender import (
+from recommend.types import (
     AlgorithmCatalog,
     ItemContent,
     RecommendationRequest,

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.api_quality import Options, run
 from benchmarks.quality import NO_DIVERSIFY
-from graph_api.recommender import HYBRID
+from recommend.types import HYBRID
 
 ML100K = Path(
     os.environ.get("RECSERVE_ML100K", Path(__file__).parents[2] / "../shared/data/ml-100k")

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from deployments.cold import EXPLORE, exploration_slots
-from deployments.inprocess import InProcessRecommender
-from deployments.vector_similar import VectorSimilar
+from recommend.cold import EXPLORE, exploration_slots
+from recommend.inprocess import InProcessRecommender
+from recommend.vector_similar import VectorSimilar
 from graph_api.app import create_app
 from storage import repositories as repo
 from storage.cache import create_cache

@@ -20,7 +20,7 @@ from graph_api.health import (
     overall,
     rule_findings,
 )
-from graph_api.metrics import MetricsRecorder
+from graph_api.request_metrics import MetricsRecorder
 from graph_api.observability import WebSocketGauge
 from graph_api.ratelimit import RateLimiter, TierLimits
 from storage.cache import InProcessCache

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from graph_api import training
-from graph_api.limits import FIELD_COSTS, LIST_SIZES
+from graph_api.query_limits import FIELD_COSTS, LIST_SIZES
 from storage.artifacts import ArtifactStore
 from storage.cache.keys import model_epoch
 from storage.model_registry import models_channel

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.quality import evaluate_served, fit_engines, pipeline_matrix
-from graph_api.recommender import HYBRID
+from recommend.types import HYBRID
 from training.datasets import load_movielens
 from training.evaluation import python_stratified_split
 from training.hybrid import HybridConfig

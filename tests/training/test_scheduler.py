@@ -13,7 +13,7 @@ from storage.artifacts import ArtifactStore
 from storage.db import Database, migrate
 from storage.settings import Settings
 from tests.storage.sql_support import view_at
-from training.scheduler import FirstTraining, RetrainPolicy, due_tenants, retrain_due, why_due
+from jobs.policy import FirstTraining, RetrainPolicy, due_tenants, retrain_due, why_due
 
 TRAINED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -1,7 +1,7 @@
 """Model artifacts as ``meta.json`` + one ``.npy`` file per array: readable anywhere, no pickle.
 
 ``read(..., mmap=True)`` maps the arrays instead of reading them: replicas on one node that load
-the same files (``deployments.models.ArtifactModelSource`` keeps one copy per node) share the
+the same files (``recommend.model_cache.ArtifactModelSource`` keeps one copy per node) share the
 pages, and a model costs memory only for what it touches. Format 1 (one ``arrays.npz``) is
 still read, fully.
 """

@@ -7,7 +7,7 @@ trained, or, never trained, once it has enough data to train on: at least
 and 2). The policy comes from the tenant's settings JSON
 (``{"retrain": {"after_interactions": N, "after_minutes": T}}``) over the defaults in
 ``Settings``; a value of 0 turns that rule off. One implementation serves ``recserve
-retrain-due`` and the scheduler of the serving app (``deployments.scheduler``).
+retrain-due`` and the scheduler of the serving app (``jobs.scheduler``).
 """
 
 from __future__ import annotations

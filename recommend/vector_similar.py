@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from graph_api.recommender import ItemContent
+from recommend.types import ItemContent
 from storage.errors import NotFound, StorageError
 from storage.settings import Settings
 from storage.vectors import NoneOf, VectorStore, create_vector_store

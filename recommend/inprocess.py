@@ -1,11 +1,11 @@
 """The recommendation step with in-process models: the single-process server, tests, benchmarks.
 
-``InProcessEngines`` is the ``deployments.plan.Engines`` of one process: each engine's model is
+``InProcessEngines`` is the ``recommend.step.Engines`` of one process: each engine's model is
 loaded on first use and kept per (tenant, engine, version), and a call runs the same
-``deployments.scoring.answer`` an engine replica runs, in a worker thread. ``InProcessRecommender``
+``recommend.scoring.answer`` an engine replica runs, in a worker thread. ``InProcessRecommender``
 puts ``RecommendationCore`` over it and trains in this process (jobs recorded in the database,
-``deployments.jobs``, and started by the same retraining scheduler as the Serve app's,
-``deployments.scheduler``, while the app runs), so small installs and the benchmarks serve
+``jobs.ledger``, and started by the same retraining scheduler as the Serve app's,
+``jobs.scheduler``, while the app runs), so small installs and the benchmarks serve
 exactly what the Serve app serves.
 """
 
@@ -15,14 +15,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from deployments.cold import ColdSource
-from deployments.jobs import JobLedger, ThreadJobs
-from deployments.models import BlendCache, ModelSource, VersionCache, resolve_source
-from deployments.plan import PlanConfig, RecommendationCore
-from deployments.scheduler import Scheduler
-from deployments.scoring import Pairs, answer, scored
-from deployments.vector_similar import VectorSimilar
-from graph_api.recommender import (
+from recommend.cold import ColdSource
+from jobs.ledger import JobLedger, ThreadJobs
+from recommend.model_cache import BlendCache, ModelSource, VersionCache, resolve_source
+from recommend.step import PlanConfig, RecommendationCore
+from jobs.scheduler import Scheduler
+from recommend.scoring import Pairs, answer, scored
+from recommend.vector_similar import VectorSimilar
+from recommend.types import (
     ItemContent,
     RecommendationRequest,
     RecommendationResponse,
@@ -85,11 +85,11 @@ class InProcessEngines:
 
 
 class InProcessRecommender:
-    """``graph_api.recommender.Recommender`` with every engine in this process, no Ray.
+    """``recommend.types.Recommender`` with every engine in this process, no Ray.
 
     This process is the only one serving, so without a Qdrant server the hashed content
     vectors of new items live in the embedded store it holds (``VectorSimilar(local=True)``);
-    the cold source reads the database named by ``settings`` (``deployments.cold``).
+    the cold source reads the database named by ``settings`` (``recommend.cold``).
     """
 
     def __init__(

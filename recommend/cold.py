@@ -1,7 +1,7 @@
 """The cold source: what the recommendation step serves when no engine of the tenant is trained,
 and the exploration slots for items newer than the last training.
 
-Design: ``deployments.plan.RecommendationCore`` is the only place that decides what a request
+Design: ``recommend.step.RecommendationCore`` is the only place that decides what a request
 gets; it holds one ``ColdSource`` and asks it only where trained engines have nothing to say
 (no model yet, or an empty answer), so there is still one implementation of the step. The cold
 source reads the database and the vector store itself, from ``Settings``, instead of being fed
@@ -9,7 +9,7 @@ by its caller: the combiner (Serve path) and ``InProcessRecommender`` both have 
 build it the same way, so both paths serve the same cold answers and the ingress stays a thin
 HTTP edge. Its sources, in the order a request's list is blended from:
 
-- ``cold:content``: items nearest (hashed content vectors, ``deployments.vector_similar.TEXT``)
+- ``cold:content``: items nearest (hashed content vectors, ``recommend.vector_similar.TEXT``)
   to the mean vector of the user's recent items: every item write puts the vector there at once;
 - ``cold:popular-db``: the items most interacted with among the tenant's latest
   ``cold_window_interactions`` within ``cold_window_days`` (one bounded query), then the newest
@@ -31,9 +31,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from deployments.scoring import make_filter
-from deployments.vector_similar import VectorSimilar
-from graph_api.recommender import ItemContent, RecommendationRequest
+from recommend.scoring import make_filter
+from recommend.vector_similar import VectorSimilar
+from recommend.types import ItemContent, RecommendationRequest
 from storage import repositories as repo
 from storage.cache import Cache, create_cache
 from storage.cache.base import tenant_key

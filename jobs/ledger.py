@@ -5,8 +5,8 @@ read, so ``trainingJob(id)`` answers after a restart and on every replica. At mo
 tenant and algorithm runs at a time: a start while a job of the tenant covers any of the same
 algorithms returns that job, and the database decides (the claim locks the tenant's row), so
 the rule holds across replicas. Both paths start jobs through ``TrainingRunner.start``: the Ray
-one (``deployments.training_jobs``, on the combiner) and the in-process one (``ThreadJobs``,
-used by ``deployments.inprocess``); ``trainModel`` and the scheduler alike.
+one (``jobs.ray_runner``, on the combiner) and the in-process one (``ThreadJobs``,
+used by ``recommend.inprocess``); ``trainModel`` and the scheduler alike.
 
 The run itself (``run_recorded``) happens in the training process, a Ray worker or a thread,
 and writes its own progress: each algorithm's state as it goes, a heartbeat meanwhile, then the
@@ -20,20 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from dataclasses import dataclass, field
 import importlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from graph_api.recommender import TrainingJob
-from graph_api.training import job_from_record
 from storage.db import Database, migrate
 from storage.errors import StorageError, Unavailable
-from storage.models import JobTrigger
+from storage.model_registry import version_label
+from storage.models import JobTrigger, TrainingJobRecord
 from storage.repositories import count_interactions
 from storage.repositories import jobs as jobs_repo
 from storage.settings import Settings
@@ -43,6 +43,50 @@ from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY
 logger = logging.getLogger(__name__)
 REPORT_TIMEOUT_S = 30.0
 REPORT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """A training job as its record says (``storage.repositories.jobs``)."""
+
+    job_id: str
+    tenant_id: str
+    algorithms: list[str]
+    status: str  # "queued", "running", "succeeded", "failed"
+    model_version: str | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    progress: dict[str, dict[str, str]] = field(default_factory=dict)
+    error: str | None = None
+    trigger: str | None = None  # "api" or "scheduler"
+    reason: str | None = None  # why the scheduler started it
+    distributed: bool = False
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
+
+def job_from_record(record: TrainingJobRecord) -> TrainingJob:
+    """The record as the ``TrainingJob`` the API, the serving side and the CLI read."""
+    versions = {str(k): str(v) for k, v in (record.versions or {}).items()}
+    return TrainingJob(
+        job_id=record.id.hex,
+        tenant_id=str(record.tenant_id),
+        algorithms=list(versions) or list(record.algorithms or []),
+        status=str(record.status),
+        model_version=version_label(versions),
+        metrics={str(a): dict(m) for a, m in (record.metrics or {}).items()},
+        progress={str(a): dict(p) for a, p in (record.progress or {}).items()},
+        error=record.error,
+        trigger=str(record.trigger) if record.trigger is not None else None,
+        reason=record.reason,
+        distributed=bool(record.distributed),
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        duration_seconds=record.duration_seconds,
+    )
 
 
 def error_text(error: BaseException) -> str:

@@ -3,7 +3,7 @@ diversify, explain.
 
 It is free of any transport. It talks to an ``Engines`` object: the combiner deployment passes
 one over Serve handles (``deployments.combiner.ServeEngines``); the single-process app, the tests
-and the benchmarks pass in-process models (``deployments.inprocess.InProcessEngines``). What the
+and the benchmarks pass in-process models (``recommend.inprocess.InProcessEngines``). What the
 benchmarks measure is therefore what the API serves.
 """
 
@@ -17,12 +17,12 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
-from deployments.cold import EXPLORE, ColdSource, exploration_slots
-from deployments.fanout import FanOutResult, fan_out, first_answer
-from deployments.models import version_label
-from deployments.scoring import EngineQuery, Pairs, SimilarityQuery, SimilarQuery, make_filter
-from deployments.vector_similar import VectorSimilar
-from graph_api.recommender import (
+from recommend.cold import EXPLORE, ColdSource, exploration_slots
+from recommend.fanout import FanOutResult, fan_out, first_answer
+from recommend.model_cache import version_label
+from recommend.scoring import EngineQuery, Pairs, SimilarityQuery, SimilarQuery, make_filter
+from recommend.vector_similar import VectorSimilar
+from recommend.types import (
     COLD_START,
     ENGINE,
     HYBRID,
@@ -116,9 +116,9 @@ class Similarity:
 
 
 class RecommendationCore:
-    """``graph_api.recommender.Recommender``'s read side over any ``Engines``.
+    """``recommend.types.Recommender``'s read side over any ``Engines``.
 
-    ``cold`` (``deployments.cold.ColdSource``) is the last fallback, asked only when no trained
+    ``cold`` (``recommend.cold.ColdSource``) is the last fallback, asked only when no trained
     engine answers, and the source of the exploration slots for items newer than the last
     training; without it an untrained tenant gets empty lists.
     """
@@ -219,7 +219,7 @@ class RecommendationCore:
     def _strategy(
         self, request: RecommendationRequest, answered: Mapping[str, Pairs], *, cold: bool
     ) -> str:
-        """How the list was made (``graph_api.recommender.STRATEGIES``): ``cold`` when no
+        """How the list was made (``recommend.types.STRATEGIES``): ``cold`` when no
         engine asked first had anything for the user, so a fallback answered."""
         hybrid = request.algorithm == HYBRID
         if cold or (hybrid and not request.history):

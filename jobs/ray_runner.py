@@ -2,7 +2,7 @@
 
 The pipeline (and torch with it) is imported only inside the task's worker process: the
 entry point travels as a ``"module:function"`` string so no serving replica ever loads it. The
-task records its own progress and outcome in the job's row (``deployments.jobs``); the
+task records its own progress and outcome in the job's row (``jobs.ledger``); the
 combiner awaits it only to record a task that died before it could say so.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import ray
 
-from deployments.jobs import JobLedger, TrainingRunner, run_recorded
+from jobs.ledger import JobLedger, TrainingRunner, run_recorded
 from deployments.ray_metrics import install_ray_metrics
-from graph_api.recommender import TrainingJob
+from recommend.types import TrainingJob
 from storage import meters
 from storage.settings import Settings
 from storage.vectors import VectorStore

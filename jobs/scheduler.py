@@ -2,7 +2,7 @@
 
 Each combiner replica (and the in-process server) runs a ``Scheduler``; every
 ``scheduler_interval_seconds`` it tries to take or renew the ``scheduler`` lease in the
-database, and only the holder looks for due tenants (``training.scheduler.due_tenants``, the
+database, and only the holder looks for due tenants (``jobs.policy.due_tenants``, the
 same rules as ``recserve retrain-due``: after ``after_interactions`` new interactions, after
 ``after_minutes``, and a never-trained tenant once it has ``first_train_min_interactions``
 interactions from ``first_train_min_users`` users). A due tenant gets a job through the same
@@ -21,13 +21,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from deployments.jobs import TrainingRunner
-from graph_api.recommender import TrainingJob
+from jobs.ledger import TrainingRunner
+from recommend.types import TrainingJob
 from storage.db import Database
 from storage.models import JobStatus, JobTrigger, utcnow
 from storage.repositories import jobs as jobs_repo
 from storage.repositories.leases import acquire_lease, release_lease
-from training.scheduler import DueTenant, due_tenants
+from jobs.policy import DueTenant, due_tenants
 
 logger = logging.getLogger(__name__)
 LEASE = "scheduler"

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from jobs.ledger import TrainingJob
 
 if TYPE_CHECKING:
     from storage.cache import Cache
@@ -96,34 +97,13 @@ class RecommendationResponse:
 @dataclass(frozen=True)
 class ItemContent:
     """What the content vectors are built from: sent on every item write so a new or changed
-    item is placed among the others at once (``deployments.cold``)."""
+    item is placed among the others at once (``recommend.cold``)."""
 
     item_id: str
     title: str
     description: str = ""
     category: str | None = None
     tags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrainingJob:
-    """A training job as its record says (``storage.repositories.jobs``)."""
-
-    job_id: str
-    tenant_id: str
-    algorithms: list[str]
-    status: str  # "queued", "running", "succeeded", "failed"
-    model_version: str | None = None
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    progress: dict[str, dict[str, str]] = field(default_factory=dict)
-    error: str | None = None
-    trigger: str | None = None  # "api" or "scheduler"
-    reason: str | None = None  # why the scheduler started it
-    distributed: bool = False
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration_seconds: float | None = None
 
 
 @runtime_checkable
