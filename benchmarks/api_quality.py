@@ -52,9 +52,8 @@ from benchmarks.quality import (
 )
 from cluster import operations as ops
 from deployments.app import AppArgs
-from recommend.inprocess import InProcessRecommender
-from recommend.step import PlanConfig
 from graph_api.auth import Principal, TokenService
+from recommend.inprocess import InProcessService
 from recommend.types import HYBRID
 from storage import repositories as repo
 from storage.settings import Settings
@@ -195,14 +194,9 @@ def serve_args(config: Path = SERVE_CONFIG) -> AppArgs:
     return AppArgs.model_validate(document["applications"][0]["args"])
 
 
-def make_recommender(settings: Settings, args: AppArgs) -> InProcessRecommender:
+def make_recommender(settings: Settings, args: AppArgs) -> InProcessService:
     """The single-process app's recommender, configured as serve_config.yaml configures Serve."""
-    return InProcessRecommender(
-        settings,
-        args.engines,
-        config=PlanConfig.from_args(args.engine_timeout_s, args.hybrid),
-        version_ttl_s=args.version_ttl_s,
-    )
+    return InProcessService(settings, args.engines, options=args)
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """Result cache: cached vs uncached ``recommendations`` through the GraphQL app, in-process.
 
 One synthetic tenant (``benchmarks.serve_load``: 500 users x 400 items) is ingested and trained
-into a temporary data dir; ``create_app`` over ``recommend.inprocess.InProcessRecommender``
+into a temporary data dir; ``create_app`` over ``recommend.inprocess.InProcessService``
 is driven by httpx over ASGI (no sockets), so the figures are the API's own cost. For each cache
 backend (in-process, plus Redis with ``--redis``) and client count:
 
@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 
 from benchmarks.serve_load import prepare_tenant
-from recommend.inprocess import InProcessRecommender
 from graph_api.app import create_app
+from recommend.inprocess import InProcessService
 from storage.settings import Settings
 
 ENGINES = ["popularity", "item_knn", "ease", "als", "content"]
@@ -87,7 +87,7 @@ async def _backend(
         rate_limit_tiers=UNLIMITED,
         scheduler_enabled=False,  # no retraining in the middle of a measurement
     )
-    app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
+    app = create_app(recommender=InProcessService(settings, ENGINES), settings=settings)
     rows = []
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

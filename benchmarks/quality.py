@@ -12,9 +12,10 @@ the hybrid's weights on validation splits of the training part only (seeds 7, 12
 prints them; the defaults in ``training.hybrid.HybridConfig`` come from such a run. Rating
 predictors also get RMSE/MAE on the official u1..u5 folds.
 
-Lists are diversified as the API's default (``diversify: true``, MMR at ``PlanConfig.mmr_lambda``);
-the diversity table sets the hybrid beside itself with ``diversify: false``, NDCG@10 and
-intra-list diversity (1 - mean pairwise co-occurrence cosine of the training rows) for each;
+Lists are diversified as the API's default (``diversify: true``, MMR at
+``ServingOptions.mmr_lambda``); the diversity table sets the hybrid beside itself with
+``diversify: false``, NDCG@10 and intra-list diversity (1 - mean pairwise co-occurrence cosine
+of the training rows) for each;
 ``--mmr-lambdas 0.8,0.9`` adds a row per MMR trade-off (how the default was chosen).
 """
 
@@ -29,12 +30,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recommend.inprocess import InProcessRecommender
+from recommend.inprocess import InProcessService
 from recommend.model_cache import MemoryModelSource
-from recommend.step import PlanConfig
+from recommend.options import ServingOptions
 from recommend.types import HYBRID, RecommendationRequest
 from storage.settings import Settings
-from training.algorithms import ALGORITHMS, REGISTRY, Recommender, create
+from training.algorithms import ALGORITHMS, Recommender, create
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 from training.datasets import load_movielens
 from training.evaluation import (
@@ -134,7 +135,7 @@ def fit_engines(
 
 
 async def served_lists(
-    recommender: InProcessRecommender,
+    recommender: InProcessService,
     users: Sequence[str],
     history: dict[str, tuple[str, ...]],
     algorithm: str,
@@ -169,15 +170,15 @@ def core_recommender(
     hybrid: HybridConfig | None = None,
     blend: dict[str, float] | None = None,
     mmr_lambda: float | None = None,
-) -> InProcessRecommender:
-    config = PlanConfig(hybrid=hybrid or HybridConfig(), engine_timeout_s=60.0)
+) -> InProcessService:
+    options = ServingOptions(hybrid=hybrid or HybridConfig(), engine_timeout_s=60.0)
     if mmr_lambda is not None:
-        config = config.model_copy(update={"mmr_lambda": mmr_lambda})
-    return InProcessRecommender(
+        options = options.model_copy(update={"mmr_lambda": mmr_lambda})
+    return InProcessService(
         Settings(),
         list(models),
         source=MemoryModelSource(TENANT, models, blend=blend),
-        config=config,
+        options=options,
     )
 
 
@@ -234,7 +235,7 @@ def tune_hybrid(
 def rating_errors(path: Path) -> dict[str, float]:
     rmse = {}
     for name in ALGORITHMS:
-        if REGISTRY[name].predicts_ratings():
+        if ALGORITHMS[name].predicts_ratings():
             folds = evaluate_rating_folds(lambda name=name: create(name), path)
             rmse[name] = round(folds["rmse"], 4)
             print(f"  {name} RMSE={folds['rmse']:.4f} MAE={folds['mae']:.4f}", file=sys.stderr)
@@ -275,7 +276,9 @@ def diversity_rows(
     wanted = ("ndcg@10", "diversity")
     rows = {
         NO_DIVERSIFY: {c: served[NO_DIVERSIFY][c] for c in wanted},
-        f"on, lambda {PlanConfig().mmr_lambda} (default)": {c: served[HYBRID][c] for c in wanted},
+        f"on, lambda {ServingOptions().mmr_lambda} (default)": {
+            c: served[HYBRID][c] for c in wanted
+        },
     }
     for value in lambdas:
         found = evaluate_served(models, train, test, [HYBRID], mmr_lambda=value, **serving)

@@ -4,7 +4,7 @@
 One synthetic tenant (the serving benchmark's: 500 users x 400 items) is ingested and trained
 once. Variants:
 
-- ``single``: uvicorn running ``create_app`` over ``InProcessRecommender``, in this process;
+- ``single``: uvicorn running ``create_app`` over ``InProcessService``, in this process;
 - ``serve``: the full Serve app (ingress, combiner, engines) in a child process, as
   ``benchmarks.serve`` starts it.
 
@@ -189,12 +189,12 @@ async def new_item_tokens(data_dir: Path, users: int, variant: str) -> tuple[str
 
 
 async def run_single(tokens: list[str], args: Any) -> dict:
-    from recommend.inprocess import InProcessRecommender
     from graph_api.app import create_app
+    from recommend.inprocess import InProcessService
     from storage.settings import Settings
 
     settings = Settings(scheduler_enabled=False)  # no retraining in the middle of a measurement
-    app = create_app(recommender=InProcessRecommender(settings, ENGINES), settings=settings)
+    app = create_app(recommender=InProcessService(settings, ENGINES), settings=settings)
     async with live_server(app, lifespan="on") as address:
         base = f"http://{address}"
         result = await measure(base, tokens, args.interactions, args.subscribers)

@@ -138,7 +138,7 @@ def _published(url: str, directory: Path) -> list[str]:
 
 async def _p50(url: str, directory: Path, engines: list[str]) -> float:
     """Median ms of uncached hybrid recommendations through the in-process app."""
-    from recommend.inprocess import InProcessRecommender
+    from recommend.inprocess import InProcessService
     from recommend.types import RecommendationRequest
 
     settings = Settings(database_url=url, data_dir=directory, env="test", scheduler_enabled=False)
@@ -152,7 +152,7 @@ async def _p50(url: str, directory: Path, engines: list[str]) -> float:
     tenant = str(pairs[0][0])
     rng = np.random.default_rng(0)
     users = [str(pairs[i][1]) for i in rng.choice(len(pairs), SAMPLE_USERS, replace=False)]
-    recommender = InProcessRecommender(settings, engines)
+    recommender = InProcessService(settings, engines)
     await recommender.recommend(RecommendationRequest(tenant, users[0]))  # loads the models
     times = []
     for user in users:

@@ -4,7 +4,7 @@ Tenants are ingested and trained once into a temporary data dir: the generated d
 (500 users x 400 items) and, with ``--data``, ML-100K. Each variant then serves those same
 promoted models from a fresh child process, configured as ``serve_config.yaml`` configures Serve:
 
-- ``single``: uvicorn running ``create_app`` over ``recommend.inprocess.InProcessRecommender``;
+- ``single``: uvicorn running ``create_app`` over ``recommend.inprocess.InProcessService``;
 - ``serve``: the full Serve app (GraphQL ingress, combiner, engines) on a fresh local Ray;
 - ``serve-tput``: the same with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (set before Ray starts);
 - ``serve-haproxy``: also ``RAY_SERVE_ENABLE_HA_PROXY=1`` (needs ``haproxy``; opt-in, because
@@ -109,17 +109,13 @@ def _free_port() -> int:
 def _run_single(port: int) -> None:
     import uvicorn
 
-    from recommend.inprocess import InProcessRecommender
-    from recommend.step import PlanConfig
     from graph_api.app import create_app
+    from recommend.inprocess import InProcessService
     from storage.settings import Settings
 
     args = serve_args()
     settings = Settings()
-    config = PlanConfig.from_args(args.engine_timeout_s, args.hybrid)
-    recommender = InProcessRecommender(
-        settings, args.engines, config=config, version_ttl_s=args.version_ttl_s
-    )
+    recommender = InProcessService(settings, args.engines, options=args)
     app = create_app(recommender=recommender, settings=settings)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

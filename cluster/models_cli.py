@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from cluster import operations as ops
-from recommend.types import TrainingJob
+from jobs.ledger import TrainingJob
 from storage.artifacts import create_artifact_store
 from storage.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from jobs.scheduler import Outcome
 
 models_app = typer.Typer(help="List, promote and roll back a tenant's model versions.")
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]
@@ -42,15 +45,15 @@ def list_command(
 ) -> None:
     """Every version with its creation time and holdout metrics; '*' marks the served one."""
     from cluster.cli import console, run
-    from training.algorithms import REGISTRY
-    from training.hybrid import BLEND
+    from training.algorithms import ALGORITHMS
+    from training.hybrid import HYBRID
     from training.registry import list_models, trained_algorithms
 
     settings = get_settings()
     tenant_id = run(tenant_id_of(settings, tenant))
     store = create_artifact_store(settings)
     # the tenant's tuned hybrid blend (its weights in the metrics column) beside the engines
-    known = [*REGISTRY, BLEND]
+    known = [*ALGORITHMS, HYBRID]
     names = [algorithm] if algorithm else trained_algorithms(store, tenant_id, known)
     rows = run(asyncio.to_thread(list_models, store, tenant_id, names))
     table = Table("algorithm", "version", "current", "created_at", "seconds", "fit", "metrics")
@@ -118,43 +121,44 @@ def retrain_due_command(
     Each run is a training job recorded like the app's (``trainingJobs``): a tenant already
     training (started by the app's scheduler or ``trainModel``) is not trained twice."""
     from cluster.cli import console, run
-    from jobs.policy import retrain_due
 
     settings = get_settings()
     names = [a.strip() for a in algorithms.split(",")] if algorithms else None
-
-    async def trainer(settings: Settings, tenant_id: str) -> TrainingJob:
-        return await run_job(settings, tenant_id, names, address)
-
     while True:
-        for due, outcome in run(retrain_due(settings, trainer)):
+        for outcome in run(retrain_round(settings, names, address)):
+            due = outcome.due
             console.print(f"{due.domain}: {due.reason} -> {_outcome_text(outcome)}")
         if loop is None:
             return
         time.sleep(loop)
 
 
-async def run_job(
-    settings: Settings, tenant_id: str, algorithms: list[str] | None, address: str | None
-) -> TrainingJob:
-    """One recorded training job in this process (the scheduler's path), awaited."""
-    from jobs.ledger import JobLedger, ThreadJobs
-    from storage.models import JobTrigger
+async def retrain_round(
+    settings: Settings, algorithms: list[str] | None, address: str | None
+) -> list[Outcome]:
+    """One round of the retraining scheduler in this process, each job awaited in turn."""
+    from jobs.ledger import JobLedger
+    from jobs.runners import ThreadJobs
+    from jobs.scheduler import Scheduler
+    from recommend.options import TRAIN_ENTRYPOINT
 
     ledger = JobLedger(settings)
-    jobs = ThreadJobs(ledger, "training.pipeline:train_tenant", address=address)
+    jobs = ThreadJobs(ledger, TRAIN_ENTRYPOINT, address=address)
+    scheduler = Scheduler(jobs, ledger.database, algorithms=algorithms)
     try:
-        job, created = await jobs.start(
-            tenant_id, algorithms, trigger=JobTrigger.SCHEDULER, reason="recserve retrain-due"
-        )
-        return (await jobs.wait(job.job_id) or job) if created else job
+        return await scheduler.round(reason="recserve retrain-due", finish=jobs.wait)
     finally:
+        await jobs.close()
         await ledger.close()
 
 
-def _outcome_text(outcome: Any) -> str:
-    if isinstance(outcome, Exception):
-        return f"[red]failed:[/red] {outcome}"
+def _outcome_text(outcome: Outcome) -> str:
+    if outcome.job is None:
+        return f"[red]not started:[/red] {outcome.error}"
+    return _job_text(outcome.job)
+
+
+def _job_text(outcome: TrainingJob) -> str:
     if outcome.status == "failed":
         return f"[red]failed:[/red] {outcome.error} (job {outcome.job_id})"
     if outcome.status != "succeeded":

@@ -23,10 +23,11 @@ from ray.serve import Application
 from deployments.combiner import HybridCombiner
 from deployments.engine import Engine
 from deployments.ingress import GraphQLIngress
-from recommend.model_cache import ModelSource
-from recommend.step import catalog_for
 from deployments.vector_store import NAME as VECTORS
 from deployments.vector_store import VectorStoreServer
+from recommend.model_cache import ModelSource
+from recommend.options import ServingOptions
+from recommend.step import catalog_for
 from storage.errors import InvalidData
 from storage.settings import ENV_PREFIX, is_secret_setting
 from training.algorithms import ALGORITHMS
@@ -41,17 +42,11 @@ class DeploymentSize(BaseModel):
     max_ongoing_requests: int | None = Field(default=None, gt=0)
 
 
-class AppArgs(BaseModel):
+class AppArgs(ServingOptions):
+    """The application's args: how it serves (``ServingOptions``, every deployment's config)
+    and how it is composed."""
+
     engines: list[str] = Field(default_factory=lambda: list(ALGORITHMS))
-    engine_timeout_s: float = Field(default=2.0, gt=0)
-    max_models_per_replica: int = Field(default=4, gt=0)
-    max_batch_size: int = Field(default=32, gt=0)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
-    version_ttl_s: float = Field(default=2.0, ge=0)
-    # MiB of similarity models the combiner holds for MMR and explanations (0: ask the engines)
-    near_model_mb: float = Field(default=256.0, ge=0)
-    # Overrides of the served hybrid (training.hybrid.HybridConfig); {} serves it as tuned.
-    hybrid: dict[str, Any] = Field(default_factory=dict)
     # Without the ingress the combiner is the app's entry (tests, batch jobs, other front ends).
     graphql: bool = True
     # RECSERVE_* values for every replica, on top of the builder's own environment; never
@@ -59,7 +54,10 @@ class AppArgs(BaseModel):
     settings: dict[str, str] = Field(default_factory=dict)
     passthrough_env: bool = True
     sizes: dict[str, DeploymentSize] = Field(default_factory=dict)
-    train_entrypoint: str = "training.pipeline:train_tenant"
+
+    def serving(self) -> dict[str, Any]:
+        """The ``ServingOptions`` part, as every deployment's config."""
+        return self.model_dump(include=set(ServingOptions.model_fields))
 
 
 def replica_env(args: AppArgs) -> dict[str, str]:
@@ -120,14 +118,10 @@ def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
     if unknown:
         raise InvalidData(f"unknown engines {unknown}; known: {', '.join(ALGORITHMS)}")
     env = replica_env(args)
-    engine_config = {
-        "max_models_per_replica": args.max_models_per_replica,
-        "max_batch_size": args.max_batch_size,
-        "batch_wait_timeout_s": args.batch_wait_timeout_s,
-    }
+    serving = args.serving()
     engines = {
         algorithm: Engine.options(**_options(args, engine_name(algorithm), env)).bind(
-            algorithm, source=source, config=engine_config
+            algorithm, source=source, config=serving
         )
         for algorithm in dict.fromkeys(args.engines)
     }
@@ -139,16 +133,11 @@ def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
     combiner = HybridCombiner.options(**_options(args, "combiner", env)).bind(
         engines,
         source=source,
-        config={
-            "engine_timeout_s": args.engine_timeout_s,
-            "version_ttl_s": args.version_ttl_s,
-            "near_model_mb": args.near_model_mb,
-            "hybrid": args.hybrid,
-        },
-        train_entrypoint=args.train_entrypoint,
+        config=serving,
         vectors=vectors,
     )
     if not args.graphql:
         return combiner
     catalog = catalog_for(list(engines))
-    return GraphQLIngress.options(**_options(args, "ingress", env)).bind(combiner, catalog)
+    ingress = GraphQLIngress.options(**_options(args, "ingress", env))
+    return ingress.bind(combiner, catalog, serving)

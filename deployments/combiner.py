@@ -1,4 +1,4 @@
-"""The combiner deployment: ``recommend.step.RecommendationCore`` over Serve handles.
+"""The combiner deployment: ``recommend.step.RecommendationStep`` over Serve handles.
 
 All of the recommendation step lives in ``plan``; this shell resolves model versions (cached
 briefly, dropped at once when a promotion is announced), turns an engine call into a call on
@@ -15,14 +15,17 @@ import dataclasses
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.ray_metrics import install_ray_metrics
+from deployments.vector_store import RemoteVectorStore
+from jobs.ledger import JobLedger
+from jobs.ray_runner import RayJobs
+from jobs.scheduler import Scheduler
 from recommend.batching import CallBatcher
 from recommend.cold import ColdSource
 from recommend.fanout import failed_calls
-from jobs.ledger import JobLedger
 from recommend.model_cache import (
     MIB,
     BlendCache,
@@ -32,39 +35,22 @@ from recommend.model_cache import (
     model_id,
     resolve_source,
 )
-from recommend.step import PlanConfig, RecommendationCore
-from deployments.ray_metrics import install_ray_metrics
-from jobs.scheduler import Scheduler
+from recommend.options import ServingOptions
 from recommend.scoring import EngineQuery, Pairs, answer, scored
-from jobs.ray_runner import TrainingJobs
-from recommend.vector_similar import VectorSimilar
-from deployments.vector_store import RemoteVectorStore
-from recommend.version_events import VersionEvents
+from recommend.step import RecommendationStep
 from recommend.types import (
     ItemContent,
     RecommendationRequest,
     RecommendationResponse,
     TrainingJob,
 )
+from recommend.vector_similar import VectorSimilar
+from recommend.version_events import VersionEvents
 from storage.settings import Settings
 from storage.tracing import configure_tracing, inject
 
 # What the combiner may answer with a model it holds (``NearModels``) instead of a round trip.
 LOCAL_METHODS = frozenset({"similarity"})
-
-
-class CombinerConfig(BaseModel):
-    engine_timeout_s: float = Field(default=2.0, gt=0)
-    version_ttl_s: float = Field(default=2.0, ge=0)
-    # MiB of similarity models the combiner holds to answer MMR's and explanations' item
-    # similarity itself (a larger model is asked of its engine replica); 0: always ask.
-    near_model_mb: float = Field(default=256.0, ge=0)
-    # Overrides of the one hybrid's settings (training.hybrid.HybridConfig); {} serves it as is.
-    hybrid: dict[str, Any] = Field(default_factory=dict)
-    train_num_cpus: float = Field(default=0.5, gt=0)
-
-    def plan(self) -> PlanConfig:
-        return PlanConfig.from_args(self.engine_timeout_s, self.hybrid)
 
 
 class ServeEngines:
@@ -76,6 +62,8 @@ class ServeEngines:
         versions: VersionCache,
         blends: BlendCache,
         near: NearModels | None = None,
+        *,
+        max_batch: int,
     ) -> None:
         self.names = tuple(handles)
         self._handles = handles
@@ -85,7 +73,9 @@ class ServeEngines:
         self.near = near
         self.watch: Any = lambda tenant_id: None
         # Concurrent requests' queries to one engine and model leave as one call.
-        self.batcher: CallBatcher[tuple[str, str], EngineQuery] = CallBatcher(self._recommend_many)
+        self.batcher: CallBatcher[tuple[str, str], EngineQuery] = CallBatcher(
+            self._recommend_many, max_batch=max_batch
+        )
 
     async def versions(self, tenant_id: str, names: Sequence[str]) -> dict[str, str]:
         self.watch(tenant_id)
@@ -128,7 +118,6 @@ class HybridCombiner:
         *,
         source: ModelSource | None = None,
         config: dict[str, Any] | None = None,
-        train_entrypoint: str = "training.pipeline:train_tenant",
         vectors: DeploymentHandle | None = None,
     ) -> None:
         """``vectors``: the app's ``VectorStoreServer`` when the embedded store is used (no
@@ -137,12 +126,16 @@ class HybridCombiner:
         configure_tracing("recserve-combiner")
         self._handles = dict(engines)
         self._settings = Settings()
-        self._config = CombinerConfig.model_validate(config or {})
+        self._config = ServingOptions.model_validate(config or {})
         source = resolve_source(source, self._settings)
         versions = VersionCache(source, self._config.version_ttl_s)
         self._near = NearModels(source, max_bytes=int(self._config.near_model_mb * MIB))
         self._engines = ServeEngines(
-            self._handles, versions, BlendCache(source, versions), self._near
+            self._handles,
+            versions,
+            BlendCache(source, versions),
+            self._near,
+            max_batch=self._config.max_batch_size,
         )
         # Promotions announced on models:{tenant} invalidate at once; the TTL is the fallback.
         self._events = VersionEvents(self._settings, versions.invalidate)
@@ -154,12 +147,16 @@ class HybridCombiner:
         # The embedded store (through the vectors replica) keeps new items' content vectors;
         # the trained engines answer for themselves, as in the single-process server.
         similar = VectorSimilar(self._settings, store, local=store is not None)
-        self._core = RecommendationCore(
-            self._engines, self._config.plan(), similar, ColdSource(self._settings, similar)
+        self._step = RecommendationStep(
+            self._engines, self._config, similar, ColdSource(self._settings, similar)
         )
         ledger = JobLedger(self._settings)
-        self._jobs = TrainingJobs(
-            train_entrypoint, ledger, num_cpus=self._config.train_num_cpus, vectors=store
+        self._jobs = RayJobs(
+            self._config.train_entrypoint,
+            ledger,
+            num_cpus=self._config.train_num_cpus,
+            vectors=store,
+            setup=install_ray_metrics,
         )
         self._jobs.on_done = self._job_ended
         self._scheduler = Scheduler(self._jobs, ledger.database, algorithms=list(engines))
@@ -167,14 +164,15 @@ class HybridCombiner:
             self._scheduler.start()  # Serve runs the constructor on the replica's event loop
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        self._config = CombinerConfig.model_validate({**self._config.model_dump(), **config})
+        self._config = self._config.updated(config)
         self._versions.ttl_seconds = self._config.version_ttl_s
         self._near.resize(int(self._config.near_model_mb * MIB))
-        self._core.config = self._config.plan()
+        self._step.options = self._config
+        self._engines.batcher.max_batch = self._config.max_batch_size
         self._jobs.num_cpus = self._config.train_num_cpus
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
-        return await self._core.recommend(request)
+        return await self._step.recommend(request)
 
     async def recommend_many(
         self, requests: list[RecommendationRequest]
@@ -182,20 +180,20 @@ class HybridCombiner:
         """Requests an ingress batched (``recommend.batching``), answered concurrently; a
         request's own error is returned in its place, for its caller alone."""
         return await asyncio.gather(
-            *(self._core.recommend(request) for request in requests), return_exceptions=True
+            *(self._step.recommend(request) for request in requests), return_exceptions=True
         )
 
     async def similar_items(self, tenant_id: str, item_id: str, k: int) -> Pairs:
-        return await self._core.similar_items(tenant_id=tenant_id, item_id=item_id, k=k)
+        return await self._step.similar_items(tenant_id=tenant_id, item_id=item_id, k=k)
 
     async def trending(self, tenant_id: str, category: str | None, limit: int) -> Pairs:
-        return await self._core.trending(tenant_id=tenant_id, category=category, limit=limit)
+        return await self._step.trending(tenant_id=tenant_id, category=category, limit=limit)
 
     async def items_changed(self, tenant_id: str, items: list[ItemContent]) -> None:
-        await self._core.items_changed(tenant_id, items)
+        await self._step.items_changed(tenant_id, items)
 
     async def items_deleted(self, tenant_id: str, item_ids: list[str]) -> None:
-        await self._core.items_deleted(tenant_id, item_ids)
+        await self._step.items_deleted(tenant_id, item_ids)
 
     async def health(self) -> dict[str, str]:
         """Each engine's state: "ok" when a replica answers ``info`` within the timeout."""

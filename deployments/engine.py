@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 from opentelemetry.trace import Link, get_current_span
-from pydantic import BaseModel, Field
 from ray import serve
 
+from deployments.ray_metrics import install_ray_metrics
 from recommend.model_cache import (
     MIB,
     ModelMemory,
@@ -29,7 +29,7 @@ from recommend.model_cache import (
     resolve_source,
     split_model_id,
 )
-from deployments.ray_metrics import install_ray_metrics
+from recommend.options import ServingOptions
 from recommend.scoring import (
     EngineQuery,
     Pairs,
@@ -50,16 +50,6 @@ def span_context(carrier: dict[str, str]) -> Any:
     return get_current_span(extract(carrier)).get_span_context()
 
 
-class EngineConfig(BaseModel):
-    """Runtime settings, changed through ``user_config`` without restarting replicas."""
-
-    max_models_per_replica: int = Field(default=4, gt=0)
-    # MiB of models held per replica; None: ``Settings.max_model_mb`` (RECSERVE_MAX_MODEL_MB)
-    max_model_mb: float | None = Field(default=None, gt=0)
-    max_batch_size: int = Field(default=32, gt=0)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 class Engine:
     def __init__(
@@ -74,26 +64,24 @@ class Engine:
         self.algorithm = algorithm
         self._settings = Settings()
         self._source = resolve_source(source, self._settings)
-        self._config = EngineConfig()
+        self._config = ServingOptions()
         self._memory = self._new_memory(self._config)
         self._build_model_cache(self._config.max_models_per_replica)
         if config is not None:
             self.reconfigure(config)
 
-    def _new_memory(self, config: EngineConfig) -> ModelMemory:
+    def _new_memory(self, config: ServingOptions) -> ModelMemory:
         mib = config.max_model_mb or self._settings.max_model_mb
         max_bytes = None if mib is None else int(mib * MIB)
         return ModelMemory(max_bytes=max_bytes, max_models=config.max_models_per_replica)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        new = EngineConfig.model_validate({**self._config.model_dump(), **config})
+        new = self._config.updated(config)
         if new.max_models_per_replica != self._config.max_models_per_replica:
             # The multiplex cap is fixed per wrapper; a new cap starts a fresh model cache.
             self._build_model_cache(new.max_models_per_replica)
         self._memory.max_models = new.max_models_per_replica
         self._memory.max_bytes = self._new_memory(new).max_bytes
-        self.recommend.set_max_batch_size(new.max_batch_size)
-        self.recommend.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
         self._config = new
 
     def _build_model_cache(self, max_models: int) -> None:
@@ -135,22 +123,9 @@ class Engine:
     async def _current_model(self) -> Any:
         return await self._resident(await self._model(serve.get_multiplexed_model_id()))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def recommend(self, queries: list[EngineQuery]) -> list[Pairs]:
-        """Batched per model id (Serve splits batches by multiplexed model id)."""
-        # One span per batch, continuing the first request's trace (the others are linked).
-        contexts = [span_context(q.trace) for q in queries]
-        with tracer().start_as_current_span(
-            f"engine {self.algorithm} recommend",
-            context=extract(queries[0].trace),
-            links=[Link(c) for c in contexts[1:] if c.is_valid],
-            attributes={"algorithm": self.algorithm, "batch_size": len(queries)},
-        ):
-            model = await self._current_model()
-            return await scored(model, len(queries), run_queries, model, queries)
-
     async def recommend_many(self, queries: list[EngineQuery]) -> list[Pairs]:
-        """Queries a caller already batched (``recommend.batching``): one call, one model."""
+        """Queries of one model, batched by the caller (``recommend.batching``): one span, one
+        scoring call."""
         with tracer().start_as_current_span(
             f"engine {self.algorithm} recommend",
             context=extract(queries[0].trace),

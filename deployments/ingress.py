@@ -1,7 +1,8 @@
 """The HTTP edge: FastAPI + Strawberry built on the replica, talking to the combiner handle.
 
-``graph_api`` knows only its ``Recommender`` protocol; ``HandleRecommender`` implements it over
-the combiner's ``DeploymentHandle``; the request and reply dataclasses cross the hop as they are.
+``graph_api`` knows only its ``RecommendationService`` protocol; ``ServeHandleService``
+implements it over the combiner's ``DeploymentHandle``; the request and reply dataclasses cross
+the hop as they are.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from recommend.batching import CallBatcher
 from deployments.ray_metrics import install_ray_metrics
+from recommend.batching import CallBatcher
+from recommend.options import ServingOptions
 from recommend.types import (
     AlgorithmCatalog,
     ItemContent,
@@ -29,14 +31,18 @@ from storage.tracing import configure_tracing, inject
 logger = logging.getLogger(__name__)
 
 
-class HandleRecommender:
-    """``recommend.types.Recommender`` over the combiner's deployment handle."""
+class ServeHandleService:
+    """``recommend.types.RecommendationService`` over the combiner's deployment handle."""
 
-    def __init__(self, combiner: DeploymentHandle, catalog: AlgorithmCatalog) -> None:
+    def __init__(
+        self, combiner: DeploymentHandle, catalog: AlgorithmCatalog, *, max_batch: int
+    ) -> None:
         self._combiner = combiner
         self.catalog = catalog
         # Concurrent requests leave for the combiner together (``recommend.batching``).
-        self.batcher: CallBatcher[None, RecommendationRequest] = CallBatcher(self._recommend_many)
+        self.batcher: CallBatcher[None, RecommendationRequest] = CallBatcher(
+            self._recommend_many, max_batch=max_batch
+        )
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         return await self.batcher.submit(None, replace(request, trace=inject({})))
@@ -79,11 +85,19 @@ class HandleRecommender:
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress()
 class GraphQLIngress:
-    def __init__(self, combiner: DeploymentHandle, catalog: AlgorithmCatalog) -> None:
+    def __init__(
+        self,
+        combiner: DeploymentHandle,
+        catalog: AlgorithmCatalog,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         install_ray_metrics()
         configure_tracing("recserve-ingress")
         configure_logging()
-        self._recommender = HandleRecommender(combiner, catalog)
+        self._options = ServingOptions.model_validate(options or {})
+        self._recommender = ServeHandleService(
+            combiner, catalog, max_batch=self._options.max_batch_size
+        )
         self._settings = Settings()
 
     def __serve_build_asgi_app__(self) -> Any:

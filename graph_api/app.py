@@ -28,13 +28,13 @@ from graph_api.clients import ClientAddresses
 from graph_api.context import RequestContext, Services
 from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
-from graph_api.request_metrics import MetricsRecorder
 from graph_api.observability import mount_observability
 from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import RateLimiter, SubscriptionSlots
-from recommend.types import BackgroundWork, Recommender
+from graph_api.request_metrics import MetricsRecorder
 from graph_api.result_cache import ResultCache
 from graph_api.schema import build_schema
+from recommend.types import BackgroundWork, RecommendationService
 from storage.cache import Cache, create_cache
 from storage.db import Database, migrate
 from storage.settings import Settings
@@ -74,7 +74,7 @@ def _lifespan(services: Services, owned: list[Any]) -> Any:
 
 def create_app(
     *,
-    recommender: Recommender,
+    recommender: RecommendationService,
     settings: Settings,
     database: Database | None = None,
     cache: Cache | None = None,

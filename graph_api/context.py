@@ -27,11 +27,11 @@ from graph_api.accounts import AccountGuard, LoginThrottle
 from graph_api.auth import Principal, TokenService, bearer_token
 from graph_api.errors import ApiError, Forbidden, Unauthenticated
 from graph_api.loaders import Loaders
-from graph_api.request_metrics import MetricsRecorder
 from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import Admission, RateLimiter, SubscriptionSlots
-from recommend.types import Recommender
+from graph_api.request_metrics import MetricsRecorder
 from graph_api.row_cache import RowCache
+from recommend.types import RecommendationService
 from storage.settings import Settings
 
 
@@ -42,7 +42,7 @@ class Services:
     settings: Settings
     database: Any  # storage.db.Database
     cache: Any  # storage.cache.Cache
-    recommender: Recommender
+    recommender: RecommendationService
     tokens: TokenService
     metrics: MetricsRecorder
     rate_limiter: RateLimiter

@@ -34,10 +34,10 @@ from graph_api.preferences import Preferences, PreferencesInput, updated
 from graph_api.queries import require_admin
 from graph_api.quotas import TRAINING_RUNS
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
-from recommend.types import ItemContent
 from graph_api.row_cache import row_key, row_prefix
 from graph_api.training import TrainingMutation
 from graph_api.types import Interaction, Item, Rating, TrainingJob, User
+from recommend.types import ItemContent
 from storage.cache.base import tenant_key
 from storage.errors import Unavailable
 from storage.repositories import interactions as interactions_repo

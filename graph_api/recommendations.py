@@ -25,12 +25,6 @@ from graph_api.auth import Principal
 from graph_api.context import RequestContext
 from graph_api.errors import BadUserInput, ObjectNotFound
 from graph_api.preferences import Preferences
-from recommend.types import (
-    AlgorithmCatalog,
-    RecommendationRequest,
-    RecommendationResponse,
-    ScoredItem,
-)
 from graph_api.row_cache import restore, snapshot
 from graph_api.types import (
     EngineContribution,
@@ -39,8 +33,16 @@ from graph_api.types import (
     RecommendationExplanation,
     RecommendationItem,
     RecommendationResult,
-    RecommendationStrategy,
     SimilarItem,
+)
+from recommend.types import (
+    HYBRID,
+    HYBRID_STRATEGIES,
+    AlgorithmCatalog,
+    RecommendationRequest,
+    RecommendationResponse,
+    ScoredItem,
+    Strategy,
 )
 from storage import repositories as repo
 from storage.cache.base import tenant_key
@@ -51,16 +53,16 @@ MAX_K = 100
 # The newest items of a user sent with a request: engines fold in those their model lacks
 # and exclude them all; older ones are in the trained model already.
 HISTORY_LENGTH = 200
-STRATEGIES = ("weighted", "switching")
 # minRating filters after scoring, so ask for more than needed; ratings are sparse.
 MIN_RATING_OVERFETCH = 4
-PAYLOAD_FORMAT = 2  # of the cached result (``_response_to_json``): 2 added explanations
+PAYLOAD_FORMAT = 3  # of the cached result (``_response_to_json``): 2 added explanations,
+# 3 spells a weighted blend's strategy "weighted" (``Strategy``)
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RecommendationParams:
-    algorithm: str = "hybrid"
+    algorithm: str = HYBRID
     k: int = 10
     diversify: bool = True
     explain: bool = False
@@ -74,8 +76,8 @@ class RecommendationParams:
         if not catalog.knows(self.algorithm):
             known = ", ".join(catalog.names())
             raise BadUserInput(f"Unknown algorithm {self.algorithm!r}; known: {known}.")
-        if self.strategy is not None and self.strategy not in STRATEGIES:
-            raise BadUserInput(f"strategy must be one of {', '.join(STRATEGIES)}.")
+        if self.strategy is not None and self.strategy not in HYBRID_STRATEGIES:
+            raise BadUserInput(f"strategy must be one of {', '.join(HYBRID_STRATEGIES)}.")
         if not 1 <= self.k <= MAX_K:
             raise BadUserInput(f"numRecommendations must be between 1 and {MAX_K}.")
         if self.min_rating is not None and not 0.0 <= self.min_rating <= 5.0:
@@ -158,7 +160,7 @@ async def recommend(
     items = await _hydrate(ctx, response, params, rows)
     elapsed_ms = max((time.perf_counter() - started) * 1000.0, 1e-3)
     explanation = RecommendationExplanation(
-        strategy=RecommendationStrategy(response.strategy),
+        strategy=response.strategy,
         engines_used=response.engines_used,
         engines_failed=response.engines_failed,
         model_version=response.model_version,
@@ -196,7 +198,7 @@ async def _ask_recommender(
         preferred_categories=preferences.favorite_categories,
         weights=params.weights,
         history=history,
-        strategy=params.strategy,
+        strategy=None if params.strategy is None else Strategy(params.strategy),
     )
     return await ctx.services.recommender.recommend(request)
 
@@ -251,7 +253,7 @@ async def _hydrate(
 ) -> list[RecommendationItem]:
     ids = [_safe_uuid(scored.item_id) for scored in response.items]
     by_id = {row.id: row for row in rows}
-    strategy = RecommendationStrategy(response.strategy)
+    strategy = response.strategy
     averages: dict[uuid.UUID, float | None] = {}
     if params.min_rating is not None:
         found = list(by_id)
@@ -291,7 +293,7 @@ def _once(make: Callable[[], T]) -> Callable[[], T]:
 
 
 def _item_explanation(
-    item_id: uuid.UUID, scored: ScoredItem, strategy: RecommendationStrategy, because: list[Any]
+    item_id: uuid.UUID, scored: ScoredItem, strategy: Strategy, because: list[Any]
 ) -> ItemExplanation:
     return ItemExplanation(
         item_id=item_id,
@@ -416,6 +418,6 @@ def _response_from_json(data: dict[str, Any]) -> tuple[RecommendationResponse, l
         engines_used=list(data["engines_used"]),
         engines_failed=list(data["engines_failed"]),
         model_version=data["model_version"],
-        strategy=data["strategy"],
+        strategy=Strategy(data["strategy"]),
     )
     return response, [restore(values) for values in data["rows"]]

@@ -24,10 +24,10 @@ from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 
 from graph_api.errors import ErrorMapping
-from graph_api.query_limits import RequestLimits
-from graph_api.request_metrics import MetricsExtension, MetricsRecorder
 from graph_api.mutations import Mutation
 from graph_api.queries import Query
+from graph_api.query_limits import RequestLimits
+from graph_api.request_metrics import MetricsExtension, MetricsRecorder
 from graph_api.subscriptions import Subscription
 
 MAX_DEPTH = 10

@@ -22,10 +22,9 @@ from graph_api.context import Info, RequestContext, require_admin
 from graph_api.errors import BadUserInput, ObjectNotFound
 from graph_api.inputs import check_page
 from graph_api.recommendations import tenant_cache_prefix
-from recommend.types import HYBRID
-from jobs.ledger import TrainingJob as Job
-from jobs.ledger import job_from_record
 from graph_api.types import ModelVersion, TrainingJob
+from jobs import ledger
+from recommend.types import HYBRID
 from storage import model_registry
 from storage.artifacts import create_artifact_store
 from storage.repositories import jobs as jobs_repo
@@ -43,13 +42,13 @@ def _job_key(job_id: str) -> uuid.UUID:
         raise ObjectNotFound("Training job not found.") from None
 
 
-async def load_job(ctx: RequestContext, tenant_id: uuid.UUID, job_id: str) -> Job:
+async def load_job(ctx: RequestContext, tenant_id: uuid.UUID, job_id: str) -> ledger.TrainingJob:
     key = _job_key(job_id)
     async with ctx.session() as session:
         record = await jobs_repo.get_job(session=session, tenant_id=tenant_id, job_id=key)
         if record is None:  # also another tenant's job: its existence is not revealed
             raise ObjectNotFound("Training job not found.")
-        return job_from_record(record)
+        return ledger.job_from_record(record)
 
 
 def _model_names(ctx: RequestContext, algorithm: str | None) -> list[str]:
@@ -108,7 +107,7 @@ class TrainingQuery:
             rows = await jobs_repo.list_jobs(
                 session=session, tenant_id=principal.tenant_id, limit=limit, offset=offset
             )
-            return [TrainingJob.from_job(job_from_record(row)) for row in rows]
+            return [TrainingJob.from_job(ledger.job_from_record(row)) for row in rows]
 
     @strawberry.field
     async def model_versions(self, info: Info, algorithm: str | None = None) -> list[ModelVersion]:

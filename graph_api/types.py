@@ -15,10 +15,11 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from jobs import ledger
 from graph_api.context import Info, require_admin
 from graph_api.errors import BadUserInput
 from graph_api.preferences import UserPreferences
+from jobs import ledger
+from recommend.types import Strategy
 
 # A user's interactions and ratings are lists without end: each is cut to a page.
 DEFAULT_NESTED_PAGE = 20
@@ -246,14 +247,10 @@ class AuthPayload:
     user: User
 
 
-@strawberry.enum
-class RecommendationStrategy(Enum):
-    """How a list was made."""
-
-    COLD_START = "cold_start"  # no history, or no engine had anything: popularity, content
-    HYBRID = "hybrid"  # a weighted blend of engines
-    SWITCHING = "switching"  # one engine, chosen by how much the user has done
-    ENGINE = "engine"  # the one engine (or an alias's engines) the request named
+# How a list was made: COLD_START (no history, or no engine had anything: popularity,
+# content), WEIGHTED (a weighted blend of engines), SWITCHING (one engine, chosen by how much
+# the user has done), ENGINE (the one engine, or an alias's engines, the request named).
+strawberry.enum(Strategy, name="RecommendationStrategy", description="How a list was made.")
 
 
 @strawberry.type
@@ -274,7 +271,7 @@ class ItemExplanation:
     contributions: list[EngineContribution] = strawberry.field(
         description="The engines that put the item in the list, largest share first."
     )
-    strategy: RecommendationStrategy
+    strategy: Strategy
     because_of: list[Item] = strawberry.field(
         description="The user's items it is most like, most similar first (up to 3; only "
         "with `explain: true`)."
@@ -299,7 +296,7 @@ class RecommendationItem:
 class RecommendationExplanation:
     """How the list was made, and why each item is in it."""
 
-    strategy: RecommendationStrategy
+    strategy: Strategy
     engines_used: list[str]
     engines_failed: list[str]
     model_version: str | None

@@ -1,4 +1,4 @@
-"""Automatic retraining: which tenants are due, and training them.
+"""Automatic retraining: which tenants are due under their policy.
 
 A tenant is due when its current models are older than ``after_minutes`` (and something new
 happened since), or when at least ``after_interactions`` interactions arrived since they were
@@ -6,15 +6,14 @@ trained, or, never trained, once it has enough data to train on: at least
 ``first_train_min_interactions`` interactions from ``first_train_min_users`` users (defaults 50
 and 2). The policy comes from the tenant's settings JSON
 (``{"retrain": {"after_interactions": N, "after_minutes": T}}``) over the defaults in
-``Settings``; a value of 0 turns that rule off. One implementation serves ``recserve
-retrain-due`` and the scheduler of the serving app (``jobs.scheduler``).
+``Settings``; a value of 0 turns that rule off. ``jobs.scheduler`` starts their jobs,
+for the serving app's scheduler and ``recserve retrain-due`` alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,10 +25,9 @@ from storage.artifacts import ArtifactStore, create_artifact_store
 from storage.db import Database, migrate
 from storage.models import Tenant
 from storage.settings import Settings
-from training.algorithms import REGISTRY
+from training.algorithms import ALGORITHMS
 
 log = logging.getLogger(__name__)
-Trainer = Callable[[Settings, str], Awaitable[Any]]
 
 
 class RetrainPolicy(BaseModel):
@@ -61,7 +59,7 @@ class DueTenant:
 def last_trained_at(store: ArtifactStore, tenant_id: str) -> datetime | None:
     """When the newest of the tenant's current (promoted) models was created."""
     stamps = []
-    for algorithm in REGISTRY:
+    for algorithm in ALGORITHMS:
         version = store.current(tenant_id, algorithm)
         if version is not None:
             created = store.metadata(tenant_id, algorithm, version).get("created_at")
@@ -159,17 +157,3 @@ async def due_tenants(
     finally:
         if own:
             await database.dispose()
-
-
-async def retrain_due(
-    settings: Settings, trainer: Trainer, *, now: datetime | None = None
-) -> list[tuple[DueTenant, Any]]:
-    """Train every due tenant, one after the other; a failing tenant does not stop the rest."""
-    done: list[tuple[DueTenant, Any]] = []
-    for tenant in await due_tenants(settings, now=now):
-        try:
-            done.append((tenant, await trainer(settings, tenant.tenant_id)))
-        except Exception as error:  # one tenant's bad data must not block the others
-            log.exception("retraining %s failed", tenant.domain)
-            done.append((tenant, error))
-    return done

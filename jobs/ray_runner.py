@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
-from jobs.ledger import JobLedger, TrainingRunner, run_recorded
-from deployments.ray_metrics import install_ray_metrics
-from recommend.types import TrainingJob
+from jobs.ledger import JobLedger, TrainingJob
+from jobs.runners import TrainingRunner, run_recorded
 from storage import meters
 from storage.settings import Settings
 from storage.vectors import VectorStore
@@ -31,10 +31,14 @@ def _run_training(
     algorithms: list[str] | None,
     distributed: bool,
     vectors: VectorStore | None,
+    setup: Callable[[], None] | None,
 ) -> dict[str, Any]:
     """Runs ``training.pipeline.train_tenant`` (or ``entrypoint``) in this worker process;
-    ``vectors`` is the app's vector store when this process may not open it itself."""
-    install_ray_metrics()  # training_runs_total & co. from this worker reach Ray's endpoint
+    ``vectors`` is the app's vector store when this process may not open it itself; ``setup``
+    runs first (the serving app's: its metrics backend, so training_runs_total & co. from this
+    worker reach Ray's endpoint)."""
+    if setup is not None:
+        setup()
     started = time.perf_counter()
     try:
         return run_recorded(
@@ -47,7 +51,7 @@ def _run_training(
         raise
 
 
-class TrainingJobs(TrainingRunner):
+class RayJobs(TrainingRunner):
     """Jobs as Ray tasks; their records live in the database, so any replica answers for them
     and a restart forgets nothing. ALS and SVD of a large tenant fit on Ray Train."""
 
@@ -58,8 +62,10 @@ class TrainingJobs(TrainingRunner):
         *,
         num_cpus: float = 0.5,
         vectors: VectorStore | None = None,
+        setup: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(ledger, allow_distributed=True)
+        self.setup = setup
         self.entrypoint = entrypoint
         self.num_cpus = num_cpus
         self.vectors = vectors
@@ -75,6 +81,7 @@ class TrainingJobs(TrainingRunner):
             algorithms,
             job.distributed,
             self.vectors,
+            self.setup,
         )
         watcher = asyncio.get_running_loop().create_task(self._finished(job, ref))
         self._watching[job.job_id] = watcher

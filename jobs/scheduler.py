@@ -1,4 +1,5 @@
-"""Automatic retraining inside the serving app: one leader applies every tenant's policy.
+"""Automatic retraining: one leader applies every tenant's policy; ``recserve retrain-due``
+runs the same round once.
 
 Each combiner replica (and the in-process server) runs a ``Scheduler``; every
 ``scheduler_interval_seconds`` it tries to take or renew the ``scheduler`` lease in the
@@ -10,6 +11,8 @@ interactions from ``first_train_min_users`` users). A due tenant gets a job thro
 the Ray Train threshold apply alike. A leader that dies stops renewing: another replica takes
 the lease over once it expires (three intervals). A tenant whose last scheduled job failed is
 left alone for ``FAILURE_BACKOFF_INTERVALS`` intervals, so bad data does not retrain every tick.
+``recserve retrain-due`` (a cron job's command) runs one ``round`` with a runner of its own,
+without the lease: an operator's explicit run.
 """
 
 from __future__ import annotations
@@ -18,21 +21,32 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jobs.ledger import TrainingRunner
-from recommend.types import TrainingJob
+from jobs.ledger import TrainingJob, error_text
+from jobs.policy import DueTenant, due_tenants
+from jobs.runners import TrainingRunner
 from storage.db import Database
 from storage.models import JobStatus, JobTrigger, utcnow
 from storage.repositories import jobs as jobs_repo
 from storage.repositories.leases import acquire_lease, release_lease
-from jobs.policy import DueTenant, due_tenants
 
 logger = logging.getLogger(__name__)
 LEASE = "scheduler"
 LEASE_INTERVALS = 3
 FAILURE_BACKOFF_INTERVALS = 10
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a round did for one due tenant: a job (new, or its running one), or why none."""
+
+    due: DueTenant
+    job: TrainingJob | None = None
+    created: bool = False
+    error: str | None = None  # why no job started
 
 
 class Scheduler:
@@ -84,29 +98,45 @@ class Scheduler:
         now = self.clock()
         if not await self.lead(now):
             return []
-        started = []
-        for due in await due_tenants(self.settings, now=now, database=self.database):
-            job = await self._start(due, now)
-            if job is not None:
-                started.append(job)
-        return started
+        return [o.job for o in await self.round(now) if o.created and o.job is not None]
 
-    async def _start(self, due: DueTenant, now: datetime) -> TrainingJob | None:
+    async def round(
+        self,
+        now: datetime | None = None,
+        *,
+        reason: str | None = None,
+        finish: Callable[[str], Awaitable[TrainingJob | None]] | None = None,
+    ) -> list[Outcome]:
+        """A job for every tenant due at ``now`` (unless it is backing off), leader or not;
+        ``reason`` replaces the policy's on the jobs' records. With ``finish`` (a job id to
+        the ended job) each new job is awaited before the next tenant's starts."""
+        await self.runner.ledger.ready()
+        now = now or self.clock()
+        outcomes = []
+        for due in await due_tenants(self.settings, now=now, database=self.database):
+            outcome = await self._start(due, now, reason)
+            if finish is not None and outcome.created and outcome.job is not None:
+                ended = await finish(outcome.job.job_id)
+                outcome = Outcome(due, ended or outcome.job, created=True)
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _start(self, due: DueTenant, now: datetime, reason: str | None) -> Outcome:
         if await self._backing_off(due.tenant_id, now):
-            return None
+            return Outcome(due, error="its last scheduled job failed: backing off")
         try:
             job, created = await self.runner.start(
                 due.tenant_id,
                 self.algorithms,
                 trigger=JobTrigger.SCHEDULER,
-                reason=due.reason[:200],
+                reason=(reason or due.reason)[:200],
             )
-        except Exception:  # one tenant's trouble must not stop the others
+        except Exception as error:  # one tenant's trouble must not stop the others
             logger.exception("scheduled training of %s could not start", due.domain)
-            return None
+            return Outcome(due, error=error_text(error))
         if created:
             logger.info("training %s: %s (job %s)", due.domain, due.reason, job.job_id)
-        return job if created else None
+        return Outcome(due, job, created)
 
     async def run(self) -> None:
         """Tick every interval until cancelled; an error in one tick is logged, not fatal.

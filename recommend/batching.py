@@ -36,7 +36,7 @@ class _Lane(Generic[Q]):
 class CallBatcher(Generic[K, Q]):
     """``await submit(key, item)``: the item's answer from ``send(key, [items])``."""
 
-    def __init__(self, send: Send[K, Q], *, max_batch: int = 32, max_inflight: int = 2) -> None:
+    def __init__(self, send: Send[K, Q], *, max_batch: int, max_inflight: int = 2) -> None:
         self._send = send
         self.max_batch = max_batch
         self.max_inflight = max_inflight

@@ -1,11 +1,11 @@
 """The cold source: what the recommendation step serves when no engine of the tenant is trained,
 and the exploration slots for items newer than the last training.
 
-Design: ``recommend.step.RecommendationCore`` is the only place that decides what a request
+Design: ``recommend.step.RecommendationStep`` is the only place that decides what a request
 gets; it holds one ``ColdSource`` and asks it only where trained engines have nothing to say
 (no model yet, or an empty answer), so there is still one implementation of the step. The cold
 source reads the database and the vector store itself, from ``Settings``, instead of being fed
-by its caller: the combiner (Serve path) and ``InProcessRecommender`` both have Settings and
+by its caller: the combiner (Serve path) and ``InProcessService`` both have Settings and
 build it the same way, so both paths serve the same cold answers and the ingress stays a thin
 HTTP edge. Its sources, in the order a request's list is blended from:
 
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from recommend.scoring import make_filter
-from recommend.vector_similar import VectorSimilar
 from recommend.types import ItemContent, RecommendationRequest
+from recommend.vector_similar import VectorSimilar
 from storage import repositories as repo
 from storage.cache import Cache, create_cache
 from storage.cache.base import tenant_key

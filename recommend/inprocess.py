@@ -2,8 +2,8 @@
 
 ``InProcessEngines`` is the ``recommend.step.Engines`` of one process: each engine's model is
 loaded on first use and kept per (tenant, engine, version), and a call runs the same
-``recommend.scoring.answer`` an engine replica runs, in a worker thread. ``InProcessRecommender``
-puts ``RecommendationCore`` over it and trains in this process (jobs recorded in the database,
+``recommend.scoring.answer`` an engine replica runs, in a worker thread. ``InProcessService``
+puts ``RecommendationStep`` over it and trains in this process (jobs recorded in the database,
 ``jobs.ledger``, and started by the same retraining scheduler as the Serve app's,
 ``jobs.scheduler``, while the app runs), so small installs and the benchmarks serve
 exactly what the Serve app serves.
@@ -15,19 +15,21 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from recommend.cold import ColdSource
-from jobs.ledger import JobLedger, ThreadJobs
-from recommend.model_cache import BlendCache, ModelSource, VersionCache, resolve_source
-from recommend.step import PlanConfig, RecommendationCore
+from jobs.ledger import JobLedger
+from jobs.runners import ThreadJobs
 from jobs.scheduler import Scheduler
+from recommend.cold import ColdSource
+from recommend.model_cache import BlendCache, ModelSource, VersionCache, resolve_source
+from recommend.options import ServingOptions
 from recommend.scoring import Pairs, answer, scored
-from recommend.vector_similar import VectorSimilar
+from recommend.step import RecommendationStep
 from recommend.types import (
     ItemContent,
     RecommendationRequest,
     RecommendationResponse,
     TrainingJob,
 )
+from recommend.vector_similar import VectorSimilar
 from storage.cache import Cache
 from storage.cache.keys import bump_model_epoch
 from storage.db import Database
@@ -39,9 +41,7 @@ if TYPE_CHECKING:
 
 
 class InProcessEngines:
-    def __init__(
-        self, names: Sequence[str], source: ModelSource, *, version_ttl_s: float = 2.0
-    ) -> None:
+    def __init__(self, names: Sequence[str], source: ModelSource, *, version_ttl_s: float) -> None:
         self.names = tuple(dict.fromkeys(names))
         self._source = source
         self._versions = VersionCache(source, version_ttl_s)
@@ -84,8 +84,8 @@ class InProcessEngines:
         return model
 
 
-class InProcessRecommender:
-    """``recommend.types.Recommender`` with every engine in this process, no Ray.
+class InProcessService:
+    """``recommend.types.RecommendationService`` with every engine in this process, no Ray.
 
     This process is the only one serving, so without a Qdrant server the hashed content
     vectors of new items live in the embedded store it holds (``VectorSimilar(local=True)``);
@@ -95,48 +95,47 @@ class InProcessRecommender:
     def __init__(
         self,
         settings: Settings,
-        engines: Sequence[str] = ALGORITHMS,
+        engines: Sequence[str] = tuple(ALGORITHMS),
         *,
         source: ModelSource | None = None,
-        config: PlanConfig | None = None,
-        version_ttl_s: float = 2.0,
-        train_entrypoint: str = "training.pipeline:train_tenant",
+        options: ServingOptions | None = None,
         vectors: VectorSimilar | None = None,
         database: Database | None = None,
         cache: Cache | None = None,
     ) -> None:
         self._settings = settings
+        self.options = options = options or ServingOptions()
         self.engines = InProcessEngines(
-            engines, resolve_source(source, settings), version_ttl_s=version_ttl_s
+            engines, resolve_source(source, settings), version_ttl_s=options.version_ttl_s
         )
         vectors = vectors if vectors is not None else VectorSimilar(settings, local=True)
         self._vectors = vectors
-        self.core = RecommendationCore(
+        self.step = RecommendationStep(
             self.engines,
-            config,
+            options,
             vectors,
             ColdSource(settings, vectors, database=database, cache=cache),
         )
-        self.catalog = self.core.catalog
-        self.jobs = ThreadJobs(JobLedger(settings, database), train_entrypoint)
+        self.catalog = self.step.catalog
+        self.jobs = ThreadJobs(JobLedger(settings, database), options.train_entrypoint)
         self.jobs.on_done = self._job_ended
         self.scheduler = Scheduler(self.jobs, self.jobs.ledger.database, algorithms=engines)
         self._cache: Cache | None = None
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
-        return await self.core.recommend(request)
+        return await self.step.recommend(request)
 
     async def similar_items(self, *, tenant_id: str, item_id: str, k: int) -> Pairs:
-        return await self.core.similar_items(tenant_id=tenant_id, item_id=item_id, k=k)
+        return await self.step.similar_items(tenant_id=tenant_id, item_id=item_id, k=k)
 
     async def trending(self, *, tenant_id: str, category: str | None, limit: int) -> Pairs:
-        return await self.core.trending(tenant_id=tenant_id, category=category, limit=limit)
+        return await self.step.trending(tenant_id=tenant_id, category=category, limit=limit)
 
     async def items_changed(self, *, tenant_id: str, items: list[ItemContent]) -> None:
-        await self.core.items_changed(tenant_id, items)
+        await self.step.items_changed(tenant_id, items)
 
     async def items_deleted(self, *, tenant_id: str, item_ids: list[str]) -> None:
-        await self.core.items_deleted(tenant_id, item_ids)
+        await self.step.items_deleted(tenant_id, item_ids)
 
     async def train(self, *, tenant_id: str, algorithms: list[str] | None) -> TrainingJob:
         """Trains in this process and returns the job once it ended: there is no cluster to

@@ -25,7 +25,7 @@ from storage.errors import NotFound
 from storage.model_registry import version_label as version_label
 from storage.settings import Settings
 from storage.tracing import tracer
-from training.hybrid import BLEND
+from training.hybrid import HYBRID
 
 logger = logging.getLogger("ray.serve")
 MODEL_CACHE_DIR = "model-cache"
@@ -44,7 +44,7 @@ class ModelSource(Protocol):
     def load(self, tenant_id: str, algorithm: str, version: str) -> Recommender: ...
 
     def load_blend(self, tenant_id: str, version: str) -> dict[str, float]:
-        """The tenant's tuned hybrid weights of ``version`` (``current_version(t, BLEND)``)."""
+        """The tenant's tuned hybrid weights of ``version`` (``current_version(t, HYBRID)``)."""
         ...
 
 
@@ -125,7 +125,7 @@ class ArtifactModelSource:
         return target
 
     def load_blend(self, tenant_id: str, version: str) -> dict[str, float]:
-        weights = self._store.metadata(tenant_id, BLEND, version).get("weights")
+        weights = self._store.metadata(tenant_id, HYBRID, version).get("weights")
         if not isinstance(weights, dict):
             raise NotFound(f"blend {version} of tenant {tenant_id} has no weights")
         return {str(engine): float(weight) for engine, weight in weights.items()}
@@ -149,13 +149,13 @@ class BlendCache:
 
     async def current(self, tenant_id: str) -> dict[str, float] | None:
         """``get`` without a thread hop when the version and the blend are already known."""
-        version = self._versions.cached(tenant_id, BLEND)
+        version = self._versions.cached(tenant_id, HYBRID)
         if version is not _UNKNOWN and (version is None or (tenant_id, version) in self._loaded):
             return None if version is None else self._loaded[(tenant_id, version)]
         return await asyncio.to_thread(self.get, tenant_id)
 
     def get(self, tenant_id: str) -> dict[str, float] | None:
-        version = self._versions.get(tenant_id, BLEND)
+        version = self._versions.get(tenant_id, HYBRID)
         if version is None:
             return None
         key = (tenant_id, version)
@@ -174,7 +174,7 @@ class VersionCache:
     A promotion becomes visible within ``ttl_seconds`` without asking the store on every request.
     """
 
-    def __init__(self, source: ModelSource, ttl_seconds: float = 2.0) -> None:
+    def __init__(self, source: ModelSource, ttl_seconds: float) -> None:
         self._source = source
         self.ttl_seconds = ttl_seconds
         self._entries: dict[tuple[str, str], tuple[float, str | None]] = {}
@@ -234,11 +234,11 @@ class MemoryModelSource:
         self.blend = blend
 
     def current_version(self, tenant_id: str, algorithm: str) -> str | None:
-        known = algorithm in self.models or (algorithm == BLEND and self.blend is not None)
+        known = algorithm in self.models or (algorithm == HYBRID and self.blend is not None)
         return self.version if tenant_id == self.tenant_id and known else None
 
     def load_blend(self, tenant_id: str, version: str) -> dict[str, float]:
-        if self.blend is None or self.current_version(tenant_id, BLEND) != version:
+        if self.blend is None or self.current_version(tenant_id, HYBRID) != version:
             raise NotFound(f"no blend {version} for tenant {tenant_id}")
         return dict(self.blend)
 

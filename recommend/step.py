@@ -15,30 +15,26 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from recommend.cold import EXPLORE, ColdSource, exploration_slots
 from recommend.fanout import FanOutResult, fan_out, first_answer
 from recommend.model_cache import version_label
+from recommend.options import ServingOptions
 from recommend.scoring import EngineQuery, Pairs, SimilarityQuery, SimilarQuery, make_filter
-from recommend.vector_similar import VectorSimilar
 from recommend.types import (
-    COLD_START,
-    ENGINE,
     HYBRID,
-    SWITCHING,
-    WEIGHTED,
     AlgorithmCatalog,
     ItemContent,
     RecommendationRequest,
     RecommendationResponse,
     ScoredItem,
+    Strategy,
 )
+from recommend.vector_similar import VectorSimilar
 from storage import meters
 from storage.tracing import extract, tracer
-from training.algorithms import ALIASES, REGISTRY, non_personal, similarity_engines
+from training.algorithms import ALGORITHMS, ALIASES, non_personal, similarity_engines
 from training.hybrid import (
-    HybridConfig,
     HybridItem,
     engine_shares,
     explain,
@@ -72,24 +68,9 @@ class Engines(Protocol):
 BECAUSE_ITEMS = 3
 
 
-class PlanConfig(BaseModel):
-    engine_timeout_s: float = Field(default=2.0, gt=0)
-    hybrid: HybridConfig = Field(default_factory=HybridConfig)
-    # MMR's relevance share when diversifying (1 keeps the relevance order). Lists are
-    # diversified by default: at 0.6 the ML-100K hybrid loses 0.003 NDCG@10 (the bar is 0.005)
-    # and gains intra-list diversity; ``python -m benchmarks.quality --mmr-lambdas`` measures.
-    mmr_lambda: float = Field(default=0.6, ge=0, le=1)
-
-    @classmethod
-    def from_args(cls, engine_timeout_s: float, hybrid: Mapping[str, Any]) -> PlanConfig:
-        """From the app builder's args: ``hybrid`` overrides fields of the default hybrid."""
-        merged = HybridConfig.model_validate({**HybridConfig().model_dump(), **hybrid})
-        return cls(engine_timeout_s=engine_timeout_s, hybrid=merged)
-
-
 def catalog_for(engines: Sequence[str]) -> AlgorithmCatalog:
     """What requests may name when ``engines`` are served (from the algorithm registry)."""
-    served = tuple(e for e in engines if e in REGISTRY)
+    served = tuple(e for e in engines if e in ALGORITHMS)
     aliases = {a: tuple(e for e in m if e in served) for a, m in ALIASES.items()}
     return AlgorithmCatalog(served, {a: m for a, m in aliases.items() if m})
 
@@ -115,8 +96,8 @@ class Similarity:
         return [other for _, other in ranked[:count]]
 
 
-class RecommendationCore:
-    """``recommend.types.Recommender``'s read side over any ``Engines``.
+class RecommendationStep:
+    """``recommend.types.RecommendationService``'s read side over any ``Engines``.
 
     ``cold`` (``recommend.cold.ColdSource``) is the last fallback, asked only when no trained
     engine answers, and the source of the exploration slots for items newer than the last
@@ -126,12 +107,12 @@ class RecommendationCore:
     def __init__(
         self,
         engines: Engines,
-        config: PlanConfig | None = None,
+        options: ServingOptions | None = None,
         vectors: VectorSimilar | None = None,
         cold: ColdSource | None = None,
     ) -> None:
         self.engines = engines
-        self.config = config or PlanConfig()
+        self.options = options or ServingOptions()
         self.catalog = catalog_for(engines.names)
         self._vectors = vectors
         self._cold = cold
@@ -218,15 +199,15 @@ class RecommendationCore:
 
     def _strategy(
         self, request: RecommendationRequest, answered: Mapping[str, Pairs], *, cold: bool
-    ) -> str:
-        """How the list was made (``recommend.types.STRATEGIES``): ``cold`` when no
+    ) -> Strategy:
+        """How the list was made: ``cold`` when no
         engine asked first had anything for the user, so a fallback answered."""
         hybrid = request.algorithm == HYBRID
         if cold or (hybrid and not request.history):
-            return COLD_START
-        if hybrid and (request.strategy or self.config.hybrid.strategy) == "switching":
-            return SWITCHING
-        return WEIGHTED if hybrid or len(answered) > 1 else ENGINE
+            return Strategy.COLD_START
+        if hybrid and (request.strategy or self.options.hybrid.strategy) == Strategy.SWITCHING:
+            return Strategy.SWITCHING
+        return Strategy.WEIGHTED if hybrid or len(answered) > 1 else Strategy.ENGINE
 
     async def _explore(
         self, request: RecommendationRequest, candidates: list[HybridItem]
@@ -250,8 +231,8 @@ class RecommendationCore:
         """Engine -> weight for this request, in the order the engines are asked."""
         if request.algorithm != HYBRID:
             return {name: 1.0 for name in self.catalog.engines_of(request.algorithm)}
-        hybrid = self.config.hybrid
-        if (request.strategy or hybrid.strategy) == "switching":
+        hybrid = self.options.hybrid
+        if (request.strategy or hybrid.strategy) == Strategy.SWITCHING:
             return {engine: 1.0 for engine in hybrid.engines()}
         interactions = len(request.history) if request.history is not None else hybrid.warm_at
         tenant = None
@@ -263,7 +244,7 @@ class RecommendationCore:
         # A blend needs each engine's deeper list (an item 15th for two engines can win);
         # MMR needs more candidates than it keeps.
         wanted = request.k * 3 if request.diversify else request.k
-        depth = max(self.config.hybrid.depth, wanted) if blended else wanted
+        depth = max(self.options.hybrid.depth, wanted) if blended else wanted
         return EngineQuery(
             user_id=request.user_id,
             k=depth,
@@ -291,7 +272,7 @@ class RecommendationCore:
             for n in names
             if n not in from_vectors
         }
-        outcome = await fan_out(calls, self.config.engine_timeout_s)
+        outcome = await fan_out(calls, self.options.engine_timeout_s)
         outcome.results.update(from_vectors)
         return outcome
 
@@ -304,7 +285,7 @@ class RecommendationCore:
             return {}
         found: dict[str, Pairs] = {}
         for name in names:
-            if not REGISTRY[name].candidates_from_vectors:
+            if not ALGORITHMS[name].candidates_from_vectors:
                 continue
             hits = await self._vectors.content_candidates(
                 request.tenant_id,
@@ -326,12 +307,15 @@ class RecommendationCore:
     ) -> list[HybridItem]:
         """Blended candidates, more than ``k`` when diversifying (MMR picks among them)."""
         depth = request.k * 3 if request.diversify else request.k
-        hybrid = self.config.hybrid
+        hybrid = self.options.hybrid
         if len(answered) == 1:
             # One engine: its own order and scores, nothing to normalise against.
             [(engine, recs)] = answered.items()
             return [HybridItem(i, float(s), {engine: float(s)}) for i, s in recs[:depth]]
-        if request.algorithm == HYBRID and (request.strategy or hybrid.strategy) == "switching":
+        if (
+            request.algorithm == HYBRID
+            and (request.strategy or hybrid.strategy) == Strategy.SWITCHING
+        ):
             count = len(request.history or ())
             return switching_hybrid(answered, count, hybrid.switch_at, depth)
         return weighted_hybrid(answered, weights, depth, method=hybrid.normalisation)
@@ -363,7 +347,7 @@ class RecommendationCore:
         """Diversify (when asked and similarity is known), cut to ``k``, attach explanations."""
         chosen = candidates
         if request.diversify and similarity is not None:
-            chosen = mmr_diversify(candidates, similarity.pair, self.config.mmr_lambda, request.k)
+            chosen = mmr_diversify(candidates, similarity.pair, self.options.mmr_lambda, request.k)
         history = list(request.history or ())
         items = []
         for item in chosen[: request.k]:
@@ -443,9 +427,9 @@ class RecommendationCore:
             for n in names
             if n in versions
         }
-        _, answer, _ = await first_answer(calls, self.config.engine_timeout_s, usable=usable)
+        _, answer, _ = await first_answer(calls, self.options.engine_timeout_s, usable=usable)
         return answer
 
 
 def _by_recency(name: str) -> bool:
-    return REGISTRY[name].ranks_by_recency
+    return ALGORITHMS[name].ranks_by_recency

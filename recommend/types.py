@@ -1,6 +1,6 @@
 """The one seam between the GraphQL layer and whatever produces recommendations.
 
-``graph_api`` never imports Ray or ``deployments``: resolvers call a ``Recommender``. In
+``graph_api`` never imports Ray or ``deployments``: resolvers call a ``RecommendationService``. In
 production ``deployments`` passes an adapter around the combiner's ``DeploymentHandle``; tests
 and the single-process server pass an in-process implementation.
 
@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from jobs.ledger import TrainingJob
+from training.hybrid import HYBRID, Strategy
+from training.hybrid import HYBRID_STRATEGIES as HYBRID_STRATEGIES
+
+# The hybrid's name and the strategies, as the GraphQL edge imports them (it imports no
+# training code): how a list was made is ``RecommendationResponse.strategy``.
 
 if TYPE_CHECKING:
     from storage.cache import Cache
-
-HYBRID = "hybrid"
-# How a list was made (``RecommendationResponse.strategy``): from sources that need no history
-# or no training; a weighted blend of engines; one engine chosen by the user's activity; one
-# engine asked by name.
-COLD_START, WEIGHTED, SWITCHING, ENGINE = "cold_start", "hybrid", "switching", "engine"
-STRATEGIES = (COLD_START, WEIGHTED, SWITCHING, ENGINE)
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class RecommendationRequest:
     weights: dict[str, float] | None = None  # per-request engine weight overrides
     # The user's item ids, newest first: engines fold in those newer than their model.
     history: tuple[str, ...] | None = None
-    strategy: str | None = None  # None: the hybrid's own; "weighted" or "switching"
+    strategy: Strategy | None = None  # None: the hybrid's own; one of ``HYBRID_STRATEGIES``
     # W3C trace context of the caller, so spans across Serve hops join one trace
     trace: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -91,7 +89,7 @@ class RecommendationResponse:
     engines_used: list[str]
     engines_failed: list[str] = field(default_factory=list)
     model_version: str | None = None
-    strategy: str = WEIGHTED  # one of ``STRATEGIES``
+    strategy: Strategy = Strategy.WEIGHTED
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ class ItemContent:
 
 
 @runtime_checkable
-class Recommender(Protocol):
+class RecommendationService(Protocol):
     catalog: AlgorithmCatalog
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse: ...

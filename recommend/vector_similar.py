@@ -26,7 +26,7 @@ from recommend.types import ItemContent
 from storage.errors import NotFound, StorageError
 from storage.settings import Settings
 from storage.vectors import NoneOf, VectorStore, create_vector_store
-from training.algorithms import REGISTRY, similarity_engines
+from training.algorithms import ALGORITHMS, similarity_engines
 from training.algorithms.content import TEXT_COLLECTION, TEXT_DIMS, hashed_vectors
 from training.data import ItemInfo
 
@@ -37,12 +37,12 @@ logger = logging.getLogger(__name__)
 COLLECTIONS = tuple(
     collection
     for name in similarity_engines()
-    if (collection := REGISTRY[name].vector_collection) is not None
+    if (collection := ALGORITHMS[name].vector_collection) is not None
 )
 # The collection of the engines whose user profile is a mean of item vectors (content).
 CONTENT = next(
     cls.vector_collection
-    for cls in REGISTRY.values()
+    for cls in ALGORITHMS.values()
     if cls.candidates_from_vectors and cls.vector_collection
 )
 TEXT = TEXT_COLLECTION

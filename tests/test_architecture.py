@@ -1,4 +1,8 @@
-"""The layer rules of DESIGN.md, enforced: imports point one way only."""
+"""The layer rules of docs/architecture.md, enforced: imports point one way only.
+
+storage < training < ingest < jobs < recommend < graph_api < deployments < cluster: a package
+imports its own modules and those of the layers below it that it names here, nothing above.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,50 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"storage", "training", "graph_api", "deployments", "cluster"}
+PRODUCT = (
+    "storage",
+    "training",
+    "ingest",
+    "jobs",
+    "recommend",
+    "graph_api",
+    "deployments",
+    "cluster",
+)
+OURS = set(PRODUCT)
+# What serving may import of training: the algorithms (numpy at inference), the hybrid's
+# blend and its vocabulary, the data types. Never the pipeline, which brings torch.
+SERVING_TRAINING = ("training.algorithms", "training.hybrid", "training.data")
 
 # package -> the modules of ours it may import (a prefix match on the dotted name)
 ALLOWED: dict[str, tuple[str, ...]] = {
     "storage": ("storage",),
     "training": ("storage", "training"),
-    "graph_api": ("storage", "graph_api"),
+    "ingest": ("storage", "training.data", "ingest"),
+    # Job records and runners; the pipeline itself is named by an entry-point string only.
+    "jobs": ("storage", "jobs", "training.algorithms"),
+    "recommend": ("storage", "jobs", "recommend", *SERVING_TRAINING),
+    # The GraphQL edge: the service's types, the job records it reads, customer data import.
+    "graph_api": ("storage", "graph_api", "recommend.types", "jobs.ledger", "ingest"),
     "deployments": (
         "storage",
+        "jobs",
+        "recommend",
         "graph_api",
         "deployments",
-        "training.algorithms",
-        "training.hybrid",
-        "training.data",
-        # The retraining rules, one implementation for `recserve retrain-due` and the
-        # scheduler of the serving app (no torch, no pipeline: only storage and the registry).
-        "jobs.policy",
+        *SERVING_TRAINING,
     ),
     "cluster": tuple(OURS),
 }
-# Third-party modules a package must never import at all.
-FORBIDDEN_THIRD_PARTY = {"graph_api": ("ray",), "storage": ("ray", "torch")}
+# Third-party modules a package must never import at all (Ray in ``jobs`` only in its Ray
+# runner, checked below).
+TRANSPORTS = ("ray", "strawberry", "fastapi", "starlette")
+FORBIDDEN_THIRD_PARTY = {
+    "storage": ("ray", "torch"),
+    "recommend": (*TRANSPORTS, "torch"),
+    "graph_api": ("ray", "torch"),
+}
+RAY_IN_JOBS = {"jobs/ray_runner.py"}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -58,13 +84,39 @@ def _allowed(name: str, prefixes: tuple[str, ...]) -> bool:
 def test_imports_follow_the_layer_direction(package: str) -> None:
     violations = []
     for path in sorted((ROOT / package).rglob("*.py")):
+        where = str(path.relative_to(ROOT))
         for lineno, name in _imports(path):
             top = name.split(".")[0]
             if top in OURS and not _allowed(name, ALLOWED[package]):
-                violations.append(f"{path.relative_to(ROOT)}:{lineno} imports {name}")
+                violations.append(f"{where}:{lineno} imports {name}")
             if top in FORBIDDEN_THIRD_PARTY.get(package, ()):
-                violations.append(f"{path.relative_to(ROOT)}:{lineno} imports {name}")
+                violations.append(f"{where}:{lineno} imports {name}")
+            if package == "jobs" and top == "ray" and where not in RAY_IN_JOBS:
+                violations.append(f"{where}:{lineno} imports {name}")
     assert not violations, "\n".join(violations)
+
+
+def test_deployments_holds_only_ray_modules() -> None:
+    """Everything without Ray lives in the layers below: ``deployments`` is the Serve shell."""
+    plain = []
+    for path in sorted((ROOT / "deployments").glob("*.py")):
+        if path.stem == "__init__":
+            continue
+        if not any(name.split(".")[0] == "ray" for _, name in _imports(path)):
+            plain.append(str(path.relative_to(ROOT)))
+    assert not plain, f"no Ray import, so not a deployments module: {plain}"
+
+
+# Base names that would say two things if two modules of the product had them.
+UNIQUE_NAMES = ("scheduler", "jobs", "models", "registry", "limits", "metrics")
+
+
+def test_no_two_modules_share_a_colliding_name() -> None:
+    seen: dict[str, list[str]] = {}
+    for path in _modules(*PRODUCT):
+        if path.stem in UNIQUE_NAMES:
+            seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}, seen
 
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
@@ -73,6 +125,8 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     names = [name for _, name in _imports(bad)]
     assert "deployments.app.build_app" in names
     assert not _allowed("training.pipeline", ALLOWED["deployments"])
+    assert not _allowed("deployments.app", ALLOWED["graph_api"])
+    assert not _allowed("graph_api.types", ALLOWED["recommend"])
 
 
 def test_serving_modules_do_not_load_torch_or_ray_train() -> None:
@@ -87,9 +141,6 @@ def test_serving_modules_do_not_load_torch_or_ray_train() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-
-
-PRODUCT = ("storage", "training", "graph_api", "deployments", "cluster")
 
 
 def _modules(*packages: str) -> list[Path]:
@@ -116,7 +167,7 @@ STEP = ("weighted_hybrid", "switching_hybrid", "mmr_diversify", "fan_out", "firs
 
 def test_one_implementation_of_the_recommendation_step() -> None:
     """Choosing, fanning out, blending and diversifying happen in ``recommend/step.py`` only;
-    the combiner deployment and the in-process recommender both wrap its core."""
+    the combiner deployment and the in-process service both wrap it."""
     users: dict[str, set[str]] = {}
     for path in _modules(*PRODUCT, "benchmarks"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -127,4 +178,4 @@ def test_one_implementation_of_the_recommendation_step() -> None:
     definitions = {"training/hybrid.py", "recommend/fanout.py"}
     assert set(users) - definitions == {"recommend/step.py"}, users
     for shell in ("deployments/combiner.py", "recommend/inprocess.py"):
-        assert "RecommendationCore(" in (ROOT / shell).read_text(), shell
+        assert "RecommendationStep(" in (ROOT / shell).read_text(), shell

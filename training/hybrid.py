@@ -14,24 +14,39 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from training.algorithms import REGISTRY
+from training.algorithms import ALGORITHMS
 
 Recommendation = tuple[str, float]
 Normalisation = Literal["rrf", "rank", "minmax", "zscore"]
-Strategy = Literal["weighted", "switching"]
+
+
+class Strategy(StrEnum):
+    """How a list is made: the one vocabulary of the API's input (``strategy``), its output
+    (``explanation.strategy``) and the recommendation step."""
+
+    COLD_START = "cold_start"  # no history, or no engine had anything: popularity, content
+    WEIGHTED = "weighted"  # a weighted blend of engines
+    SWITCHING = "switching"  # one engine, chosen by how much the user has done
+    ENGINE = "engine"  # the one engine (or an alias's engines) the request named
+
+
+# What the hybrid may be asked to do (``HybridConfig.strategy``, a request's ``strategy``).
+HYBRID_STRATEGIES = (Strategy.WEIGHTED, Strategy.SWITCHING)
 RRF_OFFSET = 60.0  # the constant of Cormack et al.: damps the gap between rank 1 and rank 2
-# The artifact name under which training stores a tenant's tuned blend (beside the engines').
-BLEND = "hybrid"
+# The hybrid's name: what a request names to get the blend of engines, and the artifact name
+# under which training stores a tenant's tuned blend weights (beside the engines').
+HYBRID = "hybrid"
 
 
 def _traits(trait: str) -> dict[str, float]:
     """``{engine: value}`` of a weight trait, highest first (the order engines are asked in)."""
-    found = {name: float(getattr(cls, trait)) for name, cls in REGISTRY.items()}
+    found = {name: float(getattr(cls, trait)) for name, cls in ALGORITHMS.items()}
     return dict(sorted(((n, w) for n, w in found.items() if w > 0), key=lambda nw: -nw[1]))
 
 
@@ -49,13 +64,20 @@ class HybridConfig(BaseModel):
     # candidates asked of each engine (the blend sees each engine's top ``depth``)
     depth: int = Field(default=100, ge=1, le=1000)
     normalisation: Normalisation = "rrf"
-    strategy: Strategy = "weighted"
+    strategy: Strategy = Strategy.WEIGHTED
     # switching: serve the engine of the highest threshold <= the user's interaction count
     switch_at: list[tuple[int, str]] = Field(
         default_factory=lambda: sorted(
-            (cls.switch_at, name) for name, cls in REGISTRY.items() if cls.switch_at is not None
+            (cls.switch_at, name) for name, cls in ALGORITHMS.items() if cls.switch_at is not None
         )
     )
+
+    @field_validator("strategy")
+    @classmethod
+    def _hybrid_strategy(cls, value: Strategy) -> Strategy:
+        if value not in HYBRID_STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(HYBRID_STRATEGIES)}")
+        return value
 
     def engines(self) -> list[str]:
         """Every engine this hybrid may ask, in a stable order."""

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from training.algorithms import REGISTRY
+from training.algorithms import ALGORITHMS
 from training.data import InteractionMatrix
 
 GIB = 2**30
@@ -108,7 +108,7 @@ def available_budget(budget: int) -> int:
 
 def plan_fit(name: str, shape: Shape, budget: int, config: BaseModel | None = None) -> FitPlan:
     """How ``name`` fits ``shape`` within ``budget`` bytes (see the module docstring)."""
-    algorithm = REGISTRY[name]
+    algorithm = ALGORITHMS[name]
     config = config if config is not None else algorithm.Config()
     planned, planned_note = algorithm.planned_config(shape, config, budget)
     action: Action = "fit"

@@ -34,7 +34,7 @@ from storage.db import Database, migrate
 from storage.errors import InvalidData, NotFound
 from storage.settings import Settings
 from storage.vectors import Point, VectorStore, create_vector_store
-from training.algorithms import DEFAULT_ALGORITHMS, REGISTRY, Recommender, create
+from training.algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, Recommender, create
 from training.algorithms.content import TEXT_COLLECTION, TEXT_DIMS, hashed_vectors
 from training.data import (
     Events,
@@ -46,7 +46,7 @@ from training.data import (
     uuid_from_hex,
 )
 from training.evaluation import evaluate_ranking, pair_split_index
-from training.hybrid import BLEND, HybridConfig
+from training.hybrid import HYBRID, HybridConfig
 from training.hybrid_tuning import choose_blend
 from training.limits import Shape, available_budget, budget_bytes, plan_fit
 from training.registry import code_version
@@ -259,11 +259,11 @@ def _publish_blend(
         "counts": counts,
         "code_version": code_version(),
     }
-    version = artifacts.new_version(tenant, BLEND)
+    version = artifacts.new_version(tenant, HYBRID)
     with tempfile.TemporaryDirectory(prefix="recserve-blend-") as tmp:
         (Path(tmp) / BLEND_FILE).write_text(json.dumps(blend.weights))
-        artifacts.save(tenant, BLEND, version, tmp, metadata)
-    artifacts.promote(tenant, BLEND, version)
+        artifacts.save(tenant, HYBRID, version, tmp, metadata)
+    artifacts.promote(tenant, HYBRID, version)
     log.info("tenant %s: hybrid %s tuned to %s", tenant, version, blend.weights)
     return blend.weights
 
@@ -390,7 +390,7 @@ async def train_tenant_async(
     store ``settings`` names."""
     started = time.perf_counter()
     names = list(algorithms or DEFAULT_ALGORITHMS)
-    unknown = [n for n in names if n not in REGISTRY]
+    unknown = [n for n in names if n not in ALGORITHMS]
     if unknown:
         raise InvalidData(f"unknown algorithms: {', '.join(unknown)}")
     assert settings.database_url is not None

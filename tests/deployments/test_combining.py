@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 
+from deployments.ingress import ServeHandleService
+from jobs.runners import summarise
 from recommend.fanout import fan_out, first_answer
-from deployments.ingress import HandleRecommender
-from jobs.ledger import summarise
 from recommend.step import catalog_for
 from recommend.types import (
     RecommendationRequest,
@@ -63,7 +63,7 @@ async def test_handle_recommender_passes_the_dataclasses_through() -> None:
             "train": job,
         }
     )
-    adapter = HandleRecommender(handle, catalog_for(["ease", "als"]))  # type: ignore[arg-type]
+    adapter = ServeHandleService(handle, catalog_for(["ease", "als"]))  # type: ignore[arg-type]
     assert isinstance(adapter, Recommender)
     assert adapter.catalog.knows("matrix_factorization") and not adapter.catalog.knows("svd")
     request = RecommendationRequest("t", "u", k=3, categories=("x",), history=("h",))

@@ -124,7 +124,7 @@ def test_the_combiner_answers_similarity_itself_with_the_replicas_numbers(
     async def run() -> None:
         source = CountingSource({"item_knn": knn})
         handle = EngineHandle(knn)
-        versions = VersionCache(source)
+        versions = VersionCache(source, ttl_seconds=2.0)
         near = NearModels(source, max_bytes=64 * 2**20)
         engines = ServeEngines({"item_knn": handle}, versions, BlendCache(source, versions), near)
         items = tuple(f"i{j}" for j in (0, 3, 7, 21, 25))

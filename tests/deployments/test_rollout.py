@@ -20,10 +20,11 @@ from ray import serve
 
 from cluster import operations as ops
 from deployments.app import AppArgs, compose
-from recommend.model_cache import ArtifactModelSource
 from deployments.vector_store import NAME as VECTORS
 from deployments.vector_store import RemoteVectorStore
-from recommend.types import RecommendationRequest, RecommendationResponse, TrainingJob
+from jobs.ledger import TrainingJob
+from recommend.model_cache import ArtifactModelSource
+from recommend.types import RecommendationRequest, RecommendationResponse
 from storage.artifacts import ArtifactStore
 from storage.errors import NotFound
 from storage.settings import Settings

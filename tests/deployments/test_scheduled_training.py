@@ -18,8 +18,9 @@ import pytest
 from pydantic import SecretStr
 
 from cluster import operations as ops
-from recommend.inprocess import InProcessRecommender
 from graph_api.app import create_app
+from recommend.inprocess import InProcessService
+from recommend.options import TRAIN_ENTRYPOINT, ServingOptions
 from storage.cache import create_cache
 from storage.db import Database, migrate
 from storage.settings import Settings
@@ -94,13 +95,14 @@ class Shop:
 
 
 @asynccontextmanager
-async def shop(
-    settings: Settings, entrypoint: str = "training.pipeline:train_tenant"
-) -> AsyncIterator[Shop]:
+async def shop(settings: Settings, entrypoint: str = TRAIN_ENTRYPOINT) -> AsyncIterator[Shop]:
     database = Database.from_settings(settings)
     cache = create_cache(settings)
-    recommender = InProcessRecommender(
-        settings, ENGINES, database=database, train_entrypoint=entrypoint
+    recommender = InProcessService(
+        settings,
+        ENGINES,
+        database=database,
+        options=ServingOptions(train_entrypoint=entrypoint),
     )
     app = create_app(recommender=recommender, settings=settings, database=database, cache=cache)
     try:

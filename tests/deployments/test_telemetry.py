@@ -9,8 +9,8 @@ import logging
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from recommend.fanout import fan_out
 from deployments.ray_metrics import RayMetricsBackend
+from recommend.fanout import fan_out
 from storage.logs import JsonFormatter, bind_request
 from storage.metrics import SPECS, backend, render_local
 from storage.tracing import configure_tracing, current_trace_id, extract, inject, tracer

@@ -20,7 +20,7 @@ from graph_api.auth import Principal, TokenService
 from storage.cache import Cache, create_cache
 from storage.db import Database
 from storage.settings import Settings
-from tests.graph_api.fakes import CatalogueRecommender
+from tests.graph_api.fakes import CatalogueService
 
 PASSWORD = "correct horse battery"
 
@@ -31,7 +31,7 @@ class Api:
     app: FastAPI
     database: Database
     cache: Cache
-    recommender: CatalogueRecommender
+    recommender: CatalogueService
     settings: Settings
     # Domains whose tenant this harness created (as an operator would).
     tenants: set[str] = field(default_factory=set)
@@ -120,7 +120,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 async def running_api(database_url: str, settings: Settings) -> AsyncIterator[Api]:
     database = Database(database_url)
     cache = create_cache(settings)
-    recommender = CatalogueRecommender(database)
+    recommender = CatalogueService(database)
     app = create_app(recommender=recommender, settings=settings, database=database, cache=cache)
     try:
         async with app.router.lifespan_context(app):

@@ -15,6 +15,7 @@ from recommend.types import (
     RecommendationRequest,
     RecommendationResponse,
     ScoredItem,
+    Strategy,
     TrainingJob,
 )
 from storage import repositories as repo
@@ -24,7 +25,7 @@ from training.algorithms import ALGORITHMS, ALIASES
 
 
 @dataclass
-class CatalogueRecommender:
+class CatalogueService:
     database: Database
     requests: list[RecommendationRequest] = field(default_factory=list)
     similar_asked: list[tuple[str, int]] = field(default_factory=list)  # (item, k)
@@ -33,7 +34,9 @@ class CatalogueRecommender:
     changed: list[tuple[str, list[ItemContent]]] = field(default_factory=list)
     deleted: list[tuple[str, list[str]]] = field(default_factory=list)
     fail_with: Exception | None = None
-    catalog: AlgorithmCatalog = field(default_factory=lambda: AlgorithmCatalog(ALGORITHMS, ALIASES))
+    catalog: AlgorithmCatalog = field(
+        default_factory=lambda: AlgorithmCatalog(tuple(ALGORITHMS), ALIASES)
+    )
 
     async def _catalogue(self, tenant_id: str, category: str | None = None) -> list[Item]:
         async with self.database.session() as session:
@@ -73,7 +76,7 @@ class CatalogueRecommender:
             algorithm=request.algorithm,
             engines_used=[engine],
             model_version="v1",
-            strategy="cold_start" if not request.history else "hybrid",
+            strategy=Strategy.COLD_START if not request.history else Strategy.WEIGHTED,
         )
 
     async def similar_items(

@@ -1,6 +1,6 @@
 """A tenant with no trained model answers, and new items are recommendable at once.
 
-The app is the single-process one (``create_app`` over ``InProcessRecommender``: the real
+The app is the single-process one (``create_app`` over ``InProcessService``: the real
 recommendation step, the embedded vector store, the database cold source), driven through
 GraphQL as a client would, with no CLI step.
 """
@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-from recommend.cold import EXPLORE, exploration_slots
-from recommend.inprocess import InProcessRecommender
-from recommend.vector_similar import VectorSimilar
 from graph_api.app import create_app
+from recommend.cold import EXPLORE, exploration_slots
+from recommend.inprocess import InProcessService
+from recommend.options import ServingOptions
+from recommend.vector_similar import VectorSimilar
 from storage import repositories as repo
 from storage.cache import create_cache
 from storage.db import Database
@@ -74,15 +75,15 @@ class DownStore(EdgeVectorStore):
 @asynccontextmanager
 async def single_process_api(
     tmp_path: Path, vectors: VectorSimilar | None = None, **overrides: Any
-) -> AsyncIterator[tuple[Api, InProcessRecommender]]:
+) -> AsyncIterator[tuple[Api, InProcessService]]:
     url = f"sqlite+aiosqlite:///{tmp_path}/api.db"
     settings = make_settings(tmp_path, database_url=url, **overrides)
     database = Database(url)
     cache = create_cache(settings)
-    recommender = InProcessRecommender(
+    recommender = InProcessService(
         settings,
         ["popularity"],
-        version_ttl_s=0.0,
+        options=ServingOptions(version_ttl_s=0.0),
         vectors=vectors,
         database=database,
         cache=cache,

@@ -14,8 +14,8 @@ import pytest
 
 from cluster.serving import serve_environment
 from graph_api.clients import ClientAddresses
-from graph_api.request_metrics import MAX_NAMES_PER_TENANT, OTHER, MetricsRecorder
 from graph_api.ratelimit import RateLimiter, TierLimits
+from graph_api.request_metrics import MAX_NAMES_PER_TENANT, OTHER, MetricsRecorder
 from tests.graph_api.conftest import Api, make_settings, running_api
 from tests.graph_api.test_flow import CREATE_ITEM, RECORD
 from tests.graph_api.ws_client import graphql_socket, live_server

@@ -109,12 +109,12 @@ async def test_each_item_is_explained_by_engines_history_and_strategy(api: Api) 
     for cached in (False, True):  # the cached payload carries the explanations whole
         result = (await api.ok(EXPLAINED, explain, token))["recommendations"]
         assert result["explanation"]["cached"] is cached
-        assert result["explanation"]["strategy"] == "HYBRID"
+        assert result["explanation"]["strategy"] == "WEIGHTED"
         listed = [entry["item"]["id"] for entry in result["items"]]
         assert [e["itemId"] for e in result["explanation"]["items"]] == listed
         for entry in result["items"]:
             why = entry["explanation"]
-            assert why["itemId"] == entry["item"]["id"] and why["strategy"] == "HYBRID"
+            assert why["itemId"] == entry["item"]["id"] and why["strategy"] == "WEIGHTED"
             share = {"engine": "popularity", "share": 1.0, "score": entry["score"]}
             assert why["contributions"] == [share]
             # the fake names the newest history item, as the core names the most similar

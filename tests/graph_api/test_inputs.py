@@ -131,11 +131,11 @@ async def test_app_with_embedded_defaults_migrates_an_empty_database(tmp_path: P
 
     from storage.db import Database
     from tests.graph_api.conftest import make_settings
-    from tests.graph_api.fakes import CatalogueRecommender
+    from tests.graph_api.fakes import CatalogueService
 
     settings = make_settings(tmp_path / "embedded")
     reader = Database.from_settings(settings)
-    app = create_app(recommender=CatalogueRecommender(reader), settings=settings)
+    app = create_app(recommender=CatalogueService(reader), settings=settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

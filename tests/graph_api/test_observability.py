@@ -20,9 +20,9 @@ from graph_api.health import (
     overall,
     rule_findings,
 )
-from graph_api.request_metrics import MetricsRecorder
 from graph_api.observability import WebSocketGauge
 from graph_api.ratelimit import RateLimiter, TierLimits
+from graph_api.request_metrics import MetricsRecorder
 from storage.cache import InProcessCache
 from storage.metrics import render_local
 from tests.graph_api.conftest import Api, make_settings, running_api

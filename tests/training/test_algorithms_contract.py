@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from training.algorithms import REGISTRY, RecFilter, Recommender, create, load
+from training.algorithms import ALGORITHMS, RecFilter, Recommender, create, load
 from training.data import InteractionMatrix, InteractionWeights, ItemInfo
 
 CLUSTERS = {"a": "space rocket galaxy", "b": "cooking recipe kitchen", "c": "football goal league"}
@@ -89,7 +89,7 @@ class RecommenderContract:
         return {str(data.item_ids[j]) for j in row.indices}
 
     def test_registered_under_its_name(self, model: Recommender) -> None:
-        assert REGISTRY[model.name] is type(model)
+        assert ALGORITHMS[model.name] is type(model)
 
     def test_unknown_user_gets_nothing(self, model: Recommender) -> None:
         assert model.recommend("nobody") == []
@@ -256,7 +256,7 @@ def test_every_algorithm_has_a_contract_suite() -> None:
     covered = {
         cls.__name__.removeprefix("Test").lower() for cls in RecommenderContract.__subclasses__()
     }
-    assert {name.replace("_", "") for name in REGISTRY} == covered
+    assert {name.replace("_", "") for name in ALGORITHMS} == covered
 
 
 def test_importing_the_algorithms_does_not_import_torch() -> None:

@@ -15,7 +15,7 @@ from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
 from storage.settings import Settings
 from training import limits as limits_module
-from training.algorithms import EASE, REGISTRY, SVD, create, load
+from training.algorithms import ALGORITHMS, EASE, SVD, create, load
 from training.algorithms import ease as ease_module
 from training.data import InteractionMatrix
 from training.datasets.synthetic import generate_catalogue
@@ -41,7 +41,7 @@ def _matrix(rng: np.random.Generator, users: int = 120, items: int = 60) -> Inte
 
 def test_every_engine_declares_its_growth() -> None:
     small = Shape(users=1_000, items=2_000, nnz=100_000, user_pairs=10**7, item_pairs=10**7)
-    for name, algorithm in REGISTRY.items():
+    for name, algorithm in ALGORITHMS.items():
         config = algorithm.Config()
         assert (
             0 < algorithm.estimated_bytes(small, config) < algorithm.estimated_bytes(LARGE, config)
@@ -117,7 +117,7 @@ def test_item_knn_takes_the_block_of_items_the_budget_affords() -> None:
     assert plan_fit("item_knn", LARGE, int(1.5 * GIB), tight.config) == tight
     # the planned block is what the estimate assumed: one more item would not fit
     bigger = tight.config.model_copy(update={"block_items": tight.config.block_items + 1})
-    assert REGISTRY["item_knn"].estimated_bytes(LARGE, bigger) > 1.5 * GIB
+    assert ALGORITHMS["item_knn"].estimated_bytes(LARGE, bigger) > 1.5 * GIB
 
 
 def test_the_default_budget_is_half_the_machine() -> None:

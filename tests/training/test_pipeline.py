@@ -19,15 +19,15 @@ from storage.metrics import PrometheusBackend, use_backend
 from storage.settings import Settings
 from storage.vectors import QdrantServerStore, create_vector_store
 from tests.storage.sql_support import BACKENDS, migrated_database
-from training.algorithms import REGISTRY, Popularity, load
+from training.algorithms import ALGORITHMS, Popularity, load
 from training.algorithms import svd as svd_module
 from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
-from training.hybrid import BLEND
+from training.hybrid import HYBRID
 from training.ingest import imported_email, ingest_dataset
 from training.pipeline import STORED_DIMS, train_tenant_async
 
-ALGORITHMS = ["popularity", "item_knn", "ease", "content", "als"]
+TRAINED = ["popularity", "item_knn", "ease", "content", "als"]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ async def test_ingest_then_train_publishes_every_model(tmp_path: Path, catalogue
     # A second tenant with its own copy must not leak into the first tenant's models.
     await ingest_dataset(other_db, other_tenant, items=catalogue.items[:10], interactions=[])
 
-    result = await train_tenant_async(settings, str(tenant_id), ALGORITHMS)
-    assert sorted(result.versions) == sorted(ALGORITHMS)
+    result = await train_tenant_async(settings, str(tenant_id), TRAINED)
+    assert sorted(result.versions) == sorted(TRAINED)
     assert result.counts["users"] == 60 and result.counts["items"] == 80
     assert result.metrics["ease"]["ndcg@10"] > result.metrics["popularity"]["ndcg@10"] * 0.9
 
@@ -69,7 +69,7 @@ async def test_ingest_then_train_publishes_every_model(tmp_path: Path, catalogue
         items = await repo.catalogue_items(session=session, tenant_id=tenant_id)
     home = catalogue.user_cluster["user-00000"]
     by_external = {str(item.id): item.external_id for item in items}
-    for name in ALGORITHMS:
+    for name in TRAINED:
         version = artifacts.current(str(tenant_id), name)
         assert version == result.versions[name]
         target = tmp_path / "restored" / name
@@ -83,10 +83,10 @@ async def test_ingest_then_train_publishes_every_model(tmp_path: Path, catalogue
             assert clusters.count(home) >= 3, (name, clusters, home)
 
     # The tenant's own hybrid: tuned on its holdout, promoted beside the engines.
-    assert result.blend and set(result.blend) <= set(ALGORITHMS)
-    blend_version = artifacts.current(str(tenant_id), BLEND)
+    assert result.blend and set(result.blend) <= set(TRAINED)
+    blend_version = artifacts.current(str(tenant_id), HYBRID)
     assert blend_version is not None
-    meta = artifacts.metadata(str(tenant_id), BLEND, blend_version)
+    meta = artifacts.metadata(str(tenant_id), HYBRID, blend_version)
     assert meta["weights"] == result.blend and meta["validation_users"] == 60
     leader = max(meta["validation_single_engine_ndcg@10"].items(), key=lambda kv: kv[1])[0]
     assert result.blend.get(leader, 0) > 0  # tuning starts from the tenant's best engine
@@ -155,7 +155,7 @@ def failing_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two engines that cannot train, known to the registry for this test only."""
     for name, cls in (("exploding", _Exploding), ("unsaveable", _Unsaveable)):
         monkeypatch.setattr(cls, "name", name, raising=False)
-        monkeypatch.setitem(REGISTRY, name, cls)
+        monkeypatch.setitem(ALGORITHMS, name, cls)
 
 
 async def test_a_failing_algorithm_is_skipped_and_the_others_published(
@@ -316,7 +316,7 @@ async def test_distributed_fits_use_the_shared_train_storage(
     def fake(names, data, **options):  # type: ignore[no-untyped-def]
         calls.append({"names": names, **options})
         return {
-            name: REGISTRY[name]({"iterations": 2, "epochs": 2}, seed=options["seed"]).fit(
+            name: ALGORITHMS[name]({"iterations": 2, "epochs": 2}, seed=options["seed"]).fit(
                 data, options["items"]
             )
             for name in names
@@ -340,7 +340,7 @@ async def test_distributed_fits_use_the_shared_train_storage(
         (["als", "svd"], shared, 2)
     ]
     assert calls[0]["configs"]["svd"].optimizer == "sparse_adam"
-    assert calls[0]["configs"]["als"] == REGISTRY["als"].Config()
+    assert calls[0]["configs"]["als"] == ALGORITHMS["als"].Config()
 
 
 async def test_a_failed_ray_run_skips_its_algorithms_and_the_rest_publish(

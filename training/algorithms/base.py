@@ -371,7 +371,7 @@ class Recommender(ABC):
         self._item_index = {str(v): i for i, v in enumerate(self.item_ids)}
 
 
-def registry() -> dict[str, type[Recommender]]:
+def registered_algorithms() -> dict[str, type[Recommender]]:
     return dict(_REGISTRY)
 
 

@@ -23,11 +23,11 @@ import scipy.sparse as sp
 from pydantic import BaseModel
 
 from storage.errors import InvalidData
-from training.algorithms import ALGORITHMS, ALS, REGISTRY, Recommender, create
+from training.algorithms import ALGORITHMS, ALS, Recommender, create
 from training.data import InteractionMatrix, ItemInfo
 from training.distributed.loop import train_loop
 
-DISTRIBUTED_ALGORITHMS = tuple(name for name in ALGORITHMS if REGISTRY[name].distributed)
+DISTRIBUTED_ALGORITHMS = tuple(name for name in ALGORITHMS if ALGORITHMS[name].distributed)
 # Serve may share the cluster: fractional CPUs keep the trainer from starving its replicas
 WORKER_RESOURCES = {"CPU": 0.5}
 # how often Ray Train's controller polls its workers (its default, 2 s, is also how late it

@@ -24,7 +24,7 @@ class Receiver:
 
 async def test_a_lone_call_leaves_at_once_and_alone() -> None:
     receiver = Receiver(delay=0.0)
-    batcher = CallBatcher(receiver.send)
+    batcher = CallBatcher(receiver.send, max_batch=32)
     assert await batcher.submit("a", 1) == 10
     assert await batcher.submit("a", 2) == 20
     assert receiver.batches == [("a", [1]), ("a", [2])]
@@ -32,7 +32,7 @@ async def test_a_lone_call_leaves_at_once_and_alone() -> None:
 
 async def test_concurrent_calls_of_a_key_share_remote_calls() -> None:
     receiver = Receiver()
-    batcher = CallBatcher(receiver.send, max_inflight=1)
+    batcher = CallBatcher(receiver.send, max_batch=32, max_inflight=1)
     answers = await asyncio.gather(*(batcher.submit("a", i) for i in range(5)))
     assert answers == [i * 10 for i in range(5)]
     assert receiver.batches == [("a", [0, 1, 2, 3, 4])]  # made in one tick: one call
@@ -57,7 +57,7 @@ async def test_keys_never_mix_and_batches_are_capped() -> None:
 
 async def test_up_to_max_inflight_calls_run_at_once() -> None:
     receiver = Receiver()
-    batcher = CallBatcher(receiver.send, max_inflight=2)
+    batcher = CallBatcher(receiver.send, max_batch=32, max_inflight=2)
     first = asyncio.ensure_future(batcher.submit("a", 0))
     await asyncio.sleep(0.001)
     second = asyncio.ensure_future(batcher.submit("a", 1))
@@ -70,7 +70,7 @@ async def test_up_to_max_inflight_calls_run_at_once() -> None:
 
 async def test_an_items_error_fails_its_caller_only_and_a_failed_call_fails_all() -> None:
     receiver = Receiver()
-    batcher = CallBatcher(receiver.send, max_inflight=1)
+    batcher = CallBatcher(receiver.send, max_batch=32, max_inflight=1)
     first = asyncio.ensure_future(batcher.submit("a", 1))
     outcomes = await asyncio.gather(
         *(batcher.submit("a", i) for i in (2, -3, 4)), return_exceptions=True
@@ -82,7 +82,7 @@ async def test_an_items_error_fails_its_caller_only_and_a_failed_call_fails_all(
     async def broken(key: str, items: list[int]) -> list[object]:
         raise ConnectionError("replica gone")
 
-    failing = CallBatcher(broken)
+    failing = CallBatcher(broken, max_batch=32)
     outcomes = await asyncio.gather(
         *(failing.submit("a", i) for i in range(3)), return_exceptions=True
     )
@@ -91,7 +91,7 @@ async def test_an_items_error_fails_its_caller_only_and_a_failed_call_fails_all(
 
 async def test_a_caller_that_gives_up_leaves_the_batch_to_the_others() -> None:
     receiver = Receiver(delay=0.05)
-    batcher = CallBatcher(receiver.send, max_inflight=1)
+    batcher = CallBatcher(receiver.send, max_batch=32, max_inflight=1)
     first = asyncio.ensure_future(batcher.submit("a", 1))
     await asyncio.sleep(0)
     impatient = asyncio.ensure_future(asyncio.wait_for(batcher.submit("a", 2), 0.01))

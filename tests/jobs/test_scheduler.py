@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.ledger import JobLedger, ThreadJobs
+from jobs.ledger import JobLedger
+from jobs.runners import ThreadJobs
 from jobs.scheduler import FAILURE_BACKOFF_INTERVALS, LEASE_INTERVALS, Scheduler
 from storage import repositories as repo
 from storage.db import Database, migrate
@@ -140,9 +141,7 @@ async def test_a_failing_tenant_is_left_alone_for_a_while(
 ) -> None:
     tenant = await _tenant(database, "broken.example", users=2, events_each=2)
     clock = Clock()
-    jobs = ThreadJobs(
-        JobLedger(settings, database), "tests.deployments.test_training_once:failing_train"
-    )
+    jobs = ThreadJobs(JobLedger(settings, database), "tests.jobs.test_training_once:failing_train")
     scheduler = Scheduler(jobs, database, clock=clock)
     [job] = await scheduler.tick()
     failed = await jobs.wait(job.job_id)

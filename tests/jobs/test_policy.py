@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 
+from jobs.ledger import JobLedger, TrainingJob
+from jobs.policy import FirstTraining, RetrainPolicy, due_tenants, why_due
+from jobs.runners import TrainingRunner
+from jobs.scheduler import Scheduler
 from storage import repositories as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database, migrate
 from storage.settings import Settings
 from tests.storage.sql_support import view_at
-from jobs.policy import FirstTraining, RetrainPolicy, due_tenants, retrain_due, why_due
 
 TRAINED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -103,22 +106,40 @@ async def test_due_by_count_by_age_and_never_trained(
     assert "broken.example" not in reasons  # an invalid policy is skipped, not guessed
 
 
-async def test_retrain_due_trains_each_due_tenant_and_survives_failures(
+class Recording(TrainingRunner):
+    """Claims jobs like every runner; ``broken``'s cannot be handed to a training path."""
+
+    def __init__(self, ledger: JobLedger, broken: str) -> None:
+        super().__init__(ledger, allow_distributed=False)
+        self.broken = broken
+        self.launched: list[str] = []
+
+    async def _launch(self, job: TrainingJob, algorithms: list[str] | None) -> None:
+        if job.tenant_id == self.broken:
+            raise RuntimeError("no luck")
+        self.launched.append(job.tenant_id)
+
+
+async def test_a_round_starts_each_due_tenant_and_survives_failures(
     settings: Settings, tenants: dict[str, str]
 ) -> None:
-    calls: list[str] = []
-
-    async def trainer(_: Settings, tenant_id: str) -> str:
-        calls.append(tenant_id)
-        if tenant_id == tenants["never"]:
-            raise RuntimeError("no luck")
-        return f"trained {tenant_id}"
-
-    done = await retrain_due(settings, trainer, now=TRAINED_AT + timedelta(minutes=10))
-    assert sorted(calls) == sorted([tenants["never"], tenants["eager"]])
-    outcomes = {due.tenant_id: outcome for due, outcome in done}
-    assert isinstance(outcomes[tenants["never"]], RuntimeError)
-    assert outcomes[tenants["eager"]] == f"trained {tenants['eager']}"
+    """``recserve retrain-due``'s round: the scheduler's code, without the lease."""
+    database = Database.from_settings(settings)
+    try:
+        runner = Recording(JobLedger(settings, database), broken=tenants["never"])
+        scheduler = Scheduler(runner, database)
+        now = TRAINED_AT + timedelta(minutes=10)
+        outcomes = await scheduler.round(now, reason="recserve retrain-due")
+    finally:
+        await database.dispose()
+    by_tenant = {outcome.due.tenant_id: outcome for outcome in outcomes}
+    assert sorted(by_tenant) == sorted([tenants["never"], tenants["eager"]])
+    broken = by_tenant[tenants["never"]]
+    assert broken.job is None and broken.error is not None and "RuntimeError" in broken.error
+    started = by_tenant[tenants["eager"]]
+    assert started.created and started.job is not None
+    assert (started.job.trigger, started.job.reason) == ("scheduler", "recserve retrain-due")
+    assert runner.launched == [tenants["eager"]]
 
 
 def test_policy_merges_tenant_settings_over_defaults(settings: Settings) -> None:

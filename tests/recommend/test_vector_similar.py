@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from recommend.inprocess import InProcessRecommender
+from recommend.inprocess import InProcessService
 from recommend.model_cache import MemoryModelSource
 from recommend.vector_similar import VectorSimilar
 from storage.settings import Settings
@@ -66,12 +66,12 @@ async def test_local_recommender_prefers_vectors_then_falls_back(store, rng, tmp
     models = {name: create(name).fit(matrix) for name in ("popularity", "item_knn", "ease")}
     source = MemoryModelSource(TENANT, models)
     settings = Settings(data_dir=tmp_path)
-    local = InProcessRecommender(
+    local = InProcessService(
         settings, ["item_knn", "ease"], source=source, vectors=VectorSimilar(settings, store)
     )
     from_vectors = await local.similar_items(tenant_id=TENANT, item_id="i2", k=3)
     assert [item for item, _ in from_vectors] == _exact(vectors, 2, 3)
-    plain = InProcessRecommender(settings, ["item_knn", "ease"], source=source)
+    plain = InProcessService(settings, ["item_knn", "ease"], source=source)
     from_models = await plain.similar_items(tenant_id=TENANT, item_id="i2", k=3)
     assert from_models and "i2" not in [item for item, _ in from_models]
 

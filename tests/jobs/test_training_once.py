@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
-from recommend.inprocess import InProcessRecommender
-from jobs.ledger import JobLedger, ThreadJobs
+from jobs.ledger import JobLedger
+from jobs.runners import ThreadJobs
+from recommend.inprocess import InProcessService
 from recommend.model_cache import MemoryModelSource
+from recommend.options import ServingOptions
 from storage.db import Database
 from storage.errors import InvalidData
 from storage.models import utcnow
@@ -53,11 +55,11 @@ async def test_a_second_call_while_training_returns_the_running_job(settings: Se
     STARTED.clear()
     CALLS.clear()
     tenant = await database_tenant(settings)
-    local = InProcessRecommender(
+    local = InProcessService(
         settings,
         ["ease"],
         source=MemoryModelSource(tenant, {}),
-        train_entrypoint="tests.deployments.test_training_once:gated_train",
+        options=ServingOptions(train_entrypoint="tests.jobs.test_training_once:gated_train"),
     )
     first = asyncio.create_task(local.train(tenant_id=tenant, algorithms=["ease"]))
     assert await asyncio.to_thread(STARTED.wait, 10)
@@ -137,7 +139,7 @@ async def test_a_stale_job_is_failed_and_no_longer_blocks(settings: Settings) ->
 async def test_a_failing_run_is_recorded_with_its_error(settings: Settings) -> None:
     tenant = await database_tenant(settings)
     ledger = JobLedger(settings)
-    jobs = ThreadJobs(ledger, "tests.deployments.test_training_once:failing_train")
+    jobs = ThreadJobs(ledger, "tests.jobs.test_training_once:failing_train")
     try:
         job, _ = await jobs.start(tenant, ["ease"])
         ended = await jobs.wait(job.job_id)
@@ -173,7 +175,7 @@ async def test_a_job_records_progress_metrics_and_duration(settings: Settings) -
 async def test_our_own_errors_are_recorded_with_their_message(settings: Settings) -> None:
     tenant = await database_tenant(settings)
     ledger = JobLedger(settings)
-    jobs = ThreadJobs(ledger, "tests.deployments.test_training_once:empty_train")
+    jobs = ThreadJobs(ledger, "tests.jobs.test_training_once:empty_train")
     try:
         job, _ = await jobs.start(tenant, ["ease"])
         ended = await jobs.wait(job.job_id)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from recommend.inprocess import InProcessRecommender
+from recommend.inprocess import InProcessService
 from recommend.model_cache import MemoryModelSource
-from recommend.step import PlanConfig
+from recommend.options import ServingOptions
 from recommend.types import RecommendationRequest
 from storage.settings import Settings
 from tests.deployments.fakes import database_tenant, synthetic_matrix
@@ -62,11 +62,11 @@ def served(
     broken: tuple[str, ...] = (),
     blend: dict[str, float] | None = None,
     **hybrid,
-) -> tuple[InProcessRecommender, CountingSource]:
+) -> tuple[InProcessService, CountingSource]:
     source = CountingSource({n: m for n, m in models.items() if n not in broken}, broken, blend)
-    config = PlanConfig(hybrid=HybridConfig(**hybrid)) if hybrid else None
-    return InProcessRecommender(
-        Settings(data_dir=tmp_path), ENGINES, source=source, config=config
+    options = ServingOptions(hybrid=HybridConfig(**hybrid)) if hybrid else None
+    return InProcessService(
+        Settings(data_dir=tmp_path), ENGINES, source=source, options=options
     ), source
 
 
@@ -199,7 +199,7 @@ async def test_explanations_name_the_strategy_and_each_engines_share(models, tmp
     core, _ = served(models, tmp_path)
     history = own_items(models["ease"], "u1")
     blended = await core.recommend(request(history=history))
-    assert blended.strategy == "hybrid"
+    assert blended.strategy == "weighted"
     for item in blended.items:
         parts = item.engine_scores
         assert sum(parts.values()) == pytest.approx(item.score)
@@ -238,11 +238,11 @@ async def test_similar_items_and_trending(models, tmp_path) -> None:
 async def test_training_runs_in_process_and_invalidates_versions(models, tmp_path) -> None:
     settings = Settings(data_dir=tmp_path)
     tenant = await database_tenant(settings)
-    local = InProcessRecommender(
+    local = InProcessService(
         settings,
         ["ease"],
         source=MemoryModelSource(tenant, {"ease": models["ease"]}),
-        train_entrypoint="tests.deployments.fakes:fake_train",
+        options=ServingOptions(train_entrypoint="tests.deployments.fakes:fake_train"),
     )
     job = await local.train(tenant_id=tenant, algorithms=["ease"])
     assert job.status == "succeeded" and job.algorithms == ["ease"]
