@@ -28,6 +28,7 @@ from graph_api.auth import Principal
 from graph_api.errors import RateLimited
 from graph_api.row_cache import row_key, snapshot
 from storage.cache.base import Cache, tenant_key
+from storage.cache.channels import auth_channel
 from storage.errors import Unavailable
 from storage.repositories import sessions as sessions_repo
 from storage.repositories import tenants as tenants_repo
@@ -50,11 +51,6 @@ def tenant_state_key(tenant_id: object) -> str:
 
 def ended_session_key(tenant_id: object, session_id: object) -> str:
     return tenant_key(tenant_id, "auth", "ended-session", session_id)
-
-
-def auth_channel(tenant_id: object) -> str:
-    """Deactivations and ended sessions of the tenant, for live subscriptions to react to."""
-    return tenant_key(tenant_id, "auth-events")
 
 
 class AccountGuard:

@@ -20,19 +20,14 @@ from strawberry.types.unset import UNSET, UnsetType
 from graph_api.auth import Principal
 from graph_api.context import RequestContext
 from graph_api.http import GraphQLOverHTTP
-from graph_api.mutations import events_channel, items_channel
 from graph_api.types import Item
 from storage.cache.base import Subscription
+from storage.cache.channels import events_channel, items_channel, models_channel
 
 logger = logging.getLogger(__name__)
 
 # A burst of writes is answered with one recomputation: events this close together coalesce.
 COALESCE_SECONDS = 0.002
-
-
-def models_channel(tenant_id: uuid.UUID) -> str:
-    """Where training announces promoted model versions (see ``training.pipeline``)."""
-    return f"models:{tenant_id}"
 
 
 class AuthenticatedGraphQLRouter(GraphQLOverHTTP):

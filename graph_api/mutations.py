@@ -38,7 +38,7 @@ from graph_api.row_cache import row_key, row_prefix
 from graph_api.training import TrainingMutation
 from graph_api.types import Interaction, Item, Rating, TrainingJob, User
 from recommend.types import ItemContent
-from storage.cache.base import tenant_key
+from storage.cache.channels import events_channel, items_channel
 from storage.errors import Unavailable
 from storage.repositories import interactions as interactions_repo
 from storage.repositories import items as items_repo
@@ -55,15 +55,6 @@ FUTURE_SLACK = timedelta(minutes=5)  # clocks differ; an event much later than n
 LEGACY_RATING = "Use rateItem(input: {itemId, rating})."
 ITEM_CREATED, ITEM_UPDATED, ITEM_DELETED = "created", "updated", "deleted"
 logger = logging.getLogger(__name__)
-
-
-def events_channel(tenant_id: uuid.UUID) -> str:
-    return tenant_key(tenant_id, "events")
-
-
-def items_channel(tenant_id: uuid.UUID) -> str:
-    """Where item writes are announced: ``{"kind": "item", "change": ITEM_CREATED | ...}``."""
-    return tenant_key(tenant_id, "items")
 
 
 async def _after_user_write(

@@ -37,7 +37,6 @@ from graph_api.live import (
     subscribe_tenant,
     touches_user,
 )
-from graph_api.mutations import events_channel, items_channel
 from graph_api.queries import require_admin
 from graph_api.recommendations import RecommendationParams, hydrate_pairs, recommend
 from graph_api.training import job_updates
@@ -47,6 +46,7 @@ from graph_api.types import (
     SimilarItem,
     TrainingJob,
 )
+from storage.cache.channels import events_channel, items_channel
 
 T = TypeVar("T")
 TRENDING_MIN_INTERVAL_S = 1.0

@@ -15,14 +15,11 @@ import logging
 from collections.abc import Callable
 
 from storage.cache import Cache, create_cache
+from storage.cache.channels import models_channel
 from storage.settings import Settings
 
 logger = logging.getLogger("ray.serve")
 RETRY_SECONDS = 1.0
-
-
-def models_channel(tenant_id: str) -> str:
-    return f"models:{tenant_id}"
 
 
 class VersionEvents:

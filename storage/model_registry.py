@@ -17,12 +17,9 @@ from typing import Any
 
 from storage.artifacts import ArtifactStore, create_artifact_store
 from storage.cache import Cache, create_cache
+from storage.cache.channels import models_channel
 from storage.cache.keys import bump_model_epoch
 from storage.settings import Settings
-
-
-def models_channel(tenant_id: str) -> str:
-    return f"models:{tenant_id}"
 
 
 def version_label(versions: dict[str, str]) -> str | None:

@@ -14,8 +14,8 @@ import pytest
 from graph_api import training
 from graph_api.query_limits import FIELD_COSTS, LIST_SIZES
 from storage.artifacts import ArtifactStore
+from storage.cache.channels import models_channel
 from storage.cache.keys import model_epoch
-from storage.model_registry import models_channel
 from storage.models import utcnow
 from storage.repositories import jobs as jobs_repo
 from tests.graph_api.conftest import Api

@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from recommend.model_cache import VersionCache
-from recommend.version_events import VersionEvents, models_channel
+from recommend.version_events import VersionEvents
 from storage.cache import create_cache
+from storage.cache.channels import models_channel
 from storage.settings import Settings
 
 
