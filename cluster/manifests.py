@@ -45,7 +45,7 @@ POD_ENV: list[dict[str, Any]] = [
     # RAY_AUTH_MODE / RAY_AUTH_TOKEN come from the operator (authOptions below).
     {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
     # gRPC between replicas: measured by benchmarks/serve.py, 15-18% more requests/s at 8
-    # clients with the same or lower p50 (see the README's Operations section)
+    # clients with the same or lower p50 (see docs/operations.md)
     {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"},
     # HAProxy (installed in the image) instead of the Python proxy: cached answers at 3.2 ms
     # p50 instead of 10 ms, 3x the requests/s. Replica ports then listen on the pod's address.

@@ -1,7 +1,7 @@
 """One settings object for the whole product (env prefix ``RECSERVE_``).
 
 Defaults are the *embedded* setup: everything under ``data_dir`` and no server needed.
-Each real backend is one setting away (see README, "Configuration").
+Each real backend is one setting away (see docs/configuration.md).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -167,8 +168,13 @@ def test_alert_rules_name_exported_metrics() -> None:
 def test_dockerfile_builds_on_the_official_ray_image() -> None:
     text = (ROOT / "cluster" / "Dockerfile").read_text()
     assert "FROM rayproject/ray:2.60.0-py311" in text
-    for package in ("storage", "training", "graph_api", "deployments", "cluster"):
-        assert f"COPY --chown=ray:users {package} " in text
+    # every package the wheel holds (pyproject's include list) is copied into the build
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [pattern.rstrip("*") for pattern in include]
+    assert "recommend" in packages and "jobs" in packages
+    for package in packages:
+        assert f"COPY --chown=ray:users {package} " in text, package
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
