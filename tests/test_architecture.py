@@ -1,4 +1,4 @@
-"""The layer rules of DESIGN.md, enforced: imports point one way only."""
+"""The layer rules of docs/architecture.md ("Layers"), enforced: imports point one way only."""
 
 from __future__ import annotations
 
