@@ -8,15 +8,15 @@ from __future__ import annotations
 import time
 
 from deployments.ingress import ServeHandleService
+from jobs.ledger import TrainingJob
 from jobs.runners import summarise
 from recommend.fanout import fan_out, first_answer
 from recommend.step import catalog_for
 from recommend.types import (
     RecommendationRequest,
     RecommendationResponse,
-    Recommender,
+    RecommendationService,
     ScoredItem,
-    TrainingJob,
 )
 from tests.deployments.fakes import FakeHandle, FakeResponse
 
@@ -64,7 +64,7 @@ async def test_handle_recommender_passes_the_dataclasses_through() -> None:
         }
     )
     adapter = ServeHandleService(handle, catalog_for(["ease", "als"]))  # type: ignore[arg-type]
-    assert isinstance(adapter, Recommender)
+    assert isinstance(adapter, RecommendationService)
     assert adapter.catalog.knows("matrix_factorization") and not adapter.catalog.knows("svd")
     request = RecommendationRequest("t", "u", k=3, categories=("x",), history=("h",))
     assert await adapter.recommend(request) is response
