@@ -40,6 +40,7 @@ from graph_api.types import Interaction, Item, Rating, TrainingJob, User
 from recommend.types import ItemContent
 from storage.cache.channels import events_channel, items_channel
 from storage.errors import Unavailable
+from storage.repositories import interaction_import
 from storage.repositories import interactions as interactions_repo
 from storage.repositories import items as items_repo
 from storage.repositories import ratings as ratings_repo
@@ -442,7 +443,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
         if rows:
             async with info.context.session() as session:
                 written = list(
-                    await interactions_repo.import_interactions(
+                    await interaction_import.import_interactions(
                         session=session, tenant_id=principal.tenant_id, rows=rows
                     )
                 )

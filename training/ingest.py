@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import repositories as repo
 from storage.db import Database
 from storage.models import User
-from storage.repositories.interactions import uuid_array
+from storage.repositories.interaction_batch import uuid_array
 from storage.repositories.users import normalize_email
 from training.data import EventColumns, ItemInfo
 

@@ -9,6 +9,15 @@ Batch readers (``*_by_ids``, ``*_for_users``, ``*_for_items``, ``average_ratings
 in input order, as DataLoaders need.
 """
 
+from storage.repositories.interaction_batch import InteractionBatch
+from storage.repositories.interaction_import import (
+    bulk_insert_interactions,
+    existing_interaction_keys,
+    import_interaction_batch,
+    import_interactions,
+    refresh_statistics,
+    tune_import_transaction,
+)
 from storage.repositories.interaction_loads import (
     InteractionLoad,
     abandon_interaction_load,
@@ -16,17 +25,12 @@ from storage.repositories.interaction_loads import (
     finish_interaction_load,
 )
 from storage.repositories.interactions import (
-    InteractionBatch,
     InteractionColumns,
     InteractionRow,
     ItemPopularity,
-    bulk_insert_interactions,
     check_owners,
     count_interacting_users,
     count_interactions,
-    existing_interaction_keys,
-    import_interaction_batch,
-    import_interactions,
     interactions_for,
     interactions_for_users,
     item_popularity,
@@ -36,8 +40,6 @@ from storage.repositories.interactions import (
     popular_items,
     recent_items,
     record_interaction,
-    refresh_statistics,
-    tune_import_transaction,
 )
 from storage.repositories.items import (
     bulk_upsert_items,
