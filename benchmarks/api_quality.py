@@ -53,6 +53,7 @@ from benchmarks.quality import (
 from cluster import operations as ops
 from deployments.app import AppArgs
 from graph_api.auth import Principal, TokenService
+from ingest.writer import imported_email
 from recommend.inprocess import InProcessService
 from recommend.types import HYBRID
 from storage import repositories as repo
@@ -65,7 +66,6 @@ from training.evaluation import (
     ranking_metrics,
     relevant_items,
 )
-from training.ingest import imported_email
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("RECSERVE_ML100K", ROOT / "../shared/data/ml-100k"))

@@ -24,10 +24,10 @@ from sqlalchemy import select
 
 from cluster import operations as ops
 from graph_api.auth import Principal, TokenService
+from ingest.writer import ingest_dataset
 from storage.models import User
 from storage.settings import Settings
 from training.datasets import generate_catalogue
-from training.ingest import ingest_dataset
 from training.pipeline import train_tenant_async
 
 if TYPE_CHECKING:

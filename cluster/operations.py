@@ -8,6 +8,9 @@ from pathlib import Path
 
 from graph_api.accounts import AccountGuard, change_tenant_active, change_user_active
 from graph_api.auth import Principal, TokenService
+from ingest.export import ExportCounts, export_tenant
+from ingest.files import ColumnMap, ImportReport, import_files
+from ingest.writer import IngestCounts, Progress, ingest_dataset, ingest_stream
 from storage import repositories as repo
 from storage.cache import create_cache
 from storage.db import Database, migrate
@@ -16,9 +19,6 @@ from storage.models import Registration, Tenant, TenantTier, User, UserRole
 from storage.settings import Settings
 from training.datasets import generate_catalogue, load_movielens
 from training.datasets.synthetic import StreamSpec, stream_event_columns, stream_items
-from training.export import ExportCounts, export_tenant
-from training.ingest import IngestCounts, Progress, ingest_dataset, ingest_stream
-from training.ingest_files import ColumnMap, ImportReport, import_files
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ async def ingest_files(
     strict: bool = False,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import the tenant's own files (``training.ingest_files``)."""
+    """Import the tenant's own files (``ingest.files``)."""
     columns = ColumnMap(mapping or ())  # a bad mapping fails before the database is opened
     database = await open_database(settings)
     try:

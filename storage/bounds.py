@@ -1,5 +1,5 @@
 """Limits on stored JSON (item metadata) that every writer applies: the API (``graph_api.bounds``)
-and the file importer (``training.ingest_files``) alike."""
+and the file importer (``ingest.files``) alike."""
 
 from __future__ import annotations
 

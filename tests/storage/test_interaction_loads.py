@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from ingest.writer import ingest_stream
 from storage import repositories as repo
 from storage.db import Database
 from storage.repositories import interaction_loads
 from tests.storage.sql_support import make_item, make_tenant, make_user, migrated_database
 from training.data import EventColumns
 from training.datasets.synthetic import StreamSpec, stream_events, stream_items
-from training.ingest import ingest_stream
 
 pytestmark = pytest.mark.services
 
@@ -249,7 +249,7 @@ async def test_a_csv_import_into_a_new_tenant_loads_in_bulk(
 ) -> None:
     """The file import uses the same load: lines repeated across its batches are reported
     as duplicates, not written twice."""
-    from training import ingest_files
+    from ingest import files as ingest_files
 
     monkeypatch.setattr(ingest_files, "BATCH_ROWS", 4)
     tenant_id = await _tenant(database)

@@ -232,12 +232,12 @@ def test_lazy_adam_svd_on_two_workers_matches_single_node(
 async def test_pipeline_trains_als_distributed_and_publishes_it(
     serve_instance: int, tmp_path: Path
 ) -> None:
+    from ingest.writer import ingest_dataset
     from storage import repositories as repo
     from storage.artifacts import create_artifact_store
     from storage.db import Database, migrate
     from storage.settings import Settings
     from training.algorithms import load
-    from training.ingest import ingest_dataset
     from training.pipeline import train_tenant_async
 
     catalogue = generate_catalogue(n_users=40, n_items=50, n_clusters=3, interactions_per_user=8)

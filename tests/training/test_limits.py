@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from ingest.writer import ingest_dataset
 from storage import repositories as repo
 from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
@@ -19,7 +20,6 @@ from training.algorithms import ALGORITHMS, EASE, SVD, create, load
 from training.algorithms import ease as ease_module
 from training.data import InteractionMatrix
 from training.datasets.synthetic import generate_catalogue
-from training.ingest import ingest_dataset
 from training.limits import GIB, Shape, available_budget, budget_bytes, held_bytes, plan_fit
 from training.pipeline import train_tenant_async
 from training.registry import list_models

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient
 
+from ingest.writer import imported_email, ingest_dataset
 from storage import repositories as repo
 from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
@@ -24,7 +25,6 @@ from training.algorithms import svd as svd_module
 from training.data import InteractionMatrix, ItemInfo
 from training.datasets.synthetic import generate_catalogue
 from training.hybrid import HYBRID
-from training.ingest import imported_email, ingest_dataset
 from training.pipeline import STORED_DIMS, train_tenant_async
 
 TRAINED = ["popularity", "item_knn", "ease", "content", "als"]

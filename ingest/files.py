@@ -38,13 +38,14 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import repositories as repo
-from storage.bounds import JSON_DEPTH, METADATA_BYTES, json_depth
-from storage.db import Database
-from storage.errors import InvalidData, StorageError
-from storage.models import RATING_MAX, RATING_MIN, Item
-from storage.repositories.interactions import MAX_TYPE_LENGTH
-from training.ingest import (
+from ingest.csv_columns import (
+    ArrowInvalid,
+    EventBatch,
+    NotUtf8,
+    csv_event_batches,
+    scan,
+)
+from ingest.writer import (
     IdCache,
     InteractionEvent,
     Progress,
@@ -53,13 +54,12 @@ from training.ingest import (
     with_interaction_load,
     write_events,
 )
-from training.ingest_columns import (
-    ArrowInvalid,
-    EventBatch,
-    NotUtf8,
-    csv_event_batches,
-    scan,
-)
+from storage import repositories as repo
+from storage.bounds import JSON_DEPTH, METADATA_BYTES, json_depth
+from storage.db import Database
+from storage.errors import InvalidData, StorageError
+from storage.models import RATING_MAX, RATING_MIN, Item
+from storage.repositories.interactions import MAX_TYPE_LENGTH
 
 T = TypeVar("T")
 KINDS = ("items", "users", "interactions", "ratings")
@@ -85,8 +85,8 @@ MAX_KEPT_BAD_ROWS = 1_000  # reported in full up to here; beyond, only counted
 USER_KEY_CHARS = 255
 _ITEM_CHARS = {name: Item.__table__.c[name].type.length for name in ("external_id", "title")}
 _CATEGORY_CHARS = Item.__table__.c["category"].type.length
-# The API's bounds on an item (graph_api/bounds.py; training may not import graph_api, and
-# tests/training/test_ingest_files.py checks the two agree): an imported item can be served.
+# The API's bounds on an item (graph_api/bounds.py; ingest may not import graph_api, and
+# tests/ingest/test_files.py checks the two agree): an imported item can be served.
 DESCRIPTION_CHARS = 20_000
 TAGS = 50
 TAG_CHARS = 100
@@ -460,7 +460,7 @@ class _Source:
     ) -> Iterator[tuple[int, list[tuple[int, Any]] | EventBatch]]:
         """``(rows read, parsed rows [(line, row)])`` per batch; bad rows go to ``report``.
         Interactions from an unquoted CSV file come as an ``EventBatch`` where every row of
-        the batch passes the checks (``training.ingest_columns``)."""
+        the batch passes the checks (``ingest.csv_columns``)."""
         by_column = {self.columns.column(self.kind, name): name for name in FIELDS[self.kind]}
         required = {self.columns.column(self.kind, name) for name in REQUIRED[self.kind]}
         reader = _READERS[file_format(self.path)]

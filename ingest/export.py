@@ -1,6 +1,6 @@
 """Write a tenant's data out as files the importer reads back (``recserve export``).
 
-Four files in the importer's default column names (``training.ingest_files``): items,
+Four files in the importer's default column names (``ingest.files``): items,
 users, interactions and ratings, as JSON Lines or Parquet. Users are written as their user
 key (an imported user's own id, anyone else's e-mail), e-mail and username: never a password
 hash, role or preference. Every table is streamed from the database in chunks and written
@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ingest.writer import Progress, user_key
 from storage.db import Database
 from storage.repositories import exports
-from training.ingest import Progress, user_key
 
 FORMATS = ("jsonl", "parquet")
 

@@ -2,7 +2,7 @@
 
 Parsing, checking and encoding a row one Python object at a time cost about 35 µs per row, so
 a file import ran at 9k rows/s whatever the database did. Here pyarrow reads a batch of rows
-as columns and every check of ``ingest_files._interaction`` runs on whole columns; the batch
+as columns and every check of ``ingest.files._interaction`` runs on whole columns; the batch
 becomes ``EventColumns`` without a Python object per row.
 
 It is exact or it steps aside:

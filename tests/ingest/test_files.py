@@ -13,16 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage import repositories as repo
-from storage.db import Database
-from tests.storage.sql_support import BACKENDS, migrated_database, unique
-from training.export import export_tenant
-from training.ingest_files import (
+from ingest.export import export_tenant
+from ingest.files import (
     ColumnMap,
     ImportFileError,
     ImportReport,
     import_files,
 )
+from storage import repositories as repo
+from storage.db import Database
+from tests.storage.sql_support import BACKENDS, migrated_database, unique
 
 ITEMS_CSV = """sku,name,cat,tags,metadata
 a,Apple,fruit,red|sweet,"{""origin"": ""NZ""}"
@@ -333,8 +333,8 @@ async def test_ingesting_a_dataset_twice_does_not_duplicate_its_events(
 ) -> None:
     """``recserve ingest synthetic`` / ``movielens`` share the write step: a re-run used to
     insert every interaction a second time."""
+    from ingest.writer import ingest_dataset
     from training.datasets import generate_catalogue
-    from training.ingest import ingest_dataset
 
     tenant_id = await _tenant(database)
     catalogue = generate_catalogue(30, 20, 3, 5, 7)
@@ -353,8 +353,8 @@ async def test_ingesting_a_dataset_twice_does_not_duplicate_its_events(
 async def test_a_streamed_tenant_is_written_chunk_by_chunk_and_once(database: Database) -> None:
     """``recserve ingest synthetic --interactions N``: chunks of whole users, the exact total,
     and a re-run (or a duplicated event inside a chunk) writes nothing twice."""
+    from ingest.writer import ingest_stream
     from training.datasets.synthetic import StreamSpec, stream_events, stream_items
-    from training.ingest import ingest_stream
 
     spec = StreamSpec(users=40, items=25, interactions=900, clusters=3, seed=5)
     chunks = list(stream_events(spec, chunk_rows=200))
@@ -376,7 +376,7 @@ async def test_a_streamed_tenant_is_written_chunk_by_chunk_and_once(database: Da
 
 def test_item_bounds_are_the_apis() -> None:
     from graph_api import bounds
-    from training import ingest_files
+    from ingest import files as ingest_files
 
     for name in ("DESCRIPTION_CHARS", "TAGS", "TAG_CHARS", "METADATA_BYTES", "JSON_DEPTH"):
         assert getattr(ingest_files, name) == getattr(bounds, name), name
@@ -434,8 +434,8 @@ async def test_text_that_is_not_utf8(database: Database, tmp_path: Path) -> None
 async def test_a_failed_batch_stops_the_import_and_says_what_stayed(
     database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ingest import files as ingest_files
     from storage.errors import Unavailable
-    from training import ingest_files
 
     monkeypatch.setattr(ingest_files, "BATCH_ROWS", 2)
     monkeypatch.setattr(ingest_files, "COLUMN_BATCH_FACTOR", 1)
@@ -494,9 +494,9 @@ PARITY_CSV = (
 async def test_columnar_csv_path_matches_the_row_path(
     database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An unquoted interactions CSV is read as columns (``training.ingest_columns``): the
+    """An unquoted interactions CSV is read as columns (``ingest.csv_columns``): the
     same rows written, the same bad rows with the same lines and reasons, as row by row."""
-    from training import ingest_files
+    from ingest import files as ingest_files
 
     monkeypatch.setattr(ingest_files, "BATCH_ROWS", 3)
     items = _write(tmp_path / "items.csv", "external_id,title\na,A\nb,B\nc,C\n")
@@ -542,26 +542,26 @@ async def test_columnar_csv_path_matches_the_row_path(
 def test_the_scan_finds_blank_lines_across_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
-    from training import ingest_columns
+    from ingest import csv_columns
 
-    monkeypatch.setattr(ingest_columns, "SCAN_BYTES", block)
+    monkeypatch.setattr(csv_columns, "SCAN_BYTES", block)
     text = "h,x\n\na,1\r\n\r\nb,2\n\n\nc,3\n\n"
     path = _write(tmp_path / "events.csv", text)
     path.write_bytes(text.encode())
     expected = [n for n, line in enumerate(text.split("\n"), 1) if line in ("", "\r")][:-1]
-    assert ingest_columns.scan(path) == expected == [2, 4, 6, 7, 9]
+    assert csv_columns.scan(path) == expected == [2, 4, 6, 7, 9]
     path.write_bytes(b'h,x\n"a","1"\n\n"b ""c""",2\n')  # quoted, doubled quotes: one line each
-    assert ingest_columns.scan(path) == [3]
+    assert csv_columns.scan(path) == [3]
     path.write_bytes(b'h,x\n"a\nb",1\n')  # a value over two lines
-    assert ingest_columns.scan(path) is None
+    assert csv_columns.scan(path) is None
 
 
 async def test_columnar_path_stops_at_text_that_is_not_utf8(
     database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training import ingest_columns
+    from ingest import csv_columns
 
-    monkeypatch.setattr(ingest_columns, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(csv_columns, "BLOCK_BYTES", 4096)
     tenant_id = await _tenant(database)
     items = _write(tmp_path / "items.csv", "external_id,title\na,A\n")
     events = tmp_path / "events.csv"
