@@ -41,7 +41,7 @@ class ModelVersion:
     metrics: dict[str, float]
     duration_seconds: float | None
     counts: dict[str, int]
-    # how the memory plan fitted it (training.limits): "fit", "fit: <the sizes it chose>" or
+    # how the memory plan fitted it (training.fit_budget): "fit", "fit: <the sizes it chose>" or
     # "scaled: <what it gave up>"
     fit: str = "fit"
 

@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         },
     }
 
-    # Memory one training run may use (GiB) when planning each engine's fit (training.limits):
+    # Memory one training run may use (GiB) when planning each engine's fit (training.fit_budget):
     # an engine that would need more is scaled down or skipped. None: half of the machine.
     train_memory_gb: float | None = Field(default=None, gt=0)
     # Where Ray Train keeps its runs and checkpoints (the fitted factors travel through one):

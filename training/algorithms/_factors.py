@@ -11,7 +11,7 @@ from training.algorithms._persist import State
 from training.algorithms.base import Recommender
 
 if TYPE_CHECKING:
-    from training.limits import Shape
+    from training.fit_budget import Shape
 
 
 class FactorModel(Recommender):

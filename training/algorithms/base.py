@@ -22,7 +22,7 @@ from training.algorithms import _persist
 from training.data import InteractionMatrix, ItemInfo
 
 if TYPE_CHECKING:
-    from training.limits import Shape
+    from training.fit_budget import Shape
 
 Recommendation = tuple[str, float]
 
@@ -92,7 +92,7 @@ class Recommender(ABC):
         self.categories: list[str | None] = []
         self._set_vocabularies()
 
-    # ---- limits (training.limits plans a fit before it runs) -----------------------------
+    # ---- limits (training.fit_budget plans a fit before it runs) ------------------------
     @classmethod
     def estimated_bytes(cls, shape: Shape, config: BaseModel) -> int:
         """Peak memory of fitting ``shape``. The base: the interaction matrix's copies a fit

@@ -7,7 +7,7 @@ Gram matrix is built a block of item columns at a time and then inverted in plac
 LAPACK ``potrf``/``potri``), and the float32 weights built from it a block of rows at a time:
 12 bytes per pair of items (50,000 items: 30 GB), where building the Gram from one sparse
 product and inverting it with ``numpy.linalg.inv`` held 20-24. ``max_items`` fits B on the most
-interacted-with items only (the training budget sets it, see ``training.limits``); the other
+interacted-with items only (the training budget sets it, see ``training.fit_budget``); the other
 items are never recommended by this engine, and still count in the histories that score the
 kept ones only through their kept neighbours.
 """
@@ -27,7 +27,7 @@ from training.algorithms.base import Recommender
 from training.data import InteractionMatrix, ItemInfo
 
 if TYPE_CHECKING:
-    from training.limits import Shape
+    from training.fit_budget import Shape
 
 # Below this many items a scaled EASE is not worth serving: the engine is skipped instead.
 MIN_SCALED_ITEMS = 1000

@@ -2,7 +2,7 @@
 
 The neighbours are computed ``block_items`` items at a time (``_neighbours.item_similarity``),
 so fitting holds one block of the item-item product, never all of it; the training budget
-chooses the block (see ``training.limits``).
+chooses the block (see ``training.fit_budget``).
 
 Scores are X·S, which makes explanations exact: the contribution of a history item i to the
 score of item j is x_i · S[i, j], so :meth:`ItemKNN.because` names the largest one.
@@ -23,7 +23,7 @@ from training.algorithms.base import Recommender
 from training.data import InteractionMatrix, ItemInfo
 
 if TYPE_CHECKING:
-    from training.limits import Shape
+    from training.fit_budget import Shape
 
 
 class ItemKNNConfig(BaseModel):

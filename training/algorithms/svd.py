@@ -18,7 +18,7 @@ from training.algorithms._persist import State
 from training.data import InteractionMatrix, ItemInfo
 
 if TYPE_CHECKING:
-    from training.limits import Shape
+    from training.fit_budget import Shape
 
 # the plan switches dense Adam to lazy Adam beyond this many rows updated per row learnt from
 LAZY_ADAM_RATIO = 32

@@ -26,7 +26,7 @@ from training.algorithms.base import SCORING_BLOCK, Recommender
 from training.data import InteractionMatrix, ItemInfo
 
 if TYPE_CHECKING:
-    from training.limits import Shape
+    from training.fit_budget import Shape
 
 # dense similarity rows (query x all users, ``CELL_BYTES`` a cell) held at once while scoring
 QUERY_BYTES = 256 * 2**20

@@ -15,12 +15,12 @@ from storage import repositories as repo
 from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
 from storage.settings import Settings
-from training import limits as limits_module
+from training import fit_budget
 from training.algorithms import ALGORITHMS, EASE, SVD, create, load
 from training.algorithms import ease as ease_module
 from training.data import InteractionMatrix
 from training.datasets.synthetic import generate_catalogue
-from training.limits import GIB, Shape, available_budget, budget_bytes, held_bytes, plan_fit
+from training.fit_budget import GIB, Shape, available_budget, budget_bytes, held_bytes, plan_fit
 from training.pipeline import train_tenant_async
 from training.registry import list_models
 
@@ -160,7 +160,7 @@ async def test_training_plans_each_fit_and_records_it(
     catalogue = generate_catalogue(n_users=60, n_items=80, n_clusters=4, interactions_per_user=12)
     monkeypatch.setattr(ease_module, "MIN_SCALED_ITEMS", 10)
     # budgets of a few KB here: the process's own memory is left out of these plans
-    monkeypatch.setattr(limits_module, "held_bytes", lambda: 0)
+    monkeypatch.setattr(fit_budget, "held_bytes", lambda: 0)
     # room for the matrix copies and a 40-item EASE, not for the 80-item one or item-kNN
     tenant = await _ingested(Settings(data_dir=tmp_path), catalogue, "big.example")
     nnz = len({(u, i) for u, i, *_ in catalogue.interactions})
@@ -200,12 +200,12 @@ def test_a_fit_gets_the_budget_less_what_the_process_holds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert held_bytes() > 10 * 2**20  # this test process: the interpreter, numpy, scipy
-    monkeypatch.setattr(limits_module, "held_bytes", lambda: 3 * GIB)
+    monkeypatch.setattr(fit_budget, "held_bytes", lambda: 3 * GIB)
     assert available_budget(10 * GIB) == 7 * GIB
     assert available_budget(2 * GIB) == 0
     # at 50k items, what EASE may cover shrinks with what the job already holds
     roomy = plan_fit("ease", LARGE, available_budget(15 * GIB)).config.max_items
-    monkeypatch.setattr(limits_module, "held_bytes", lambda: 6 * GIB)
+    monkeypatch.setattr(fit_budget, "held_bytes", lambda: 6 * GIB)
     tight = plan_fit("ease", LARGE, available_budget(15 * GIB)).config.max_items
     assert tight < roomy
 
@@ -219,7 +219,7 @@ async def test_training_plans_each_engine_against_the_memory_left(
     settings = Settings(data_dir=tmp_path, train_memory_gb=1.0)
     tenant = await _ingested(settings, catalogue, "held.example")
     held = iter([0, 0, 0, GIB])  # two up-front plans, popularity's turn, then ease's turn
-    monkeypatch.setattr(limits_module, "held_bytes", lambda: next(held, GIB))
+    monkeypatch.setattr(fit_budget, "held_bytes", lambda: next(held, GIB))
 
     result = await train_tenant_async(
         settings, str(tenant.id), ["popularity", "ease"], evaluate=False
