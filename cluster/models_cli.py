@@ -45,9 +45,9 @@ def list_command(
 ) -> None:
     """Every version with its creation time and holdout metrics; '*' marks the served one."""
     from cluster.cli import console, run
+    from storage.model_registry import list_models, trained_algorithms
     from training.algorithms import ALGORITHMS
     from training.hybrid import HYBRID
-    from training.registry import list_models, trained_algorithms
 
     settings = get_settings()
     tenant_id = run(tenant_id_of(settings, tenant))
@@ -79,7 +79,7 @@ def promote_command(
 ) -> None:
     """Serve this version from the next request on (a half-written version is refused)."""
     from cluster.cli import console, run
-    from training.registry import promote
+    from storage.model_registry import promote
 
     settings = get_settings()
 
@@ -93,7 +93,7 @@ def promote_command(
 def rollback_command(tenant: TenantOption, algorithm: AlgorithmOption) -> None:
     """Serve the previously promoted version again."""
     from cluster.cli import console, run
-    from training.registry import rollback
+    from storage.model_registry import rollback
 
     settings = get_settings()
 

@@ -49,7 +49,7 @@ from training.evaluation import evaluate_ranking, pair_split_index
 from training.fit_budget import Shape, available_budget, budget_bytes, plan_fit
 from training.hybrid import HYBRID, HybridConfig
 from training.hybrid_tuning import choose_blend
-from training.registry import code_version
+from training.provenance import code_version
 
 log = logging.getLogger(__name__)
 

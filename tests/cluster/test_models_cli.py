@@ -100,7 +100,7 @@ def test_promoting_a_half_written_version_is_refused(trained: dict) -> None:
 
 @pytest.mark.services
 def test_promotion_is_announced_on_the_models_channel(trained: dict, redis_url: str) -> None:
-    from training.registry import promote
+    from storage.model_registry import promote
 
     settings = Settings(redis_url=redis_url)
     channel = f"models:{trained['tenant_id']}"  # a fresh tenant id: no clash with other runs

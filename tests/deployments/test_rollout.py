@@ -25,10 +25,10 @@ from deployments.vector_store import RemoteVectorStore
 from jobs.ledger import TrainingJob
 from recommend.model_cache import ArtifactModelSource
 from recommend.types import RecommendationRequest, RecommendationResponse
+from storage import model_registry
 from storage.artifacts import ArtifactStore
 from storage.errors import NotFound
 from storage.settings import Settings
-from training import registry
 from training.algorithms import load as load_model
 from training.pipeline import STORED_DIMS, train_tenant, train_tenant_async
 
@@ -138,11 +138,11 @@ async def test_rollback_serves_the_previous_version_again(deployed: dict) -> Non
     if "v2" not in deployed:  # run on its own: a second version to roll back from
         trained = await asyncio.to_thread(train_tenant, settings, tenant_id, ["popularity"])
         deployed["v2"] = trained.versions["popularity"]
-    work = registry.rollback(settings, tenant_id, "popularity")
+    work = model_registry.rollback(settings, tenant_id, "popularity")
     back, traffic = await _while_asking(deployed, work)
     assert back == deployed["v1"]
     assert (await _ask(deployed)).model_version == deployed["v1"]
-    await registry.promote(settings, tenant_id, "popularity", deployed["v2"])
+    await model_registry.promote(settings, tenant_id, "popularity", deployed["v2"])
     assert (await _ask(deployed)).model_version == deployed["v2"]
     assert traffic.failures == []
 
@@ -154,7 +154,7 @@ async def test_a_half_written_artifact_is_never_loaded(deployed: dict) -> None:
     folder.mkdir(parents=True)
     (folder / "arrays.npz").write_bytes(b"an upload cut short")
     with pytest.raises(NotFound):
-        await registry.promote(deployed["settings"], tenant_id, "popularity", half)
+        await model_registry.promote(deployed["settings"], tenant_id, "popularity", half)
     with pytest.raises(NotFound):
         ArtifactModelSource(deployed["settings"]).load(tenant_id, "popularity", half)
     assert half not in store.list_versions(tenant_id, "popularity")

@@ -14,6 +14,7 @@ from ingest.writer import ingest_dataset
 from storage import repositories as repo
 from storage.artifacts import create_artifact_store
 from storage.db import Database, migrate
+from storage.model_registry import list_models
 from storage.settings import Settings
 from training import fit_budget
 from training.algorithms import ALGORITHMS, EASE, SVD, create, load
@@ -22,7 +23,6 @@ from training.data import InteractionMatrix
 from training.datasets.synthetic import generate_catalogue
 from training.fit_budget import GIB, Shape, available_budget, budget_bytes, held_bytes, plan_fit
 from training.pipeline import train_tenant_async
-from training.registry import list_models
 
 # A large catalogue's shape: 200k users, 50k items, 10M interactions.
 LARGE = Shape(

@@ -1,5 +1,5 @@
-"""The model registry, as training and the CLI name it: ``storage.model_registry`` (shared with
-the API) plus the code version every artifact records.
+"""Where an artifact's code came from: the installed package version and, inside a git checkout,
+the commit (``code_version``), recorded in every model version's metadata.
 """
 
 from __future__ import annotations
@@ -8,27 +8,6 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-
-from storage.model_registry import (
-    ModelVersion,
-    announce,
-    list_models,
-    models_channel,
-    promote,
-    rollback,
-    trained_algorithms,
-)
-
-__all__ = [
-    "ModelVersion",
-    "announce",
-    "code_version",
-    "list_models",
-    "models_channel",
-    "promote",
-    "rollback",
-    "trained_algorithms",
-]
 
 PACKAGE = "recserve"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
