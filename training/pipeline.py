@@ -46,7 +46,7 @@ from training.data import (
     uuid_from_hex,
 )
 from training.evaluation import evaluate_ranking, pair_split_index
-from training.fit_budget import Shape, available_budget, budget_bytes, plan_fit
+from training.fit_budget import FitPlan, Shape, available_budget, budget_bytes, plan_fit
 from training.hybrid import HYBRID, HybridConfig
 from training.hybrid_tuning import choose_blend
 from training.provenance import code_version
@@ -389,10 +389,52 @@ async def train_tenant_async(
     go to ``vector_store`` (the serving app's, when it holds the embedded store) or else to the
     store ``settings`` names."""
     started = time.perf_counter()
+    names = _known_algorithms(algorithms)
+    data = await _read_tenant(settings, tenant_id)
+    run = _prepare_run(
+        settings,
+        str(tenant_id),
+        data,
+        names,
+        seed=seed,
+        evaluate=evaluate,
+        distributed=distributed,
+        workers=workers,
+        address=address,
+        report=report,
+    )
+    for step, name in enumerate(names, start=1):
+        if progress:
+            progress(f"train: {name}", step - 1, len(names))
+        # The previous engine's model is published and gone (it lived in ``_train_engine``): its
+        # memory is free before this engine's plan and fit.
+        _train_engine(run, name)
+    result = run.result
+    if not result.versions:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in result.skipped.items())
+        raise InvalidData(f"tenant {tenant_id}: no algorithm could be trained ({reasons})")
+    if run.holdout is not None:
+        result.blend = _publish_blend(run.artifacts, run.tenant, run.holdout, result.counts, seed)
+    if progress:
+        progress("train: item vectors", len(names), len(names))
+    await _publish_vectors(settings, vector_store, run)
+    await _announce(settings, run.tenant, result)
+    result.duration_seconds = time.perf_counter() - started
+    return result
+
+
+def _known_algorithms(algorithms: Sequence[str] | None) -> list[str]:
+    """The algorithms to train (the defaults when none are named); InvalidData for unknown ones."""
     names = list(algorithms or DEFAULT_ALGORITHMS)
     unknown = [n for n in names if n not in ALGORITHMS]
     if unknown:
         raise InvalidData(f"unknown algorithms: {', '.join(unknown)}")
+    return names
+
+
+async def _read_tenant(settings: Settings, tenant_id: str) -> TenantData:
+    """The tenant's data from the database ``settings`` names (migrated first); InvalidData
+    when it has nothing to train on."""
     assert settings.database_url is not None
     await migrate(settings.database_url)
     database = Database.from_settings(settings)
@@ -402,12 +444,50 @@ async def train_tenant_async(
         await database.dispose()
     if not len(data.events):
         raise InvalidData(f"tenant {tenant_id} has no interactions to train on")
+    return data
+
+
+@dataclass
+class _Run:
+    """One training run: the tenant's data and its full matrix, where the artifacts go, the
+    holdout, each engine's memory plan, the engines fitted on Ray Train, and what the run has
+    produced so far (``result``, and the item vectors to store once every engine is done)."""
+
+    tenant: str
+    data: TenantData
+    full: InteractionMatrix
+    artifacts: ArtifactStore
+    seed: int
+    holdout: Holdout | None
+    shape: Shape
+    budget: int
+    plans: dict[str, FitPlan]
+    on_ray: _OnRay
+    result: TrainingResult
+    report: Report | None
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _prepare_run(
+    settings: Settings,
+    tenant: str,
+    data: TenantData,
+    names: list[str],
+    *,
+    seed: int,
+    evaluate: bool,
+    distributed: bool,
+    workers: int,
+    address: str | None,
+    report: Report | None,
+) -> _Run:
+    """The full matrix, the holdout split (when ``evaluate``) and a first memory plan of every
+    engine; with ``distributed``, the planned engines that have a Ray Train form fit there."""
     full = data.matrix()
     artifacts = create_artifact_store(settings)
     counts = {"users": full.n_users, "items": full.n_items, "events": len(data.events)}
-    result = TrainingResult(str(tenant_id), {}, {}, counts, 0.0)
+    result = TrainingResult(tenant, {}, {}, counts, 0.0)
     holdout = Holdout(data, seed) if evaluate else None
-    vectors: dict[str, np.ndarray] = {}
     shape, budget = Shape.of(full), budget_bytes(settings.train_memory_gb)
     plans = {name: plan_fit(name, shape, available_budget(budget)) for name in names}
     on_ray = _OnRay(
@@ -419,85 +499,99 @@ async def train_tenant_async(
         address,
         settings.train_storage_uri,
     )
-    model: Recommender | None = None
-    for step, name in enumerate(names, start=1):
-        model = None  # the previous engine's model is published: its memory goes before this fit
-        if progress:
-            progress(f"train: {name}", step - 1, len(names))
-        if report:
-            report(name, "running", None)
-        fit_started = time.perf_counter()
-        plan = plans[name]
-        if plan.action != "skipped" and name not in on_ray.names:
-            # again, against what the engines fitted so far have left of the budget
-            plan = plan_fit(name, shape, available_budget(budget))
-        if plan.action == "skipped":
-            result.skipped[name] = plan.note
-            log.warning("tenant %s: %s skipped: %s", tenant_id, name, plan.note)
-            meters.training_run(name, "skipped", 0.0)
-            continue
-        if plan.action == "scaled":
-            log.warning("tenant %s: %s scaled to its scalable form: %s", tenant_id, name, plan.note)
-        try:
-            if name in on_ray.names:
-                model = on_ray.model(name)
-                fit_seconds = on_ray.seconds
-            else:
-                model = create(name, plan.config, seed=seed).fit(full, data.items)
-                fit_seconds = time.perf_counter() - fit_started
-            metrics = holdout.metrics(name, plan.config) if holdout is not None else {}
-            metadata = {
-                "limits": plan.metadata(),
-                "params": model.config.model_dump(mode="json"),
-                "seed": seed,
-                "counts": counts,
-                "metrics": metrics,
-                "fit_seconds": fit_seconds,
-                **({"fitted_with": on_ray.names} if name in on_ray.names else {}),
-                "duration_seconds": time.perf_counter() - fit_started,  # fit and holdout
-                "code_version": code_version(),
-            }
-            version = _publish_model(artifacts, str(tenant_id), name, model, metadata)
-        except Exception as error:  # one engine that cannot train this data must not sink the rest
-            result.skipped[name] = _reason(error)
-            log.warning("tenant %s: %s skipped: %s", tenant_id, name, result.skipped[name])
-            log.debug("tenant %s: %s failed", tenant_id, name, exc_info=True)
-            meters.training_run(name, "skipped", time.perf_counter() - fit_started)
-            if report:
-                report(name, "skipped", result.skipped[name])
-            continue
-        result.versions[name] = version
-        if report:
-            report(name, "succeeded", None)
-        meters.training_run(name, "succeeded", time.perf_counter() - fit_started)
-        result.metrics[name] = metrics
-        if not model.vector_collection:
-            continue
-        try:
-            found = model.item_vectors()
-        except Exception as error:  # the model is published; only its vector search is missing
-            log.warning("tenant %s: no item vectors from %s: %s", tenant_id, name, _reason(error))
-            log.debug("tenant %s: %s item vectors failed", tenant_id, name, exc_info=True)
-            continue
-        if found is not None:
-            vectors[model.vector_collection] = found
-    if not result.versions:
-        reasons = "; ".join(f"{name}: {reason}" for name, reason in result.skipped.items())
-        raise InvalidData(f"tenant {tenant_id}: no algorithm could be trained ({reasons})")
-    if holdout is not None:
-        result.blend = _publish_blend(artifacts, str(tenant_id), holdout, counts, seed)
-    if progress:
-        progress("train: item vectors", len(names), len(names))
+    return _Run(
+        tenant, data, full, artifacts, seed, holdout, shape, budget, plans, on_ray, result, report
+    )
+
+
+def _train_engine(run: _Run, name: str) -> None:
+    """Fit ``name`` as its memory plan says, measure it on the holdout, publish it and keep its
+    item vectors. An engine the plan skips, or that cannot train this data, is skipped with
+    its reason: it must not sink the rest."""
+    if run.report:
+        run.report(name, "running", None)
+    fit_started = time.perf_counter()
+    plan = run.plans[name]
+    if plan.action != "skipped" and name not in run.on_ray.names:
+        # again, against what the engines fitted so far have left of the budget
+        plan = plan_fit(name, run.shape, available_budget(run.budget))
+    if plan.action == "skipped":
+        run.result.skipped[name] = plan.note
+        log.warning("tenant %s: %s skipped: %s", run.tenant, name, plan.note)
+        meters.training_run(name, "skipped", 0.0)
+        return
+    if plan.action == "scaled":
+        log.warning("tenant %s: %s scaled to its scalable form: %s", run.tenant, name, plan.note)
+    try:
+        model, version, metrics = _fit_and_publish(run, name, plan, fit_started)
+    except Exception as error:  # one engine that cannot train this data must not sink the rest
+        run.result.skipped[name] = _reason(error)
+        log.warning("tenant %s: %s skipped: %s", run.tenant, name, run.result.skipped[name])
+        log.debug("tenant %s: %s failed", run.tenant, name, exc_info=True)
+        meters.training_run(name, "skipped", time.perf_counter() - fit_started)
+        if run.report:
+            run.report(name, "skipped", run.result.skipped[name])
+        return
+    run.result.versions[name] = version
+    if run.report:
+        run.report(name, "succeeded", None)
+    meters.training_run(name, "succeeded", time.perf_counter() - fit_started)
+    run.result.metrics[name] = metrics
+    _keep_item_vectors(run, name, model)
+
+
+def _fit_and_publish(
+    run: _Run, name: str, plan: FitPlan, fit_started: float
+) -> tuple[Recommender, str, dict[str, float]]:
+    """Fit ``name`` on the full matrix (on Ray Train when the run fits it there), measure it
+    on the holdout and publish it with its metadata: the model, its version and its metrics."""
+    if name in run.on_ray.names:
+        model = run.on_ray.model(name)
+        fit_seconds = run.on_ray.seconds
+    else:
+        model = create(name, plan.config, seed=run.seed).fit(run.full, run.data.items)
+        fit_seconds = time.perf_counter() - fit_started
+    metrics = run.holdout.metrics(name, plan.config) if run.holdout is not None else {}
+    metadata = {
+        "limits": plan.metadata(),
+        "params": model.config.model_dump(mode="json"),
+        "seed": run.seed,
+        "counts": run.result.counts,
+        "metrics": metrics,
+        "fit_seconds": fit_seconds,
+        **({"fitted_with": run.on_ray.names} if name in run.on_ray.names else {}),
+        "duration_seconds": time.perf_counter() - fit_started,  # fit and holdout
+        "code_version": code_version(),
+    }
+    version = _publish_model(run.artifacts, run.tenant, name, model, metadata)
+    return model, version, metrics
+
+
+def _keep_item_vectors(run: _Run, name: str, model: Recommender) -> None:
+    """The published model's item vectors, for its collection (stored once every engine is
+    done); a model without vectors, or failing to give them, only lacks vector search."""
+    if not model.vector_collection:
+        return
+    try:
+        found = model.item_vectors()
+    except Exception as error:  # the model is published; only its vector search is missing
+        log.warning("tenant %s: no item vectors from %s: %s", run.tenant, name, _reason(error))
+        log.debug("tenant %s: %s item vectors failed", run.tenant, name, exc_info=True)
+        return
+    if found is not None:
+        run.vectors[model.vector_collection] = found
+
+
+async def _publish_vectors(settings: Settings, vector_store: VectorStore | None, run: _Run) -> None:
+    """The run's item vectors and the catalogue's content vectors into ``vector_store``, or
+    into the store ``settings`` names (opened and closed here)."""
     store = vector_store or create_vector_store(settings)
     try:
-        await _upsert_vectors(store, str(tenant_id), vectors, data, full.item_ids)
-        await _upsert_text_vectors(store, str(tenant_id), data.items)
+        await _upsert_vectors(store, run.tenant, run.vectors, run.data, run.full.item_ids)
+        await _upsert_text_vectors(store, run.tenant, run.data.items)
     finally:
         if vector_store is None:
             await store.close()
-    await _announce(settings, str(tenant_id), result)
-    result.duration_seconds = time.perf_counter() - started
-    return result
 
 
 class _OnRay:
