@@ -59,6 +59,7 @@ from storage.bounds import JSON_DEPTH, METADATA_BYTES, json_depth
 from storage.db import Database
 from storage.errors import InvalidData, StorageError
 from storage.models import RATING_MAX, RATING_MIN, Item
+from storage.repositories._common import chunks
 from storage.repositories.interactions import MAX_TYPE_LENGTH
 
 T = TypeVar("T")
@@ -166,17 +167,6 @@ def file_format(path: Path) -> str:
     if found is None:
         raise ImportFileError(f"{path.name}: unknown format (use {', '.join(sorted(FORMATS))})")
     return found
-
-
-def _batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _csv_records(
@@ -503,7 +493,7 @@ class _Source:
             except (NotUtf8, ArrowInvalid) as error:
                 raise ImportFileError(f"{self.path.name}: {error}") from error
             return
-        for batch in _batches(reader(self.path, set(by_column), required, bad), BATCH_ROWS):
+        for batch in chunks(reader(self.path, set(by_column), required, bad), BATCH_ROWS):
             parsed = []
             for line, values in batch:
                 fields = {by_column[column]: value for column, value in values.items()}
