@@ -7,13 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn, TextIO
 
 from storage.settings import Settings
 
@@ -45,35 +47,148 @@ def serve_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_serve(settings: Settings, config: Path = SERVE_CONFIG) -> subprocess.Popen[bytes]:
+def start_serve(settings: Settings, config: Path = SERVE_CONFIG) -> ServeRun:
     serve = Path(sys.executable).with_name("serve")
     command = [str(serve), "run", str(config)]
-    return subprocess.Popen(command, env=serve_environment(settings), cwd=ROOT)
+    return ServeRun(command, env=serve_environment(settings), cwd=ROOT)
 
 
-def _exit_on_sigterm(*_: object) -> NoReturn:
-    raise SystemExit(128 + signal.SIGTERM)
+class ServeRun(subprocess.Popen[bytes]):
+    """``serve run`` in a session of its own, its output relayed to ours until :meth:`mute`.
+
+    The terminal's Ctrl-C signals its whole foreground process group: sharing ours, ``serve
+    run`` and the Ray it starts would each get it and shut down at once, printing their
+    tracebacks, while this process stopped them again. In their own session only the
+    supervising process gets it and stops them in order (:func:`stop`)."""
+
+    def __init__(self, command: list[str], *, env: dict[str, str], cwd: Path) -> None:
+        super().__init__(
+            command,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._muted = threading.Event()
+        # What it says once muted: shown only if it has to be killed.
+        self.muted_output: deque[bytes] = deque(maxlen=50)
+        assert self.stdout is not None and self.stderr is not None
+        self._relays = [
+            threading.Thread(target=self._relay, args=(self.stdout, sys.stdout), daemon=True),
+            threading.Thread(target=self._relay, args=(self.stderr, sys.stderr), daemon=True),
+        ]
+        for relay in self._relays:
+            relay.start()
+
+    def mute(self) -> None:
+        """Keep its output from now on (its shutdown's log lines) instead of relaying it."""
+        self._muted.set()
+
+    def join_output(self, timeout_s: float = 5.0) -> None:
+        for relay in self._relays:
+            relay.join(timeout_s)
+
+    def _relay(self, source: IO[bytes], target: TextIO) -> None:
+        binary = getattr(target, "buffer", None)  # bytes as they come, progress bars included
+        while chunk := os.read(source.fileno(), 65536):
+            if self._muted.is_set():
+                self.muted_output.append(chunk)
+                continue
+            try:
+                target.flush()
+                if binary is None:
+                    target.write(chunk.decode(errors="replace"))
+                else:
+                    binary.write(chunk)
+                    binary.flush()
+            except (OSError, ValueError):  # the terminal is gone; keep draining the pipe
+                self._muted.set()
+
+
+class Terminated(SystemExit):
+    """This process got SIGTERM or SIGHUP (a supervisor's stop, its terminal closing)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _exit_on_signal(signum: int, _frame: object) -> NoReturn:
+    raise Terminated(signum)
 
 
 @contextmanager
 def stopping_with_this_process(
     process: subprocess.Popen[bytes], timeout_s: float = 60.0
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``process`` ends when this block does, however it ends: a supervisor's SIGTERM too, on
-    which Python would otherwise exit at once and leave ``serve run`` (and the Ray it started)
-    running. Ctrl-C reaches both already (the terminal signals the whole process group)."""
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    """``process`` ends when this block does, however it ends: Ctrl-C's KeyboardInterrupt, a
+    supervisor's SIGTERM or the terminal's SIGHUP too, on which Python would otherwise exit at
+    once and leave ``serve run`` (and the Ray it started) running, see :func:`stop`."""
+    previous = {
+        signum: signal.signal(signum, _exit_on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield process
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if process.poll() is None:
-            process.terminate()  # `serve run` shuts Serve and its Ray down on SIGTERM
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        stop(process, timeout_s)
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 60.0, grace_s: float = 10.0) -> None:
+    """Stop ``process`` quietly: SIGINT, on which ``serve run`` shuts Serve and then its Ray
+    down (SIGTERM makes Ray print a stack dump); if it has not ended in ``timeout_s``, SIGTERM
+    and then SIGKILL, to its process group when it leads one (its Ray's head processes).
+    Another Ctrl-C meanwhile kills it at once. Its shutdown's output is kept back unless it
+    hung."""
+    relayed = process if isinstance(process, ServeRun) else None
+    if process.poll() is not None:  # it ended by itself: what it said last is shown whole
+        if relayed:
+            relayed.join_output()
+        return
+    if relayed:
+        relayed.mute()
+    forced = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: forced.set())
+    try:
+        process.send_signal(signal.SIGINT)
+        if _wait(process, timeout_s, forced):
+            return
+        _signal_group(process, signal.SIGTERM)
+        if not _wait(process, grace_s, forced):
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        if forced.is_set():
+            print("serve run killed on a second Ctrl-C", file=sys.stderr)
+            return
+        if relayed:  # what it said meanwhile may tell why it hung
+            relayed.join_output()
+            sys.stderr.write(b"".join(relayed.muted_output).decode(errors="replace"))
+        print(f"serve run did not stop on SIGINT: killed after {timeout_s:.0f}s", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait(process: subprocess.Popen[bytes], timeout_s: float, forced: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not forced.is_set() and time.monotonic() < deadline:
+        try:
+            process.wait(timeout=0.2)
+            return True
+        except subprocess.TimeoutExpired:
+            pass
+    return process.poll() is not None
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+    except ProcessLookupError:
+        pass
 
 
 def wait_until_ready(

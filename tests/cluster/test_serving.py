@@ -1,13 +1,20 @@
-"""`recserve serve` and `recserve demo` take `serve run` down with them, SIGTERM included."""
+"""`recserve serve` and `recserve demo` take `serve run` down with them: on Ctrl-C quietly and
+with status 0, on a supervisor's SIGTERM too."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import pytest
+
+from cluster.serving import ServeRun, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 # Stands in for `recserve serve`: a child that would run for minutes, held by the context.
@@ -48,3 +55,200 @@ def test_a_sigterm_to_the_cli_stops_its_serve_process() -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+# Stands in for `serve run`, as far as signals go: it starts a child in its process group (Ray's
+# head processes), shuts down on KeyboardInterrupt with a log line, and answers SIGTERM with the
+# stack dump Ray's failure-signal handler prints. Its pids go to $STAND_IN_PIDS once it serves.
+STAND_IN = """#!{python}
+import os, signal, subprocess, sys, time
+from pathlib import Path
+
+ray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+
+def dump(*_):
+    print("*** SIGTERM received at time=0 on cpu 0 ***", flush=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+signal.signal(signal.SIGTERM, dump)
+if os.environ.get("STAND_IN_HANGS"):  # a shutdown that never ends; the SIGINT is noted
+    signal.signal(signal.SIGINT, lambda *_: Path(os.environ["STAND_IN_PIDS"] + ".sigint").touch())
+print("stand-in serve run: serving", flush=True)
+pids = Path(os.environ["STAND_IN_PIDS"])
+pids.with_suffix(".new").write_text(f"{{os.getpid()}} {{ray.pid}}")
+pids.with_suffix(".new").rename(pids)
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print("INFO scripts.py:591 -- Got KeyboardInterrupt, shutting down...", flush=True)
+    time.sleep(0.5)
+    ray.terminate()
+    ray.wait()
+    sys.exit()
+"""
+# `recserve serve` itself; start_serve finds `serve` beside the interpreter: the stand-in.
+CLI = """
+import sys
+sys.executable = sys.argv[1]
+from cluster.cli import app
+app(["serve"], prog_name="recserve")
+"""
+
+
+def _stand_in(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The command running `recserve serve` around the stand-in, and its environment."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    serve = bin_dir / "serve"
+    serve.write_text(STAND_IN.format(python=sys.executable))
+    serve.chmod(0o755)
+    cli = tmp_path / "recserve_serve.py"
+    cli.write_text(CLI)
+    env = dict(os.environ)
+    env["RECSERVE_DATA_DIR"] = str(tmp_path / "data")
+    env["STAND_IN_PIDS"] = str(tmp_path / "pids")
+    return [sys.executable, str(cli), str(bin_dir / "python")], env
+
+
+def _wait_for_pids(path: Path, process: subprocess.Popen) -> list[int]:
+    deadline = time.monotonic() + 60
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), "the stand-in never served"
+    return [int(pid) for pid in path.read_text().split()]
+
+
+def _left_alive(pids: list[int]) -> list[int]:
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def _signal_when_serving(
+    command: list[str], env: dict[str, str], *, group: bool = True, signum: int = signal.SIGINT
+) -> tuple[int, str, list[int]]:
+    """Run ``command`` as a terminal's foreground job; once `serve run` serves, press Ctrl-C
+    (SIGINT to the whole process group), or send ``signum`` to the command only (``group``
+    false: a supervisor). Its exit status, its output and the stand-in's pids still alive."""
+    job = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    pids: list[int] = []
+    try:
+        pids = _wait_for_pids(Path(env["STAND_IN_PIDS"]), job)
+        if group:
+            os.killpg(job.pid, signum)
+        else:
+            job.send_signal(signum)
+        output, _ = job.communicate(timeout=60)
+        return job.returncode, output, _left_alive(pids)
+    finally:
+        for pid in [job.pid, *pids]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _assert_stopped_quietly(output: str) -> None:
+    assert "stand-in serve run: serving" in output  # its output reaches the terminal meanwhile
+    assert output.count("stopped") == 1 and "recserve stopped" in output, output
+    for noise in ("Traceback", "KeyboardInterrupt", "SIGTERM", "Aborted"):
+        assert noise not in output, output
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_recserve_serve_quietly_with_status_0(tmp_path: Path) -> None:
+    command, env = _stand_in(tmp_path)
+    code, output, left = _signal_when_serving(command, env)
+    assert code == 0, output
+    _assert_stopped_quietly(output)
+    assert not left, "serve run or its Ray outlived the CLI"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_ctrl_c_on_make_reports_no_error(tmp_path: Path) -> None:
+    """``make demo``'s shape: make waits for its recipe, which must not fail on Ctrl-C
+    (make prints "Error 130" when it does). make itself ends by the SIGINT it got too."""
+    command, env = _stand_in(tmp_path)
+    makefile = tmp_path / "Makefile"
+    makefile.write_text("serve:\n\t" + " ".join(command) + "\n")
+    code, output, left = _signal_when_serving(["make", "-f", str(makefile)], env)
+    assert code in (0, -signal.SIGINT), output
+    assert "make: ***" not in output, output
+    _assert_stopped_quietly(output)
+    assert not left, "serve run or its Ray outlived the CLI"
+
+
+@pytest.mark.slow
+def test_a_supervisors_sigterm_to_recserve_serve_stops_it_quietly(tmp_path: Path) -> None:
+    command, env = _stand_in(tmp_path)
+    code, output, left = _signal_when_serving(command, env, group=False, signum=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, output
+    _assert_stopped_quietly(output)
+    assert not left, "serve run or its Ray outlived the CLI"
+
+
+def test_a_serve_run_that_ignores_sigint_is_killed_with_its_group(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _, env = _stand_in(tmp_path)
+    env["STAND_IN_HANGS"] = "1"
+    process = ServeRun([str(tmp_path / "bin" / "serve")], env=env, cwd=ROOT)
+    pids: list[int] = []
+    try:
+        pids = _wait_for_pids(Path(env["STAND_IN_PIDS"]), process)
+        started = time.monotonic()
+        stop(process, timeout_s=1, grace_s=5)
+        assert time.monotonic() - started < 5
+        assert process.returncode == -signal.SIGTERM
+        assert not _left_alive(pids), "its process group outlived it"
+        err = capfd.readouterr().err
+        assert "did not stop on SIGINT: killed after 1s" in err
+        assert "SIGTERM received" in err  # what it said meanwhile is shown, to tell why
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_second_ctrl_c_kills_a_hanging_serve_run_at_once(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _, env = _stand_in(tmp_path)
+    env["STAND_IN_HANGS"] = "1"
+    process = ServeRun([str(tmp_path / "bin" / "serve")], env=env, cwd=ROOT)
+    pids: list[int] = []
+
+    def press_ctrl_c_again() -> None:  # once stop() has sent its SIGINT, so handles ours
+        noted = Path(env["STAND_IN_PIDS"] + ".sigint")
+        deadline = time.monotonic() + 20
+        while not noted.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if noted.exists():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        pids = _wait_for_pids(Path(env["STAND_IN_PIDS"]), process)
+        presser = threading.Thread(target=press_ctrl_c_again)
+        presser.start()
+        started = time.monotonic()
+        stop(process, timeout_s=30, grace_s=30)
+        presser.join()
+        assert time.monotonic() - started < 10
+        assert process.returncode == -signal.SIGKILL
+        assert not _left_alive(pids), "its process group outlived it"
+        err = capfd.readouterr().err
+        assert "serve run killed on a second Ctrl-C" in err and "SIGTERM received" not in err
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
