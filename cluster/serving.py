@@ -40,6 +40,10 @@ def serve_environment(settings: Settings) -> dict[str, str]:
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Serve's throughput mode (gRPC between replicas) won in benchmarks/serve.py: on by default.
     env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # Which brings direct ingress, whose replicas stay open 30 s when stopped so that a load
+    # balancer can deregister them. `serve run` here has none to wait for: without this, Ctrl-C
+    # took 35 s, nearly all of it the ingress replicas' drain.
+    env.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     # Serve's HTTP server (uvicorn) would otherwise believe X-Forwarded-For from any local
     # peer and hand the app a client-chosen address; the app reads that header itself, from
     # RECSERVE_TRUSTED_PROXIES only (graph_api.clients).
