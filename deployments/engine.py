@@ -66,7 +66,7 @@ class Engine:
         self._source = resolve_source(source, self._settings)
         self._config = ServingOptions()
         self._memory = self._new_memory(self._config)
-        self._build_model_cache(self._config.max_models_per_replica)
+        self._build_multiplexer(self._config.max_models_per_replica)
         if config is not None:
             self.reconfigure(config)
 
@@ -78,13 +78,13 @@ class Engine:
     def reconfigure(self, config: dict[str, Any]) -> None:
         new = self._config.updated(config)
         if new.max_models_per_replica != self._config.max_models_per_replica:
-            # The multiplex cap is fixed per wrapper; a new cap starts a fresh model cache.
-            self._build_model_cache(new.max_models_per_replica)
+            # The multiplex cap is fixed per wrapper; a new cap starts a fresh multiplexer.
+            self._build_multiplexer(new.max_models_per_replica)
         self._memory.max_models = new.max_models_per_replica
         self._memory.max_bytes = self._new_memory(new).max_bytes
         self._config = new
 
-    def _build_model_cache(self, max_models: int) -> None:
+    def _build_multiplexer(self, max_models: int) -> None:
         # Serve's multiplexer routes requests to replicas holding a model id and caps ids by
         # count; the models themselves live in ``self._memory``, which also caps their bytes.
         # An id the multiplexer still lists but memory evicted is simply loaded again.

@@ -46,7 +46,7 @@ async def test_first_answer_skips_empty_and_broken_engines() -> None:
     assert (name, answer, failed) == ("als", [("z", 0.5)], ["item_knn"])
 
 
-async def test_handle_recommender_passes_the_dataclasses_through() -> None:
+async def test_the_serve_handle_service_passes_the_dataclasses_through() -> None:
     response = RecommendationResponse(
         items=[ScoredItem("a", 1.0, {"ease": 1.0})],
         algorithm="hybrid",
@@ -63,7 +63,7 @@ async def test_handle_recommender_passes_the_dataclasses_through() -> None:
             "train": job,
         }
     )
-    adapter = ServeHandleService(handle, catalog_for(["ease", "als"]))  # type: ignore[arg-type]
+    adapter = ServeHandleService(handle, catalog_for(["ease", "als"]), max_batch=32)  # type: ignore[arg-type]
     assert isinstance(adapter, RecommendationService)
     assert adapter.catalog.knows("matrix_factorization") and not adapter.catalog.knows("svd")
     request = RecommendationRequest("t", "u", k=3, categories=("x",), history=("h",))

@@ -126,7 +126,9 @@ def test_the_combiner_answers_similarity_itself_with_the_replicas_numbers(
         handle = EngineHandle(knn)
         versions = VersionCache(source, ttl_seconds=2.0)
         near = NearModels(source, max_bytes=64 * 2**20)
-        engines = ServeEngines({"item_knn": handle}, versions, BlendCache(source, versions), near)
+        engines = ServeEngines(
+            {"item_knn": handle}, versions, BlendCache(source, versions), near, max_batch=32
+        )
         items = tuple(f"i{j}" for j in (0, 3, 7, 21, 25))
         query = SimilarityQuery(items, (*items, "i1", "unknown"))
 
