@@ -1,8 +1,8 @@
 """The combiner deployment: ``recommend.step.RecommendationStep`` over Serve handles.
 
-All of the recommendation step lives in ``plan``; this shell resolves model versions (cached
-briefly, dropped at once when a promotion is announced), turns an engine call into a call on
-that engine's handle with the tenant's multiplexed model id, and runs training jobs: those
+All of the recommendation step lives in ``recommend.step``; this shell resolves model versions
+(cached briefly, dropped at once when a promotion is announced), turns an engine call into a
+call on that engine's handle with the tenant's multiplexed model id, and runs training jobs: those
 asked for (``trainModel``) and those its retraining scheduler starts (one leader among the
 replicas, ``jobs.scheduler``), all recorded in the database (``jobs.ledger``).
 Requests, queries and answers cross the handles as the dataclasses they are.
@@ -54,7 +54,7 @@ LOCAL_METHODS = frozenset({"similarity"})
 
 
 class ServeEngines:
-    """``plan.Engines`` over the engine deployments' handles."""
+    """``recommend.step.Engines`` over the engine deployments' handles."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Recommendation resolvers' logic: validate, cache, ask the Recommender, filter, hydrate.
+"""Recommendation resolvers' logic: validate, cache, ask the RecommendationService, filter, hydrate.
 
 Results are cached per (tenant, user, options) under ``rec:{tenant}:recs:{user}:{fingerprint}``,
 stamped with the model epoch (see ``graph_api.result_cache``), so a new
