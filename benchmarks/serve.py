@@ -7,6 +7,8 @@ promoted models from a fresh child process, configured as ``serve_config.yaml`` 
 - ``single``: uvicorn running ``create_app`` over ``recommend.inprocess.InProcessService``;
 - ``serve``: the full Serve app (GraphQL ingress, combiner, engines) on a fresh local Ray;
 - ``serve-tput``: the same with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (set before Ray starts);
+- ``serve-tput-redis``, ``serve-haproxy-redis``: with a local ``redis-server`` the replicas
+  share, as ``recserve serve`` runs when no ``RECSERVE_REDIS_URL`` is configured;
 - ``serve-haproxy``: also ``RAY_SERVE_ENABLE_HA_PROXY=1`` (needs ``haproxy``; opt-in, because
   Ray then binds replica ports on every interface, not only 127.0.0.1).
 
@@ -47,23 +49,32 @@ import yaml
 
 from benchmarks.profiling import Profile, Profiler
 from benchmarks.serve_load import IDLE, measure, prepare_tenant, process_rss
+from cluster.local_redis import LocalRedis
 
 ENGINES = ["popularity", "item_knn", "ease", "als", "content"]
 FRONT_REPLICAS = "BENCH_SERVE_FRONT_REPLICAS"
 INGRESS_REPLICAS = "BENCH_SERVE_INGRESS_REPLICAS"
 ARGS = "BENCH_SERVE_ARGS"  # JSON: fields of AppArgs a variant changes
+LOCAL_REDIS = "BENCH_SERVE_LOCAL_REDIS"  # the variant's replicas share a local redis-server
 ALGORITHMS = ("hybrid", "ease")
 SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 VARIANT_ENV: dict[str, dict[str, str]] = {
     "single": {},
     "serve": {},
     "serve-tput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    # what `recserve serve` runs without RECSERVE_REDIS_URL: a local Redis the replicas share
+    "serve-tput-redis": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", LOCAL_REDIS: "1"},
     # throughput mode, but Ray's proxy calls the ingress as a deployment (no direct ingress)
     "serve-tput-proxied": {
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     },
     "serve-haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "serve-haproxy-redis": {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        LOCAL_REDIS: "1",
+    },
     # two replicas of the ingress and of the combiner (the two Python hops every request takes)
     "serve-tput-2x": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", FRONT_REPLICAS: "2"},
     # Serve's background work less often: cached request metrics exported every second (not
@@ -192,6 +203,9 @@ def run_variant(
 ) -> dict:
     """One child process serving every tenant: ``{tenant: phases}`` and the RSS after them."""
     port = _free_port()
+    redis = LocalRedis().start() if VARIANT_ENV[variant].get(LOCAL_REDIS) else None
+    if redis is not None:
+        env = {**env, "RECSERVE_REDIS_URL": redis.url}
     process = _start(variant, port, env)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -213,9 +227,13 @@ def run_variant(
                 )
             )
         found["rss_mib"] = process_rss(process.pid)
+        if redis is not None and redis.pid is not None:
+            found["rss_mib"]["redis-server"] = sum(process_rss(redis.pid).values())
         return found
     finally:
         _stop(process)
+        if redis is not None:
+            redis.stop()
 
 
 def _profiler(args: Any, pid: int, label: str) -> Profiler | None:

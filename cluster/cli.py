@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster import operations as ops
+from cluster.local_redis import LocalRedisError, shared_cache_url
 from cluster.manifests import ROOT
 from cluster.manifests import main as generate_manifests
 from cluster.models_cli import models_app, retrain_due_command
@@ -398,13 +399,27 @@ def stopping_on_request() -> Iterator[None]:
 
 @app.command()
 def serve(config: Path = Path("serve_config.yaml")) -> None:
-    """Run the Serve application (``serve run serve_config.yaml``) until interrupted."""
-    with (
-        stopping_on_request(),
-        stopping_with_this_process(start_serve(get_settings(), config.resolve())) as process,
-    ):
-        code = process.wait()
+    """Run the Serve application (``serve run serve_config.yaml``) until interrupted.
+
+    Without ``RECSERVE_REDIS_URL`` a local ``redis-server`` is started for the app's replicas
+    to share (``cluster.local_redis``), and stopped after it."""
+    settings = get_settings()
+    with stopping_on_request(), shared_cache(settings) as cache_url:
+        started = start_serve(settings, config.resolve(), cache_url=cache_url)
+        with stopping_with_this_process(started) as process:
+            code = process.wait()
     raise typer.Exit(code)
+
+
+@contextmanager
+def shared_cache(settings: Settings) -> Iterator[str]:
+    """The Redis the Serve app's replicas share: the configured one, or a local one."""
+    try:
+        with shared_cache_url(settings.redis_url) as url:
+            yield url
+    except LocalRedisError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
 
 
 @app.command()
@@ -474,7 +489,10 @@ def demo(
         admin = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_ADMIN, admin=True))
         shopper = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_SHOPPER))
         base = f"http://127.0.0.1:{port}"
-        with stopping_with_this_process(start_serve(settings)) as process:
+        with (
+            shared_cache(settings) as cache_url,
+            stopping_with_this_process(start_serve(settings, cache_url=cache_url)) as process,
+        ):
             console.print("starting Ray Serve (about half a minute)...")
             wait_until_ready(base, process=process)
             answer = graphql(base, EXAMPLE_QUERY, token=shopper.access_token)

@@ -31,11 +31,15 @@ EXAMPLE_QUERY = """query Example {
 }"""
 
 
-def serve_environment(settings: Settings) -> dict[str, str]:
+def serve_environment(settings: Settings, cache_url: str | None = None) -> dict[str, str]:
     """The environment for ``serve run``: replicas run elsewhere than this shell's directory,
-    so the data dir goes as an absolute path; Ray's token auth is off unless asked for."""
+    so the data dir goes as an absolute path; ``cache_url`` is the Redis every replica shares
+    (``cluster.local_redis`` when none is configured); Ray's token auth is off unless asked
+    for."""
     env = dict(os.environ)
     env["RECSERVE_DATA_DIR"] = str(settings.data_dir.resolve())
+    if cache_url:
+        env["RECSERVE_REDIS_URL"] = cache_url
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Serve's throughput mode (gRPC between replicas) won in benchmarks/serve.py: on by default.
@@ -51,10 +55,12 @@ def serve_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_serve(settings: Settings, config: Path = SERVE_CONFIG) -> ServeRun:
+def start_serve(
+    settings: Settings, config: Path = SERVE_CONFIG, *, cache_url: str | None = None
+) -> ServeRun:
     serve = Path(sys.executable).with_name("serve")
     command = [str(serve), "run", str(config)]
-    return ServeRun(command, env=serve_environment(settings), cwd=ROOT)
+    return ServeRun(command, env=serve_environment(settings, cache_url), cwd=ROOT)
 
 
 class ServeRun(subprocess.Popen[bytes]):

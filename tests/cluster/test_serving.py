@@ -76,6 +76,7 @@ if os.environ.get("STAND_IN_HANGS"):  # a shutdown that never ends; the SIGINT i
     signal.signal(signal.SIGINT, lambda *_: Path(os.environ["STAND_IN_PIDS"] + ".sigint").touch())
 print("stand-in serve run: serving", flush=True)
 pids = Path(os.environ["STAND_IN_PIDS"])
+pids.with_suffix(".cache").write_text(os.environ.get("RECSERVE_REDIS_URL", ""))
 pids.with_suffix(".new").write_text(f"{{os.getpid()}} {{ray.pid}}")
 pids.with_suffix(".new").rename(pids)
 try:
@@ -167,10 +168,24 @@ def _assert_stopped_quietly(output: str) -> None:
 @pytest.mark.slow
 def test_ctrl_c_stops_recserve_serve_quietly_with_status_0(tmp_path: Path) -> None:
     command, env = _stand_in(tmp_path)
+    env.pop("RECSERVE_REDIS_URL", None)
     code, output, left = _signal_when_serving(command, env)
     assert code == 0, output
     _assert_stopped_quietly(output)
     assert not left, "serve run or its Ray outlived the CLI"
+    # No Redis configured: serve run was given the local one, which is gone with it.
+    url = (tmp_path / "pids.cache").read_text()
+    assert url.startswith("unix://") and url.endswith("redis.sock"), url
+    assert not Path(url.removeprefix("unix://")).parent.exists(), "the local Redis outlived it"
+
+
+@pytest.mark.slow
+def test_a_configured_redis_is_the_one_serve_run_gets(tmp_path: Path) -> None:
+    command, env = _stand_in(tmp_path)
+    env["RECSERVE_REDIS_URL"] = "redis://cache.example:6379/3"
+    code, output, _ = _signal_when_serving(command, env)
+    assert code == 0, output
+    assert (tmp_path / "pids.cache").read_text() == "redis://cache.example:6379/3"
 
 
 @pytest.mark.slow
