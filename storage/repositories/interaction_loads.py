@@ -227,6 +227,18 @@ _REPEATED_SQL = """
 """
 
 
+# The rows of ``source`` whose event (user, time, item, type) ``target`` lacks, into ``target``:
+# both are one tenant's and ``target`` is indexed on (tenant, user, created_at).
+_MOVE_MISSING_SQL = """
+    INSERT INTO "{target}" SELECT * FROM "{source}" AS s WHERE NOT EXISTS (
+        SELECT 1 FROM "{target}" AS t
+        WHERE t.tenant_id = s.tenant_id AND t.user_id = s.user_id
+          AND t.created_at = s.created_at AND t.item_id = s.item_id
+          AND t.interaction_type = s.interaction_type
+    )
+"""
+
+
 async def _index_statements(connection: AsyncConnection, table: str) -> tuple[list[str], list[str]]:
     """What gives ``table`` the indexes and keys of ``interactions``' partitions, read from the
     catalogue, so that ATTACH adopts them instead of building its own: index builds (which
@@ -283,9 +295,11 @@ async def _swap(database: Database, load: InteractionLoad) -> int:
                 await connection.exec_driver_sql(
                     f'ALTER TABLE interactions DETACH PARTITION "{load.partition}"'
                 )
-                # Events recorded into the tenant while the load ran.
+                # Events recorded into the tenant while the load ran, but not those the load
+                # carries too (a second import of the same file meanwhile took the normal
+                # step): each event once.
                 await connection.exec_driver_sql(
-                    f'INSERT INTO "{load.table}" SELECT * FROM "{load.partition}"'
+                    _MOVE_MISSING_SQL.format(target=load.table, source=load.partition)
                 )
                 await connection.exec_driver_sql(f'DROP TABLE "{load.partition}"')
                 await connection.exec_driver_sql(
@@ -310,9 +324,13 @@ async def _swap(database: Database, load: InteractionLoad) -> int:
     # Readers never let go: copy the rows in instead (row by row index upkeep, no table lock).
     async with database.engine.begin() as connection:
         removed = await _drop_orphans(connection, load)
-        await connection.exec_driver_sql(f'INSERT INTO interactions SELECT * FROM "{load.table}"')
+        loaded = await connection.scalar(text(f'SELECT count(*) FROM "{load.table}"'))
+        moved = await connection.exec_driver_sql(
+            _MOVE_MISSING_SQL.format(target=load.partition, source=load.table)
+        )
         await connection.exec_driver_sql(f'DROP TABLE "{load.table}"')
-    return removed
+    # the events another import wrote meanwhile are the partition's already
+    return removed + int(loaded or 0) - moved.rowcount
 
 
 async def _drop_orphans(connection: AsyncConnection, load: InteractionLoad) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from ingest.writer import ingest_stream
 from storage import repositories as repo
 from storage.db import Database
 from storage.repositories import interaction_loads
+from storage.repositories.interaction_batch import InteractionBatch
 from tests.storage.sql_support import make_item, make_tenant, make_user, migrated_database
 from training.data import EventColumns
 from training.datasets.synthetic import StreamSpec, stream_events, stream_items
@@ -263,3 +265,57 @@ async def test_a_csv_import_into_a_new_tenant_loads_in_bulk(
     )
     assert (report.interactions, report.duplicates, report.bad_count) == (10, 3, 0)
     assert await _count(database, tenant_id) == 10
+
+
+async def _events(database: Database, tenant_id: uuid.UUID, count: int) -> InteractionBatch:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    async with database.session() as session:
+        tenant = await repo.get_tenant(session=session, tenant_id=tenant_id)
+        users = [await make_user(session, tenant) for _ in range(3)]
+        items = [await make_item(session, tenant) for _ in range(4)]
+    rows = [
+        {
+            "user_id": users[n % 3].id,
+            "item_id": items[n % 4].id,
+            "interaction_type": "view",
+            "created_at": start + timedelta(minutes=n),
+        }
+        for n in range(count)
+    ]
+    return InteractionBatch.from_rows(rows)
+
+
+@pytest.mark.parametrize("swap", ["swapped", "copied"])
+async def test_an_import_meanwhile_of_the_same_events_stores_each_once(
+    database: Database, always_load: None, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    """A second import of the same file while the first one's load runs takes the normal
+    step (the load holds the tenant's lock); when the load lands, each event is there once,
+    whether its side table is swapped in or, with readers in the way, copied."""
+    tenant_id = await _tenant(database)
+    batch = await _events(database, tenant_id, 60)
+    load = await interaction_loads.begin_interaction_load(database, tenant_id, len(batch))
+    assert load is not None
+    async with database.session() as session:
+        await repo.import_interaction_batch(
+            session=session, tenant_id=tenant_id, batch=batch, load=load
+        )
+    # the same events again, meanwhile: no second load for the tenant, the normal step
+    assert await interaction_loads.begin_interaction_load(database, tenant_id, 60) is None
+    async with database.session() as session:
+        written = await repo.import_interaction_batch(
+            session=session, tenant_id=tenant_id, batch=batch
+        )
+    assert written.all() and await _count(database, tenant_id) == 60
+    if swap == "copied":
+        monkeypatch.setattr(interaction_loads, "SWAP_WAIT", "200ms")
+        monkeypatch.setattr(interaction_loads, "SWAP_ATTEMPTS", 1)
+        async with database.engine.connect() as reader:
+            await reader.execute(text("SELECT count(*) FROM interactions"))  # holds its lock
+            removed = await interaction_loads.finish_interaction_load(database, load)
+            await reader.rollback()
+        assert removed == 60  # every loaded event was the partition's already
+    else:
+        await interaction_loads.finish_interaction_load(database, load)
+    assert await _count(database, tenant_id) == 60
+    assert not await _scalar(database, f"SELECT to_regclass('interaction_load_{tenant_id.hex}')")
