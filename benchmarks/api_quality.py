@@ -474,7 +474,7 @@ def run(options: Options) -> dict[str, Any]:
             "tenant_blend": trained.blend,
             "serve_args": {
                 "engines": args.engines,
-                "hybrid": args.hybrid,
+                "hybrid": args.hybrid.model_dump(mode="json"),
                 "engine_timeout_s": args.engine_timeout_s,
             },
             "api": {},
