@@ -34,6 +34,7 @@ from graph_api.schema import printed_sdl
 from storage.artifacts import create_artifact_store
 from storage.errors import StorageError
 from storage.models import TenantTier
+from storage.rating_scale import RatingScale
 from storage.settings import Settings, get_settings
 
 app = typer.Typer(help="Recserve: multi-tenant recommendations on Ray Serve.", no_args_is_help=True)
@@ -61,6 +62,13 @@ RegistrationOption = Annotated[
         help="Who may sign up with the register mutation: open, invite (an admin's "
         "createInvite token) or closed (nobody; users come from `recserve token`)",
     ),
+]
+RATING_SCALE_HELP = (
+    "low:high (e.g. 0:10, 1:100), thumbs (0 down, 1 up) or stars (0.5:5, the default)"
+)
+RatingScaleOption = Annotated[
+    str | None,
+    typer.Option(help=f"The tenant's rating scale: {RATING_SCALE_HELP}; becomes the tenant's"),
 ]
 SCHEMA_FILE = ROOT / "schema.graphql"
 DEMO_DOMAIN = "demo.recserve"
@@ -112,16 +120,54 @@ def tenant_create(
     name: Annotated[str | None, typer.Option(help="Display name (defaults to the domain)")] = None,
     tier: TierOption = "basic",
     registration: RegistrationOption = "closed",
+    rating_scale: RatingScaleOption = None,
 ) -> None:
     """Create a tenant and print its id (its first admin: ``recserve token --admin``)."""
     _check_tier(tier)
     _check_registration(registration)
     tenant = run(
         ops.create_tenant(
-            get_settings(), domain=domain, name=name, tier=tier, registration=registration
+            get_settings(),
+            domain=domain,
+            name=name,
+            tier=tier,
+            registration=registration,
+            rating_scale=rating_scale,
         )
     )
     print(tenant.id)
+
+
+@tenant_app.command("set-rating-scale")
+def tenant_set_rating_scale(
+    tenant: TenantOption,
+    scale: Annotated[str, typer.Argument(help=RATING_SCALE_HELP)],
+) -> None:
+    """The scale the tenant's ratings arrive on (imports, rateItem) and are shown on. Stored
+    ratings keep their meaning: 5 stars read as 10 on 0:10."""
+    found = run(ops.set_rating_scale(get_settings(), domain=tenant, scale=scale))
+    console.print(f"{found.domain}: ratings on {RatingScale.of_tenant(found.settings)}")
+
+
+@tenant_app.command("show")
+def tenant_show(tenant: TenantOption) -> None:
+    """The tenant's id, tier, registration, state and rating scale."""
+
+    async def find() -> Any:
+        database = await ops.open_database(get_settings())
+        try:
+            return await ops.tenant_by_domain(database, tenant)
+        finally:
+            await database.dispose()
+
+    found = run(find())
+    print(f"id            {found.id}")
+    print(f"domain        {found.domain}")
+    print(f"name          {found.name}")
+    print(f"tier          {found.tier}")
+    print(f"registration  {found.registration}")
+    print(f"active        {'yes' if found.is_active else 'no'}")
+    print(f"rating scale  {RatingScale.of_tenant(found.settings)}")
 
 
 def _check_tier(tier: str) -> None:
@@ -221,7 +267,10 @@ def ingest_file(
     items: Annotated[Path | None, _data_file("Items: .csv, .jsonl or .parquet")] = None,
     interactions: Annotated[Path | None, _data_file("Interactions (events)")] = None,
     users: Annotated[Path | None, _data_file("Users (optional: events create theirs)")] = None,
-    ratings: Annotated[Path | None, _data_file("Ratings, 0.5 to 5")] = None,
+    ratings: Annotated[
+        Path | None, _data_file("Ratings, on the tenant's rating scale (default 0.5 to 5)")
+    ] = None,
+    rating_scale: RatingScaleOption = None,
     map_: Annotated[list[str] | None, typer.Option("--map", help=MAPPING_HELP)] = None,
     strict: Annotated[
         bool, typer.Option(help="Import nothing if any row is bad (checked first)")
@@ -246,6 +295,7 @@ def ingest_file(
                 mapping=map_,
                 strict=strict,
                 progress=report,
+                rating_scale=rating_scale,
             )
         )
     for bad in result.bad_rows:

@@ -16,6 +16,8 @@ from storage.cache import create_cache
 from storage.db import Database, migrate
 from storage.errors import NotFound
 from storage.models import Registration, Tenant, TenantTier, User, UserRole
+from storage.rating_scale import SETTING as RATING_SCALE_SETTING
+from storage.rating_scale import RatingScale
 from storage.settings import Settings
 from training.datasets import generate_catalogue, load_movielens
 from training.datasets.synthetic import StreamSpec, stream_event_columns, stream_items
@@ -44,7 +46,9 @@ async def create_tenant(
     name: str | None = None,
     tier: str = "basic",
     registration: str = "closed",
+    rating_scale: str | None = None,
 ) -> Tenant:
+    scale = RatingScale.parse(rating_scale) if rating_scale is not None else None
     database = await open_database(settings)
     try:
         async with database.session() as session:
@@ -54,6 +58,7 @@ async def create_tenant(
                 domain=domain,
                 tier=TenantTier(tier),
                 registration=Registration(registration),
+                settings={RATING_SCALE_SETTING: scale.name} if scale is not None else None,
             )
     finally:
         await database.dispose()
@@ -110,6 +115,20 @@ async def set_tier(settings: Settings, *, domain: str, tier: str) -> Tenant:
             tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
             return await repo.set_tenant_tier(
                 session=session, tenant_id=tenant.id, tier=TenantTier(tier)
+            )
+    finally:
+        await database.dispose()
+
+
+async def set_rating_scale(settings: Settings, *, domain: str, scale: str) -> Tenant:
+    """The scale the tenant's ratings arrive on (``0:10``, ``1:100``, ``thumbs``, stars)."""
+    parsed = RatingScale.parse(scale)  # a bad scale fails before the database is opened
+    database = await open_database(settings)
+    try:
+        async with database.session() as session:
+            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+            return await repo.set_tenant_rating_scale(
+                session=session, tenant_id=tenant.id, scale=parsed
             )
     finally:
         await database.dispose()
@@ -213,12 +232,22 @@ async def ingest_files(
     mapping: list[str] | None = None,
     strict: bool = False,
     progress: Progress | None = None,
+    rating_scale: str | None = None,
 ) -> ImportReport:
-    """Import the tenant's own files (``ingest.files``)."""
+    """Import the tenant's own files (``ingest.files``); ``rating_scale`` first becomes the
+    tenant's (its ratings are read on the tenant's scale)."""
     columns = ColumnMap(mapping or ())  # a bad mapping fails before the database is opened
+    scale = RatingScale.parse(rating_scale) if rating_scale is not None else None
     database = await open_database(settings)
     try:
         tenant = await tenant_by_domain(database, domain)
+        if scale is not None:
+            async with database.session() as session:
+                await repo.set_tenant_rating_scale(
+                    session=session, tenant_id=tenant.id, scale=scale
+                )
+        else:
+            scale = RatingScale.of_tenant(tenant.settings)
         return await import_files(
             database,
             tenant.id,
@@ -229,6 +258,7 @@ async def ingest_files(
             columns=columns,
             strict=strict,
             progress=progress,
+            rating_scale=scale,
         )
     finally:
         await database.dispose()

@@ -18,6 +18,7 @@ from graph_api.row_cache import RowCache
 from storage import repositories as repo
 from storage.errors import NotFound
 from storage.models import Interaction, Item, Rating, Tenant, User
+from storage.rating_scale import RatingScale
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -128,13 +129,20 @@ class Loaders:
         by_user = dict(zip(user_ids, lists, strict=True))
         return [by_user[user_id][:limit] for user_id, limit in keys]
 
+    async def rating_scale(self) -> RatingScale:
+        """The tenant's rating scale: ratings are shown, and given, on it."""
+        tenant = await self.tenants.load(self.tenant_id)
+        return RatingScale.of_tenant(tenant.settings if tenant is not None else None)
+
     async def _average_ratings(self, item_ids: list[uuid.UUID]) -> list[float | None]:
+        """Each item's average rating, on the tenant's scale."""
         stats = await self._database.read(
             lambda session: repo.average_ratings(
                 session=session, tenant_id=self.tenant_id, item_ids=item_ids
             )
         )
-        return [entry.average for entry in stats]
+        scale = await self.rating_scale()
+        return [None if e.average is None else scale.shown(e.average) for e in stats]
 
     async def _item_popularity(self, item_ids: list[uuid.UUID]) -> list[repo.ItemPopularity]:
         return await self._database.read(

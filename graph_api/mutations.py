@@ -39,7 +39,8 @@ from graph_api.training import TrainingMutation
 from graph_api.types import Interaction, Item, Rating, TrainingJob, User
 from recommend.types import ItemContent
 from storage.cache.channels import events_channel, items_channel
-from storage.errors import Unavailable
+from storage.errors import InvalidData, Unavailable
+from storage.rating_scale import STAR_SCALE
 from storage.repositories import interaction_import
 from storage.repositories import interactions as interactions_repo
 from storage.repositories import items as items_repo
@@ -56,6 +57,19 @@ FUTURE_SLACK = timedelta(minutes=5)  # clocks differ; an event much later than n
 LEGACY_RATING = "Use rateItem(input: {itemId, rating})."
 ITEM_CREATED, ITEM_UPDATED, ITEM_DELETED = "created", "updated", "deleted"
 logger = logging.getLogger(__name__)
+
+
+async def _stored_rating(ctx: RequestContext, rating: float) -> float:
+    """A rating on the tenant's scale as stored: stars in steps of 0.5 (the default), or any
+    value of the tenant's own scale, mapped onto the stored range."""
+    scale = await ctx.loaders.rating_scale()
+    if scale == STAR_SCALE:
+        return check_rating(rating)
+    bounds.check_number("rating", rating)
+    try:
+        return scale.stored(rating)
+    except InvalidData as error:
+        raise BadUserInput(f"{error}.") from None
 
 
 async def _after_user_write(
@@ -271,7 +285,7 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
     ) -> Rating:
         principal = await info.context.authorize()
         entry = _rating_input(input, item_id, rating)
-        value = check_rating(entry.rating)
+        value = await _stored_rating(info.context, entry.rating)
         rated_at = _utc(entry.rated_at) if entry.rated_at is not None else datetime.now(UTC)
         if rated_at > datetime.now(UTC) + FUTURE_SLACK:
             raise BadUserInput("ratedAt must not be in the future.")

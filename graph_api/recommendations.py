@@ -80,8 +80,8 @@ class RecommendationParams:
             raise BadUserInput(f"strategy must be one of {', '.join(HYBRID_STRATEGIES)}.")
         if not 1 <= self.k <= MAX_K:
             raise BadUserInput(f"numRecommendations must be between 1 and {MAX_K}.")
-        if self.min_rating is not None and not 0.0 <= self.min_rating <= 5.0:
-            raise BadUserInput("minRating must be between 0 and 5.")
+        if self.min_rating is not None and self.min_rating < 0.0:
+            raise BadUserInput("minRating must not be negative.")
         for engine, weight in (self.weights or {}).items():
             if engine not in catalog.engines:
                 raise BadUserInput(f"Unknown engine {engine!r} in weights.")
@@ -136,6 +136,10 @@ async def recommend(
     ctx: RequestContext, principal: Principal, params: RecommendationParams
 ) -> RecommendationResult:
     params.validate(ctx.services.recommender.catalog)
+    if params.min_rating is not None:  # on the tenant's rating scale, as averages are shown
+        highest = (await ctx.loaders.rating_scale()).high
+        if params.min_rating > highest:
+            raise BadUserInput(f"minRating must be between 0 and {highest:g}.")
     started = time.perf_counter()
     results = ctx.services.results
 

@@ -156,7 +156,7 @@ class Interaction:
 class Rating:
     user_id: uuid.UUID
     item_id: uuid.UUID
-    rating: float
+    stored: strawberry.Private[float]  # on the stored 0.5-5 scale
     created_at: datetime
 
     @classmethod
@@ -164,9 +164,13 @@ class Rating:
         return cls(
             user_id=row.user_id,
             item_id=row.item_id,
-            rating=float(row.rating),
+            stored=float(row.rating),
             created_at=row.created_at,
         )
+
+    @strawberry.field(description="On the tenant's rating scale (0.5 to 5 unless it set one).")
+    async def rating(self, info: Info) -> float:
+        return (await info.context.loaders.rating_scale()).shown(self.stored)
 
     @strawberry.field
     async def item(self, info: Info) -> Item | None:

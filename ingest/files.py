@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,7 +59,8 @@ from storage import repositories as repo
 from storage.bounds import JSON_DEPTH, METADATA_BYTES, json_depth
 from storage.db import Database
 from storage.errors import InvalidData, StorageError
-from storage.models import RATING_MAX, RATING_MIN, Item
+from storage.models import Item
+from storage.rating_scale import STAR_SCALE, RatingScale
 from storage.repositories._common import chunks
 from storage.repositories.interactions import MAX_TYPE_LENGTH
 
@@ -394,12 +396,15 @@ def _interaction(get: Callable[[str], Any]) -> InteractionEvent:
     )
 
 
-def _rating(get: Callable[[str], Any]) -> RatingEvent:
+def _rating(get: Callable[[str], Any], scale: RatingScale = STAR_SCALE) -> RatingEvent:
+    """A ratings row, its rating taken on the tenant's ``scale`` and stored normalised."""
     rating = _number(get("rating"), "rating")
     if rating is None:
         raise ValueError("missing rating")
-    if not RATING_MIN <= rating <= RATING_MAX:
-        raise ValueError(f"rating must be within {RATING_MIN}..{RATING_MAX}, got {rating}")
+    try:
+        rating = scale.stored(rating)
+    except InvalidData as error:
+        raise ValueError(str(error)) from None
     return (
         str(_text(get("user"), "user", USER_KEY_CHARS)),
         str(_text(get("item"), "item", _ITEM_CHARS["external_id"])),
@@ -421,6 +426,7 @@ class _Source:
     kind: str
     path: Path
     columns: ColumnMap
+    rating_scale: RatingScale = STAR_SCALE
     # Ids resolved by earlier batches of this file (one import, one transaction per batch:
     # what an earlier batch committed stays).
     users: IdCache = field(default_factory=IdCache)
@@ -455,6 +461,8 @@ class _Source:
         required = {self.columns.column(self.kind, name) for name in REQUIRED[self.kind]}
         reader = _READERS[file_format(self.path)]
         parse = _PARSERS[self.kind]
+        if self.kind == "ratings":
+            parse = partial(_rating, scale=self.rating_scale)
 
         def bad(line: int, reason: str) -> None:
             report.bad(BadRow(self.path.name, line, reason))
@@ -525,12 +533,18 @@ async def import_files(
     columns: ColumnMap | None = None,
     strict: bool = False,
     progress: Progress | None = None,
+    rating_scale: RatingScale = STAR_SCALE,
 ) -> ImportReport:
     """Import the given files into the tenant, in the order items, users, interactions,
-    ratings (events may name items of the same import). See the module docstring."""
+    ratings (events may name items of the same import), ratings on ``rating_scale`` (the
+    tenant's). See the module docstring."""
     mapping = columns or ColumnMap()
     paths = {"items": items, "users": users, "interactions": interactions, "ratings": ratings}
-    sources = [_Source(kind, path, mapping) for kind, path in paths.items() if path is not None]
+    sources = [
+        _Source(kind, path, mapping, rating_scale)
+        for kind, path in paths.items()
+        if path is not None
+    ]
     for source in sources:  # an unknown format or missing column fails before any write
         source.check_columns()
     order = {source.path.name: index for index, source in enumerate(sources)}

@@ -71,6 +71,7 @@ from storage.repositories.tenants import (
     get_tenant_by_domain,
     list_tenants,
     set_tenant_active,
+    set_tenant_rating_scale,
     set_tenant_registration,
     set_tenant_tier,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "refresh_statistics",
     "set_preferences",
     "set_tenant_active",
+    "set_tenant_rating_scale",
     "set_tenant_registration",
     "set_tenant_tier",
     "set_user_active",

@@ -10,6 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Registration, Tenant, TenantTier
+from storage.rating_scale import SETTING as RATING_SCALE_SETTING
+from storage.rating_scale import RatingScale
 from storage.repositories._common import check_page, found, savepoint
 
 
@@ -88,6 +90,16 @@ async def set_tenant_tier(
     """Move the tenant to another subscription tier (its rate limits and quotas)."""
     tenant = await get_tenant(session=session, tenant_id=tenant_id)
     tenant.tier = TenantTier(tier)
+    await session.flush()
+    return tenant
+
+
+async def set_tenant_rating_scale(
+    *, session: AsyncSession, tenant_id: uuid.UUID, scale: RatingScale
+) -> Tenant:
+    """The scale the tenant's ratings arrive on and are shown on (``storage.rating_scale``)."""
+    tenant = await get_tenant(session=session, tenant_id=tenant_id)
+    tenant.settings = {**(tenant.settings or {}), RATING_SCALE_SETTING: scale.name}
     await session.flush()
     return tenant
 

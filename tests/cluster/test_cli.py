@@ -240,3 +240,28 @@ def test_schema_writes_the_sdl_and_check_finds_a_stale_file(tmp_path: Path) -> N
     target.write_text(target.read_text().replace("type Query", "type Querry"))
     code, out = invoke("schema", "--check", "--output", str(target))
     assert code == 1 and "recserve schema" in out
+
+
+def test_a_tenants_rating_scale_is_set_shown_and_used_by_imports(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    code, out = invoke("tenant", "create", "--domain", "pct.example", "--rating-scale", "1:100")
+    assert code == 0, out
+    code, out = invoke("tenant", "show", "--tenant", "pct.example")
+    assert code == 0 and "rating scale  1:100" in out, out
+    code, out = invoke("tenant", "create", "--domain", "bad.example", "--rating-scale", "ten")
+    assert code == 1 and "rating scale 'ten'" in out and "Traceback" not in out, out
+    items = tmp_path / "items.csv"
+    items.write_text("external_id,title\na,A\n")
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("user,item,rating,time\nu1,a,8,1700000000\nu2,a,9.5,1700000000\n")
+    args = ("--tenant", "pct.example", "--items", str(items), "--ratings", str(ratings))
+    code, out = invoke("ingest", "file", *args, "--rating-scale", "0:10", "--strict")
+    assert code == 0 and "2 ratings" in out, out  # 8 and 9.5 fit 0:10, which is now the tenant's
+    code, out = invoke("tenant", "show", "--tenant", "pct.example")
+    assert "rating scale  0:10" in out, out
+    code, out = invoke("tenant", "set-rating-scale", "--tenant", "pct.example", "thumbs")
+    assert code == 0 and "ratings on thumbs (0 down, 1 up)" in out, out
+    ratings.write_text("user,item,rating,time\nu3,a,1,1700000000\nu4,a,3,1700000000\n")
+    code, out = invoke("ingest", "file", *args)
+    assert "u3" not in out and "ratings.csv:3: rating 3 is outside" in out, out

@@ -80,3 +80,34 @@ async def test_exactly_one_form_is_required(api: Api, shop: dict[str, str], quer
     payload = await api.gql(query.replace("ITEM", shop["item"]), token=shop["token"])
     assert _code(payload) == "BAD_USER_INPUT", payload
     assert (await api.ok(RATINGS, token=shop["token"]))["me"]["ratings"] == []
+
+
+ITEM_AVERAGE = "query($id: UUID!) { item(id: $id) { averageRating } }"
+
+
+async def test_a_tenant_on_its_own_scale_rates_and_reads_on_it(api: Api) -> None:
+    """A tenant rating 0 to 10: rateItem takes 7.5 (stored as 3.875 of 0.5-5), shows 7.5 back
+    (the rating and the item's average), and refuses 11 naming the scale."""
+    from storage import repositories as repo
+    from storage.rating_scale import RatingScale
+
+    token, _ = await api.register("ten@ten.example", "ten.example")
+    created = await api.ok('mutation { createItem(input: {title: "Lamp"}) { id } }', token=token)
+    item = created["createItem"]["id"]
+    async with api.database.session() as session:
+        tenant = await repo.get_tenant_by_domain(session=session, domain="ten.example")
+        await repo.set_tenant_rating_scale(
+            session=session, tenant_id=tenant.id, scale=RatingScale.parse("0:10")
+        )
+    rated = await api.ok(RATE_INPUT, {"input": {"itemId": item, "rating": 7.5}}, token)
+    assert rated["rateItem"]["rating"] == pytest.approx(7.5)
+    stored = (await api.ok(RATINGS, token=token))["me"]["ratings"]
+    assert [r["rating"] for r in stored] == [pytest.approx(7.5)]
+    average = await api.ok(ITEM_AVERAGE, {"id": item}, token)
+    assert average["item"]["averageRating"] == pytest.approx(7.5)
+    async with api.database.session() as session:
+        [row] = await repo.load_ratings(session=session, tenant_id=tenant.id)
+    assert row[2] == pytest.approx(3.875)  # the stored range
+    refused = await api.gql(RATE_INPUT, {"input": {"itemId": item, "rating": 11}}, token)
+    assert _code(refused) == "BAD_USER_INPUT"
+    assert "outside the tenant's rating scale 0:10" in refused["errors"][0]["message"]

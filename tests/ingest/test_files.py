@@ -22,6 +22,7 @@ from ingest.files import (
 )
 from storage import repositories as repo
 from storage.db import Database
+from storage.rating_scale import RatingScale
 from tests.storage.sql_support import BACKENDS, migrated_database, unique
 
 ITEMS_CSV = """sku,name,cat,tags,metadata
@@ -572,3 +573,28 @@ async def test_columnar_path_stops_at_text_that_is_not_utf8(
             ImportFileError, match=rf"events\.csv: not UTF-8 text \(somewhere after line {after}\)"
         ):
             await import_files(database, tenant_id, items=items, interactions=events)
+
+
+async def test_ratings_on_the_tenants_scale_are_normalised_once(
+    database: Database, tmp_path: Path
+) -> None:
+    """A 0-10 file: every rating lands on the stored range; 11 is a bad row naming the scale;
+    with --strict the file imports nothing."""
+    tenant_id = await _tenant(database)
+    items = _write(tmp_path / "items.csv", "external_id,title\na,A\nb,B\n")
+    ratings = _write(
+        tmp_path / "ratings.csv",
+        "user,item,rating,time\nu1,a,0,1700000000\nu1,b,10,1700000000\nu2,a,7.5,1700000000\n"
+        "u2,b,11,1700000000\n",
+    )
+    ten = RatingScale.parse("0:10")
+    strict = await import_files(
+        database, tenant_id, items=items, ratings=ratings, rating_scale=ten, strict=True
+    )
+    assert strict.strict_rejected and strict.ratings == 0
+    report = await import_files(database, tenant_id, items=items, ratings=ratings, rating_scale=ten)
+    assert report.ratings == 3
+    [bad] = report.bad_rows
+    assert (bad.line, bad.reason) == (5, "rating 11 is outside the tenant's rating scale 0:10")
+    stored = sorted(row[2] for row in (await _state(database, tenant_id))["ratings"])
+    assert stored == pytest.approx([0.5, 3.875, 5.0])
