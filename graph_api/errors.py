@@ -7,7 +7,8 @@ schema extension turns storage errors into their codes and masks anything unexpe
     NotFound              -> NOT_FOUND
     Conflict, InvalidData -> BAD_USER_INPUT
     a variable's coercion -> BAD_USER_INPUT
-    Unavailable           -> INTERNAL ("service temporarily unavailable")
+    Unavailable           -> UNAVAILABLE ("Service temporarily unavailable, retry later."):
+                             a backend (database, cache) is down; retrying later can succeed
     anything else         -> INTERNAL ("Internal server error.")
 """
 
@@ -32,6 +33,9 @@ NOT_FOUND = "NOT_FOUND"
 RATE_LIMITED = "RATE_LIMITED"
 QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 INTERNAL = "INTERNAL"
+UNAVAILABLE = "UNAVAILABLE"
+# The server's faults, not the client's: these count against health and the error rate.
+SERVER_FAULTS = frozenset({INTERNAL, UNAVAILABLE})
 # Parse/validation failures (including the depth limit) come from graphql-core with no
 # original error; they are the client's fault and keep their message.
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
@@ -112,20 +116,21 @@ def classify(error: GraphQLError) -> tuple[str, str, dict[str, Any]]:
             return code, _storage_message(original, code), {}
     if isinstance(original, Unavailable):
         logger.warning("backend unavailable: %s", original)
-        return INTERNAL, "Service temporarily unavailable, retry later.", {}
+        return UNAVAILABLE, "Service temporarily unavailable, retry later.", {}
     logger.error("unexpected error in resolver", exc_info=original)
     return INTERNAL, "Internal server error.", {}
 
 
 def is_server_fault(error: GraphQLError) -> bool:
-    """True when ``error`` is the server's fault (``INTERNAL``: an unexpected exception, an
-    unreachable backend or engine), not the client's (invalid query, refusal, rate limit),
-    whether ``ErrorMapping`` has rebuilt it yet or not. Only these count against health."""
+    """True when ``error`` is the server's fault (``INTERNAL``: an unexpected exception;
+    ``UNAVAILABLE``: an unreachable backend), not the client's (invalid query, refusal, rate
+    limit), whether ``ErrorMapping`` has rebuilt it yet or not. Only these count against
+    health."""
     original = error.original_error
     if original is None:
-        return (error.extensions or {}).get("code") == INTERNAL
+        return (error.extensions or {}).get("code") in SERVER_FAULTS
     if isinstance(original, ApiError):
-        return original.code == INTERNAL
+        return original.code in SERVER_FAULTS
     return not any(isinstance(original, kind) for kind, _code in _STORAGE_CODES)
 
 

@@ -67,12 +67,13 @@ async def test_unexpected_resolver_error_is_masked(api: Api) -> None:
     assert "hunter2" not in response.text and "Traceback" not in response.text
 
 
-async def test_unavailable_backend_is_internal_with_a_safe_message(api: Api) -> None:
+async def test_unavailable_backend_is_unavailable_with_a_safe_message(api: Api) -> None:
     token, _ = await api.register("down@a.example", "a.example")
     api.recommender.fail_with = Unavailable("connect to 10.0.0.7:6379 refused")
     response = await api.post("{ recommendations { totalCount } }", token=token)
     error = response.json()["errors"][0]
-    assert error["extensions"]["code"] == "INTERNAL"
+    assert error["extensions"]["code"] == "UNAVAILABLE"
+    assert error["message"] == "Service temporarily unavailable, retry later."
     assert "10.0.0.7" not in response.text
 
 
