@@ -5,9 +5,9 @@ caller's tenant's share of it, ``/health`` the whole. Latency percentiles cover 
 so they follow the current load, while the totals count everything since start.
 
 Errors are split by fault: ``errors`` (and the error rate behind ``/health/ready``) count the
-server's faults only (``INTERNAL``, ``UNAVAILABLE``); a client's invalid query, a refusal or a 429 counts in
-``client_errors``, so no client can make a replica look unhealthy. Operation names are the
-client's choice: they are counted under a bounded label set (``OperationNames``).
+server's faults only (``INTERNAL``, ``UNAVAILABLE``); a client's invalid query, a refusal or a
+429 counts in ``client_errors``, so no client can make a replica look unhealthy. Operation names
+are the client's choice: they are counted under a bounded label set (``OperationNames``).
 """
 
 from __future__ import annotations

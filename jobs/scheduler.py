@@ -32,6 +32,7 @@ from storage.db import Database
 from storage.models import JobStatus, JobTrigger, utcnow
 from storage.repositories import jobs as jobs_repo
 from storage.repositories.leases import acquire_lease, release_lease
+from storage.repositories.tenants import drop_orphan_partitions
 
 logger = logging.getLogger(__name__)
 LEASE = "scheduler"
@@ -98,7 +99,19 @@ class Scheduler:
         now = self.clock()
         if not await self.lead(now):
             return []
+        await self._tidy()
         return [o.job for o in await self.round(now) if o.created and o.job is not None]
+
+    async def _tidy(self) -> None:
+        """The leader's housekeeping: partitions that deleted tenants left behind."""
+        try:
+            async with self.database.session() as session:
+                dropped = await drop_orphan_partitions(session=session)
+        except Exception:  # housekeeping must not stop the round
+            logger.exception("dropping the partitions of deleted tenants failed")
+            return
+        if dropped:
+            logger.info("dropped the partitions of deleted tenants: %s", ", ".join(dropped))
 
     async def round(
         self,

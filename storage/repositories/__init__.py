@@ -67,6 +67,7 @@ from storage.repositories.ratings import (
 )
 from storage.repositories.tenants import (
     create_tenant,
+    drop_orphan_partitions,
     get_tenant,
     get_tenant_by_domain,
     list_tenants,
@@ -111,6 +112,7 @@ __all__ = [
     "create_tenant",
     "create_user",
     "delete_item",
+    "drop_orphan_partitions",
     "existing_interaction_keys",
     "finish_interaction_load",
     "get_item",

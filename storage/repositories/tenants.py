@@ -6,13 +6,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Registration, Tenant, TenantTier
 from storage.rating_scale import SETTING as RATING_SCALE_SETTING
 from storage.rating_scale import RatingScale
 from storage.repositories._common import check_page, found, savepoint
+from storage.repositories.interaction_loads import LOCK_NOT_AVAILABLE
 
 
 async def create_tenant(
@@ -111,3 +113,36 @@ async def lock_tenant(*, session: AsyncSession, tenant_id: uuid.UUID) -> None:
     await session.execute(
         update(Tenant).where(Tenant.id == tenant_id).values(is_active=Tenant.is_active)
     )
+
+
+# Partitions of ``interactions`` whose tenant is gone: a tenant delete drops its partition, but
+# waits at most 2 s for running readers and otherwise leaves it behind, emptied (migration 0007).
+_ORPHAN_PARTITIONS_SQL = text(
+    """
+    SELECT child.relname FROM pg_inherits AS link
+    JOIN pg_class AS child ON child.oid = link.inhrelid
+    WHERE link.inhparent = 'interactions'::regclass
+      AND child.relname ~ '^interactions_[0-9a-f]{32}$'
+      AND NOT EXISTS (SELECT 1 FROM tenants AS t
+                      WHERE replace(t.id::text, '-', '') = substr(child.relname, 14))
+    """
+)
+
+
+async def drop_orphan_partitions(*, session: AsyncSession, lock_wait: str = "2s") -> list[str]:
+    """Drop the interaction partitions of deleted tenants (PostgreSQL; elsewhere nothing to do).
+    One still held by readers past ``lock_wait`` is left for the next call; returns the
+    dropped ones. The retraining scheduler's leader calls this every round."""
+    if session.bind.dialect.name != "postgresql":
+        return []
+    dropped = []
+    for name in (await session.scalars(_ORPHAN_PARTITIONS_SQL)).all():
+        try:
+            async with session.begin_nested():
+                await session.execute(text(f"SET LOCAL lock_timeout = '{lock_wait}'"))
+                await session.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+            dropped.append(name)
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+    return dropped

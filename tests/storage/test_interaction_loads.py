@@ -319,3 +319,28 @@ async def test_an_import_meanwhile_of_the_same_events_stores_each_once(
         await interaction_loads.finish_interaction_load(database, load)
     assert await _count(database, tenant_id) == 60
     assert not await _scalar(database, f"SELECT to_regclass('interaction_load_{tenant_id.hex}')")
+
+
+async def test_a_partition_a_tenant_delete_left_behind_is_dropped_later(
+    database: Database,
+) -> None:
+    """A tenant deleted while a reader holds ``interactions`` keeps its (emptied) partition:
+    the delete waits 2 s at most. The scheduler's housekeeping drops it once nobody holds it."""
+    tenant_id = await _tenant(database)
+    partition = f"interactions_{tenant_id.hex}"
+    async with database.engine.connect() as reader:
+        await reader.execute(text("SELECT count(*) FROM interactions"))  # holds its lock
+        async with database.session() as session:
+            await session.execute(text("DELETE FROM tenants WHERE id = :id"), {"id": tenant_id})
+        assert await _scalar(database, f"SELECT to_regclass('{partition}') IS NOT NULL")
+        async with database.session() as session:  # still held: left for the next round
+            assert await repo.drop_orphan_partitions(session=session, lock_wait="100ms") == []
+        await reader.rollback()
+    async with database.session() as session:
+        dropped = await repo.drop_orphan_partitions(session=session)
+    assert partition in dropped
+    assert await _scalar(database, f"SELECT to_regclass('{partition}') IS NULL")
+    other = await _tenant(database)  # a live tenant's partition is never touched
+    async with database.session() as session:
+        assert f"interactions_{other.hex}" not in await repo.drop_orphan_partitions(session=session)
+    assert await _scalar(database, f"SELECT to_regclass('interactions_{other.hex}') IS NOT NULL")
