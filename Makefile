@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.cache
 	$(BIN)/python -m benchmarks.realtime
 	$(BIN)/python -m benchmarks.observability
+	$(BIN)/python -m benchmarks.faults --json bench-faults.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

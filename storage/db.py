@@ -40,6 +40,12 @@ _SQLITE_INTEGRITY = {
 }
 
 
+# PostgreSQL refusing for now, worth a retry later (besides class 08, connection exceptions):
+# shutting down, crashed, starting up ("the database system is starting up"), out of
+# connections or memory.
+_PG_UNAVAILABLE = frozenset({"57P01", "57P02", "57P03", "53300", "53200"})
+
+
 def translate_error(exc: BaseException) -> StorageError:
     """The :mod:`storage.errors` equivalent of a driver / SQLAlchemy exception."""
     if isinstance(exc, StorageError):
@@ -53,6 +59,9 @@ def translate_error(exc: BaseException) -> StorageError:
     sqlstate = getattr(exc, "sqlstate", None)  # raw asyncpg errors, e.g. from COPY
     if isinstance(sqlstate, str) and sqlstate.startswith("23"):
         return _PG_INTEGRITY.get(sqlstate, Conflict)(str(exc))
+    sqlstate = sqlstate or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate[:2] == "08" or sqlstate in _PG_UNAVAILABLE):
+        return Unavailable(str(exc))
     if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
         return Unavailable(str(exc))
     if isinstance(exc, DBAPIError) and type(exc).__name__ == "DataError":

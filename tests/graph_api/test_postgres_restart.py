@@ -5,18 +5,14 @@ folder (``initdb``/``pg_ctl``); the machine's shared one is never touched."""
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from benchmarks.faults import OwnPostgres
 from storage.db import migrate
 from tests.graph_api.conftest import make_settings, running_api
 
@@ -32,66 +28,13 @@ COUNT = "{ me { interactions(limit: 100) { id } } }"
 DOWN_ANSWER_S = 10.0
 
 
-def _binaries() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class OwnPostgres:
-    """A throwaway cluster owned by the ``postgres`` user (initdb refuses to run as root)."""
-
-    def __init__(self, binaries: Path) -> None:
-        self.binaries = binaries
-        self.folder = Path(tempfile.mkdtemp(prefix="recserve-pg-"))
-        self.data = self.folder / "data"
-        self.port = _free_port()
-        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
-        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self._as:
-            shutil.chown(self.folder, "postgres")
-
-    def _run(self, *command: str) -> None:
-        subprocess.run([*self._as, *command], check=True, capture_output=True, timeout=120)
-
-    def init(self) -> OwnPostgres:
-        self._run(
-            str(self.binaries / "initdb"), "-D", str(self.data), "-U", "postgres",
-            "--auth=trust", "-E", "UTF8",
-        )  # fmt: skip
-        return self
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(self.binaries / "pg_ctl"), "-D", str(self.data), "-o", options,
-            "-l", str(self.folder / "log"), "-w", "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self._run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        subprocess.run(
-            [*self._as, str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-             "stop"], capture_output=True, timeout=60,
-        )  # fmt: skip
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 @pytest.fixture
 def own_postgres() -> Iterator[OwnPostgres]:
-    binaries = _binaries()
-    if binaries is None:
+    if not OwnPostgres.available():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("initdb not found, but CI=true: this fault test must run in CI")
         pytest.skip("needs PostgreSQL's initdb and pg_ctl (Debian's postgresql package)")
-    server = OwnPostgres(binaries).init()
+    server = OwnPostgres().init()
     server.start()
     try:
         yield server

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from benchmarks.faults import OwnRedis
 from tests.graph_api.conftest import make_settings, running_api
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -30,46 +26,9 @@ STATUS = "{ rateLimitStatus { used } }"
 INTERACTIONS = "{ me { interactions(limit: 100) { id } } }"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server on a port of its own, stopped and started again on the same port."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="recserve-redis-outage-"))
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self._process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._process = None
-
-
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
+    if not OwnRedis.available():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("redis-server not found, but CI=true: this fault test must run in CI")
         pytest.skip("needs redis-server")
@@ -78,8 +37,7 @@ def own_redis() -> Iterator[OwnRedis]:
     try:
         yield server
     finally:
-        server.stop()
-        shutil.rmtree(server.folder, ignore_errors=True)
+        server.remove()
 
 
 async def test_redis_going_away_and_coming_back(own_redis: OwnRedis, tmp_path: Path) -> None:

@@ -1,0 +1,340 @@
+"""Backend faults under traffic: what clients get while Redis or PostgreSQL is down and after.
+
+For each fault the GraphQL app (``create_app``, uvicorn on a local port, the production
+middleware and resolvers) runs on backends this benchmark starts itself in temporary folders:
+a PostgreSQL (``initdb``/``pg_ctl``, as the ``postgres`` user when run as root) and a
+``redis-server``. Clients with their own tokens send a mix of ``recommendations`` and
+``recordInteraction`` over HTTP; a few seconds in, the backend is killed, then started again.
+Prints, per fault: requests sent, failed (and their codes), answered while the backend was
+down, seconds from the restart to the first answer that needed it, and acknowledged writes
+lost (ids returned to a client but missing from the database at the end).
+
+    python -m benchmarks.faults [--clients 4] [--seconds 12] [--faults redis,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+RECORD = """
+mutation($item: UUID!) {
+  recordInteraction(input: {itemId: $item, interactionType: "view"}) { id }
+}"""
+RECOMMEND = "{ recommendations(options: {numRecommendations: 5}) { totalCount } }"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _postgres_binaries() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+class OwnPostgres:
+    """A throwaway PostgreSQL cluster (initdb refuses root: run as ``postgres`` then)."""
+
+    def __init__(self, binaries: Path | None = None) -> None:
+        found = binaries or _postgres_binaries()
+        if found is None:
+            raise RuntimeError("needs PostgreSQL's initdb and pg_ctl")
+        self.binaries = found
+        self.folder = Path(tempfile.mkdtemp(prefix="recserve-pg-"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(self.folder, "postgres")
+
+    @staticmethod
+    def available() -> bool:
+        return _postgres_binaries() is not None
+
+    def _run(self, *command: str) -> None:
+        subprocess.run([*self._as, *command], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> OwnPostgres:
+        self._run(
+            str(self.binaries / "initdb"), "-D", str(self.data), "-U", "postgres",
+            "--auth=trust", "-E", "UTF8",
+        )  # fmt: skip
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.binaries / "pg_ctl"), "-D", str(self.data), "-o", options,
+            "-l", str(self.folder / "log"), "-w", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._run(str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run(
+            [*self._as, str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+             "stop"], capture_output=True, timeout=60,
+        )  # fmt: skip
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class OwnRedis:
+    """A throwaway ``redis-server`` on a port of its own, killed and started again on it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="recserve-redis-"))
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self._process.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class Outcome:
+    fault: str
+    sent: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    answered_while_down: int = 0
+    recovery_s: float | None = None
+    acknowledged: list[tuple[str, str]] = field(default_factory=list)  # (token, id)
+    lost: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.codes.values())
+
+
+async def _serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn has no event for it
+        await asyncio.sleep(0.05)
+    return server, task
+
+
+async def _post(client: httpx.AsyncClient, query: str, variables: dict, token: str) -> dict:
+    response = await client.post(
+        "/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    return response.json()
+
+
+async def run_fault(
+    fault: str, clients: int, seconds: float, down_at: float, up_at: float
+) -> Outcome:
+    """One fault: the app on its own PostgreSQL and Redis, ``fault`` killed at ``down_at`` s
+    and started again at ``up_at`` s while ``clients`` clients send requests."""
+    from cluster import operations as ops
+    from graph_api.app import create_app
+    from recommend.inprocess import InProcessService
+    from storage.cache import create_cache
+    from storage.db import Database, migrate
+    from storage.settings import Settings
+
+    postgres, redis = OwnPostgres().init(), OwnRedis()
+    postgres.start()
+    redis.start()
+    tmp = Path(tempfile.mkdtemp(prefix="recserve-faults-"))
+    outcome = Outcome(fault)
+    try:
+        await migrate(postgres.url)
+        settings = Settings(
+            env="test",
+            data_dir=tmp,
+            database_url=postgres.url,
+            redis_url=redis.url,
+            jwt_secret="faults-benchmark-secret-0123456789abcdef",
+            scheduler_enabled=False,
+            # the clients ask as fast as the app answers: limits would answer instead
+            rate_limit_tiers={"basic": {"per_user": 1_000_000, "per_tenant": 10_000_000}},
+        )
+        database, cache = Database(postgres.url), create_cache(settings)
+        service = InProcessService(settings, ["popularity"], database=database, cache=cache)
+        app = create_app(recommender=service, settings=settings, database=database, cache=cache)
+        port = free_port()
+        async with app.router.lifespan_context(app):
+            server, task = await _serve(app, port)
+            try:
+                await _drive(ops, settings, database, port, clients, seconds, down_at, up_at,
+                             outcome, {"redis": redis, "postgres": postgres}[fault])  # fmt: skip
+            finally:
+                server.should_exit = True
+                await task
+        await cache.close()
+        await database.dispose()
+    finally:
+        redis.remove()
+        postgres.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return outcome
+
+
+async def _drive(
+    ops: Any,
+    settings: Any,
+    database: Any,
+    port: int,
+    clients: int,
+    seconds: float,
+    down_at: float,
+    up_at: float,
+    outcome: Outcome,
+    backend: OwnPostgres | OwnRedis,
+) -> None:
+    domain = "faults.example"
+    await ops.ensure_tenant(database, domain=domain, registration="closed")
+    tokens = [
+        (
+            await ops.issue_token_in(database, settings, domain=domain, email=f"c{n}@f.example")
+        ).access_token
+        for n in range(clients)
+    ]
+    admin = (
+        await ops.issue_token_in(database, settings, domain=domain, email="a@f.example", admin=True)
+    ).access_token
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        made = await _post(
+            client, 'mutation { createItem(input: {title: "Lamp"}) { id } }', {}, admin
+        )
+        item = made["data"]["createItem"]["id"]
+        started = time.monotonic()
+        state = {"down": False, "restarted": None}
+
+        async def chaos() -> None:
+            await asyncio.sleep(down_at)
+            await asyncio.to_thread(backend.stop)
+            state["down"] = True
+            await asyncio.sleep(up_at - down_at)
+            await asyncio.to_thread(backend.start)
+            state["down"], state["restarted"] = False, time.monotonic()
+
+        async def one_client(token: str) -> None:
+            turn = 0
+            while time.monotonic() - started < seconds:
+                turn += 1
+                write = turn % 2 == 0
+                query, variables = (RECORD, {"item": item}) if write else (RECOMMEND, {})
+                was_down = state["down"]
+                payload = await _post(client, query, variables, token)
+                outcome.sent += 1
+                errors = payload.get("errors")
+                if errors:
+                    outcome.codes[errors[0].get("extensions", {}).get("code", "?")] += 1
+                else:
+                    if was_down:
+                        outcome.answered_while_down += 1
+                    if write:
+                        outcome.acknowledged.append(
+                            (token, payload["data"]["recordInteraction"]["id"])
+                        )
+                    restarted = state["restarted"]
+                    if restarted is not None and outcome.recovery_s is None and not was_down:
+                        outcome.recovery_s = time.monotonic() - restarted
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(chaos(), *(one_client(token) for token in tokens))
+        stored = await _stored_ids(database)
+        outcome.lost = sum(1 for _, written in outcome.acknowledged if written not in stored)
+
+
+async def _stored_ids(database: Any) -> set[str]:
+    """Every interaction id in the database (the benchmark's tenant is its only one)."""
+    from sqlalchemy import text
+
+    async with database.session() as session:
+        return {str(row) for row in (await session.scalars(text("SELECT id FROM interactions")))}
+
+
+def print_table(outcomes: list[Outcome]) -> None:
+    header = f"{'fault':<10}{'sent':>7}{'failed':>8}{'answered while down':>21}"
+    header += f"{'recovery s':>12}{'acked writes':>14}{'lost':>6}  failure codes"
+    print(header)
+    print("-" * len(header))
+    for o in outcomes:
+        recovery = f"{o.recovery_s:.2f}" if o.recovery_s is not None else "-"
+        codes = ", ".join(f"{code} {n}" for code, n in o.codes.most_common()) or "-"
+        print(
+            f"{o.fault:<10}{o.sent:>7}{o.failed:>8}{o.answered_while_down:>21}"
+            f"{recovery:>12}{len(o.acknowledged):>14}{o.lost:>6}  {codes}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--faults", default="redis,postgres")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if not (OwnPostgres.available() and OwnRedis.available()):
+        raise SystemExit("needs PostgreSQL's initdb/pg_ctl and redis-server")
+    outcomes = []
+    for fault in args.faults.split(","):
+        down_at, up_at = args.seconds / 4, args.seconds / 2
+        outcomes.append(asyncio.run(run_fault(fault, args.clients, args.seconds, down_at, up_at)))
+    print(f"{args.clients} clients, {args.seconds:g} s each; the backend down from "
+          f"{args.seconds / 4:g} s to {args.seconds / 2:g} s")  # fmt: skip
+    print_table(outcomes)
+    if args.json is not None:
+        rows = [
+            {"fault": o.fault, "sent": o.sent, "failed": o.failed, "codes": dict(o.codes),
+             "answered_while_down": o.answered_while_down, "recovery_s": o.recovery_s,
+             "acknowledged_writes": len(o.acknowledged), "lost": o.lost}
+            for o in outcomes
+        ]  # fmt: skip
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
