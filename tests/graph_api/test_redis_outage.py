@@ -82,3 +82,38 @@ async def test_redis_going_away_and_coming_back(own_redis: OwnRedis, tmp_path: P
         mine = (await api.ok(INTERACTIONS, token=token))["me"]["interactions"]
         stored = {row["id"] for row in mine}
         assert written in stored  # the write acknowledged while Redis was down
+
+
+ACTIVITY = "subscription { userActivity { kind itemId } }"
+
+
+async def test_a_subscription_ends_with_unavailable_and_a_new_one_works_after(
+    own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    """Live events ride on Redis: when it goes, the stream ends with an UNAVAILABLE error (not
+    a silent stall); once it is back a client's new subscription gets events again."""
+    from tests.graph_api.ws_client import graphql_socket, live_server
+
+    settings = make_settings(tmp_path, redis_url=own_redis.url)
+    async with running_api(f"sqlite+aiosqlite:///{tmp_path}/live.db", settings) as api:
+        token, _ = await api.register("live@outage.example", "outage.example")
+        create = 'mutation { createItem(input: {title: "Lamp"}) { id } }'
+        item = (await api.ok(create, token=token))["createItem"]["id"]
+        async with live_server(api.app) as address:
+            url = f"ws://{address}/graphql"
+            async with graphql_socket(url, token) as ws:
+                await ws.subscribe(ACTIVITY)
+                await asyncio.sleep(0.2)
+                own_redis.stop()
+                message = await ws.receive(wait_s=15)
+                errors = message["payload"]["errors"]
+                assert errors[0]["extensions"]["code"] == "UNAVAILABLE", message
+                assert (await ws.receive(wait_s=5))["type"] == "complete"  # the stream ended
+            own_redis.start()
+            await asyncio.sleep(0.5)
+            async with graphql_socket(url, token) as ws:
+                await ws.subscribe(ACTIVITY)
+                await asyncio.sleep(0.2)
+                await api.ok(RECORD, {"item": item}, token)
+                pushed = await ws.next_data(wait_s=10)
+                assert pushed["userActivity"]["itemId"] == item
