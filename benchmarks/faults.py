@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,124 @@ class OwnRedis:
 
     def remove(self) -> None:
         self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus port (the port + 10000) is free too."""
+    ports: list[int] = []
+    candidate = 20000 + os.getpid() % 20000
+    while len(ports) < count:
+        candidate = 20000 + (candidate + 7) % 30000
+        if all(_free(port) for port in (candidate, candidate + 10000)):
+            ports.append(candidate)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class OwnRedisCluster:
+    """A throwaway Redis Cluster: three masters, a replica each, failover after
+    ``node_timeout_ms`` of a master's silence."""
+
+    def __init__(self, node_timeout_ms: int = 1000) -> None:
+        self.node_timeout_ms = node_timeout_ms
+        self.ports = _cluster_ports(6)
+        self.folder = Path(tempfile.mkdtemp(prefix="recserve-cluster-"))
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _cli(self, port: int, *command: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), *command], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout
+
+    def start(self) -> OwnRedisCluster:
+        for port in self.ports:
+            folder = self.folder / str(port)
+            folder.mkdir()
+            self._processes[port] = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                 "--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf"),
+                 "--cluster-node-timeout", str(self.node_timeout_ms), "--dir", str(folder),
+                 "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda port=port: "PONG" in self._cli(port, "ping"), "a node to start")
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        self._wait(self.healthy, "the cluster to form")
+        self._wait(lambda: len(self.replicas()) == 3, "the replicas to attach")
+        return self
+
+    def _wait(self, ready: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def _alive(self) -> list[int]:
+        return [port for port, process in self._processes.items() if process.poll() is None]
+
+    def healthy(self) -> bool:
+        alive = self._alive()
+        return bool(alive) and "cluster_state:ok" in self._cli(alive[0], "cluster", "info")
+
+    def _nodes(self) -> list[list[str]]:
+        alive = self._alive()
+        return [line.split() for line in self._cli(alive[0], "cluster", "nodes").splitlines()]
+
+    def replicas(self) -> list[int]:
+        return [
+            int(node[1].split(":")[1].split("@")[0])
+            for node in self._nodes()
+            if "slave" in node[2] and "fail" not in node[2]
+        ]
+
+    def master_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot."""
+        slot = int(self._cli(self._alive()[0], "cluster", "keyslot", key).strip())
+        for node in self._nodes():
+            if "master" not in node[2] or "fail" in node[2]:
+                continue
+            for ranges in node[8:]:
+                low, _, high = ranges.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return int(node[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def replicated(self, master: int) -> bool:
+        """Whether ``master``'s replica has everything the master acknowledged."""
+        info = self._cli(master, "info", "replication")
+        offsets = [line for line in info.splitlines() if line.startswith("slave0:")]
+        own = [line for line in info.splitlines() if line.startswith("master_repl_offset:")]
+        if not offsets or not own:
+            return False
+        fields = dict(part.split("=") for part in offsets[0].split(":", 1)[1].split(","))
+        return fields.get("offset") == own[0].split(":")[1].strip()
+
+    def kill(self, port: int) -> None:
+        self._processes[port].kill()
+        self._processes[port].wait()
+
+    def remove(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -165,8 +165,10 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 60.0, grace_s: flo
         process.send_signal(signal.SIGINT)
         if _wait(process, timeout_s, forced):
             return
-        _signal_group(process, signal.SIGTERM)
-        if not _wait(process, grace_s, forced):
+        # A second Ctrl-C kills at once; a hang gets SIGTERM first, then SIGKILL.
+        if forced.is_set() or (
+            _signal_group(process, signal.SIGTERM) or not _wait(process, grace_s, forced)
+        ):
             _signal_group(process, signal.SIGKILL)
             process.wait()
         if forced.is_set():

@@ -22,8 +22,8 @@ PARENT = """
 import subprocess, sys, time
 from cluster.serving import stopping_with_this_process
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-print(child.pid, flush=True)
 with stopping_with_this_process(child, timeout_s=10) as process:
+    print(child.pid, flush=True)  # once its SIGTERM handler is in place
     process.wait()
 """
 
