@@ -63,6 +63,10 @@ def start_serve(
     return ServeRun(command, env=serve_environment(settings, cache_url), cwd=ROOT)
 
 
+def _default_sigint() -> None:  # pragma: no cover - runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class ServeRun(subprocess.Popen[bytes]):
     """``serve run`` in a session of its own, its output relayed to ours until :meth:`mute`.
 
@@ -77,6 +81,10 @@ class ServeRun(subprocess.Popen[bytes]):
             env=env,
             cwd=cwd,
             start_new_session=True,
+            # Launched in the background of a script (or with nohup) this process has SIGINT
+            # ignored, which a child inherits: `serve run` would then never see the SIGINT
+            # that stops it in order, and would be killed after ``stop``'s timeout instead.
+            preexec_fn=_default_sigint,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

@@ -158,6 +158,27 @@ def _signal_when_serving(
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
+def test_a_cli_started_with_sigint_ignored_still_stops_serve_run_in_order(
+    tmp_path: Path,
+) -> None:
+    """Started in a script's background (SIGINT ignored, inherited by children), a SIGTERM
+    still takes `serve run` down by its SIGINT at once, not by the kill after a minute."""
+    command, env = _stand_in(tmp_path)
+    ignoring = [
+        sys.executable,
+        "-c",
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "os.execv(sys.argv[1], sys.argv[1:])",
+        *command,
+    ]
+    started = time.monotonic()
+    code, output, left = _signal_when_serving(ignoring, env, group=False, signum=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, output
+    assert time.monotonic() - started < 30 and "killed after" not in output, output
+    assert not left, "serve run or its Ray outlived the CLI"
+
+
 def _assert_stopped_quietly(output: str) -> None:
     assert "stand-in serve run: serving" in output  # its output reaches the terminal meanwhile
     assert output.count("stopped") == 1 and "recserve stopped" in output, output
