@@ -27,6 +27,7 @@ import httpx
 from sqlalchemy import text
 
 from graph_api.request_metrics import MetricsSnapshot
+from storage import meters
 from storage.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ async def health_report(
     probes: dict[str, Probe], snapshot: MetricsSnapshot, limits: HealthThresholds
 ) -> dict[str, Any]:
     checks = dict(await asyncio.gather(*(check(name, p) for name, p in probes.items())))
+    for name, state in checks.items():
+        meters.dependency_up(name, state != UNAVAILABLE)
     findings = rule_findings(snapshot, limits)
     return {
         "status": overall(checks, findings),

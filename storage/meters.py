@@ -84,6 +84,11 @@ def model_bytes(tenant_id: object, algorithm: str, size: int) -> None:
     backend().set(SPECS["model_bytes"], labels, float(size))
 
 
+def dependency_up(dependency: str, up: bool) -> None:
+    """What the last health check of this replica found of ``dependency``."""
+    backend().set(SPECS["dependency_up"], {"dependency": dependency}, 1.0 if up else 0.0)
+
+
 def model_version_served(tenant_id: object, algorithm: str, version: str) -> None:
     """The gauge's value is the version's number (``v0007`` -> 7): a rollback shows as a drop."""
     match = _VERSION_NUMBER.search(version)

@@ -104,6 +104,13 @@ SPECS: dict[str, MetricSpec] = {
             ("tenant_id", "algorithm"),
         ),
         MetricSpec(
+            "dependency_up",
+            "gauge",
+            "1 while a dependency answered this replica's last health check (database, cache,"
+            " vector store, engines), 0 while it was unreachable: a degraded replica shows here.",
+            ("dependency",),
+        ),
+        MetricSpec(
             "model_version_served",
             "gauge",
             "The version number of the model an engine serves, per tenant and algorithm.",

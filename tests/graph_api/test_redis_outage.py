@@ -64,6 +64,9 @@ async def test_redis_going_away_and_coming_back(own_redis: OwnRedis, tmp_path: P
         written = (await api.ok(RECORD, {"item": item}, token))["recordInteraction"]["id"]
         health = (await api.client.get("/health")).json()
         assert health["status"] == "degraded" and health["checks"]["cache"] == "unavailable"
+        metrics = (await api.client.get("/metrics")).text
+        assert 'dependency_up{dependency="cache"} 0.0' in metrics  # Prometheus sees it
+        assert 'dependency_up{dependency="database"} 1.0' in metrics
         assert (await api.client.get("/health/ready")).status_code == 200  # still in service
         # fail-open: no window to count in, so nothing is refused and nothing is counted
         assert (await api.ok(STATUS, token=token))["rateLimitStatus"]["used"] == 0
@@ -75,6 +78,8 @@ async def test_redis_going_away_and_coming_back(own_redis: OwnRedis, tmp_path: P
                 break
             await asyncio.sleep(0.1)
         assert health["status"] == "ok", health
+        metrics = (await api.client.get("/metrics")).text
+        assert 'dependency_up{dependency="cache"} 1.0' in metrics
         await api.ok(RECOMMEND, token=token)
         back = await api.ok(RECOMMEND, token=token)
         assert back["recommendations"]["explanation"]["cached"]  # caching again
