@@ -25,10 +25,15 @@ def _service_url(variable: str) -> str:
     value = os.environ.get(variable, "").strip()
     if value:
         return value
-    message = f"{variable} is not set"
+    missing(f"{variable} is not set", "start the service and export it to run this test")
+
+
+def missing(what: str, remedy: str) -> None:
+    """A backend or tool a test needs is absent: the test fails under ``CI=true`` (CI must never
+    pass by skipping it), and skips with ``remedy`` elsewhere."""
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}, but CI=true: service-backed tests must run in CI")
-    pytest.skip(f"{message}: start the service and export it to run this test")
+        pytest.fail(f"{what}, but CI=true: service-backed tests must run in CI")
+    pytest.skip(f"{what}: {remedy}")
 
 
 @pytest.fixture(scope="session")

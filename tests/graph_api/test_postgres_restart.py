@@ -5,7 +5,6 @@ folder (``initdb``/``pg_ctl``); the machine's shared one is never touched."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from benchmarks.faults import OwnPostgres
 from storage.db import migrate
+from tests.conftest import missing
 from tests.graph_api.conftest import make_settings, running_api
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -31,9 +31,7 @@ DOWN_ANSWER_S = 10.0
 @pytest.fixture
 def own_postgres() -> Iterator[OwnPostgres]:
     if not OwnPostgres.available():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("initdb not found, but CI=true: this fault test must run in CI")
-        pytest.skip("needs PostgreSQL's initdb and pg_ctl (Debian's postgresql package)")
+        missing("initdb/pg_ctl not found", "install Debian's postgresql package")
     server = OwnPostgres().init()
     server.start()
     try:
