@@ -448,14 +448,19 @@ def stopping_on_request() -> Iterator[None]:
 
 
 @app.command()
-def serve(config: Path = Path("serve_config.yaml")) -> None:
+def serve(
+    config: Path = Path("serve_config.yaml"),
+    port: Annotated[
+        int | None, typer.Option(help="The HTTP port (default: the config's http_options).")
+    ] = None,
+) -> None:
     """Run the Serve application (``serve run serve_config.yaml``) until interrupted.
 
     Without ``RECSERVE_REDIS_URL`` a local ``redis-server`` is started for the app's replicas
     to share (``cluster.local_redis``), and stopped after it."""
     settings = get_settings()
     with stopping_on_request(), shared_cache(settings) as cache_url:
-        started = start_serve(settings, config.resolve(), cache_url=cache_url)
+        started = start_serve(settings, config.resolve(), cache_url=cache_url, port=port)
         with stopping_with_this_process(started) as process:
             code = process.wait()
     raise typer.Exit(code)
@@ -541,7 +546,9 @@ def demo(
         base = f"http://127.0.0.1:{port}"
         with (
             shared_cache(settings) as cache_url,
-            stopping_with_this_process(start_serve(settings, cache_url=cache_url)) as process,
+            stopping_with_this_process(
+                start_serve(settings, cache_url=cache_url, port=port)
+            ) as process,
         ):
             console.print("starting Ray Serve (about half a minute)...")
             wait_until_ready(base, process=process)

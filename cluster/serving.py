@@ -56,11 +56,33 @@ def serve_environment(settings: Settings, cache_url: str | None = None) -> dict[
 
 
 def start_serve(
-    settings: Settings, config: Path = SERVE_CONFIG, *, cache_url: str | None = None
+    settings: Settings,
+    config: Path = SERVE_CONFIG,
+    *,
+    cache_url: str | None = None,
+    port: int | None = None,
 ) -> ServeRun:
+    """``serve run config``; on ``port`` when given (``serve run`` takes the port only from the
+    config's ``http_options``, so a copy of the config with that port is run instead)."""
+    if port is not None:
+        config = config_on_port(config, port, settings.data_dir.resolve())
     serve = Path(sys.executable).with_name("serve")
     command = [str(serve), "run", str(config)]
     return ServeRun(command, env=serve_environment(settings, cache_url), cwd=ROOT)
+
+
+def config_on_port(config: Path, port: int, folder: Path) -> Path:
+    """A copy of the Serve config in ``folder`` whose HTTP proxy listens on ``port``."""
+    import yaml
+
+    loaded = yaml.safe_load(config.read_text())
+    if loaded.get("http_options", {}).get("port") == port:
+        return config
+    loaded.setdefault("http_options", {})["port"] = port
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"serve_config.port-{port}.yaml"
+    copy.write_text(yaml.safe_dump(loaded, sort_keys=False))
+    return copy
 
 
 def _default_sigint() -> None:  # pragma: no cover - runs in the child before exec

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cluster.serving import ServeRun, stop
+from cluster.serving import SERVE_CONFIG, ServeRun, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 # Stands in for `recserve serve`: a child that would run for minutes, held by the context.
@@ -77,6 +78,7 @@ if os.environ.get("STAND_IN_HANGS"):  # a shutdown that never ends; the SIGINT i
 print("stand-in serve run: serving", flush=True)
 pids = Path(os.environ["STAND_IN_PIDS"])
 pids.with_suffix(".cache").write_text(os.environ.get("RECSERVE_REDIS_URL", ""))
+pids.with_suffix(".config").write_text(sys.argv[-1])
 pids.with_suffix(".new").write_text(f"{{os.getpid()}} {{ray.pid}}")
 pids.with_suffix(".new").rename(pids)
 try:
@@ -94,7 +96,7 @@ CLI = """
 import sys
 sys.executable = sys.argv[1]
 from cluster.cli import app
-app(["serve"], prog_name="recserve")
+app(["serve", *sys.argv[2:]], prog_name="recserve")
 """
 
 
@@ -207,6 +209,19 @@ def test_a_configured_redis_is_the_one_serve_run_gets(tmp_path: Path) -> None:
     code, output, _ = _signal_when_serving(command, env)
     assert code == 0, output
     assert (tmp_path / "pids.cache").read_text() == "redis://cache.example:6379/3"
+
+
+@pytest.mark.slow
+def test_serve_port_runs_the_config_on_that_port(tmp_path: Path) -> None:
+    command, env = _stand_in(tmp_path)
+    code, output, _ = _signal_when_serving([*command, "--port", "8123"], env)
+    assert code == 0, output
+    ran = yaml.safe_load(Path((tmp_path / "pids.config").read_text()).read_text())
+    shipped = yaml.safe_load(SERVE_CONFIG.read_text())
+    assert ran["http_options"]["port"] == 8123
+    assert shipped["http_options"]["port"] == 8000  # the shipped file is left as it is
+    ran["http_options"]["port"] = 8000
+    assert ran == shipped  # nothing else changed
 
 
 @pytest.mark.slow
