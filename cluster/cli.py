@@ -540,7 +540,7 @@ def demo(
     """Create a demo tenant with a generated catalogue, train it, serve it, print how to query."""
     settings = get_settings()
     with stopping_on_request():
-        _prepare_demo(settings)
+        prepare_in_child(settings)
         admin = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_ADMIN, admin=True))
         shopper = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_SHOPPER))
         base = f"http://127.0.0.1:{port}"
@@ -557,6 +557,35 @@ def demo(
             if keep_serving:
                 console.print("serving; Ctrl-C stops it")
                 process.wait()
+
+
+def prepare_in_child(settings: Settings) -> None:
+    """``_prepare_demo`` in a process of its own: what ingest and training import and allocate
+    (torch, the catalogue's matrices: ~480 MiB) leaves with it, instead of staying in this
+    process for as long as the demo serves."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=_prepare_demo_quietly, args=(settings,), name="recserve demo: prepare"
+    )
+    child.start()
+    try:
+        child.join()
+    finally:
+        if child.is_alive():  # interrupted: Ctrl-C reached the child too
+            child.join(timeout=10)
+            if child.is_alive():
+                child.kill()
+    if child.exitcode != 0:
+        console.print(f"[red]error:[/red] preparing the demo failed (status {child.exitcode})")
+        raise typer.Exit(1)
+
+
+def _prepare_demo_quietly(settings: Settings) -> None:
+    try:
+        _prepare_demo(settings)
+    except KeyboardInterrupt:  # the parent says "recserve stopped"
+        raise SystemExit(130) from None
 
 
 def _prepare_demo(settings: Settings) -> None:
