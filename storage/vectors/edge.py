@@ -9,7 +9,9 @@ hence the single open-shard table guarded by ``_open_lock``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,6 +54,28 @@ class _OpenShard:
     dim: int
     distance: str
     lock: threading.Lock = field(default_factory=threading.Lock)
+    held: int | None = None  # the descriptor of the shard's lock file (``_hold``)
+
+
+_HELD_ELSEWHERE = (
+    "the embedded vector store is held open elsewhere (e.g. by a running server): write "
+    "through it (train with the trainModel mutation) or configure RECSERVE_QDRANT_URL"
+)
+_LOCK_FILE = ".recserve.lock"
+
+
+def _hold(folder: Path) -> int:
+    """An exclusive lock on the shard's folder for as long as this process keeps it open: a
+    shard must be opened by one process only. Qdrant's own write-ahead log lock did that for
+    shards that have a log; collections are created without one (see ``_create_sync``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        os.close(descriptor)
+        raise Unavailable(_HELD_ELSEWHERE) from error
+    return descriptor
 
 
 def _translate(error: Exception) -> StorageError:
@@ -59,10 +83,7 @@ def _translate(error: Exception) -> StorageError:
     if any(marker in message.lower() for marker in _INVALID_MARKERS):
         return InvalidData(message)
     if "wouldblock" in message.lower():  # the shard's WAL is locked by another process
-        return Unavailable(
-            "the embedded vector store is held open elsewhere (e.g. by a running server): write "
-            "through it (train with the trainModel mutation) or configure RECSERVE_QDRANT_URL"
-        )
+        return Unavailable(_HELD_ELSEWHERE)
     return Unavailable(f"embedded Qdrant failed: {message}")
 
 
@@ -101,21 +122,21 @@ class EdgeVectorStore(VectorStore):
         ]
         if edge_points:
             operation = qe.UpdateOperation.upsert_points(edge_points)
-            await self._call(opened, lambda s: s.update(operation))
+            await self._write(opened, operation)
 
     async def delete(self, collection: str, ids: Iterable[str]) -> None:
         opened = await self._shard(collection)
         engine_ids: list[Any] = [point_uuid(i) for i in ids]
         if engine_ids:
             operation = qe.UpdateOperation.delete_points(engine_ids)
-            await self._call(opened, lambda s: s.update(operation))
+            await self._write(opened, operation)
 
     async def delete_by_filter(self, collection: str, tenant_id: str) -> None:
         opened = await self._shard(collection)
         operation = qe.UpdateOperation.delete_points_by_filter(
             _edge_filter(build_filter(tenant_id, None, None))
         )
-        await self._call(opened, lambda s: s.update(operation))
+        await self._write(opened, operation)
 
     async def search(
         self,
@@ -168,6 +189,13 @@ class EdgeVectorStore(VectorStore):
 
         return await asyncio.to_thread(run)
 
+    async def _write(self, opened: _OpenShard, operation: qe.UpdateOperation) -> None:
+        def apply(shard: qe.EdgeShard) -> None:
+            shard.update(operation)
+            shard.flush()
+
+        await self._call(opened, apply)
+
     def _open_sync(self, name: str) -> _OpenShard:
         with self._open_lock:
             self._check_open()
@@ -177,11 +205,15 @@ class EdgeVectorStore(VectorStore):
             if not config_path.is_file():
                 raise NotFound(f"vector collection {name!r} does not exist")
             vectors = json.loads(config_path.read_text())["vectors"][""]
+            held = _hold(self._root / name)
             try:
                 shard = qe.EdgeShard.load(str(self._root / name))
             except Exception as error:
+                os.close(held)
                 raise _translate(error) from error
-            opened = _OpenShard(shard, int(vectors["size"]), str(vectors["distance"]).lower())
+            opened = _OpenShard(
+                shard, int(vectors["size"]), str(vectors["distance"]).lower(), held=held
+            )
             self._shards[name] = opened
             return opened
 
@@ -208,15 +240,23 @@ class EdgeVectorStore(VectorStore):
             params = qe.EdgeVectorParams(
                 size=dim, distance=_DISTANCES[distance], memory=qe.Memory.Cold
             )
-            config = qe.EdgeConfig(vectors=params)
+            # No write-ahead log: edge shards never truncate theirs, so every re-upsert of a
+            # catalogue's vectors (each training) grew it, on disk and in the replica's mapped
+            # memory (the soak: ~3 MiB per training, for good). Each write is flushed instead
+            # (``_write``), so what a call wrote is on disk when it returns. Shards created with
+            # a log keep it (qdrant-edge cannot turn it off later).
+            config = qe.EdgeConfig(vectors=params, wal_enabled=False)
+            held = _hold(self._root / name)
             try:
                 shard = qe.EdgeShard.create(str(self._root / name), config)
                 for key in INDEXED_KEYWORDS:
                     params = qe.KeywordIndexParams(is_tenant=key == TENANT_KEY)
                     shard.update(qe.UpdateOperation.create_field_index(key, params))
+                shard.flush()
             except Exception as error:
+                os.close(held)
                 raise _translate(error) from error
-            opened = _OpenShard(shard, dim, distance)
+            opened = _OpenShard(shard, dim, distance, held=held)
             self._shards[name] = opened
             return opened
 
@@ -228,6 +268,8 @@ class EdgeVectorStore(VectorStore):
             with opened.lock:
                 opened.shard.flush()
                 opened.shard.close()
+                if opened.held is not None:
+                    os.close(opened.held)  # and with it the lock
 
     def _check_open(self) -> None:
         if self._closed:

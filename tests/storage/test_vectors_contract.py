@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -398,3 +399,33 @@ def test_opening_stored_collections_maps_what_they_hold_not_whole_chunks(tmp_pat
     assert done.returncode == 0, done.stderr
     # Cached: 128 MiB here; Cold: 32 (the payload indexes' pages, 4 MiB each)
     assert float(done.stdout) < 48, f"{float(done.stdout):.0f} MiB mapped for three collections"
+
+
+def _disk_bytes(folder: Path) -> int:
+    return sum(path.stat().st_blocks * 512 for path in folder.rglob("*") if path.is_file())
+
+
+async def test_rewriting_a_catalogues_vectors_does_not_grow_the_store(tmp_path: Path) -> None:
+    """Each training re-writes every item's vectors. A write-ahead log (which edge shards
+    never truncate) grew by every such write; the collections keep none, so ten rewrites
+    leave the store the size it was."""
+    store = EdgeVectorStore(tmp_path / "qdrant")
+    try:
+        await store.ensure_collection("items_x", 64)
+        ids = [str(uuid.UUID(int=n + 1)) for n in range(300)]
+        rng = np.random.default_rng(3)
+
+        async def rewrite() -> None:
+            vectors = rng.random((len(ids), 64))
+            await store.upsert("items_x", [(i, list(v), {"tenant_id": "t"}) for i, v in
+                                           zip(ids, vectors, strict=True)])  # fmt: skip
+
+        await rewrite()
+        before = _disk_bytes(tmp_path / "qdrant")
+        for _ in range(10):
+            await rewrite()
+        grown = _disk_bytes(tmp_path / "qdrant") - before
+        assert grown < 256 * 1024, f"{grown / 2**20:.1f} MiB more after ten rewrites"
+        assert await store.count("items_x", "t") == len(ids)
+    finally:
+        await store.close()
