@@ -58,6 +58,7 @@ IN_FLIGHT = 48  # requests the open loop lets wait at once; beyond that a tick i
 SUBSCRIBERS = 4
 HOLD_SUBSCRIPTION_S = 30.0
 READY_TIMEOUT_S = 600.0
+TOKEN_REFRESH_S = 600.0
 RECOMMEND = """query($k: Int!, $diversify: Boolean!, $algorithm: String!) {
   recommendations(options: {numRecommendations: $k, diversify: $diversify, algorithm: $algorithm})
   { items { score item { id } } } }"""
@@ -68,6 +69,9 @@ RECORD = """mutation($input: InteractionInput!) { recordInteraction(input: $inpu
 RATE = """mutation($input: RatingInput!) { rateItem(input: $input) { rating } }"""
 TRAIN = "mutation { trainModel { jobId status } }"
 JOB = "query($id: String!) { trainingJob(id: $id) { status } }"
+JOBS = "{ trainingJobs(limit: 100) { status trigger } }"
+# Workers that come and go with training runs (max_calls=1) and Ray's idle pool.
+TRANSIENT = ("ray::_run_training", "ray::IDLE")
 UPDATES = "subscription { recommendationUpdates(numRecommendations: 10) { item { id } } }"
 # (weight, kind): about 70% reads, 25% writes, besides the subscriptions
 MIX = [(40, "recommend"), (10, "similar"), (8, "trending"), (7, "items"), (25, "record"),
@@ -121,6 +125,8 @@ def process_name(pid: int, title: str) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     except OSError:
         return title
+    if title.startswith("ray-dashboard-") or "multiprocessing.forkserver" in " ".join(argv):
+        return "ray dashboard modules"
     for marker, name in (("recserve", "recserve demo (CLI)"), ("serve", "serve run (driver)")):
         if any(Path(arg).name == marker for arg in argv[:3]):
             return name
@@ -289,6 +295,16 @@ async def wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("the demo did not become ready")
 
 
+async def refresh_tokens(traffic: Traffic, settings: Settings, run: Run, until: float) -> None:
+    """New access tokens every ``TOKEN_REFRESH_S``, as clients refresh theirs (they last
+    30 minutes: a soak of that length would otherwise end on expired tokens)."""
+    while run.at() + TOKEN_REFRESH_S < until:
+        await asyncio.sleep(TOKEN_REFRESH_S)
+        tokens, admin, _ = await demo_users(settings)
+        traffic.tokens[:] = tokens
+        traffic.admin = admin
+
+
 async def soak(base: str, process: subprocess.Popen[bytes], settings: Settings, args: Any) -> Run:
     await wait_ready(base, process)
     users = await demo_users(settings)
@@ -300,8 +316,12 @@ async def soak(base: str, process: subprocess.Popen[bytes], settings: Settings, 
         open_loop(traffic, args.rate, until),
         sample_memory(process.pid, run, until),
         retrain(traffic, run, until / 2, until),
+        refresh_tokens(traffic, settings, run, until),
         *(subscriber(base, tokens, run, until, seed) for seed in range(SUBSCRIBERS)),
     )
+    jobs = await traffic.graphql(JOBS, {}, traffic.admin)
+    statuses = [job["trigger"] + ":" + job["status"] for job in jobs["data"]["trainingJobs"]]
+    run.training["jobs"] = dict(Counter(statuses))
     await traffic.client.aclose()
     return run
 
@@ -337,7 +357,8 @@ def report(run: Run, args: Any) -> dict[str, Any]:
     print(f"\nmemory after {warmup:g} min warm-up -> end (MiB)")
     print(f"{'process':<28}{'RSS start':>10}{'RSS end':>9}{'RSS +%':>8}"
           f"{'PSS start':>11}{'PSS end':>9}{'PSS +%':>8}")  # fmt: skip
-    for name in sorted(set(after_warmup) | set(end), key=lambda n: -end.get(n, (0, 0))[1]):
+    names = [n for n in set(after_warmup) | set(end) if not n.startswith(TRANSIENT)]
+    for name in sorted(names, key=lambda n: -end.get(n, (0, 0))[1]):
         (rss0, pss0), (rss1, pss1) = after_warmup.get(name, (0, 0)), end.get(name, (0, 0))
         grow_rss = 100 * (rss1 - rss0) / rss0 if rss0 else float("nan")
         grow_pss = 100 * (pss1 - pss0) / pss0 if pss0 else float("nan")
@@ -345,10 +366,13 @@ def report(run: Run, args: Any) -> dict[str, Any]:
                             "pss_start": pss0, "pss_end": pss1})  # fmt: skip
         print(f"{name[:27]:<28}{rss0:>10.0f}{rss1:>9.0f}{grow_rss:>+8.1f}"
               f"{pss0:>11.0f}{pss1:>9.0f}{grow_pss:>+8.1f}")  # fmt: skip
-    total0 = sum(p for _, p in after_warmup.values())
-    total1 = sum(p for _, p in end.values())
-    print(f"{'all processes (PSS)':<28}{'':>27}{total0:>11.0f}{total1:>9.0f}"
+    total0 = sum(p for n, (_, p) in after_warmup.items() if not n.startswith(TRANSIENT))
+    total1 = sum(p for n, (_, p) in end.items() if not n.startswith(TRANSIENT))
+    print(f"{'all but training workers':<28}{'':>27}{total0:>11.0f}{total1:>9.0f}"
           f"{100 * (total1 - total0) / total0:>+8.1f}")  # fmt: skip
+    peak = max((sum(p for n, (_, p) in m.items() if n.startswith(TRANSIENT)) for _, m in
+                run.memory), default=0.0)  # fmt: skip
+    print(f"training workers (come and go with each run): at most {peak:.0f} MiB PSS at once")
     return {"backends": args.backends, "minutes": minutes, "rate": args.rate,
             "requests": len(run.latencies), "errors": dict(run.errors),
             "subscriptions": run.subscriptions, "pushes": run.pushes,
