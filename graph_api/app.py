@@ -23,9 +23,11 @@ from starlette.requests import HTTPConnection
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from graph_api.accounts import AccountGuard, LoginThrottle
+from graph_api.assignment import ExperimentDirectory
 from graph_api.auth import TokenService
 from graph_api.clients import ClientAddresses
 from graph_api.context import RequestContext, Services
+from graph_api.feedback_recorder import FeedbackRecorder
 from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
 from graph_api.observability import mount_observability
@@ -58,9 +60,13 @@ def _lifespan(services: Services, owned: list[Any]) -> Any:
         background = services.recommender
         if isinstance(background, BackgroundWork):
             await background.start_background(services.cache)
+        if services.feedback is not None:
+            await services.feedback.start()
         try:
             yield
         finally:
+            if services.feedback is not None:  # what it holds is written before the database goes
+                await services.feedback.stop()
             if isinstance(background, BackgroundWork):
                 await background.stop_background()
             for resource in owned:
@@ -101,6 +107,13 @@ def create_app(
         results=ResultCache(cache, ttl=float(settings.cache_default_ttl_seconds)),
         subscriptions=SubscriptionSlots(
             settings.max_subscriptions_per_connection, settings.max_subscriptions_per_user
+        ),
+        experiments=ExperimentDirectory(database),
+        feedback=FeedbackRecorder(
+            database,
+            queue_size=settings.feedback_queue_size,
+            flush_s=settings.feedback_flush_seconds,
+            settle_s=settings.attribution_settle_seconds,
         ),
     )
     addresses = ClientAddresses(settings.trusted_proxies)

@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.fastapi import BaseContext
 
 from graph_api.accounts import AccountGuard, LoginThrottle
+from graph_api.assignment import ExperimentDirectory
 from graph_api.auth import Principal, TokenService, bearer_token
 from graph_api.errors import ApiError, Forbidden, Unauthenticated
+from graph_api.feedback_recorder import FeedbackRecorder
 from graph_api.loaders import Loaders
 from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import Admission, RateLimiter, SubscriptionSlots
@@ -51,6 +53,8 @@ class Services:
     quotas: TenantQuotas
     results: Any = None  # graph_api.result_cache.ResultCache over ``cache``
     subscriptions: SubscriptionSlots | None = None  # open subscriptions, this replica
+    feedback: FeedbackRecorder | None = None  # impressions and attributions, written behind
+    experiments: ExperimentDirectory | None = None  # tenant defaults and running experiments
 
 
 # One HTTP request (several root fields) checks the account once; a long-lived websocket

@@ -40,12 +40,21 @@ class InteractionInput:
     interaction_type: str
     interaction_value: float | None = None
     idempotency_key: str | None = None
+    recommendation_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The list the item was picked from (a recommendationId): the interaction "
+        "is credited to it. Without it, to the newest list that showed the user this item "
+        "within the tenant's attribution window.",
+    )
 
 
 @strawberry.input
 class RatingInput:
     item_id: uuid.UUID
-    rating: float = strawberry.field(description="0.5 to 5 in steps of 0.5.")
+    rating: float = strawberry.field(
+        description="On the tenant's rating scale (0.5 to 5 in steps of 0.5 unless the tenant "
+        "set another: recserve tenant set-rating-scale)."
+    )
     rated_at: datetime | None = strawberry.field(
         default=None,
         description="When the user rated it (no offset means UTC; default: now), e.g. from an "

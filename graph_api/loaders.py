@@ -17,6 +17,7 @@ from strawberry.dataloader import DataLoader
 from graph_api.row_cache import RowCache
 from storage import repositories as repo
 from storage.errors import NotFound
+from storage.feedback_rules import FeedbackRules
 from storage.models import Interaction, Item, Rating, Tenant, User
 from storage.rating_scale import RatingScale
 
@@ -133,6 +134,11 @@ class Loaders:
         """The tenant's rating scale: ratings are shown, and given, on it."""
         tenant = await self.tenants.load(self.tenant_id)
         return RatingScale.of_tenant(tenant.settings if tenant is not None else None)
+
+    async def feedback_rules(self) -> FeedbackRules:
+        """Which of the tenant's interactions count as clicks and conversions."""
+        tenant = await self.tenants.load(self.tenant_id)
+        return FeedbackRules.of_tenant(tenant.settings if tenant is not None else None)
 
     async def _average_ratings(self, item_ids: list[uuid.UUID]) -> list[float | None]:
         """Each item's average rating, on the tenant's scale."""

@@ -21,6 +21,7 @@ from graph_api.auth import Principal
 from graph_api.auth_mutations import AuthMutation
 from graph_api.context import Info, RequestContext
 from graph_api.errors import BadUserInput, ObjectNotFound
+from graph_api.experiments import ExperimentMutation
 from graph_api.inputs import (
     InteractionImportInput,
     InteractionInput,
@@ -30,6 +31,7 @@ from graph_api.inputs import (
     check_rating,
     item_fields,
 )
+from graph_api.online import FeedbackMutation, checked_recommendation_id, feedback_rules
 from graph_api.preferences import Preferences, PreferencesInput, updated
 from graph_api.queries import require_admin
 from graph_api.quotas import TRAINING_RUNS
@@ -233,7 +235,9 @@ async def _after_import(
 
 
 @strawberry.type
-class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
+class Mutation(
+    AuthMutation, AccountAdminMutation, TrainingMutation, FeedbackMutation, ExperimentMutation
+):
     @strawberry.mutation
     async def record_interaction(self, info: Info, input: InteractionInput) -> Interaction:
         principal = await info.context.authorize()
@@ -247,6 +251,11 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
             raise BadUserInput("idempotencyKey must be 1 to 128 characters.")
         if await info.context.loaders.items.load(input.item_id) is None:
             raise ObjectNotFound("Item not found.")
+        named = None
+        if input.recommendation_id is not None:
+            named = await checked_recommendation_id(
+                info.context, principal, input.recommendation_id, input.item_id
+            )
         async with info.context.session() as session:
             row = await interactions_repo.record_interaction(
                 session=session,
@@ -266,6 +275,19 @@ class Mutation(AuthMutation, AccountAdminMutation, TrainingMutation):
             "at": row.created_at.isoformat(),
         }
         await _after_user_write(info.context, principal, event)
+        feedback = info.context.services.feedback
+        if feedback is not None:
+            feedback.interacted(
+                rules=await feedback_rules(info.context, principal),
+                interaction_id=row.id,
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                item_id=row.item_id,
+                interaction_type=row.interaction_type,
+                value=float(row.value),
+                at=row.created_at,
+                recommendation_id=named,
+            )
         return Interaction.from_row(row)
 
     @strawberry.mutation(

@@ -9,8 +9,10 @@ import strawberry
 from graph_api import bounds
 from graph_api.context import Info, RequestContext, require_admin
 from graph_api.errors import BadUserInput, Forbidden, ObjectNotFound, Unauthenticated
+from graph_api.experiments import ExperimentQuery
 from graph_api.inputs import MAX_PAGE, RecommendationOptions, check_page, to_params
 from graph_api.loaders import prime
+from graph_api.online import FeedbackQuery
 from graph_api.recommendations import recommend, result_lookup, similar_items, trending_items
 from graph_api.training import TrainingQuery
 from graph_api.types import (
@@ -38,7 +40,7 @@ __all__ = ["Query", "load_item", "require_admin"]
 
 
 @strawberry.type
-class Query(TrainingQuery):
+class Query(TrainingQuery, FeedbackQuery, ExperimentQuery):
     @strawberry.field
     async def me(self, info: Info) -> User:
         principal = await info.context.authorize()

@@ -20,10 +20,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 import orjson
+import strawberry
 
+from graph_api.assignment import assign, assigned_now
 from graph_api.auth import Principal
 from graph_api.context import RequestContext
 from graph_api.errors import BadUserInput, ObjectNotFound
+from graph_api.feedback_recorder import new_recommendation_id
 from graph_api.preferences import Preferences
 from graph_api.row_cache import restore, snapshot
 from graph_api.types import (
@@ -118,6 +121,7 @@ def result_lookup(ctx: RequestContext, params: RecommendationParams) -> list[str
     principal = ctx.principal
     if principal is None:
         return []
+    params = assigned_now(ctx.services.experiments, principal, params)
     return ctx.services.results.lookup_keys(*result_keys(principal, params))
 
 
@@ -133,9 +137,14 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
 
 
 async def recommend(
-    ctx: RequestContext, principal: Principal, params: RecommendationParams
+    ctx: RequestContext, principal: Principal, params: RecommendationParams, *, served: bool = True
 ) -> RecommendationResult:
+    """The caller's list; ``served`` (the query, not a subscription's push) records it as an
+    impression under the answer's ``recommendationId``. The tenant's defaults and a running
+    experiment's variant may change the options (``graph_api.assignment``)."""
     params.validate(ctx.services.recommender.catalog)
+    assigned = await assign(ctx.services.experiments, principal, params)
+    params = assigned.params
     if params.min_rating is not None:  # on the tenant's rating scale, as averages are shown
         highest = (await ctx.loaders.rating_scale()).high
         if params.min_rating > highest:
@@ -171,6 +180,19 @@ async def recommend(
         cached=cached,
         recommended=items,
     )
+    recommendation_id = record_served(
+        ctx,
+        principal,
+        "recommendations",
+        [str(entry.item.id) for entry in items],
+        strategy=str(response.strategy),
+        algorithm=response.algorithm,
+        engines=response.engines_used,
+        model_version=response.model_version,
+        experiment_id=assigned.experiment_id,
+        variant=assigned.variant,
+        record=served,
+    )
     return RecommendationResult(
         items=items,
         algorithm=response.algorithm,
@@ -178,7 +200,29 @@ async def recommend(
         response_time_ms=elapsed_ms,
         total_count=len(items),
         explanation=explanation,
+        recommendation_id=strawberry.ID(str(recommendation_id)),
+        variant=assigned.variant,
     )
+
+
+def record_served(
+    ctx: RequestContext,
+    principal: Principal,
+    surface: str,
+    items: list[str],
+    *,
+    record: bool = True,
+    **how: Any,
+) -> uuid.UUID:
+    """The list's ``recommendationId``, its impression queued when ``record`` (and the app
+    records feedback)."""
+    feedback = ctx.services.feedback
+    if feedback is None or not record:
+        return new_recommendation_id()
+    return feedback.served(
+        tenant_id=principal.tenant_id, user_id=principal.user_id, surface=surface, items=items,
+        **how,
+    )  # fmt: skip
 
 
 async def _ask_recommender(
@@ -338,7 +382,19 @@ async def similar_items(ctx: RequestContext, item_id: Any, top_k: int) -> list[S
     key = tenant_key(principal.tenant_id, "recs", "similar", item_uuid, top_k)
     ttl = ctx.services.settings.cache_similar_ttl_seconds
     pairs = await _cached_pairs(ctx, principal, key, ttl, compute)
-    return await hydrate_pairs(ctx, pairs, exclude=item_uuid)
+    return _served_pairs(
+        ctx, principal, "similarItems", await hydrate_pairs(ctx, pairs, exclude=item_uuid)
+    )
+
+
+def _served_pairs(
+    ctx: RequestContext, principal: Principal, surface: str, listed: list[SimilarItem]
+) -> list[SimilarItem]:
+    served = record_served(ctx, principal, surface, [str(entry.item.id) for entry in listed])
+    identifier = strawberry.ID(str(served))
+    for entry in listed:
+        entry.recommendation_id = identifier
+    return listed
 
 
 async def trending_items(
@@ -352,7 +408,8 @@ async def trending_items(
     digest = hashlib.sha256(orjson.dumps(category)).hexdigest()[:16]
     key = tenant_key(principal.tenant_id, "recs", "top", digest, limit)
     ttl = ctx.services.settings.cache_trending_ttl_seconds
-    return await hydrate_pairs(ctx, await _cached_pairs(ctx, principal, key, ttl, compute))
+    listed = await hydrate_pairs(ctx, await _cached_pairs(ctx, principal, key, ttl, compute))
+    return _served_pairs(ctx, principal, "trendingItems", listed)
 
 
 async def _cached_pairs(

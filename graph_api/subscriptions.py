@@ -69,7 +69,7 @@ async def _fresh_recommendations(
     context: RequestContext, principal: Principal, params: RecommendationParams
 ) -> list[RecommendationItem]:
     context.refresh_loaders()  # the history must include the write that woke us
-    result = await recommend(context, principal, params)
+    result = await recommend(context, principal, params, served=False)
     return result.items
 
 

@@ -124,6 +124,12 @@ class ItemPopularity:
 class SimilarItem:
     item: Item
     score: float
+    recommendation_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The list this item was served in (the same for every item of one "
+        "similarItems or trendingItems answer): pass it as recordInteraction's "
+        "recommendationId. Null in subscription pushes, which are not recorded as served.",
+    )
 
 
 @strawberry.type
@@ -322,6 +328,13 @@ class RecommendationResult:
     response_time_ms: float
     total_count: int
     explanation: RecommendationExplanation
+    recommendation_id: strawberry.ID = strawberry.field(
+        description="This answer as a served list (an impression): pass it as "
+        "recordInteraction's recommendationId so a click or purchase is credited to it."
+    )
+    variant: str | None = strawberry.field(
+        default=None, description="The experiment variant that served this list, if any."
+    )
 
 
 @strawberry.type

@@ -31,6 +31,7 @@ from jobs.runners import TrainingRunner
 from storage.db import Database
 from storage.models import JobStatus, JobTrigger, utcnow
 from storage.repositories import jobs as jobs_repo
+from storage.repositories.feedback import prune_feedback
 from storage.repositories.leases import acquire_lease, release_lease
 from storage.repositories.tenants import drop_orphan_partitions
 
@@ -103,15 +104,25 @@ class Scheduler:
         return [o.job for o in await self.round(now) if o.created and o.job is not None]
 
     async def _tidy(self) -> None:
-        """The leader's housekeeping: partitions that deleted tenants left behind."""
+        """The leader's housekeeping: partitions that deleted tenants left behind, and served
+        lists (impressions, attributions) older than the retention period."""
         try:
             async with self.database.session() as session:
                 dropped = await drop_orphan_partitions(session=session)
         except Exception:  # housekeeping must not stop the round
             logger.exception("dropping the partitions of deleted tenants failed")
-            return
+            dropped = []
         if dropped:
             logger.info("dropped the partitions of deleted tenants: %s", ", ".join(dropped))
+        before = self.clock() - timedelta(days=self.settings.impression_retention_days)
+        try:
+            async with self.database.session() as session:
+                pruned = await prune_feedback(session=session, before=before)
+        except Exception:
+            logger.exception("pruning old impressions failed")
+            return
+        if pruned:
+            logger.info("pruned %d impressions older than %s", pruned, before.isoformat())
 
     async def round(
         self,

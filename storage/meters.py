@@ -95,3 +95,20 @@ def model_version_served(tenant_id: object, algorithm: str, version: str) -> Non
     number = float(match.group(1)) if match else 0.0
     labels = {"tenant_id": _label(tenant_id), "algorithm": algorithm}
     backend().set(SPECS["model_version_served"], labels, number)
+
+
+def impressions(tenant_id: object, variant: str | None, count: int = 1) -> None:
+    labels = {"tenant_id": _label(tenant_id), "variant": _label(variant)}
+    backend().inc(SPECS["recommendation_impressions"], labels, float(count))
+
+
+def attributed(tenant_id: object, variant: str | None, *, click: bool, conversion: bool) -> None:
+    labels = {"tenant_id": _label(tenant_id), "variant": _label(variant)}
+    if click:
+        backend().inc(SPECS["recommendation_clicks"], labels, 1.0)
+    if conversion:
+        backend().inc(SPECS["recommendation_conversions"], labels, 1.0)
+
+
+def feedback_dropped(kind: str, count: int = 1) -> None:
+    backend().inc(SPECS["feedback_dropped"], {"kind": kind}, float(count))

@@ -111,6 +111,31 @@ SPECS: dict[str, MetricSpec] = {
             ("dependency",),
         ),
         MetricSpec(
+            "recommendation_impressions",
+            "counter",
+            "Lists served (one per recommendationId), per tenant and experiment variant.",
+            ("tenant_id", "variant"),
+        ),
+        MetricSpec(
+            "recommendation_clicks",
+            "counter",
+            "Interactions attributed to a served list as clicks, per tenant and variant.",
+            ("tenant_id", "variant"),
+        ),
+        MetricSpec(
+            "recommendation_conversions",
+            "counter",
+            "Interactions attributed to a served list as conversions, per tenant and variant.",
+            ("tenant_id", "variant"),
+        ),
+        MetricSpec(
+            "feedback_dropped",
+            "counter",
+            "Impressions or attributions dropped because the replica's write queue was full"
+            " or the database refused them after retries.",
+            ("kind",),
+        ),
+        MetricSpec(
             "model_version_served",
             "gauge",
             "The version number of the model an engine serves, per tenant and algorithm.",

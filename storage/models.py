@@ -27,6 +27,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
     String,
     Text,
     TypeDecorator,
@@ -326,3 +327,83 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(String(100))
     expires_at: Mapped[datetime]
+
+
+class Experiment(Base):
+    """An A/B test of one tenant on one surface (``graph_api.experiments``)."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (
+        Index(
+            "uq_experiments_running",
+            "tenant_id",
+            "surface",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    surface: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # running | stopped | promoted
+    allocation: Mapped[str] = mapped_column(String(16))  # fixed | bandit
+    metric: Mapped[str] = mapped_column(String(16))  # ctr | conversion | revenue
+    # [{"name", "share", "options": {algorithm, strategy, weights, diversify}}]
+    variants: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    winner: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Impression(Base):
+    """One list served to a user (a ``recommendationId``): written off the request path by
+    ``graph_api.feedback_recorder``, pruned after the retention period."""
+
+    __tablename__ = "impressions"
+    __table_args__ = (
+        Index("ix_impressions_tenant_user_created", "tenant_id", "user_id", "created_at"),
+        Index("ix_impressions_tenant_created", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    surface: Mapped[str] = mapped_column(String(16))
+    items: Mapped[list[str]] = mapped_column(JsonType)
+    size: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str | None] = mapped_column(String(32), default=None)
+    algorithm: Mapped[str | None] = mapped_column(String(64), default=None)
+    engines: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    model_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    experiment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="SET NULL"), default=None
+    )
+    variant: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    hour: Mapped[int] = mapped_column(Integer)
+
+
+class Attribution(Base):
+    """An interaction credited to the list (impression) and position it came from."""
+
+    __tablename__ = "attributions"
+    __table_args__ = (
+        Index("ix_attributions_impression", "impression_id"),
+        Index("ix_attributions_tenant_created", "tenant_id", "created_at"),
+    )
+
+    interaction_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    impression_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("impressions.id", ondelete="CASCADE")
+    )
+    item_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    position: Mapped[int] = mapped_column(Integer)
+    click: Mapped[bool] = mapped_column(Boolean)
+    conversion: Mapped[bool] = mapped_column(Boolean)
+    revenue: Mapped[float] = mapped_column()
+    explicit: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

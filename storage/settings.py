@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     cache_similar_ttl_seconds: int = Field(default=600, ge=0)
     cache_trending_ttl_seconds: int = Field(default=60, ge=0)
 
+    # The feedback loop (graph_api.feedback_recorder): impressions and attributions queued per
+    # replica, written every flush; an interaction is attributed once the settle time has
+    # passed (more than every replica's flush, so the list it came from is stored whoever
+    # served it); both are kept for the retention period, then pruned by the scheduler's leader.
+    feedback_queue_size: int = Field(default=10_000, ge=1)
+    feedback_flush_seconds: float = Field(default=0.25, gt=0, le=10)
+    attribution_settle_seconds: float = Field(default=1.0, gt=0, le=60)
+    impression_retention_days: int = Field(default=30, ge=1, le=3650)
+
     # Sliding-window request budgets, in cost units per window (``recommendations`` costs 5,
     # ``similarItems`` 3 wherever it is nested, times the parents it runs for, ``trainModel``
     # 10, other root fields 1; every websocket operation and every invalid request pay too).

@@ -10,6 +10,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.feedback_rules import SETTING as FEEDBACK_SETTING
+from storage.feedback_rules import FeedbackRules
 from storage.models import Registration, Tenant, TenantTier
 from storage.rating_scale import SETTING as RATING_SCALE_SETTING
 from storage.rating_scale import RatingScale
@@ -102,6 +104,16 @@ async def set_tenant_rating_scale(
     """The scale the tenant's ratings arrive on and are shown on (``storage.rating_scale``)."""
     tenant = await get_tenant(session=session, tenant_id=tenant_id)
     tenant.settings = {**(tenant.settings or {}), RATING_SCALE_SETTING: scale.name}
+    await session.flush()
+    return tenant
+
+
+async def set_tenant_feedback_rules(
+    *, session: AsyncSession, tenant_id: uuid.UUID, rules: FeedbackRules
+) -> Tenant:
+    """Which interactions count as clicks and conversions (``storage.feedback_rules``)."""
+    tenant = await get_tenant(session=session, tenant_id=tenant_id)
+    tenant.settings = {**(tenant.settings or {}), FEEDBACK_SETTING: rules.stored()}
     await session.flush()
     return tenant
 

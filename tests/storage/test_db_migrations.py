@@ -22,6 +22,9 @@ TABLES = {
     "tenant_invites",
     "training_jobs",
     "leases",
+    "experiments",
+    "impressions",
+    "attributions",
 }
 
 
@@ -45,7 +48,7 @@ async def test_upgrade_downgrade_upgrade(backend: str, request: pytest.FixtureRe
             assert await _tables(database) == TABLES
             async with database.engine.connect() as connection:
                 version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-                assert version == "0007"
+                assert version == "0008"
                 # The hand-written migration and the models describe the same schema.
                 assert await connection.run_sync(_schema_differences) == []
             await migrate(url)  # already at head: a no-op, not an error
