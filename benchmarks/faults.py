@@ -3,13 +3,15 @@
 For each fault the GraphQL app (``create_app``, uvicorn on a local port, the production
 middleware and resolvers) runs on backends this benchmark starts itself in temporary folders:
 a PostgreSQL (``initdb``/``pg_ctl``, as the ``postgres`` user when run as root) and a
-``redis-server``. Clients with their own tokens send a mix of ``recommendations`` and
+``redis-server`` (for ``redis-cluster``: three masters with a replica each, one master killed
+for good). Clients with their own tokens send a mix of ``recommendations`` and
 ``recordInteraction`` over HTTP; a few seconds in, the backend is killed, then started again.
 Prints, per fault: requests sent, failed (and their codes), answered while the backend was
 down, seconds from the restart to the first answer that needed it, and acknowledged writes
 lost (ids returned to a client but missing from the database at the end).
 
-    python -m benchmarks.faults [--clients 4] [--seconds 12] [--faults redis,postgres]
+    python -m benchmarks.faults [--clients 4] [--seconds 12]
+        [--faults redis,redis-cluster,postgres]
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ mutation($item: UUID!) {
   recordInteraction(input: {itemId: $item, interactionType: "view"}) { id }
 }"""
 RECOMMEND = "{ recommendations(options: {numRecommendations: 5}) { totalCount } }"
+CLUSTER = "redis-cluster"  # a master of a Redis Cluster with replicas dies
 
 
 def free_port() -> int:
@@ -248,6 +251,22 @@ class OwnRedisCluster:
         self._processes[port].kill()
         self._processes[port].wait()
 
+    def wait_failover(self, master: int, timeout_s: float = 60) -> None:
+        """Until ``master``'s slots are served again (its replica promoted) and the cluster
+        reports ``cluster_state:ok``."""
+
+        def promoted() -> bool:
+            nodes = self._nodes()
+            serving = [n for n in nodes if "master" in n[2] and "fail" not in n[2] and n[8:]]
+            gone = f"127.0.0.1:{master}@"
+            return (
+                len(serving) == 3
+                and not any(n[1].startswith(gone) for n in serving)
+                and self.healthy()
+            )
+
+        self._wait(promoted, f"the failover of {master}", timeout_s)
+
     def remove(self) -> None:
         for process in self._processes.values():
             if process.poll() is None:
@@ -261,7 +280,9 @@ class Outcome:
     fault: str
     sent: int = 0
     codes: Counter[str] = field(default_factory=Counter)
-    answered_while_down: int = 0
+    messages: dict[str, str] = field(default_factory=dict)  # code -> the first message
+    answered_while_down: int = 0  # degraded: answered without the backend
+    outage_s: float | None = None  # the backend's time away (a cluster: until failed over)
     recovery_s: float | None = None
     acknowledged: list[tuple[str, str]] = field(default_factory=list)  # (token, id)
     lost: int = 0
@@ -300,7 +321,8 @@ async def run_fault(
     from storage.db import Database, migrate
     from storage.settings import Settings
 
-    postgres, redis = OwnPostgres().init(), OwnRedis()
+    postgres = OwnPostgres().init()
+    redis: OwnRedis | OwnRedisCluster = OwnRedisCluster() if fault == CLUSTER else OwnRedis()
     postgres.start()
     redis.start()
     tmp = Path(tempfile.mkdtemp(prefix="recserve-faults-"))
@@ -325,7 +347,7 @@ async def run_fault(
             server, task = await _serve(app, port)
             try:
                 await _drive(ops, settings, database, port, clients, seconds, down_at, up_at,
-                             outcome, {"redis": redis, "postgres": postgres}[fault])  # fmt: skip
+                             outcome, postgres if fault == "postgres" else redis)  # fmt: skip
             finally:
                 server.should_exit = True
                 await task
@@ -348,7 +370,7 @@ async def _drive(
     down_at: float,
     up_at: float,
     outcome: Outcome,
-    backend: OwnPostgres | OwnRedis,
+    backend: OwnPostgres | OwnRedis | OwnRedisCluster,
 ) -> None:
     domain = "faults.example"
     await ops.ensure_tenant(database, domain=domain, registration="closed")
@@ -371,10 +393,21 @@ async def _drive(
 
         async def chaos() -> None:
             await asyncio.sleep(down_at)
+            if isinstance(backend, OwnRedisCluster):
+                # A master dies for good: its replica takes over once the node timeout has
+                # passed; the backend is back when the cluster says so again.
+                killed = time.monotonic()
+                await asyncio.to_thread(backend.kill, backend.ports[0])
+                state["down"] = True
+                await asyncio.to_thread(backend.wait_failover, backend.ports[0])
+                outcome.outage_s = time.monotonic() - killed
+                state["down"], state["restarted"] = False, time.monotonic()
+                return
             await asyncio.to_thread(backend.stop)
             state["down"] = True
             await asyncio.sleep(up_at - down_at)
             await asyncio.to_thread(backend.start)
+            outcome.outage_s = up_at - down_at
             state["down"], state["restarted"] = False, time.monotonic()
 
         async def one_client(token: str) -> None:
@@ -388,7 +421,9 @@ async def _drive(
                 outcome.sent += 1
                 errors = payload.get("errors")
                 if errors:
-                    outcome.codes[errors[0].get("extensions", {}).get("code", "?")] += 1
+                    code = errors[0].get("extensions", {}).get("code", "?")
+                    outcome.codes[code] += 1
+                    outcome.messages.setdefault(code, errors[0].get("message", ""))
                 else:
                     if was_down:
                         outcome.answered_while_down += 1
@@ -415,17 +450,24 @@ async def _stored_ids(database: Any) -> set[str]:
 
 
 def print_table(outcomes: list[Outcome]) -> None:
-    header = f"{'fault':<10}{'sent':>7}{'failed':>8}{'answered while down':>21}"
+    header = f"{'fault':<15}{'sent':>7}{'failed':>8}{'degraded':>10}{'down s':>8}"
     header += f"{'recovery s':>12}{'acked writes':>14}{'lost':>6}  failure codes"
     print(header)
     print("-" * len(header))
     for o in outcomes:
         recovery = f"{o.recovery_s:.2f}" if o.recovery_s is not None else "-"
+        down = f"{o.outage_s:.2f}" if o.outage_s is not None else "-"
         codes = ", ".join(f"{code} {n}" for code, n in o.codes.most_common()) or "-"
         print(
-            f"{o.fault:<10}{o.sent:>7}{o.failed:>8}{o.answered_while_down:>21}"
+            f"{o.fault:<15}{o.sent:>7}{o.failed:>8}{o.answered_while_down:>10}{down:>8}"
             f"{recovery:>12}{len(o.acknowledged):>14}{o.lost:>6}  {codes}"
         )
+    for o in outcomes:
+        for code, message in o.messages.items():
+            print(f"{o.fault} {code}: {message[:160]}")
+    print("degraded: answered while the backend was down; down s: the backend's time away (a")
+    print("cluster: from the master's death until its replica serves its slots); recovery s:")
+    print("from the backend's return to the first answer that needed it")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -433,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--faults", default="redis,postgres")
+    parser.add_argument("--faults", default=f"redis,{CLUSTER},postgres")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if not (OwnPostgres.available() and OwnRedis.available()):
@@ -448,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json is not None:
         rows = [
             {"fault": o.fault, "sent": o.sent, "failed": o.failed, "codes": dict(o.codes),
-             "answered_while_down": o.answered_while_down, "recovery_s": o.recovery_s,
+             "degraded": o.answered_while_down, "outage_s": o.outage_s,
+             "recovery_s": o.recovery_s,
              "acknowledged_writes": len(o.acknowledged), "lost": o.lost}
             for o in outcomes
         ]  # fmt: skip

@@ -240,7 +240,9 @@ class FeedbackRecorder:
                     await operation(session)
                 return True
             except StorageError as error:
-                logger.warning("feedback write failed (attempt %d): %s", attempt + 1, error)
+                # the first line: the cause, not the statement and its placeholders
+                cause = (str(error).splitlines() or [type(error).__name__])[0]
+                logger.warning("feedback write failed (attempt %d): %s", attempt + 1, cause)
                 await asyncio.sleep(0.2 * (attempt + 1))
         return False
 
