@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graph_api.accounts import AccountGuard, change_tenant_active, change_user_active
-from graph_api.auth import Principal, TokenService
+from graph_api.auth import Principal, TokenService, hash_password
+from graph_api.auth_mutations import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from ingest.export import ExportCounts, export_tenant
 from ingest.files import ColumnMap, ImportReport, import_files
 from ingest.writer import IngestCounts, Progress, ingest_dataset, ingest_stream
@@ -147,6 +148,24 @@ async def set_user_active(settings: Settings, *, domain: str, email: str, active
         return await change_user_active(database, guard, tenant.id, user.id, active)
     finally:
         await cache.close()
+        await database.dispose()
+
+
+async def set_password(settings: Settings, *, domain: str, email: str, password: str) -> User:
+    """Give a user (an operator-made admin, say) a password to sign in with (``login``, the
+    console). Other sessions are left as they are."""
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        bounds = f"{MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH}"
+        raise ValueError(f"a password has {bounds} characters")
+    hashed = await hash_password(password)
+    database = await open_database(settings)
+    try:
+        async with database.session() as session:
+            tenant = await repo.get_tenant_by_domain(session=session, domain=domain)
+            user = await repo.get_user_by_email(session=session, tenant_id=tenant.id, email=email)
+            user.password_hash = hashed
+            return user
+    finally:
         await database.dispose()
 
 

@@ -37,6 +37,7 @@ from storage.repositories import tenants as tenants_repo
 from storage.repositories import users as users_repo
 
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
 _BAD_CREDENTIALS = "Invalid email, password or tenant."
 REGISTRATION_REFUSED = (
     "Registration refused: the tenant does not accept it, the invite is not valid, "
@@ -51,7 +52,7 @@ def _check_registration(data: RegisterInput) -> None:
         raise BadUserInput("email is not a valid address.")
     if not data.username.strip() or len(data.username) > 150:
         raise BadUserInput("username must be 1 to 150 characters.")
-    if not MIN_PASSWORD_LENGTH <= len(data.password) <= 1024:
+    if not MIN_PASSWORD_LENGTH <= len(data.password) <= MAX_PASSWORD_LENGTH:
         raise BadUserInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters.")
     tenant_domain = data.tenant_domain.strip()
     if not tenant_domain or len(tenant_domain) > 255 or " " in tenant_domain:

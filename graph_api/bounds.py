@@ -52,17 +52,17 @@ DOMAIN_CHARS = 255
 
 def check_text(field: str, value: str | None, max_chars: int) -> None:
     if value is not None and len(value) > max_chars:
-        raise BadUserInput(f"{field} must be at most {max_chars} characters.")
+        raise BadUserInput(f"{field} must be at most {max_chars} characters.", field=field)
 
 
 def check_list(field: str, values: Sequence[Any] | None, max_items: int) -> None:
     if values is not None and len(values) > max_items:
-        raise BadUserInput(f"{field} takes at most {max_items} entries.")
+        raise BadUserInput(f"{field} takes at most {max_items} entries.", field=field)
 
 
 def check_number(field: str, value: float | None) -> None:
     if value is not None and not math.isfinite(value):
-        raise BadUserInput(f"{field} must be a finite number.")
+        raise BadUserInput(f"{field} must be a finite number.", field=field)
 
 
 def check_json(

@@ -217,8 +217,8 @@ def item_fields(data: ItemInput | ItemUpdateInput) -> dict[str, Any]:
             fields[name] = list(value) if name == "tags" else value
     if data.metadata is not None:
         if not isinstance(data.metadata, dict):
-            raise BadUserInput("metadata must be a JSON object.")
+            raise BadUserInput("metadata must be a JSON object.", field="metadata")
         fields["item_metadata"] = data.metadata
     if "title" in fields and not str(fields["title"]).strip():
-        raise BadUserInput("title must not be empty.")
+        raise BadUserInput("title must not be empty.", field="title")
     return fields

@@ -37,6 +37,7 @@ from graph_api.queries import require_admin
 from graph_api.quotas import TRAINING_RUNS
 from graph_api.recommendations import tenant_cache_prefix, user_cache_prefix
 from graph_api.row_cache import row_key, row_prefix
+from graph_api.tenant_admin import TenantAdminMutation
 from graph_api.training import TrainingMutation
 from graph_api.types import Interaction, Item, Rating, TrainingJob, User
 from recommend.types import ItemContent
@@ -236,7 +237,12 @@ async def _after_import(
 
 @strawberry.type
 class Mutation(
-    AuthMutation, AccountAdminMutation, TrainingMutation, FeedbackMutation, ExperimentMutation
+    AuthMutation,
+    AccountAdminMutation,
+    TrainingMutation,
+    FeedbackMutation,
+    ExperimentMutation,
+    TenantAdminMutation,
 ):
     @strawberry.mutation
     async def record_interaction(self, info: Info, input: InteractionInput) -> Interaction:

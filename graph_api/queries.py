@@ -14,6 +14,7 @@ from graph_api.inputs import MAX_PAGE, RecommendationOptions, check_page, to_par
 from graph_api.loaders import prime
 from graph_api.online import FeedbackQuery
 from graph_api.recommendations import recommend, result_lookup, similar_items, trending_items
+from graph_api.tenant_admin import TenantAdminQuery
 from graph_api.training import TrainingQuery
 from graph_api.types import (
     Item,
@@ -40,7 +41,7 @@ __all__ = ["Query", "load_item", "require_admin"]
 
 
 @strawberry.type
-class Query(TrainingQuery, FeedbackQuery, ExperimentQuery):
+class Query(TrainingQuery, FeedbackQuery, ExperimentQuery, TenantAdminQuery):
     @strawberry.field
     async def me(self, info: Info) -> User:
         principal = await info.context.authorize()

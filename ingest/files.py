@@ -512,6 +512,24 @@ class _Source:
             yield len(batch), parsed
 
 
+def item_external_ids(path: Path, columns: ColumnMap | None = None) -> list[str]:
+    """The external ids an items file names (bad rows left out), read before an import so a
+    quota can be checked first. ImportFileError for an unusable file."""
+    mapping = columns or ColumnMap()
+    column = mapping.column("items", "external_id")
+    source = _Source("items", path, mapping)
+    source.check_columns()
+    found: list[str] = []
+    try:
+        for _, values in _READERS[file_format(path)](path, {column}, {column}, lambda *_: None):
+            value = values.get(column)
+            if value is not None and str(value).strip():
+                found.append(str(value).strip())
+    except (NotUtf8, ArrowInvalid) as error:
+        raise ImportFileError(f"{path.name}: {error}") from error
+    return found
+
+
 # ---------------------------------------------------------------- writing
 
 

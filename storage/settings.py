@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     max_model_mb: float | None = Field(default=2048.0, gt=0)
     # Largest HTTP request body the API reads (bytes); bigger ones get 413 unread.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Largest file ``importFile`` takes (bytes, decoded): it travels base64 in the body, so
+    # keep it under three quarters of ``max_body_bytes``. Larger files: recserve ingest file.
+    max_upload_bytes: int = Field(default=700_000, gt=0)
     # Addresses (IPs or CIDRs) of the proxies in front of the API whose X-Forwarded-For is
     # believed; empty: the socket peer is the client (a client's own header is ignored).
     # (``RECSERVE_TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1``: comma-separated, or a JSON list.)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Select, func, select, text, union_all
@@ -358,6 +358,36 @@ async def count_interactions(
     if since is not None:
         query = query.where(Interaction.created_at >= since)
     return int(await session.scalar(query) or 0)
+
+
+async def interactions_per_day(
+    *, session: AsyncSession, tenant_id: uuid.UUID, days: int
+) -> list[tuple[str, int]]:
+    """``(YYYY-MM-DD, count)`` per UTC day for the ``days`` days that end on the day of the
+    tenant's newest interaction (an imported history may end long ago), oldest first, with
+    days without interactions at 0; empty when the tenant has none."""
+    newest = await session.scalar(
+        select(func.max(Interaction.created_at)).where(Interaction.tenant_id == tenant_id)
+    )
+    if newest is None:
+        return []
+    if isinstance(newest, str):  # SQLite hands back text for an aggregate
+        newest = datetime.fromisoformat(newest)
+    last = newest.date()
+    first = last - timedelta(days=days - 1)
+    if dialect_name(session) == "postgresql":
+        day = func.to_char(func.timezone("UTC", Interaction.created_at), "YYYY-MM-DD")
+    else:
+        day = func.date(Interaction.created_at)
+    since = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    query = (
+        select(day.label("day"), func.count())
+        .where(Interaction.tenant_id == tenant_id, Interaction.created_at >= since)
+        .group_by(day)
+    )
+    counts = {str(row[0]): int(row[1]) for row in await session.execute(query)}
+    dates = [(first + timedelta(days=n)).isoformat() for n in range(days)]
+    return [(date, counts.get(date, 0)) for date in dates]
 
 
 async def count_interacting_users(*, session: AsyncSession, tenant_id: uuid.UUID) -> int:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Tenant, User, UserRole, utcnow
@@ -117,6 +117,12 @@ async def account_row(
     )
     row = (await session.execute(query)).first()
     return (row[0], bool(row[1])) if row is not None else (None, False)
+
+
+async def count_users(*, session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """How many accounts the tenant has (deactivated ones included)."""
+    query = select(func.count()).select_from(User).where(User.tenant_id == tenant_id)
+    return int(await session.scalar(query) or 0)
 
 
 async def list_users(

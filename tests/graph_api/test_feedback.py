@@ -104,7 +104,8 @@ async def test_lists_are_impressions_and_interactions_are_credited_to_their_posi
     assert lists["itemCtr"] == pytest.approx(2 / 6)
     assert lists["meanReciprocalRank"] == pytest.approx((1 / 3 + 1) / 2)
     assert lists["coverage"] == pytest.approx(3 / 6)
-    assert by_surface["similarItems"]["listsServed"] == 1 and by_surface["similarItems"]["clicks"] == 0
+    similar = by_surface["similarItems"]
+    assert similar["listsServed"] == 1 and similar["clicks"] == 0
     text = (await api.client.get("/metrics")).text
     assert "recommendation_impressions_total" in text and "recommendation_clicks_total" in text
 
