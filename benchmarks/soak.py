@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,6 +91,7 @@ class Run:
     subscription_errors: Counter[str] = field(default_factory=Counter)
     memory: list[tuple[float, dict[str, tuple[float, float]]]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
+    stop: dict[str, Any] = field(default_factory=dict)  # how the app stopped (stop_app)
 
     def at(self) -> float:
         return time.monotonic() - self.started
@@ -330,6 +333,24 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def _median_window(
+    samples: list[tuple[float, dict[str, tuple[float, float]]]], begin: float, end: float
+) -> dict[str, tuple[float, float]]:
+    """Per process name, the median (RSS, PSS) of the samples taken from ``begin`` to ``end``
+    seconds (the nearest sample when none falls there)."""
+    chosen = [m for t, m in samples if begin <= t <= end]
+    if not chosen:
+        chosen = [min(samples, key=lambda sample: abs(sample[0] - begin))[1]]
+    names = {name for m in chosen for name in m}
+    return {
+        name: (
+            float(np.median([m[name][0] for m in chosen if name in m])),
+            float(np.median([m[name][1] for m in chosen if name in m])),
+        )
+        for name in names
+    }
+
+
 def report(run: Run, args: Any) -> dict[str, Any]:
     minutes, warmup = args.minutes, args.warmup_minutes
     slices = max(1, min(6, int(minutes // 5) or 1))
@@ -341,6 +362,7 @@ def report(run: Run, args: Any) -> dict[str, Any]:
     print(f"subscriptions opened {run.subscriptions}, pushes {run.pushes}, "
           f"ended by error {dict(run.subscription_errors) or 'none'}")  # fmt: skip
     print(f"retrain: {run.training}")
+    print(f"stopped (SIGTERM to the CLI): {run.stop}")
     latency_rows = []
     print(f"\n{'minutes':<12}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for n in range(slices):
@@ -351,10 +373,16 @@ def report(run: Run, args: Any) -> dict[str, Any]:
         latency_rows.append(row)
         print(f"{row['from_min']:>4.0f}-{row['to_min']:<7.0f}{row['requests']:>9}"
               f"{row['p50']:>9.1f}{row['p99']:>9.1f}{row['max']:>9.1f}")  # fmt: skip
-    after_warmup = next((m for t, m in run.memory if t >= warmup * 60), run.memory[0][1])
-    end = run.memory[-1][1]
+    # Each figure is the median of a minute of samples (a replica's RSS moves ±3% between
+    # two samples 15 s apart as its garbage is collected): the minute after the warm-up, and
+    # the last minute of the run.
+    last = run.memory[-1][0]
+    after_warmup = _median_window(run.memory, warmup * 60, warmup * 60 + 60)
+    end = _median_window(run.memory, last - 60, last)
     memory_rows = []
-    print(f"\nmemory after {warmup:g} min warm-up -> end (MiB)")
+    print(
+        f"\nmemory, the minute after the {warmup:g} min warm-up -> the last minute (MiB, medians)"
+    )
     print(f"{'process':<28}{'RSS start':>10}{'RSS end':>9}{'RSS +%':>8}"
           f"{'PSS start':>11}{'PSS end':>9}{'PSS +%':>8}")  # fmt: skip
     names = [n for n in set(after_warmup) | set(end) if not n.startswith(TRANSIENT)]
@@ -377,6 +405,7 @@ def report(run: Run, args: Any) -> dict[str, Any]:
             "requests": len(run.latencies), "errors": dict(run.errors),
             "subscriptions": run.subscriptions, "pushes": run.pushes,
             "subscription_errors": dict(run.subscription_errors), "training": run.training,
+            "stop": run.stop,
             "latency": latency_rows, "memory": memory_rows,
             "memory_series": [(t, m) for t, m in run.memory]}  # fmt: skip
 
@@ -398,6 +427,39 @@ def environment(data_dir: Path, database_url: str | None, redis_url: str | None)
     if redis_url:
         env["RECSERVE_REDIS_URL"] = redis_url
     return env
+
+
+def stop_app(process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """Stop the CLI as a supervisor does (SIGTERM: SIGINT would be ignored when this benchmark
+    runs in a script's background, as a shell's background jobs ignore it), then check that
+    the whole tree it started is gone; what is left is reported and killed by pid."""
+    tree = [pid for pid, _ in process_tree(process.pid)]
+    began = time.monotonic()
+    process.terminate()
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    took = time.monotonic() - began
+    deadline = time.monotonic() + 10
+    alive = [pid for pid in tree if _running(pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in alive if _running(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return {"took_s": took, "cli_status": process.returncode, "left_running": len(alive)}
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -432,11 +494,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             run = asyncio.run(soak(f"http://127.0.0.1:{port}", process, settings, args))
         finally:
-            process.send_signal(2)  # Ctrl-C: the CLI stops serve run, Ray and its Redis
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            left = stop_app(process)
+        run.stop = left
         found = report(run, args)
         if args.json is not None:
             args.json.write_text(json.dumps(found, indent=2))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -230,6 +232,27 @@ def user_activate(
     """Enable a user again (they sign in anew: their old sessions stay ended)."""
     user = run(ops.set_user_active(get_settings(), domain=tenant, email=email, active=True))
     console.print(f"{user.email}: active")
+
+
+@user_app.command("set-password")
+def user_set_password(
+    tenant: TenantOption,
+    email: Annotated[str, typer.Option(help="The user's e-mail")],
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the password from standard input instead of a prompt")
+    ] = False,
+) -> None:
+    """Give a user a password to sign in with (the login mutation, the console at /console/):
+    an admin made with `recserve token --admin` has none."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = run(ops.set_password(get_settings(), domain=tenant, email=email, password=password))
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="password") from error
+    console.print(f"{user.email}: password set")
 
 
 @ingest_app.command("movielens")
@@ -543,6 +566,9 @@ def demo(
         prepare_in_child(settings)
         admin = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_ADMIN, admin=True))
         shopper = run(ops.issue_token(settings, domain=DEMO_DOMAIN, email=DEMO_SHOPPER))
+        # A new password for the console each run: it is printed below, never stored in clear.
+        password = secrets.token_urlsafe(12)
+        run(ops.set_password(settings, domain=DEMO_DOMAIN, email=DEMO_ADMIN, password=password))
         base = f"http://127.0.0.1:{port}"
         with (
             shared_cache(settings) as cache_url,
@@ -554,6 +580,10 @@ def demo(
             wait_until_ready(base, process=process)
             answer = graphql(base, EXAMPLE_QUERY, token=shopper.access_token)
             _print_demo(base, shopper.access_token, admin.access_token, answer)
+            console.print(
+                f"\nconsole: [bold]{base}/console/[/bold] (tenant [bold]{DEMO_DOMAIN}[/bold], "
+                f"email [bold]{DEMO_ADMIN}[/bold], password [bold]{password}[/bold])"
+            )
             if keep_serving:
                 console.print("serving; Ctrl-C stops it")
                 process.wait()

@@ -26,6 +26,7 @@ from graph_api.accounts import AccountGuard, LoginThrottle
 from graph_api.assignment import ExperimentDirectory
 from graph_api.auth import TokenService
 from graph_api.clients import ClientAddresses
+from graph_api.console import mount_console
 from graph_api.context import RequestContext, Services
 from graph_api.feedback_recorder import FeedbackRecorder
 from graph_api.http import BodySizeLimit
@@ -145,6 +146,7 @@ def create_app(
     router.install(app, "/graphql")
 
     mount_observability(app, services)
+    mount_console(app)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:

@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -23,11 +24,13 @@ from graph_api.inputs import RecommendationOptions, to_params
 from graph_api.recommendations import recommend, tenant_cache_prefix
 from graph_api.row_cache import row_prefix
 from graph_api.types import RecommendationResult
-from ingest.files import FORMATS, ColumnMap, ImportReport, import_files, item_external_ids
 from storage.errors import InvalidData
 from storage.repositories import interactions as interactions_repo
 from storage.repositories import items as items_repo
 from storage.repositories import users as users_repo
+
+if TYPE_CHECKING:  # imported where used: ingest brings pyarrow, which no request needs
+    from ingest.files import ColumnMap, ImportReport
 
 MAX_OVERVIEW_DAYS = 366
 MAX_MAPPINGS = 20
@@ -172,6 +175,8 @@ class TenantAdminMutation:
         "line and reason, and the good ones imported unless strict)."
     )
     async def import_file(self, info: Info, input: FileImportInput) -> FileImportResult:
+        from ingest.files import FORMATS, ColumnMap
+
         ctx = info.context
         principal = await require_admin(ctx)
         suffix = Path(input.file_name).suffix.lower()
@@ -216,6 +221,8 @@ async def _import(
     ctx: RequestContext, principal: Principal, kind: ImportKind, path: Path, columns: ColumnMap,
     strict: bool,
 ) -> ImportReport:  # fmt: skip
+    from ingest.files import import_files, item_external_ids
+
     if kind is ImportKind.ITEMS:  # the tier's catalogue size holds for files too
         external_ids = await asyncio.to_thread(item_external_ids, path, columns)
         async with ctx.session() as session:

@@ -143,6 +143,20 @@ def test_serving_modules_do_not_load_torch_or_ray_train() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_the_api_edge_does_not_load_ingest_or_pyarrow() -> None:
+    # Every ingress replica imports graph_api.app: a file import's pyarrow is loaded only when
+    # a file is imported (graph_api.tenant_admin imports ingest where it is used).
+    code = (
+        "import sys, graph_api.app\n"
+        "bad = [m for m in ('pyarrow', 'ingest.files', 'torch') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def _modules(*packages: str) -> list[Path]:
     return [path for package in packages for path in sorted((ROOT / package).rglob("*.py"))]
 
