@@ -17,7 +17,7 @@ looks down the list: the item at position ``i`` (0 = first) is examined with pro
     from each arm's CTR in the run) beside a fixed 1/3 split's.
 
     python -m benchmarks.online [--data ../shared/data/ml-100k] [--generated]
-        [--lists 3000] [--bandit-lists 4000] [--clients 8] [--json online.json]
+        [--lists 3000] [--bandit-lists 4000] [--clients 8] [--postgres] [--json online.json]
 """
 
 from __future__ import annotations
@@ -292,7 +292,13 @@ def print_report(name: str, result: dict[str, Any]) -> None:
 async def measure(name: str, args: Any) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="recserve-online-"))
     try:
-        settings = make_settings(tmp / "data")
+        postgres = None
+        if args.postgres:  # the tenant's database on a PostgreSQL of the benchmark's own
+            from benchmarks.faults import OwnPostgres
+
+            postgres = OwnPostgres().init()
+            postgres.start()
+        settings = make_settings(tmp / "data", postgres.url if postgres else None)
         if name == "movielens-100k":
             tenant = await movielens_tenant(settings, args.data, tmp)
         else:
@@ -300,6 +306,8 @@ async def measure(name: str, args: Any) -> dict[str, Any]:
         with in_process_server(settings, serve_args()) as base:
             return await run_experiments(base, tenant, args, bad_arm="svd")
     finally:
+        if postgres is not None:
+            postgres.remove()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -310,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bandit-lists", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tenants", default="movielens-100k,generated")
+    parser.add_argument(
+        "--postgres", action="store_true", help="a PostgreSQL of its own instead of SQLite"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     results = {}

@@ -14,6 +14,7 @@ algorithm, weights or strategy is served as asked and is not part of the experim
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from graph_api.recommendations import RecommendationParams
 
 SURFACE = "recommendations"
+logger = logging.getLogger(__name__)
 REFRESH_S = 2.0
 DEFAULTS_SETTING = "recommendation_defaults"  # in Tenant.settings: a promoted variant's options
 OPTION_KEYS = ("algorithm", "strategy", "weights", "diversify")
@@ -91,7 +93,9 @@ class ExperimentDirectory:
     async def _refresh(self, tenant_id: uuid.UUID) -> None:
         try:
             self._tenants[tenant_id] = await self._read(tenant_id)
-        except Exception:  # keep serving the last state; the next request tries again
+        except Exception as error:  # keep serving the last state; the next request tries again
+            logger.warning("experiments of tenant %s not refreshed: %s", tenant_id,
+                           (str(error).splitlines() or [type(error).__name__])[0])  # fmt: skip
             stale = self._tenants.get(tenant_id)
             if stale is not None:
                 stale.refreshing = None
