@@ -48,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.realtime
 	$(BIN)/python -m benchmarks.observability
 	$(BIN)/python -m benchmarks.faults --json bench-faults.json
-	$(BIN)/python -m benchmarks.online --data $(ML100K) --json bench-online.json
+	$(BIN)/python -m benchmarks.online --data $(ML100K) --postgres --json bench-online.json
 	$(BIN)/python -m benchmarks.soak --minutes 30 --json bench-soak-embedded.json
 	$(BIN)/python -m benchmarks.soak --minutes 30 --backends services --json bench-soak-services.json
 
