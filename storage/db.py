@@ -108,7 +108,16 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, begin: bool = True) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # A writer that begins deferred and reads first cannot wait for the write lock (SQLite
+        # answers "database is locked" at once when another committed meanwhile): sessions
+        # that write behind the answers ask for it at BEGIN, where the busy timeout applies.
+        # (Not every session: IMMEDIATE serialises readers that use one, which a burst of
+        # identical requests showed as slower answers.)
+        immediate = connection.get_execution_options().get(IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+IMMEDIATE = "recserve_sqlite_immediate"  # execution option: BEGIN IMMEDIATE on SQLite
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -170,13 +179,18 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, writer: bool = False) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on normal exit, rolled back on error.
 
-        Driver errors (also those raised by the final commit) come out as storage errors.
+        ``writer``: a transaction that writes, off the request path (on SQLite it takes the
+        write lock at its start, waiting up to the busy timeout). Driver errors (also those
+        raised by the final commit) come out as storage errors.
         """
         async with self._sessions() as session:
             try:
+                if writer and self.dialect == "sqlite":
+                    with translated_errors():
+                        await session.connection(execution_options={IMMEDIATE: True})
                 yield session
                 with translated_errors():
                     await session.commit()

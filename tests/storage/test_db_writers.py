@@ -1,0 +1,50 @@
+"""Writers behind the answers on SQLite (``Database.session(writer=True)``, the feedback
+writer's): a transaction that reads and then writes while another one writes waits for its
+turn (BEGIN IMMEDIATE) instead of failing with "database is locked", as a deferred one does
+when the other commits in between."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from storage.db import Database
+from storage.errors import StorageError
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    found = Database(f"sqlite+aiosqlite:///{tmp_path}/writers.db")
+    async with found.session() as session:
+        await session.execute(text("CREATE TABLE counts (n INTEGER)"))
+    try:
+        yield found
+    finally:
+        await found.dispose()
+
+
+async def _read_then_write(database: Database, value: int, *, writer: bool = True) -> None:
+    async with database.session(writer=writer) as session:
+        await session.execute(text("SELECT count(*) FROM counts"))
+        await asyncio.sleep(0.3)  # the other transaction would write meanwhile
+        await session.execute(text("INSERT INTO counts VALUES (:n)"), {"n": value})
+
+
+async def test_deferred_writers_collide(database: Database) -> None:
+    outcomes = await asyncio.gather(
+        *(_read_then_write(database, n, writer=False) for n in (1, 2)), return_exceptions=True
+    )
+    assert any(isinstance(outcome, StorageError) for outcome in outcomes), outcomes
+
+
+async def test_writers_that_read_first_wait_their_turn(database: Database) -> None:
+    outcomes = await asyncio.gather(
+        *(_read_then_write(database, n) for n in (1, 2, 3)), return_exceptions=True
+    )
+    assert outcomes == [None, None, None]
+    async with database.session() as session:
+        assert sorted((await session.scalars(text("SELECT n FROM counts"))).all()) == [1, 2, 3]
