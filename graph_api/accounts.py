@@ -98,7 +98,7 @@ class AccountGuard:
         (normally the cache's markers say so: this is the path when the cache is down)."""
         if not (with_session and principal.session_id is not None):
             return await self._database.read(lambda session: self._read_row(session, principal))
-        async with self._database.session() as session:
+        async with self._database.session(readonly=True) as session:
             active = await users_repo.account_state(
                 session=session, tenant_id=principal.tenant_id, user_id=principal.user_id
             )

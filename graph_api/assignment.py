@@ -102,7 +102,7 @@ class ExperimentDirectory:
                 stale.read_at = self._clock()
 
     async def _read(self, tenant_id: uuid.UUID) -> TenantState:
-        async with self.database.session() as session:
+        async with self.database.session(readonly=True) as session:
             tenant = await tenants_repo.get_tenant(session=session, tenant_id=tenant_id)
             defaults = dict((tenant.settings or {}).get(DEFAULTS_SETTING) or {})
             row = await experiments_repo.running_experiment(

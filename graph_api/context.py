@@ -186,9 +186,10 @@ class RequestContext(BaseContext):
         return self._loaders
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session of its own: resolvers run concurrently and a session is not shareable."""
-        async with self.services.database.session() as session:
+    async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session of its own: resolvers run concurrently and a session is not shareable
+        (``readonly``: as in ``Database.session``)."""
+        async with self.services.database.session(readonly=readonly) as session:
             yield session
 
     async def similar_items(self, item_id: Any, top_k: int) -> list[Any]:

@@ -148,7 +148,7 @@ def _checked_variants(ctx: RequestContext, variants: list[VariantInput]) -> list
 
 async def report(ctx: RequestContext, row: Experiment) -> ExperimentType:
     names = [variant["name"] for variant in row.variants]
-    async with ctx.session() as session:
+    async with ctx.session(readonly=True) as session:
         outcomes = await feedback_repo.variant_outcomes(
             session=session, tenant_id=row.tenant_id, experiment_id=row.id
         )
@@ -211,7 +211,7 @@ class ExperimentQuery:
     @strawberry.field(description="An experiment with each variant's metrics (admin).")
     async def experiment(self, info: Info, id: strawberry.ID) -> ExperimentType:
         principal = await require_admin(info.context)
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             row = await experiments_repo.get_experiment(
                 session=session, tenant_id=principal.tenant_id, experiment_id=_experiment_id(id)
             )
@@ -223,7 +223,7 @@ class ExperimentQuery:
     ) -> list[ExperimentType]:
         principal = await require_admin(info.context)
         check_page(limit, offset)
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             rows = await experiments_repo.list_experiments(
                 session=session, tenant_id=principal.tenant_id, limit=limit, offset=offset
             )

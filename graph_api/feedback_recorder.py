@@ -236,7 +236,7 @@ class FeedbackRecorder:
     async def _write(self, operation: Callable[[Any], Any]) -> bool:
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                async with self.database.session(writer=True) as session:
+                async with self.database.session() as session:
                     await operation(session)
                 return True
             except StorageError as error:

@@ -70,7 +70,7 @@ async def check(name: str, probe: Probe) -> tuple[str, str]:
 
 def database_probe(database: Any) -> Probe:
     async def ping() -> None:
-        async with database.session() as session:
+        async with database.session(readonly=True) as session:
             await session.execute(text("SELECT 1"))
 
     return ping

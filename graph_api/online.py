@@ -133,7 +133,7 @@ class FeedbackQuery:
         span = parse_window(window, info.context.services.settings.impression_retention_days)
         names = list(dict.fromkeys(group.value for group in group_by or []))
         since = datetime.now(UTC) - span
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             rows = await feedback_repo.online_metrics(
                 session=session, tenant_id=principal.tenant_id, since=since, group_by=names
             )
@@ -195,7 +195,7 @@ async def checked_recommendation_id(
         raise BadUserInput("recommendationId is not an id this service gave out.")
     if now - issued < SETTLED_AFTER_S:
         return named
-    async with ctx.session() as session:
+    async with ctx.session(readonly=True) as session:
         impression = await feedback_repo.impression_by_id(
             session=session, tenant_id=principal.tenant_id, impression_id=named
         )

@@ -64,7 +64,7 @@ class Query(TrainingQuery, FeedbackQuery, ExperimentQuery, TenantAdminQuery):
     async def users(self, info: Info, limit: int = 20, offset: int = 0) -> list[User]:
         principal = await require_admin(info.context)
         check_page(limit, offset)
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             rows = await users_repo.list_users(
                 session=session, tenant_id=principal.tenant_id, limit=limit, offset=offset
             )
@@ -88,7 +88,7 @@ class Query(TrainingQuery, FeedbackQuery, ExperimentQuery, TenantAdminQuery):
         check_page(limit, offset)
         bounds.check_text("category", category, bounds.CATEGORY_CHARS)
         bounds.check_text("search", search, bounds.SEARCH_CHARS)
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             rows = await items_repo.list_items(
                 session=session,
                 tenant_id=principal.tenant_id,
@@ -132,7 +132,7 @@ class Query(TrainingQuery, FeedbackQuery, ExperimentQuery, TenantAdminQuery):
         principal = await info.context.authorize()
         admission = info.context.admission
         assert admission is not None  # set by authorize()
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             usage = await info.context.services.quotas.usage(session, principal)
         quotas = [
             QuotaStatus(

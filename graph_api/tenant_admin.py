@@ -128,7 +128,7 @@ class TenantAdminQuery:
         if not 1 <= days <= MAX_OVERVIEW_DAYS:
             raise BadUserInput(f"days must be between 1 and {MAX_OVERVIEW_DAYS}.")
         tenant = principal.tenant_id
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             items = await items_repo.count_items(session=session, tenant_id=tenant)
             users = await users_repo.count_users(session=session, tenant_id=tenant)
             interactions = await interactions_repo.count_interactions(

@@ -44,7 +44,7 @@ def _job_key(job_id: str) -> uuid.UUID:
 
 async def load_job(ctx: RequestContext, tenant_id: uuid.UUID, job_id: str) -> ledger.TrainingJob:
     key = _job_key(job_id)
-    async with ctx.session() as session:
+    async with ctx.session(readonly=True) as session:
         record = await jobs_repo.get_job(session=session, tenant_id=tenant_id, job_id=key)
         if record is None:  # also another tenant's job: its existence is not revealed
             raise ObjectNotFound("Training job not found.")
@@ -103,7 +103,7 @@ class TrainingQuery:
         """The tenant's training jobs, newest first."""
         principal = await require_admin(info.context)
         check_page(limit, offset)
-        async with info.context.session() as session:
+        async with info.context.session(readonly=True) as session:
             rows = await jobs_repo.list_jobs(
                 session=session, tenant_id=principal.tenant_id, limit=limit, offset=offset
             )

@@ -114,7 +114,7 @@ async def _check_tenant(
         log.warning("tenant %s has an invalid retrain policy, skipped: %s", tenant.domain, error)
         return None
     trained_at = await asyncio.to_thread(last_trained_at, store, str(tenant.id))
-    async with database.session() as session:
+    async with database.session(readonly=True) as session:
         new = await repo.count_interactions(session=session, tenant_id=tenant.id, since=trained_at)
         users = None
         if trained_at is None and new:

@@ -86,7 +86,7 @@ class Scheduler:
             )
 
     async def _backing_off(self, tenant_id: str, now: datetime) -> bool:
-        async with self.database.session() as session:
+        async with self.database.session(readonly=True) as session:
             last = await jobs_repo.last_job(
                 session=session, tenant_id=uuid.UUID(tenant_id), trigger=JobTrigger.SCHEDULER
             )

@@ -108,16 +108,17 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, begin: bool = True) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # A writer that begins deferred and reads first cannot wait for the write lock (SQLite
-        # answers "database is locked" at once when another committed meanwhile): sessions
-        # that write behind the answers ask for it at BEGIN, where the busy timeout applies.
-        # (Not every session: IMMEDIATE serialises readers that use one, which a burst of
-        # identical requests showed as slower answers.)
-        immediate = connection.get_execution_options().get(IMMEDIATE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # A transaction that begins deferred, reads and then writes cannot wait for the write
+        # lock: SQLite answers "database is locked" at once when another one committed since
+        # its read (a mutation failed so whenever the feedback writer committed in between).
+        # So a transaction takes the lock at BEGIN, where the busy timeout applies, unless its
+        # session says it only reads (IMMEDIATE would serialise readers: a burst of identical
+        # requests showed as slower answers).
+        readonly = connection.get_execution_options().get(READONLY, False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-IMMEDIATE = "recserve_sqlite_immediate"  # execution option: BEGIN IMMEDIATE on SQLite
+READONLY = "recserve_sqlite_readonly"  # execution option: a deferred BEGIN on SQLite
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -179,18 +180,19 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self, *, writer: bool = False) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on normal exit, rolled back on error.
 
-        ``writer``: a transaction that writes, off the request path (on SQLite it takes the
-        write lock at its start, waiting up to the busy timeout). Driver errors (also those
-        raised by the final commit) come out as storage errors.
+        On SQLite the transaction takes the write lock at its start, waiting up to the busy
+        timeout for another writer to finish; ``readonly``: it only reads, and runs beside
+        writers (a session that says so and writes may fail with "database is locked").
+        Driver errors (also those raised by the final commit) come out as storage errors.
         """
         async with self._sessions() as session:
             try:
-                if writer and self.dialect == "sqlite":
+                if readonly and self.dialect == "sqlite":
                     with translated_errors():
-                        await session.connection(execution_options={IMMEDIATE: True})
+                        await session.connection(execution_options={READONLY: True})
                 yield session
                 with translated_errors():
                     await session.commit()

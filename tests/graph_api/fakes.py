@@ -39,7 +39,7 @@ class CatalogueService:
     )
 
     async def _catalogue(self, tenant_id: str, category: str | None = None) -> list[Item]:
-        async with self.database.session() as session:
+        async with self.database.session(readonly=True) as session:
             rows = await repo.list_items(
                 session=session, tenant_id=uuid.UUID(tenant_id), category=category, limit=1000
             )

@@ -1,7 +1,7 @@
-"""Writers behind the answers on SQLite (``Database.session(writer=True)``, the feedback
-writer's): a transaction that reads and then writes while another one writes waits for its
-turn (BEGIN IMMEDIATE) instead of failing with "database is locked", as a deferred one does
-when the other commits in between."""
+"""Writers on SQLite: a transaction that reads and then writes while another one writes
+waits for its turn (``Database.session`` begins IMMEDIATE) instead of failing with "database
+is locked", as a deferred one (``readonly=True``) does when the other commits in between. A
+mutation failed so with UNAVAILABLE when the feedback writer committed during it."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
         await found.dispose()
 
 
-async def _read_then_write(database: Database, value: int, *, writer: bool = True) -> None:
-    async with database.session(writer=writer) as session:
+async def _read_then_write(database: Database, value: int, *, readonly: bool = False) -> None:
+    async with database.session(readonly=readonly) as session:
         await session.execute(text("SELECT count(*) FROM counts"))
         await asyncio.sleep(0.3)  # the other transaction would write meanwhile
         await session.execute(text("INSERT INTO counts VALUES (:n)"), {"n": value})
@@ -36,7 +36,7 @@ async def _read_then_write(database: Database, value: int, *, writer: bool = Tru
 
 async def test_deferred_writers_collide(database: Database) -> None:
     outcomes = await asyncio.gather(
-        *(_read_then_write(database, n, writer=False) for n in (1, 2)), return_exceptions=True
+        *(_read_then_write(database, n, readonly=True) for n in (1, 2)), return_exceptions=True
     )
     assert any(isinstance(outcome, StorageError) for outcome in outcomes), outcomes
 
@@ -48,3 +48,13 @@ async def test_writers_that_read_first_wait_their_turn(database: Database) -> No
     assert outcomes == [None, None, None]
     async with database.session() as session:
         assert sorted((await session.scalars(text("SELECT n FROM counts"))).all()) == [1, 2, 3]
+
+
+async def test_readers_run_beside_a_writer(database: Database) -> None:
+    async with database.session() as writer:
+        await writer.execute(text("INSERT INTO counts VALUES (1)"))
+        # The writer holds the lock and has not committed: a reader is not kept waiting.
+        async with asyncio.timeout(2):
+            async with database.session(readonly=True) as reader:
+                seen = (await reader.scalars(text("SELECT count(*) FROM counts"))).one()
+        assert seen == 0
