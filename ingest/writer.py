@@ -199,7 +199,7 @@ async def ingest_dataset(
     """Upsert items, then write the events chunk by chunk with ``write_events``, in one
     transaction: a failure leaves the tenant as it was."""
     user_keys = {row[0] for row in interactions} | {row[0] for row in ratings}
-    async with database.session() as session:
+    async with database.session(bulk=True) as session:
         item_map = await repo.bulk_upsert_items(
             session=session, tenant_id=tenant_id, rows=[_item_row(item) for item in items]
         )
@@ -257,7 +257,7 @@ async def ingest_stream(
         async def write_next_chunks() -> None:
             nonlocal read, written
             for chunk in source:  # shared by the writers: each takes the next chunk
-                async with database.session() as session:
+                async with database.session(bulk=True) as session:
                     done, _ = await write_events(
                         session,
                         tenant_id,

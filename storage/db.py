@@ -98,9 +98,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, begin: bool = True) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # 64 MiB page cache: the interaction indexes outgrow the 2 MiB default during bulk
-        # ingest, and every miss costs a page read.
-        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute(f"PRAGMA cache_size={SERVING_CACHE_KIB}")
         cursor.close()
 
     if not begin:
@@ -119,6 +117,13 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, begin: bool = True) -> None:
 
 
 READONLY = "recserve_sqlite_readonly"  # execution option: a deferred BEGIN on SQLite
+# SQLite's page cache per connection, in KiB (negative: KiB, not pages). Serving connections
+# keep SQLite's 2 MiB default: every pooled connection of every replica holds its own cache,
+# and at 64 MiB each they grew a replica's memory through a soak as the tables grew. Bulk
+# writes (``session(bulk=True)``) take 64 MiB for their transaction: the interaction indexes
+# outgrow 2 MiB during an ingest, and every miss costs a page read.
+SERVING_CACHE_KIB = -2000
+BULK_CACHE_KIB = -65536
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -180,20 +185,31 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
+    async def session(
+        self, *, readonly: bool = False, bulk: bool = False
+    ) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on normal exit, rolled back on error.
 
         On SQLite the transaction takes the write lock at its start, waiting up to the busy
         timeout for another writer to finish; ``readonly``: it only reads, and runs beside
         writers (a session that says so and writes may fail with "database is locked").
+        ``bulk``: an ingest's transaction, given a large page cache on SQLite for its length.
         Driver errors (also those raised by the final commit) come out as storage errors.
         """
+        sqlite = self.dialect == "sqlite"
         async with self._sessions() as session:
             try:
-                if readonly and self.dialect == "sqlite":
+                if readonly and sqlite:
                     with translated_errors():
                         await session.connection(execution_options={READONLY: True})
-                yield session
+                if bulk and sqlite:
+                    await self._cache_size(session, BULK_CACHE_KIB)
+                    try:
+                        yield session
+                    finally:  # still in the transaction: the pages go before it is pooled
+                        await self._cache_size(session, SERVING_CACHE_KIB)
+                else:
+                    yield session
                 with translated_errors():
                     await session.commit()
             except BaseException as exc:
@@ -201,6 +217,12 @@ class Database:
                 if isinstance(exc, DBAPIError | OSError):
                     raise translate_error(exc) from exc
                 raise
+
+    @staticmethod
+    async def _cache_size(session: AsyncSession, kib: int) -> None:
+        with translated_errors():
+            connection = await session.connection()
+            await connection.exec_driver_sql(f"PRAGMA cache_size={kib}")
 
     def _read_sessions(self) -> async_sessionmaker[AsyncSession]:
         if self._reads is None:

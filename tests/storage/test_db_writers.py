@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage.db import Database
+from storage.db import BULK_CACHE_KIB, SERVING_CACHE_KIB, Database
 from storage.errors import StorageError
 
 
@@ -58,3 +58,24 @@ async def test_readers_run_beside_a_writer(database: Database) -> None:
             async with database.session(readonly=True) as reader:
                 seen = (await reader.scalars(text("SELECT count(*) FROM counts"))).one()
         assert seen == 0
+
+
+async def _cache_kib(session) -> int:
+    return (await session.scalars(text("PRAGMA cache_size"))).one()
+
+
+async def test_a_bulk_transaction_has_a_large_page_cache_for_its_length(
+    database: Database,
+) -> None:
+    """Every pooled connection keeps its own page cache: serving ones stay at SQLite's 2 MiB
+    (a 64 MiB cache each grew a replica's memory through a soak); an ingest's gets 64 MiB."""
+    async with database.session() as session:
+        assert await _cache_kib(session) == SERVING_CACHE_KIB
+    async with database.session(bulk=True) as session:
+        assert await _cache_kib(session) == BULK_CACHE_KIB
+    with pytest.raises(RuntimeError):
+        async with database.session(bulk=True) as session:
+            raise RuntimeError("the ingest failed")
+    # One connection in the pool here: the same one, back to the small cache either way.
+    async with database.session(readonly=True) as session:
+        assert await _cache_kib(session) == SERVING_CACHE_KIB
