@@ -14,6 +14,11 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# HAProxy fronts `recserve serve`'s replicas (Ray's Python proxy without it: slower).
+	@command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy \
+	  || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy >/dev/null 2>&1; } \
+	  || echo "note: haproxy is not installed (apt-get install haproxy): recserve serve will use Ray's slower Python proxy"
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)

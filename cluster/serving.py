@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,11 +33,25 @@ EXAMPLE_QUERY = """query Example {
 }"""
 
 
-def serve_environment(settings: Settings, cache_url: str | None = None) -> dict[str, str]:
+LOOPBACK = ("127.0.0.1", "::1")  # where HAProxy reaches the replicas of its own node from
+HAPROXY_FRONT = "haproxy-front.sh"  # in the data dir: Ray's HAProxy binary, with forwardfor
+
+
+def haproxy_binary(env: dict[str, str]) -> str | None:
+    """The ``haproxy`` on PATH (or Debian's, whose /usr/sbin a user's PATH may lack), or None."""
+    return shutil.which("haproxy", path=env.get("PATH")) or shutil.which(
+        "haproxy", path="/usr/sbin"
+    )
+
+
+def serve_environment(
+    settings: Settings, cache_url: str | None = None, *, haproxy: str | None = None
+) -> dict[str, str]:
     """The environment for ``serve run``: replicas run elsewhere than this shell's directory,
     so the data dir goes as an absolute path; ``cache_url`` is the Redis every replica shares
     (``cluster.local_redis`` when none is configured); Ray's token auth is off unless asked
-    for."""
+    for. ``haproxy``: the binary for Serve's HAProxy mode, which is on unless the environment
+    says ``RAY_SERVE_ENABLE_HA_PROXY=0`` (see ``haproxy_mode``)."""
     env = dict(os.environ)
     env["RECSERVE_DATA_DIR"] = str(settings.data_dir.resolve())
     if cache_url:
@@ -52,7 +68,29 @@ def serve_environment(settings: Settings, cache_url: str | None = None) -> dict[
     # peer and hand the app a client-chosen address; the app reads that header itself, from
     # RECSERVE_TRUSTED_PROXIES only (graph_api.clients).
     env["FORWARDED_ALLOW_IPS"] = ""
+    if haproxy is not None and env.get("RAY_SERVE_ENABLE_HA_PROXY", "1") == "1":
+        haproxy_mode(env, settings.data_dir.resolve(), haproxy)
     return env
+
+
+def haproxy_mode(env: dict[str, str], folder: Path, haproxy: str) -> None:
+    """HAProxy in front of the ingress replicas instead of Ray's Python proxy, which cost a
+    cached answer 11.8 ms of CPU against 2.2 (docs/benchmarks.md). Ray's configuration of it
+    adds no X-Forwarded-For: the binary Ray runs is ``cluster.haproxy_front`` around
+    ``haproxy``, which adds it, and the loopback addresses HAProxy connects from join the
+    trusted proxies, so that per-IP limits stay per client."""
+    env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    front = folder / HAPROXY_FRONT
+    front.write_text(
+        "#!/bin/sh\n"
+        f"exec {shlex.quote(sys.executable)} -m cluster.haproxy_front {shlex.quote(haproxy)}"
+        ' "$@"\n'
+    )
+    front.chmod(0o755)
+    env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(front)
+    trusted = [entry for entry in env.get("RECSERVE_TRUSTED_PROXIES", "").split(",") if entry]
+    env["RECSERVE_TRUSTED_PROXIES"] = ",".join(dict.fromkeys([*trusted, *LOOPBACK]))
 
 
 def start_serve(
@@ -61,26 +99,36 @@ def start_serve(
     *,
     cache_url: str | None = None,
     port: int | None = None,
+    host: str | None = None,
 ) -> ServeRun:
-    """``serve run config``; on ``port`` when given (``serve run`` takes the port only from the
-    config's ``http_options``, so a copy of the config with that port is run instead)."""
-    if port is not None:
-        config = config_on_port(config, port, settings.data_dir.resolve())
+    """``serve run config``; on ``port`` and ``host`` when given (``serve run`` takes them only
+    from the config's ``http_options``, so a copy of the config with them is run instead). In
+    HAProxy mode the replicas listen on ``host`` too."""
+    if port is not None or host is not None:
+        config = config_listening(config, settings.data_dir.resolve(), port=port, host=host)
     serve = Path(sys.executable).with_name("serve")
     command = [str(serve), "run", str(config)]
-    return ServeRun(command, env=serve_environment(settings, cache_url), cwd=ROOT)
+    env = serve_environment(settings, cache_url, haproxy=haproxy_binary(dict(os.environ)))
+    return ServeRun(command, env=env, cwd=ROOT)
 
 
-def config_on_port(config: Path, port: int, folder: Path) -> Path:
-    """A copy of the Serve config in ``folder`` whose HTTP proxy listens on ``port``."""
+def config_listening(
+    config: Path, folder: Path, *, port: int | None = None, host: str | None = None
+) -> Path:
+    """A copy of the Serve config in ``folder`` whose HTTP side listens on ``host``:``port``
+    (each one the config's own when None)."""
     import yaml
 
     loaded = yaml.safe_load(config.read_text())
-    if loaded.get("http_options", {}).get("port") == port:
+    options = loaded.setdefault("http_options", {})
+    wanted = {"port": port, "host": host}
+    wanted = {key: value for key, value in wanted.items() if value is not None}
+    if all(options.get(key) == value for key, value in wanted.items()):
         return config
-    loaded.setdefault("http_options", {})["port"] = port
+    options.update(wanted)
     folder.mkdir(parents=True, exist_ok=True)
-    copy = folder / f"serve_config.port-{port}.yaml"
+    name = "-".join(f"{key}-{value}" for key, value in sorted(wanted.items()))
+    copy = folder / f"serve_config.{name.replace(':', '_')}.yaml"
     copy.write_text(yaml.safe_dump(loaded, sort_keys=False))
     return copy
 

@@ -219,9 +219,20 @@ def test_serve_port_runs_the_config_on_that_port(tmp_path: Path) -> None:
     ran = yaml.safe_load(Path((tmp_path / "pids.config").read_text()).read_text())
     shipped = yaml.safe_load(SERVE_CONFIG.read_text())
     assert ran["http_options"]["port"] == 8123
-    assert shipped["http_options"]["port"] == 8000  # the shipped file is left as it is
-    ran["http_options"]["port"] = 8000
+    # On this machine only unless told (in HAProxy mode the replicas' ports follow the host).
+    assert ran["http_options"]["host"] == "127.0.0.1"
+    assert shipped["http_options"] == {"host": "0.0.0.0", "port": 8000}  # left as it is
+    ran["http_options"] = shipped["http_options"]
     assert ran == shipped  # nothing else changed
+
+
+@pytest.mark.slow
+def test_serve_host_opens_the_app_to_other_machines(tmp_path: Path) -> None:
+    command, env = _stand_in(tmp_path)
+    code, output, _ = _signal_when_serving([*command, "--host", "0.0.0.0"], env)
+    assert code == 0, output
+    ran = yaml.safe_load(Path((tmp_path / "pids.config").read_text()).read_text())
+    assert ran["http_options"] == {"host": "0.0.0.0", "port": 8000}
 
 
 @pytest.mark.slow
