@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cluster import operations as ops
+from cluster.lazy import lazy_module
 from cluster.local_redis import LocalRedisError, shared_cache_url
 from cluster.manifests import ROOT
 from cluster.manifests import main as generate_manifests
@@ -32,15 +32,13 @@ from cluster.serving import (
     stopping_with_this_process,
     wait_until_ready,
 )
-from cluster.status import StatusReport, fetch_health, model_versions, serve_rows
-from cluster.status import render as render_status
-from graph_api.schema import printed_sdl
 from storage.artifacts import create_artifact_store
 from storage.errors import StorageError
 from storage.models import TenantTier
 from storage.rating_scale import RatingScale
 from storage.settings import Settings, get_settings
 
+ops = lazy_module("cluster.operations")  # most commands, not `serve`: loaded on first use
 LOCAL_HOST = "127.0.0.1"  # what `serve` and `demo` listen on unless told otherwise
 
 app = typer.Typer(help="Recserve: multi-tenant recommendations on Ray Serve.", no_args_is_help=True)
@@ -534,6 +532,9 @@ def status(
     import ray
     from ray import serve as ray_serve
 
+    from cluster.status import StatusReport, fetch_health, model_versions, serve_rows
+    from cluster.status import render as render_status
+
     settings = get_settings()
     report = StatusReport()
     try:
@@ -570,6 +571,8 @@ def schema_command(
     output: Annotated[Path, typer.Option(help="Where the SDL is written.")] = SCHEMA_FILE,
 ) -> None:
     """Write the GraphQL schema's SDL to schema.graphql (the checked-in API contract)."""
+    from graph_api.schema import printed_sdl
+
     text = printed_sdl()
     if check:
         if not output.exists() or output.read_text() != text:

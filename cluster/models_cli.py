@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cluster import operations as ops
-from jobs.ledger import TrainingJob
+from cluster.lazy import lazy_module
 from storage.artifacts import create_artifact_store
 from storage.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from jobs.ledger import TrainingJob
     from jobs.scheduler import Outcome
+
+ops = lazy_module("cluster.operations")
 
 models_app = typer.Typer(help="List, promote and roll back a tenant's model versions.")
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant's domain.")]

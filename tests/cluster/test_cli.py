@@ -265,3 +265,21 @@ def test_a_tenants_rating_scale_is_set_shown_and_used_by_imports(
     ratings.write_text("user,item,rating,time\nu3,a,1,1700000000\nu4,a,3,1700000000\n")
     code, out = invoke("ingest", "file", *args)
     assert "u3" not in out and "ratings.csv:3: rating 3 is outside" in out, out
+
+
+def test_the_cli_imports_what_a_command_needs_only() -> None:
+    """`recserve serve` stays resident beside the app it supervises: importing the CLI must not
+    bring the ingest, training or GraphQL stacks (~100 MiB), which load on first use."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, cluster.cli\n"
+        "heavy = ['numpy', 'scipy', 'pyarrow', 'strawberry', 'cluster.status', 'graph_api']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "print(type(sys.modules['cluster.operations']).__name__)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert found == ["[]", "_LazyModule"], found  # cluster.operations: not executed yet
