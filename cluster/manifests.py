@@ -2,10 +2,12 @@
 
 ``python -m cluster.manifests`` (or ``recserve manifests``) rewrites
 ``cluster/kuberay/rayservice.yaml``; ``--check`` fails when the committed file is stale (CI and
-``tests/cluster/test_manifests.py`` run it). ``serveConfigV2`` is ``serve_config.yaml`` verbatim
-(comments dropped); the pods get the ``RECSERVE_*`` environment, secrets from the
-``recserve-secrets`` Secret: Ray workers inherit the pod's environment, so secrets reach the
-replicas without ever being written into the Serve config (which the dashboard shows).
+``tests/cluster/test_manifests.py`` run it). ``serveConfigV2`` is ``serve_config.yaml`` (comments
+dropped) with the changes of its ``cluster:`` section applied (``for_cluster``): production
+serves each algorithm from its own engine deployment where the laptop pools them in one. The
+pods get the ``RECSERVE_*`` environment, secrets from the ``recserve-secrets`` Secret: Ray
+workers inherit the pod's environment, so secrets reach the replicas without ever being written
+into the Serve config (which the dashboard shows).
 
 The Ray dashboard (and the GCS) require Ray's token auth (``authOptions: {mode: token}``: the
 operator generates the token and gives it to every Ray container). RayService and RayJob need
@@ -157,10 +159,48 @@ def ray_cluster_spec(
     }
 
 
+CLUSTER_KEY = "cluster"  # serve_config.yaml's production changes; not Serve's (it ignores it)
+
+
+def _by_name(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in entries}
+
+
+def for_cluster(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (serve_config.yaml, parsed) as the cluster runs it: the ``cluster:`` section
+    removed and applied. Per application name: ``args`` keys replace the application's;
+    ``deployments`` entries replace or add the application's by name. An engine group that the
+    new args drop (``engine_groups``) loses its ``deployments`` and ``sizes`` entries: its
+    algorithms get their own ``engine_{algorithm}`` deployments, which Serve must not find
+    configured under the pool's name."""
+    config = dict(config)
+    changes = config.pop(CLUSTER_KEY, None) or {}
+    unknown = set(changes) - {app["name"] for app in config.get("applications", [])}
+    if unknown:
+        raise ValueError(f"{CLUSTER_KEY}: no application named {sorted(unknown)}")
+    applications = []
+    for app in config.get("applications", []):
+        change = changes.get(app["name"]) or {}
+        app = dict(app)
+        args = dict(app.get("args") or {}) | dict(change.get("args") or {})
+        dropped = set(app.get("args", {}).get("engine_groups") or {}) - set(
+            args.get("engine_groups") or {}
+        )
+        if "sizes" in args:
+            args["sizes"] = {k: v for k, v in args["sizes"].items() if k not in dropped}
+        app["args"] = args
+        deployments = _by_name(app.get("deployments", [])) | _by_name(change.get("deployments", []))
+        app["deployments"] = [d for name, d in deployments.items() if name not in dropped]
+        applications.append(app)
+    config["applications"] = applications
+    return config
+
+
 def serve_config_text(path: Path = SERVE_CONFIG) -> str:
-    """serve_config.yaml as KubeRay wants it: a YAML string (comments dropped), with an HTTP
-    proxy on every node (each pod probed and served through its own)."""
-    config = yaml.safe_load(path.read_text())
+    """serve_config.yaml as KubeRay wants it: a YAML string (comments dropped) with its
+    ``cluster:`` changes (``for_cluster``) and an HTTP proxy on every node (each pod probed and
+    served through its own)."""
+    config = for_cluster(yaml.safe_load(path.read_text()))
     config["proxy_location"] = "EveryNode"
     return yaml.safe_dump(config, sort_keys=False, width=100)
 

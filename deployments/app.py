@@ -1,7 +1,12 @@
 """The typed application builder named in ``serve_config.yaml``.
 
-``serve run serve_config.yaml`` (or ``serve.run(build_app(AppArgs(...)))``) wires one ``Engine``
-per algorithm, the ``HybridCombiner`` over their handles and, in front, the ``GraphQLIngress``.
+``serve run serve_config.yaml`` (or ``serve.run(build_app(AppArgs(...)))``) wires the ``Engine``
+deployments, the ``HybridCombiner`` over their handles and, in front, the ``GraphQLIngress``.
+Each algorithm gets its own ``engine_{algorithm}`` deployment unless ``engine_groups`` puts it in
+an engine pool: one deployment (named by the group) whose replicas serve all the group's
+algorithms, the combiner reaching them through that deployment's one handle. The laptop's
+``serve_config.yaml`` pools all nine (one engine process instead of nine); the KubeRay
+RayService keeps one deployment per algorithm (``cluster.manifests`` drops the groups).
 Every replica gets the builder's non-secret ``RECSERVE_*`` environment (plus ``settings``
 overrides) in its runtime_env, so ``Settings()`` on a replica reads what the operator configured.
 
@@ -47,6 +52,11 @@ class AppArgs(ServingOptions):
     and how it is composed."""
 
     engines: list[str] = Field(default_factory=lambda: list(ALGORITHMS))
+    # Engine pools: deployment name -> the algorithms one Engine deployment serves together
+    # (those of them in ``engines``: the groups arrange, ``engines`` chooses); every other
+    # algorithm gets its own ``engine_{algorithm}``. A pool's replica holds up to
+    # ``max_models_per_replica`` models per algorithm it serves, in one LRU.
+    engine_groups: dict[str, list[str]] = Field(default_factory=dict)
     # Without the ingress the combiner is the app's entry (tests, batch jobs, other front ends).
     graphql: bool = True
     # RECSERVE_* values for every replica, on top of the builder's own environment; never
@@ -104,7 +114,39 @@ def _qdrant_server(env: dict[str, str]) -> bool:
 
 
 def engine_name(algorithm: str) -> str:
+    """The deployment of an algorithm that no engine pool serves."""
     return f"engine_{algorithm}"
+
+
+FIXED_NAMES = frozenset({"ingress", "combiner", VECTORS})
+
+
+def engine_deployments(args: AppArgs) -> dict[str, list[str]]:
+    """Engine deployment name -> the algorithms it serves, in ``engines`` order: a pool of
+    ``engine_groups`` serves those of its algorithms that ``engines`` names (a pool left with
+    none is not deployed), and each algorithm in no pool gets ``engine_{algorithm}``."""
+    engines = list(dict.fromkeys(args.engines))
+    unknown = sorted(set(engines) - set(ALGORITHMS))
+    if unknown:
+        raise InvalidData(f"unknown engines {unknown}; known: {', '.join(ALGORITHMS)}")
+    pooled: dict[str, str] = {}
+    for group, algorithms in args.engine_groups.items():
+        if not algorithms:
+            raise InvalidData(f"engine group {group!r} names no algorithm")
+        if group in FIXED_NAMES or group in {engine_name(a) for a in ALGORITHMS}:
+            raise InvalidData(f"engine group {group!r} takes the name of another deployment")
+        for algorithm in algorithms:
+            if algorithm not in ALGORITHMS:
+                raise InvalidData(f"engine group {group!r} names an unknown engine {algorithm!r}")
+            if algorithm in pooled:
+                raise InvalidData(
+                    f"{algorithm!r} is in engine groups {pooled[algorithm]!r} and {group!r}"
+                )
+            pooled[algorithm] = group
+    deployments: dict[str, list[str]] = {}
+    for algorithm in engines:
+        deployments.setdefault(pooled.get(algorithm, engine_name(algorithm)), []).append(algorithm)
+    return deployments
 
 
 def build_app(args: AppArgs) -> Application:
@@ -114,17 +156,17 @@ def build_app(args: AppArgs) -> Application:
 
 def compose(args: AppArgs, *, source: ModelSource | None = None) -> Application:
     """The whole application; ``source`` replaces the artifact store (tests, demos)."""
-    unknown = sorted(set(args.engines) - set(ALGORITHMS))
-    if unknown:
-        raise InvalidData(f"unknown engines {unknown}; known: {', '.join(ALGORITHMS)}")
+    groups = engine_deployments(args)
     env = replica_env(args)
     serving = args.serving()
-    engines = {
-        algorithm: Engine.options(**_options(args, engine_name(algorithm), env)).bind(
-            algorithm, source=source, config=serving
+    # {algorithm: handle}: the algorithms of a pool share its deployment (one bound Engine).
+    engines: dict[str, Any] = {}
+    for name, algorithms in groups.items():
+        bound = Engine.options(**_options(args, name, env)).bind(
+            algorithms, source=source, config=serving
         )
-        for algorithm in dict.fromkeys(args.engines)
-    }
+        engines |= dict.fromkeys(algorithms, bound)
+    engines = {algorithm: engines[algorithm] for algorithm in dict.fromkeys(args.engines)}
     # Without a Qdrant server, one replica holds the embedded store for the whole app.
     vectors = None
     if not _qdrant_server(env):

@@ -54,7 +54,8 @@ LOCAL_METHODS = frozenset({"similarity"})
 
 
 class ServeEngines:
-    """``recommend.step.Engines`` over the engine deployments' handles."""
+    """``recommend.step.Engines`` over the engine deployments' handles: ``{algorithm: handle}``,
+    where the algorithms of one engine pool share their deployment's handle."""
 
     def __init__(
         self,
@@ -72,7 +73,8 @@ class ServeEngines:
         # Similarity (MMR, explanations) from models held here: no round trip after the fan-out.
         self.near = near
         self.watch: Any = lambda tenant_id: None
-        # Concurrent requests' queries to one engine and model leave as one call.
+        # Concurrent requests' queries to one engine and model leave as one call (the key keeps
+        # algorithms apart even when a pool serves several behind one handle).
         self.batcher: CallBatcher[tuple[str, str], EngineQuery] = CallBatcher(
             self._recommend_many, max_batch=max_batch
         )
@@ -91,7 +93,8 @@ class ServeEngines:
             held = self.near.get(engine, tenant_id, version)
             if held is not None:
                 return scored(held, 1, answer, held, method, query)
-        model = model_id(tenant_id, version)
+        # The id names the engine's algorithm: pooled algorithms share a handle, not models.
+        model = model_id(engine, tenant_id, version)
         # Called inside the engine's span, so the carried context names it as the parent.
         query = dataclasses.replace(query, trace=inject({}))
         if method == "recommend":
@@ -196,11 +199,18 @@ class HybridCombiner:
         await self._step.items_deleted(tenant_id, item_ids)
 
     async def health(self) -> dict[str, str]:
-        """Each engine's state: "ok" when a replica answers ``info`` within the timeout."""
-        names = list(self._handles)
-        calls = {name: (lambda n=name: self._handles[n].info.remote()) for name in names}
+        """Each engine's state: "ok" when a replica of its deployment answers ``info`` within
+        the timeout (asked once per deployment: the algorithms of a pool share the answer)."""
+        served_by: dict[str, list[str]] = {}
+        for name, handle in self._handles.items():
+            served_by.setdefault(getattr(handle, "deployment_name", name), []).append(name)
+        calls = {
+            deployment: (lambda n=names[0]: self._handles[n].info.remote())
+            for deployment, names in served_by.items()
+        }
         outcome = await failed_calls(calls, self._config.engine_timeout_s)
-        return {name: "unavailable" if name in outcome else "ok" for name in names}
+        down = {name for deployment in outcome for name in served_by[deployment]}
+        return {name: "unavailable" if name in down else "ok" for name in self._handles}
 
     def near_models(self) -> dict[str, int]:
         """The models this replica holds to answer similarity itself (key -> bytes)."""

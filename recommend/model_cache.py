@@ -48,16 +48,29 @@ class ModelSource(Protocol):
         ...
 
 
-def model_id(tenant_id: str, version: str) -> str:
-    return f"{tenant_id}:{version}"
+def model_id(algorithm: str, tenant_id: str, version: str) -> str:
+    """The multiplexed model id of one algorithm's model of a tenant at a version:
+    ``"{algorithm}/{tenant}:{version}"``. It names the algorithm so that one engine deployment
+    may serve several (an engine pool) and Serve routes every (algorithm, tenant, version)
+    independently; ``split_model_id`` reads it back."""
+    if not algorithm or "/" in algorithm:
+        raise ValueError(f"algorithm must be a non-empty name without '/', got {algorithm!r}")
+    if not tenant_id or "/" in tenant_id or ":" in tenant_id:
+        raise ValueError(f"tenant id must be non-empty, without '/' or ':', got {tenant_id!r}")
+    if not version:
+        raise ValueError("version must not be empty")
+    return f"{algorithm}/{tenant_id}:{version}"
 
 
-def split_model_id(value: str) -> tuple[str, str]:
-    # Tenant ids never contain ":" (they are UUIDs or slugs) but versions may, so split once.
-    tenant_id, sep, version = value.partition(":")
-    if not sep or not tenant_id or not version:
-        raise ValueError(f"model id must be 'tenant:version', got {value!r}")
-    return tenant_id, version
+def split_model_id(value: str) -> tuple[str, str, str]:
+    """``(algorithm, tenant_id, version)`` of a ``model_id``."""
+    # Algorithm names and tenant ids (UUIDs or slugs) never contain "/" or ":", but versions
+    # may: split at the first of each.
+    algorithm, slash, rest = value.partition("/")
+    tenant_id, colon, version = rest.partition(":")
+    if not slash or not colon or not algorithm or not tenant_id or not version:
+        raise ValueError(f"model id must be 'algorithm/tenant:version', got {value!r}")
+    return algorithm, tenant_id, version
 
 
 def _saved_at(copy: Path) -> str | None:
@@ -331,7 +344,7 @@ class NearModels:
 
     @staticmethod
     def key(engine: str, tenant_id: str, version: str) -> str:
-        return f"{engine}:{model_id(tenant_id, version)}"
+        return model_id(engine, tenant_id, version)
 
     def get(self, engine: str, tenant_id: str, version: str) -> Recommender | None:
         if self.max_bytes <= 0:
@@ -357,9 +370,8 @@ class NearModels:
             self._refused.add(key)
             return
         # older versions of this engine's model for the tenant are never asked again
-        prefix = f"{engine}:{tenant_id}:"
         for held in self._memory.sizes():
-            if held.startswith(prefix) and held != key:
+            if split_model_id(held)[:2] == (engine, tenant_id) and held != key:
                 self._memory.drop(held)
         self._memory.put(key, model)
 

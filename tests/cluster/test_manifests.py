@@ -83,9 +83,16 @@ def test_serve_config_v2_is_serve_config_yaml() -> None:
     service = documents(manifests.RAYSERVICE)[0]
     embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
     local = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    # The one difference: a proxy on every node of the cluster (HeadOnly on a laptop).
+    # The differences: a proxy on every node of the cluster (HeadOnly on a laptop), and the
+    # config's own `cluster:` changes (one engine deployment per algorithm, no engine pool).
     assert (local["proxy_location"], embedded["proxy_location"]) == ("HeadOnly", "EveryNode")
-    assert embedded == local | {"proxy_location": "EveryNode"}
+    assert embedded == manifests.for_cluster(local) | {"proxy_location": "EveryNode"}
+    assert "cluster" in local and "cluster" not in embedded
+    [app] = embedded["applications"]
+    assert app["args"]["engine_groups"] == {}
+    names = {d["name"] for d in app["deployments"]}
+    assert {f"engine_{a}" for a in app["args"]["engines"]} <= names
+    assert not set(local["applications"][0]["args"]["engine_groups"]) & names
 
 
 KUBE_FILES = sorted((ROOT / "cluster" / "k8s").glob("*.yaml"))

@@ -18,6 +18,7 @@ from recommend.model_cache import (
     ArtifactModelSource,
     MemoryModelSource,
     ModelMemory,
+    model_id,
 )
 from storage.artifacts import ArtifactStore
 from storage.errors import NotFound
@@ -133,13 +134,58 @@ def test_an_engine_reports_the_bytes_it_holds_until_memory_evicts_them() -> None
     meters = PrometheusBackend()
     previous = use_backend(meters)
     try:
-        engine._hold("t1:v1", model)
+        engine._hold(model_id("ease", "t1", "v1"), model)
         labels = {"tenant_id": "t1", "algorithm": "ease"}
         assert meters.registry.get_sample_value("model_bytes", labels) == model.nbytes > 0
-        assert engine.info()["models"] == {"t1:v1": model.nbytes}
-        engine._hold("t2:v1", other)  # both together exceed the budget: t1's model goes
+        assert engine.info()["models"] == {"ease/t1:v1": model.nbytes}
+        engine._hold(model_id("ease", "t2", "v1"), other)  # together over budget: t1's goes
         assert meters.registry.get_sample_value("model_bytes", labels) == 0.0
-        assert engine.info()["models"] == {"t2:v1": other.nbytes}
+        assert engine.info()["models"] == {"ease/t2:v1": other.nbytes}
+    finally:
+        use_backend(previous)
+
+
+class _Named(_Sized):
+    def __init__(self, algorithm: str, tenant_id: str, version: str) -> None:
+        super().__init__(1000)
+        self.made = (algorithm, tenant_id, version)
+
+
+class _PoolSource:
+    def load(self, tenant_id: str, algorithm: str, version: str) -> _Named:
+        return _Named(algorithm, tenant_id, version)
+
+
+async def test_a_pool_holds_every_algorithms_models_and_names_each_in_metrics() -> None:
+    engine = Engine.func_or_class(["ease", "popularity"], source=_PoolSource())
+    engine.reconfigure({"max_models_per_replica": 2})
+    assert engine.info()["algorithms"] == ["ease", "popularity"]
+    assert engine._memory.max_models == 4  # max_models_per_replica per algorithm of the pool
+    meters = PrometheusBackend()
+    previous = use_backend(meters)
+    try:
+        ease = await engine._resident(model_id("ease", "t1", "v1"))
+        popular = await engine._resident(model_id("popularity", "t1", "v1"))
+        # one (tenant, version), two algorithms: two models, each from its own algorithm
+        assert ease.made == ("ease", "t1", "v1") and popular.made == ("popularity", "t1", "v1")
+        assert await engine._resident(model_id("ease", "t1", "v1")) is ease  # held
+        for algorithm in ("ease", "popularity"):
+            labels = {"tenant_id": "t1", "algorithm": algorithm}
+            assert meters.registry.get_sample_value("model_bytes", labels) == 1000
+            assert meters.registry.get_sample_value("model_version_served", labels) == 1
+        with pytest.raises(ValueError, match="asked for als"):
+            await engine._resident(model_id("als", "t1", "v1"))  # not one of the pool's
+        # One LRU over both algorithms: popularity's model, used least recently, goes first.
+        for tenant in ("t2", "t3", "t4"):
+            await engine._resident(model_id("ease", tenant, "v1"))
+        assert list(engine.info()["models"]) == [
+            "ease/t1:v1",
+            "ease/t2:v1",
+            "ease/t3:v1",
+            "ease/t4:v1",
+        ]
+        labels = {"tenant_id": "t1", "algorithm": "popularity"}
+        assert meters.registry.get_sample_value("model_bytes", labels) == 0.0
     finally:
         use_backend(previous)
 

@@ -1,6 +1,8 @@
 """The whole Serve application on the shared local Ray: real artifacts, real engines, HTTP edge.
 
 One app is deployed per module (deploying costs most of the time); every test asks it something.
+Its engines are laid out both ways: an engine pool (one deployment serving item-kNN, EASE and
+ALS, as the laptop's serve_config.yaml pools all nine) beside popularity's own deployment.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.app import AppArgs, build_app
+from deployments.app import AppArgs, build_app, engine_deployments
+from recommend.model_cache import split_model_id
 from recommend.types import RecommendationRequest, RecommendationResponse
 from storage.artifacts import ArtifactStore
 from storage.settings import Settings
@@ -27,6 +30,7 @@ APP = "recserve-deployments-test"
 ROUTE = "/deployments-test"
 TENANT = "acme"
 ENGINES = ["popularity", "item_knn", "ease", "als"]  # trending falls back to popularity
+POOL = {"engines": ["item_knn", "ease", "als"]}  # popularity keeps engine_popularity
 
 
 SECRET = "serve-app-test-secret-0123456789abcdef"
@@ -68,6 +72,7 @@ def deployed(serve_instance: int, tmp_path_factory: pytest.TempPathFactory) -> I
         env.setenv("RECSERVE_JWT_SECRET", SECRET)
         args = AppArgs(
             engines=ENGINES,
+            engine_groups=POOL,
             engine_timeout_s=20.0,
             version_ttl_s=0.0,
             train_entrypoint="tests.deployments.fakes:fake_train",
@@ -75,9 +80,13 @@ def deployed(serve_instance: int, tmp_path_factory: pytest.TempPathFactory) -> I
         )
         app = build_app(args)
     serve.run(app, name=APP, route_prefix=ROUTE)
+    serving = {a: name for name, algos in engine_deployments(args).items() for a in algos}
+    assert serving == {"popularity": "engine_popularity"} | dict.fromkeys(
+        POOL["engines"], "engines"
+    )
     yield {
         "combiner": serve.get_deployment_handle("combiner", app_name=APP),
-        "engine": lambda n: serve.get_deployment_handle(f"engine_{n}", app_name=APP),
+        "engine": lambda n: serve.get_deployment_handle(serving[n], app_name=APP),
         "store": store,
         "root": root,
         "port": serve_instance,
@@ -110,7 +119,7 @@ async def test_diversified_lists_take_similarity_from_the_combiners_own_model(
     first = await _recommend(deployed, **asked)  # item-kNN's replica answers the similarity
     for _ in range(100):  # meanwhile the combiner loads the model itself, in the background
         held = await deployed["combiner"].near_models.remote()
-        if any(key.startswith(f"item_knn:{TENANT}:") for key in held):
+        if any(split_model_id(key)[:2] == ("item_knn", TENANT) for key in held):
             break
         await asyncio.sleep(0.1)
     else:
@@ -151,6 +160,31 @@ async def test_concurrent_requests_are_batched_correctly(deployed: dict) -> None
     got = {u: [item.item_id for item in r.items] for u, r in zip(users, replies, strict=True)}
     expected = {u: [item for item, _ in ease.recommend(u, 5)] for u in users}
     assert got == expected
+
+
+async def test_the_engine_pool_answers_each_algorithm_with_its_own_model(deployed: dict) -> None:
+    """item-kNN and EASE share one deployment (one handle, one replica's models): asked at once,
+    for the same users, each answer is its own algorithm's, never the other's."""
+    users = [f"u{u}" for u in range(1, 40, 4)]
+    asked = [(u, a) for u in users for a in ("item_knn", "ease")]
+    replies = await asyncio.gather(
+        *(_recommend(deployed, user_id=u, algorithm=a) for u, a in asked)
+    )
+    models = {a: create(a).fit(synthetic_matrix(hot=5)) for a in ("item_knn", "ease")}
+    for (user, algorithm), reply in zip(asked, replies, strict=True):
+        assert reply.engines_used == [algorithm], (user, algorithm, reply)
+        expected = [item for item, _ in models[algorithm].recommend(user, 5)]
+        assert [item.item_id for item in reply.items] == expected, (user, algorithm)
+    assert any(
+        [i.item_id for i in a.items] != [i.item_id for i in b.items]
+        for a, b in zip(replies[::2], replies[1::2], strict=True)
+    ), "the two algorithms should disagree somewhere, or this test proves nothing"
+    # One pool replica holds both algorithms' models (and never loaded ALS's broken one).
+    info = await deployed["engine"]("ease").info.remote()
+    assert info["algorithms"] == POOL["engines"]
+    held = {split_model_id(key)[0] for key in info["models"]}
+    assert {"item_knn", "ease"} <= held and "als" not in held
+    assert await deployed["combiner"].health.remote() == dict.fromkeys(ENGINES, "ok")
 
 
 async def test_similar_items_and_trending(deployed: dict) -> None:
