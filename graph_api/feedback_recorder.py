@@ -129,7 +129,7 @@ class FeedbackRecorder:
         self._impressions: deque[Served] = deque()
         self._outcomes: deque[Outcome] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     # -- the request path: never waits ---------------------------------------------------------
 
@@ -192,20 +192,27 @@ class FeedbackRecorder:
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="feedback")
 
     async def stop(self) -> None:
-        """Write what is queued (outcomes whatever their settle time) and stop."""
+        """Write what is queued (outcomes whatever their settle time) and stop. A flush under
+        way finishes first: cancelled inside its transaction, it left SQLite's write lock held
+        by a connection nobody would roll back, and the final flush then waited out the busy
+        timeout and dropped what was queued."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         await self.flush(everything=True)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_s)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.flush_s)
+            if self._stopping.is_set():
+                return
             try:
                 await self.flush()
             except Exception:  # the writer must outlive any one batch

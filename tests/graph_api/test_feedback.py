@@ -251,3 +251,33 @@ async def test_old_impressions_are_pruned_with_their_attributions(api: Api) -> N
             == 1
         )
     assert await _attributions(api) == []
+
+
+async def test_stopping_lets_the_flush_under_way_finish(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled inside its transaction, a flush left SQLite's write lock to a connection
+    nobody rolled back: the final flush waited out the busy timeout and dropped the batch."""
+    _admin, shopper, _ = await _shop(api)
+    feedback = _feedback(api)
+    writing, release = asyncio.Event(), asyncio.Event()
+    original = feedback_repo.add_impressions
+
+    async def slow(**kwargs: Any) -> None:  # the first write waits, inside its transaction
+        if not writing.is_set():
+            writing.set()
+            await release.wait()
+        await original(**kwargs)
+
+    monkeypatch.setattr(feedback_repo, "add_impressions", slow)
+    await _listed(api, shopper)  # one served list queued; the writer's next flush takes it
+    await asyncio.wait_for(writing.wait(), timeout=5)
+    stopping = asyncio.create_task(feedback.stop())
+    await asyncio.sleep(0.2)
+    assert not stopping.done()  # it waits for the flush instead of cancelling it
+    release.set()
+    await asyncio.wait_for(stopping, timeout=5)
+    async with asyncio.timeout(2):  # nobody holds the write lock
+        async with api.database.session() as session:
+            stored = (await session.scalars(select(Impression))).all()
+    assert len(stored) == 1
