@@ -28,6 +28,7 @@ from graph_api.auth import TokenService
 from graph_api.clients import ClientAddresses
 from graph_api.console import mount_console
 from graph_api.context import RequestContext, Services
+from graph_api.fast_path import FastPath
 from graph_api.feedback_recorder import FeedbackRecorder
 from graph_api.http import BodySizeLimit
 from graph_api.live import AuthenticatedGraphQLRouter
@@ -36,7 +37,7 @@ from graph_api.quotas import TenantQuotas
 from graph_api.ratelimit import RateLimiter, SubscriptionSlots
 from graph_api.request_metrics import MetricsRecorder
 from graph_api.result_cache import ResultCache
-from graph_api.schema import build_schema
+from graph_api.schema import LIMIT_RULES, MAX_TOKENS, build_schema
 from recommend.types import BackgroundWork, RecommendationService
 from storage.cache import Cache, create_cache
 from storage.db import Database, migrate
@@ -123,12 +124,15 @@ def create_app(
         authorization = connection.headers.get("authorization")
         return RequestContext(services, authorization, addresses.of(connection))
 
+    schema = build_schema(metrics, introspection=settings.introspection_enabled)
     router = AuthenticatedGraphQLRouter(
-        build_schema(metrics, introspection=settings.introspection_enabled),
+        schema,
         context_getter=get_context,
         graphql_ide="graphiql" if settings.introspection_enabled else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
     )
+    if settings.graphql_fast_path:
+        router.fast_path = FastPath(schema, validation_rules=LIMIT_RULES, max_tokens=MAX_TOKENS)
     app = FastAPI(title="Recserve", lifespan=_lifespan(services, owned))
     app.state.services = services
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

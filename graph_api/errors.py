@@ -134,7 +134,8 @@ def is_server_fault(error: GraphQLError) -> bool:
     return not any(isinstance(original, kind) for kind, _code in _STORAGE_CODES)
 
 
-def _rebuild(error: GraphQLError) -> GraphQLError:
+def rebuilt(error: GraphQLError) -> GraphQLError:
+    """``error`` as it is sent: its code and client-safe message, no original exception."""
     code, message, extra = classify(error)
     return GraphQLError(
         message=message,
@@ -177,7 +178,7 @@ class ErrorMapping(SchemaExtension):
 def _rebuild_all(result: Any) -> None:
     errors = getattr(result, "errors", None)
     if errors and not all(_is_rebuilt(error) for error in errors):
-        result.errors = [error if _is_rebuilt(error) else _rebuild(error) for error in errors]
+        result.errors = [error if _is_rebuilt(error) else rebuilt(error) for error in errors]
 
 
 def _is_rebuilt(error: GraphQLError) -> bool:
