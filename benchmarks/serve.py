@@ -77,10 +77,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 VARIANT_ENV: dict[str, dict[str, str]] = {
     "single": {},
+    "single-full-graphql": {CHILD: "single", "RECSERVE_GRAPHQL_FAST_PATH": "false"},
     # FastAPI + uvicorn + implicit's ALS, no auth, no cache (benchmarks/handrolled.py)
     "handrolled": {CHILD: "handrolled"},
     # `recserve serve --port N` as a user runs it (its own defaults: throughput mode, local Redis)
     "recserve": {CHILD: "recserve"},
+    # the same, each without one of its defaults: GraphQL's executor for every request (no
+    # graph_api.fast_path), Ray's Python proxy instead of HAProxy
+    "recserve-full-graphql": {CHILD: "recserve", "RECSERVE_GRAPHQL_FAST_PATH": "false"},
+    "recserve-python-proxy": {CHILD: "recserve", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "serve": {},
     "serve-tput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
     # what `recserve serve` runs without RECSERVE_REDIS_URL: a local Redis the replicas share
