@@ -101,13 +101,13 @@ def start_serve(
     port: int | None = None,
     host: str | None = None,
 ) -> ServeRun:
-    """``serve run config``; on ``port`` and ``host`` when given (``serve run`` takes them only
-    from the config's ``http_options``, so a copy of the config with them is run instead). In
-    HAProxy mode the replicas listen on ``host`` too."""
+    """``serve run config`` (``cluster.serve_run``); on ``port`` and ``host`` when given
+    (``serve run`` takes them only from the config's ``http_options``, so a copy of the config
+    with them is run instead). In HAProxy mode the replicas listen on ``host`` too."""
     if port is not None or host is not None:
         config = config_listening(config, settings.data_dir.resolve(), port=port, host=host)
-    serve = Path(sys.executable).with_name("serve")
-    command = [str(serve), "run", str(config)]
+    # `serve run`, with Ray's dashboard only when asked for (cluster.serve_run)
+    command = [sys.executable, "-m", "cluster.serve_run", str(config)]
     env = serve_environment(settings, cache_url, haproxy=haproxy_binary(dict(os.environ)))
     return ServeRun(command, env=env, cwd=ROOT)
 

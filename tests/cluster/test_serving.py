@@ -91,7 +91,8 @@ except KeyboardInterrupt:
     ray.wait()
     sys.exit()
 """
-# `recserve serve` itself; start_serve finds `serve` beside the interpreter: the stand-in.
+# `recserve serve` itself; start_serve runs `python -m cluster.serve_run` with the interpreter it
+# runs under: the stand-in, which takes the config as its last argument as `serve run` does.
 CLI = """
 import sys
 sys.executable = sys.argv[1]
@@ -104,7 +105,7 @@ def _stand_in(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     """The command running `recserve serve` around the stand-in, and its environment."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    serve = bin_dir / "serve"
+    serve = bin_dir / "python"
     serve.write_text(STAND_IN.format(python=sys.executable))
     serve.chmod(0o755)
     cli = tmp_path / "recserve_serve.py"
@@ -264,7 +265,7 @@ def test_a_serve_run_that_ignores_sigint_is_killed_with_its_group(
 ) -> None:
     _, env = _stand_in(tmp_path)
     env["STAND_IN_HANGS"] = "1"
-    process = ServeRun([str(tmp_path / "bin" / "serve")], env=env, cwd=ROOT)
+    process = ServeRun([str(tmp_path / "bin" / "python")], env=env, cwd=ROOT)
     pids: list[int] = []
     try:
         pids = _wait_for_pids(Path(env["STAND_IN_PIDS"]), process)
@@ -287,7 +288,7 @@ def test_a_second_ctrl_c_kills_a_hanging_serve_run_at_once(
 ) -> None:
     _, env = _stand_in(tmp_path)
     env["STAND_IN_HANGS"] = "1"
-    process = ServeRun([str(tmp_path / "bin" / "serve")], env=env, cwd=ROOT)
+    process = ServeRun([str(tmp_path / "bin" / "python")], env=env, cwd=ROOT)
     pids: list[int] = []
 
     def press_ctrl_c_again() -> None:  # once stop() has sent its SIGINT, so handles ours
